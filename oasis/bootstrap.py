@@ -1,0 +1,143 @@
+"""First start and every start: the `local` site with this machine as its host, the image of the running
+environment, Nova's default flavors, and an admin user whose credentials go to `<state dir>/clouds.yaml`."""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import yaml
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from oasis.config import Settings
+from oasis.db.models import Flavor, Host, Image, Site
+from oasis.db.session import Database
+
+from oasis.plugins import registry
+
+log = logging.getLogger(__name__)
+
+LOCAL_SITE = "local"
+# Nova's defaults, so that existing templates naming flavors "1".."5" or m1.* keep working.
+FLAVORS = [("1", "m1.tiny", 1, 512, 1), ("2", "m1.small", 1, 2048, 20), ("3", "m1.medium", 2, 4096, 40),
+           ("4", "m1.large", 4, 8192, 80), ("5", "m1.xlarge", 8, 16384, 160)]
+IMAGE_NAMESPACE = uuid.UUID("6f1c2a53-3b0e-4c55-9a57-0a5e5d0c1a11")
+
+
+def bootstrap(settings: Settings, db: Database) -> None:
+    for attempt in range(3):  # an `api` and an `engine` starting together may race on the first insert
+        try:
+            with db.session() as s:
+                _flavors(s)
+                site = _local_site(s)
+                _local_host(s, site, settings)
+                _local_image(s, site)
+            _admin(settings, db)
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise
+
+
+def _flavors(s) -> None:
+    for fid, name, vcpus, ram, disk in FLAVORS:
+        if s.get(Flavor, fid) is None:
+            s.add(Flavor(id=fid, name=name, vcpus=vcpus, ram_mb=ram, disk_gb=disk))
+
+
+def _local_site(s) -> Site:
+    site = s.scalars(select(Site).where(Site.name == LOCAL_SITE)).first()
+    if site is None:
+        site = Site(name=LOCAL_SITE, spec={"default_network": "local", "networks": {"local": "127.0.0.0/8"}})
+        s.add(site)
+        s.flush()
+    return site
+
+
+def _local_host(s, site: Site, settings: Settings) -> None:
+    host = s.scalars(select(Host).where(Host.site_id == site.id, Host.name == "localhost")).first()
+    base = settings.hosts_dir / "localhost"
+    base.mkdir(parents=True, exist_ok=True)
+    capacity = dict(vcpus=os.cpu_count() or 1, ram_mb=_total_ram_mb(), disk_gb=shutil.disk_usage(base).total >> 30)
+    if host is None:
+        s.add(Host(site_id=site.id, name="localhost", access="local", address="127.0.0.1", base_dir=str(base),
+                   **capacity))
+    else:  # the machine may have been resized since the last start
+        for k, v in capacity.items():
+            setattr(host, k, v)
+        host.base_dir = str(base)
+
+
+def _total_ram_mb() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return 1024
+
+
+def local_runtime() -> dict:
+    """What the running environment provides to instances on this machine."""
+    runtime: dict = {"python": sys.executable}
+    try:
+        import pyspark
+
+        runtime["spark_home"] = str(Path(pyspark.__file__).parent)
+    except ImportError:
+        pass
+    java = shutil.which("java")
+    if java:
+        runtime["java_home"] = str(Path(os.path.realpath(java)).parent.parent)
+    return runtime
+
+
+def _local_image(s, site: Site) -> None:
+    image_id = str(uuid.uuid5(IMAGE_NAMESPACE, f"{site.name}/local-runtime"))
+    tags = []
+    for plugin in registry().values():
+        for version in plugin.versions():
+            tags += [plugin.name, version]
+    image = s.get(Image, image_id)
+    if image is None:
+        image = Image(id=image_id, site_id=site.id, name="local-runtime", username=os.environ.get("USER", "root"),
+                      description="The Python, Java, Spark and Dask of the environment oasis runs in")
+        s.add(image)
+    image.tags = sorted(set(tags))
+    image.runtime = local_runtime()
+    if "spark_home" not in image.runtime or "java_home" not in image.runtime:
+        image.tags = [t for t in image.tags if t not in ("spark", *registry()["spark"].versions())]
+
+
+def _admin(settings: Settings, db: Database) -> None:
+    from oasis.identity import builtin
+
+    path = settings.state_dir / "clouds.yaml"
+    with db.session() as s:
+        project = builtin.ensure_project(s, "admin")
+        user = builtin.ensure_user(s, "admin", None)
+        builtin.assign_role(s, user, project, "admin")
+        if path.exists():
+            return
+        # No credentials file: (re)set the password and write one, readable by this user only.
+        password = secrets.token_urlsafe(18)
+        user.password_hash = builtin.hash_password(password)
+    write_clouds_yaml(path, settings.public_url, "admin", password, "admin")
+    log.info("admin credentials written to %s", path)
+
+
+def write_clouds_yaml(path: Path, base_url: str, username: str, password: str, project: str) -> None:
+    cloud = {"clouds": {"oasis": {
+        "auth": {"auth_url": f"{base_url}/v3", "username": username, "password": password, "project_name": project,
+                 "user_domain_name": "Default", "project_domain_name": "Default"},
+        "region_name": "RegionOne", "interface": "public", "identity_api_version": 3,
+        "data_processing_api_version": "2"}}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(cloud, f, sort_keys=False)
+    os.chmod(path, 0o600)

@@ -1,0 +1,35 @@
+"""Settings shared by every process: read once from arguments and the environment, passed down explicitly."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Settings:
+    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("OASIS_STATE_DIR", "~/.oasis")).expanduser())
+    database_url: str | None = None  # default: SQLite in the state dir
+    host: str = "127.0.0.1"
+    port: int = 8386
+    lease_seconds: float = float(os.environ.get("OASIS_LEASE_SECONDS", "15"))
+    poll_seconds: float = float(os.environ.get("OASIS_POLL_SECONDS", "0.2"))
+    token_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir).expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.state_dir / 'oasis.db'}"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.state_dir / "objects"
+
+    @property
+    def hosts_dir(self) -> Path:
+        """Where the `local` site's host keeps its instances."""
+        return self.state_dir / "hosts"
+
+    @property
+    def public_url(self) -> str:
+        return f"http://{self.host}:{self.port}"

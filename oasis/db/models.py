@@ -1,0 +1,303 @@
+"""The database: the only state shared between API and engine replicas.
+
+Sahara's many optional fields are kept in one JSON `spec` column per object; columns exist only for what is
+filtered, joined, sorted or leased on. Long operations live on their object (`op`, `op_step`, the lease).
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Stamped:
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime, default=None, onupdate=utcnow)
+
+
+class Owned(Stamped):
+    """A row that belongs to a project and may be shared read-only (`is_public`) or locked (`is_protected`)."""
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_protected: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Leased:
+    """A long operation persisted on its object: what to do, how far it got, and who is doing it."""
+
+    op: Mapped[str | None] = mapped_column(String(16), default=None, index=True)
+    op_step: Mapped[str | None] = mapped_column(String(32), default=None)
+    op_target: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_expires: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+
+
+# --- identity -------------------------------------------------------------------------------------------------
+
+
+class Project(Stamped, Base):
+    __tablename__ = "projects"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: uuid.uuid4().hex)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class User(Stamped, Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: uuid.uuid4().hex)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+
+
+class RoleAssignment(Base):
+    __tablename__ = "role_assignments"
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    # Only a hash of the token is stored: a database dump does not hand out sessions.
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+# --- compute: sites, hosts, images, flavors -------------------------------------------------------------------
+
+
+class Site(Stamped, Base):
+    __tablename__ = "sites"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(32), default="Active")
+    cpu_allocation_ratio: Mapped[float] = mapped_column(Float, default=16.0)
+    ram_allocation_ratio: Mapped[float] = mapped_column(Float, default=1.5)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # networks, access, proxy_command ...
+
+
+class Host(Stamped, Base):
+    __tablename__ = "hosts"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    # "local" (this machine, no SSH) or "ssh"
+    access: Mapped[str] = mapped_column(String(16), default="local")
+    address: Mapped[str] = mapped_column(String(64))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    ram_mb: Mapped[int] = mapped_column(Integer)
+    disk_gb: Mapped[int] = mapped_column(Integer)
+    port_min: Mapped[int] = mapped_column(Integer, default=20000)
+    port_max: Mapped[int] = mapped_column(Integer, default=29999)
+    base_dir: Mapped[str] = mapped_column(Text)  # where instance working directories live on the host
+    status: Mapped[str] = mapped_column(String(16), default="up")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+
+
+class HostPort(Base):
+    """One allocated port on one host: the primary key makes a collision impossible across engines."""
+
+    __tablename__ = "host_ports"
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True)
+    port: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(36), index=True)
+
+
+class Image(Stamped, Base):
+    __tablename__ = "images"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    username: Mapped[str] = mapped_column(String(64), default="root")
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    runtime: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # python, spark_home, java_home, versions
+    registered: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Flavor(Base):
+    __tablename__ = "flavors"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    ram_mb: Mapped[int] = mapped_column(Integer)
+    disk_gb: Mapped[int] = mapped_column(Integer)
+
+
+# --- templates and clusters -----------------------------------------------------------------------------------
+
+
+class NodeGroupTemplate(Owned, Base):
+    __tablename__ = "node_group_templates"
+    plugin_name: Mapped[str] = mapped_column(String(32))
+    plugin_version: Mapped[str] = mapped_column(String(32))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+
+class ClusterTemplate(Owned, Base):
+    __tablename__ = "cluster_templates"
+    plugin_name: Mapped[str] = mapped_column(String(32))
+    plugin_version: Mapped[str] = mapped_column(String(32))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+
+class Cluster(Owned, Leased, Base):
+    __tablename__ = "clusters"
+    plugin_name: Mapped[str] = mapped_column(String(32))
+    plugin_version: Mapped[str] = mapped_column(String(32))
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    cluster_template_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
+    status: Mapped[str] = mapped_column(String(40), default="Validating")
+    status_description: Mapped[str] = mapped_column(Text, default="")
+    is_transient: Mapped[bool] = mapped_column(Boolean, default=False)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    management_public_key: Mapped[str] = mapped_column(Text, default="")
+    # Never serialised by any API view.
+    management_private_key: Mapped[str] = mapped_column(Text, default="")
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+
+class NodeGroup(Stamped, Base):
+    __tablename__ = "node_groups"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    count: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # flavor_id, node_processes, node_configs ...
+
+
+class Instance(Stamped, Base):
+    __tablename__ = "instances"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    node_group_id: Mapped[str] = mapped_column(ForeignKey("node_groups.id", ondelete="CASCADE"), index=True)
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(80))
+    internal_ip: Mapped[str] = mapped_column(String(64))
+    management_ip: Mapped[str] = mapped_column(String(64))
+    workdir: Mapped[str] = mapped_column(Text)
+    ports: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    ram_mb: Mapped[int] = mapped_column(Integer)
+    disk_gb: Mapped[int] = mapped_column(Integer)
+    # active, or decommission when a scale-down picked it
+    state: Mapped[str] = mapped_column(String(16), default="active")
+
+
+class ProvisionStep(Stamped, Base):
+    __tablename__ = "provision_steps"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    step_name: Mapped[str] = mapped_column(String(128))
+    step_type: Mapped[str] = mapped_column(String(64))
+    total: Mapped[int] = mapped_column(Integer)
+    successful: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    # seconds from the step's start to its end, for the demo's timings
+    duration: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class ProvisionEvent(Stamped, Base):
+    __tablename__ = "provision_events"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    step_id: Mapped[str] = mapped_column(ForeignKey("provision_steps.id", ondelete="CASCADE"), index=True)
+    node_group_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    instance_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    instance_name: Mapped[str | None] = mapped_column(String(80), default=None)
+    event_info: Mapped[str | None] = mapped_column(Text, default=None)
+    successful: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+# --- EDP ------------------------------------------------------------------------------------------------------
+
+
+class JobBinaryInternal(Owned, Base):
+    """Bytes of an `internal-db://` binary live in the object store under `object_key`, not in this table."""
+
+    __tablename__ = "job_binary_internals"
+    datasize: Mapped[int] = mapped_column(Integer)
+    object_key: Mapped[str] = mapped_column(Text)
+
+
+class JobBinary(Owned, Base):
+    __tablename__ = "job_binaries"
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # credentials: never returned
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+
+class DataSource(Owned, Base):
+    __tablename__ = "data_sources"
+    type: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    credentials: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # never returned
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+
+class JobTemplate(Owned, Base):
+    __tablename__ = "job_templates"
+    type: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text, default="")
+    mains: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    libs: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    interface: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+
+class Job(Stamped, Leased, Base):
+    """A job execution (Sahara v2 "job", v1.1 "job execution")."""
+
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    job_template_id: Mapped[str] = mapped_column(String(36), index=True)
+    cluster_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    input_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    output_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    job_configs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    interface: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(24), default="PENDING", index=True)
+    engine_job_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    return_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    start_time: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    end_time: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    data_source_urls: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # where the launcher keeps the job on the master instance: {"instance_id", "dir"}
+    runtime: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_protected: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Heartbeat(Base):
+    """Engines alive now: periodic work is sharded over this list."""
+
+    __tablename__ = "engine_heartbeats"
+    engine_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime, index=True)

@@ -1,0 +1,309 @@
+"""The cluster reconciler: create, scale and delete, each a sequence of idempotent steps recorded on the
+cluster (`op_step`), so that an engine taking over a dead engine's lease resumes where it stopped."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import delete, select
+
+from oasis.compute.placement import PlacementError, allocate_ports, choose_host, free_capacity
+from oasis.db.models import Cluster, Flavor, Host, HostPort, Instance, Job, NodeGroup, utcnow
+from oasis.db.session import Database
+from oasis.edp.statuses import TERMINAL
+from oasis.engine.events import EventLog
+from oasis.engine.views import build_view, cluster_runtime
+from oasis.plugins import get_plugin
+from oasis.plugins.base import ClusterView, PluginError
+from oasis.remote.base import RemoteError
+from oasis.remote.hosts import Remotes
+
+log = logging.getLogger(__name__)
+
+# Failures that are the cluster's, not the engine's: they end the operation with a reason for the user.
+OPERATION_ERRORS = (RemoteError, PluginError, PlacementError, LookupError, OSError, asyncio.TimeoutError)
+
+CREATE_STEPS = [("spawn", "Spawning"), ("wait", "Waiting"), ("prepare", "Preparing"),
+                ("configure", "Configuring"), ("start", "Starting")]
+SCALE_STEPS = [("decommission", "Decommissioning"), ("spawn", "Scaling: Spawning"), ("wait", "Scaling: Waiting"),
+               ("prepare", "Scaling: Preparing"), ("configure", "Configuring"), ("start", "Configuring")]
+
+
+class ClusterReconciler:
+    def __init__(self, db: Database, remotes: Remotes, on_change: Callable[[], None] = lambda: None) -> None:
+        self.db, self.remotes, self.on_change = db, remotes, on_change
+
+    async def __call__(self, cluster_id: str) -> None:
+        with self.db.session() as s:
+            c = s.get(Cluster, cluster_id)
+            op = c.op if c else None
+        if op == "create":
+            await self._run_steps(cluster_id, CREATE_STEPS, self._finish_create, self._rollback_create)
+        elif op == "scale":
+            await self._run_steps(cluster_id, SCALE_STEPS, self._finish_scale, self._rollback_scale)
+        elif op == "delete":
+            await self.delete(cluster_id)
+
+    # --- shared machinery -------------------------------------------------------------------------------------
+
+    def _set(self, cluster_id: str, **values: object) -> None:
+        with self.db.session() as s:
+            c = s.get(Cluster, cluster_id)
+            for k, v in values.items():
+                setattr(c, k, v)
+
+    def _view(self, cluster_id: str, states: tuple[str, ...] = ("active", "new")) -> tuple[Cluster, ClusterView]:
+        with self.db.session() as s:
+            c = s.get(Cluster, cluster_id)
+            return c, build_view(s, self.remotes, c, states)
+
+    async def _run_steps(self, cluster_id: str, steps: list[tuple[str, str]],
+                         finish: Callable[[str], None], rollback: Callable[[str, Exception], Awaitable[None]]) -> None:
+        with self.db.session() as s:
+            c = s.get(Cluster, cluster_id)
+            names = [n for n, _ in steps]
+            start = names.index(c.op_step) if c.op_step in names else 0
+            events = EventLog(self.db, c.id, c.project_id)
+            plugin = get_plugin(c.plugin_name)
+        try:
+            for name, status in steps[start:]:
+                self._set(cluster_id, status=status, op_step=name)
+                self.on_change()
+                await getattr(self, f"_step_{name}")(cluster_id, events, plugin)
+        except OPERATION_ERRORS as e:
+            log.warning("cluster %s: %s failed: %s", cluster_id, steps[0][0], e)
+            await rollback(cluster_id, e)
+            return
+        finish(cluster_id)
+
+    # --- steps ------------------------------------------------------------------------------------------------
+
+    async def _step_decommission(self, cluster_id: str, events: EventLog, plugin) -> None:
+        with self.db.session() as s:
+            c = s.get(Cluster, cluster_id)
+            victims = self._choose_victims(s, c)
+        if not victims:
+            return
+        async with events.step("Decommission nodes", "Plugin: decommission cluster", len(victims)) as st:
+            c, view = self._view(cluster_id, ("active", "new", "decommission"))
+            gone = [i for i in view.instances if i.id in victims]
+            await plugin.decommission(view, gone)
+            await self._remove_instances(gone)
+            for inst in gone:
+                st.event(inst.id, inst.name, None)
+        with self.db.session() as s:
+            self._forget_instances(s, victims)
+
+    def _choose_victims(self, s, c: Cluster) -> list[str]:
+        """Mark the instances a scale-down removes: the ones asked for, then the highest indexes. The choice is
+        written before anything is stopped, so a resumed scale removes the same ones."""
+        chosen = set(c.op_target.get("remove") or [])
+        for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == c.id)):
+            target = (c.op_target.get("resize") or {}).get(ng.name)
+            rows = list(s.scalars(select(Instance).where(Instance.node_group_id == ng.id).order_by(Instance.index)))
+            if target is None:
+                continue
+            keep = [r for r in rows if r.id not in chosen]
+            for r in sorted(keep, key=lambda r: r.index, reverse=True)[:max(0, len(keep) - target)]:
+                chosen.add(r.id)
+            for r in rows:
+                if r.id in chosen:
+                    r.state = "decommission"
+            ng.count = min(ng.count, target)
+        return sorted(chosen)
+
+    async def _step_spawn(self, cluster_id: str, events: EventLog, plugin) -> None:
+        with self.db.session() as s:
+            c = s.get(Cluster, cluster_id)
+            if c.op == "scale":
+                targets = {**(c.op_target.get("resize") or {}), **(c.op_target.get("add") or {})}
+                for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == c.id)):
+                    if ng.name in targets:
+                        ng.count = targets[ng.name]
+            new = self._place(s, c, plugin, "new" if c.op == "scale" else "active")
+            runtime = cluster_runtime(s, c)
+            created = [(i.id, i.name, i.node_group_id, i.workdir, s.get(Host, i.host_id)) for i in new]
+        if not created:
+            return
+        async with events.step("Spawning instances", "Engine: create cluster", len(created)) as st:
+            hosts = {h.id: h for *_, h in created}
+            await asyncio.gather(*(self.remotes.agent(h, runtime["python"]).install() for h in hosts.values()))
+
+            async def make(iid: str, name: str, ngid: str, workdir: str, host: Host) -> None:
+                await self.remotes.for_host(host).run(["mkdir", "-p", f"{workdir}/proc"])
+                st.event(iid, name, ngid)
+
+            await asyncio.gather(*(make(*row) for row in created))
+
+    def _place(self, s, c: Cluster, plugin, state: str) -> list[Instance]:
+        """Create the instance rows that the node groups' counts call for and do not have yet."""
+        free = free_capacity(s, c.site_id)
+        made = []
+        anti = set(c.spec.get("anti_affinity") or [])
+        for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == c.id).order_by(NodeGroup.created_at)):
+            have = {i.index: i for i in s.scalars(select(Instance).where(Instance.node_group_id == ng.id))}
+            flavor = s.get(Flavor, str(ng.spec.get("flavor_id")))
+            if flavor is None:
+                raise LookupError(f"node group {ng.name}: flavor {ng.spec.get('flavor_id')} does not exist")
+            avoid = set()
+            if anti & set(ng.spec["node_processes"]):
+                avoid = {i.host_id for i in have.values()}
+            for index in range(1, ng.count + 1):
+                if index in have:
+                    continue
+                f = choose_host(free, flavor.vcpus, flavor.ram_mb, flavor.disk_gb, avoid)
+                avoid.add(f.host.id)
+                name = f"{c.name}-{ng.name}-{index:03d}".lower()
+                inst = Instance(cluster_id=c.id, node_group_id=ng.id, host_id=f.host.id, index=index, name=name,
+                                internal_ip=f.host.address, management_ip=f.host.address,
+                                workdir=f"{f.host.base_dir}/{c.id}/{name}", vcpus=flavor.vcpus,
+                                ram_mb=flavor.ram_mb, disk_gb=flavor.disk_gb, state=state)
+                s.add(inst)
+                s.flush()
+                names = [f"{p}:{port}" for p in ng.spec["node_processes"] for port in plugin.ports(p)]
+                inst.ports = {k.split(":", 1)[1]: v for k, v in allocate_ports(s, f.host, inst.id, names).items()}
+                made.append(inst)
+        return made
+
+    async def _step_wait(self, cluster_id: str, events: EventLog, plugin) -> None:
+        c, view = self._view(cluster_id, ("new",) if self._is_scale(cluster_id) else ("active",))
+        async with events.step("Wait for instance accessibility", "Engine: create cluster", len(view.instances)) as st:
+            async def reach(inst) -> None:
+                await inst.remote.run(["test", "-d", inst.procdir], timeout=60)
+                st.event(inst.id, inst.name, None)
+
+            await asyncio.gather(*(reach(i) for i in view.instances))
+
+    async def _step_prepare(self, cluster_id: str, events: EventLog, plugin) -> None:
+        c, view = self._view(cluster_id)
+        hosts = "".join(f"{i.address} {i.name}\n" for i in view.instances)
+        targets = [i for i in view.instances if not self._is_scale(cluster_id) or i in self._new(view, cluster_id)]
+        async with events.step("Configure instances", "Engine: create cluster", len(targets)) as st:
+            async def prepare(inst) -> None:
+                await inst.remote.put(f"{inst.workdir}/hosts", hosts.encode())
+                st.event(inst.id, inst.name, None)
+
+            await asyncio.gather(*(prepare(i) for i in targets))
+
+    async def _step_configure(self, cluster_id: str, events: EventLog, plugin) -> None:
+        c, view = self._view(cluster_id)
+        async with events.step("Configure cluster", "Plugin: configure cluster", len(view.instances)):
+            await plugin.configure(view, view.instances)
+
+    async def _step_start(self, cluster_id: str, events: EventLog, plugin) -> None:
+        c, view = self._view(cluster_id)
+        targets = self._new(view, cluster_id) if self._is_scale(cluster_id) else view.instances
+        procs = sorted({p for i in targets for p in i.processes})
+        async with events.step(f"Start the following process(es): {', '.join(procs)}",
+                               "Plugin: scale cluster" if self._is_scale(cluster_id) else "Plugin: start cluster",
+                               len(targets)) as st:
+            await plugin.start(view, targets)
+            for inst in targets:
+                st.event(inst.id, inst.name, None)
+        self._set(cluster_id, info=plugin.info(view))
+
+    def _is_scale(self, cluster_id: str) -> bool:
+        with self.db.session() as s:
+            return s.get(Cluster, cluster_id).op == "scale"
+
+    def _new(self, view: ClusterView, cluster_id: str) -> list:
+        with self.db.session() as s:
+            new = set(s.scalars(select(Instance.id).where(Instance.cluster_id == cluster_id, Instance.state == "new")))
+        return [i for i in view.instances if i.id in new]
+
+    # --- ends ---------------------------------------------------------------------------------------------------
+
+    def _finish_create(self, cluster_id: str) -> None:
+        self._set(cluster_id, status="Active", status_description="", op=None, op_step=None, op_target={})
+        self.on_change()
+
+    def _finish_scale(self, cluster_id: str) -> None:
+        with self.db.session() as s:
+            for inst in s.scalars(select(Instance).where(Instance.cluster_id == cluster_id, Instance.state == "new")):
+                inst.state = "active"
+        self._finish_create(cluster_id)
+
+    async def _rollback_create(self, cluster_id: str, error: Exception) -> None:
+        """Stop and remove everything the create made; the cluster row stays, in Error, with the reason."""
+        reason = f"Creating cluster failed for the following reason(s): {error}"
+        try:
+            await self._tear_down(cluster_id, grace=5)
+        except OPERATION_ERRORS as e:
+            reason += f"\nRollback failed too: {e}"
+        self._set(cluster_id, status="Error", status_description=reason, op=None, op_step=None, op_target={})
+        self.on_change()
+
+    async def _rollback_scale(self, cluster_id: str, error: Exception) -> None:
+        """Remove the instances the scale added; the cluster returns to Active with the reason."""
+        reason = f"Scaling cluster failed for the following reason(s): {error}"
+        c, view = self._view(cluster_id, ("new",))
+        try:
+            plugin = get_plugin(c.plugin_name)
+            await plugin.stop(view, view.instances)
+            await self._remove_instances(view.instances)
+        except OPERATION_ERRORS as e:
+            reason += f"\nRollback failed too: {e}"
+        with self.db.session() as s:
+            self._forget_instances(s, [i.id for i in view.instances])
+            for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == cluster_id)):
+                ng.count = s.query(Instance).filter(Instance.node_group_id == ng.id).count()
+        self._set(cluster_id, status="Active", status_description=reason, op=None, op_step=None, op_target={})
+        self.on_change()
+
+    async def delete(self, cluster_id: str) -> None:
+        with self.db.session() as s:
+            c = s.get(Cluster, cluster_id)
+            force = bool(c.op_target.get("force"))
+            c.status = "Deleting"
+        await self._stop_jobs(cluster_id)
+        try:
+            await self._tear_down(cluster_id, grace=0 if force else 10)
+        except OPERATION_ERRORS as e:
+            if not force:
+                raise
+            log.warning("cluster %s: force delete left something behind: %s", cluster_id, e)
+        with self.db.session() as s:
+            s.execute(delete(Cluster).where(Cluster.id == cluster_id))
+        self.on_change()
+
+    async def _stop_jobs(self, cluster_id: str) -> None:
+        """Jobs still running on a cluster being deleted are killed, then detached from it (as Sahara does)."""
+        from oasis.engine.jobs import kill_on_instance
+
+        with self.db.session() as s:
+            jobs = list(s.scalars(select(Job).where(Job.cluster_id == cluster_id)))
+            running = [(j.id, dict(j.runtime)) for j in jobs if j.status not in TERMINAL]
+        await asyncio.gather(*(kill_on_instance(self.db, self.remotes, rt) for _, rt in running if rt.get("dir")),
+                             return_exceptions=True)
+        with self.db.session() as s:
+            for j in s.scalars(select(Job).where(Job.cluster_id == cluster_id)):
+                if j.status not in TERMINAL:
+                    j.status, j.end_time, j.op = "KILLED", utcnow(), None
+                j.cluster_id = None
+
+    async def _tear_down(self, cluster_id: str, grace: float) -> None:
+        with self.db.session() as s:
+            c = s.get(Cluster, cluster_id)
+            view = build_view(s, self.remotes, c, ("active", "new", "decommission"))
+            hosts = [s.get(Host, h) for h in {i.host_id for i in s.scalars(
+                select(Instance).where(Instance.cluster_id == cluster_id))}]
+        plugin = get_plugin(c.plugin_name)
+        if grace == 0:
+            await asyncio.gather(*(i.agent.stop_all(i.procdir, 0) for i in view.instances))
+        else:
+            await plugin.stop(view, view.instances)
+        await asyncio.gather(*(self.remotes.for_host(h).run(["rm", "-rf", f"{h.base_dir}/{cluster_id}"])
+                               for h in hosts))
+        with self.db.session() as s:
+            self._forget_instances(s, [i.id for i in view.instances])
+
+    async def _remove_instances(self, instances: list) -> None:
+        await asyncio.gather(*(i.agent.stop_all(i.procdir, 5) for i in instances))
+        await asyncio.gather(*(i.remote.run(["rm", "-rf", i.workdir]) for i in instances))
+
+    @staticmethod
+    def _forget_instances(s, ids: list[str]) -> None:
+        if ids:
+            s.execute(delete(HostPort).where(HostPort.instance_id.in_(ids)))
+            s.execute(delete(Instance).where(Instance.id.in_(ids)))

@@ -1,0 +1,62 @@
+"""The event log of a cluster: Sahara's `provision_progress` steps, each with per-instance events."""
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from oasis.db.models import ProvisionEvent, ProvisionStep
+from oasis.db.session import Database
+
+
+@dataclass
+class Step:
+    db: Database
+    id: str
+    started: float = field(default_factory=time.monotonic)
+
+    def event(self, instance_id: str | None, instance_name: str | None, node_group_id: str | None,
+              info: str | None = None, successful: bool = True) -> None:
+        with self.db.session() as s:
+            s.add(ProvisionEvent(step_id=self.id, instance_id=instance_id, instance_name=instance_name,
+                                 node_group_id=node_group_id, event_info=info, successful=successful))
+
+
+class EventLog:
+    def __init__(self, db: Database, cluster_id: str, project_id: str) -> None:
+        self.db, self.cluster_id, self.project_id = db, cluster_id, project_id
+
+    def _open(self, name: str, step_type: str, total: int) -> Step:
+        with self.db.session() as s:
+            # An engine that resumes re-runs the step it died in: it continues the same row.
+            row = s.scalars(select(ProvisionStep).where(
+                ProvisionStep.cluster_id == self.cluster_id, ProvisionStep.step_name == name,
+                ProvisionStep.successful.is_(None))).first()
+            if row is None:
+                row = ProvisionStep(cluster_id=self.cluster_id, project_id=self.project_id, step_name=name,
+                                    step_type=step_type, total=total)
+                s.add(row)
+                s.flush()
+            return Step(self.db, row.id)
+
+    def _close(self, step: Step, successful: bool, info: str | None = None) -> None:
+        with self.db.session() as s:
+            row = s.get(ProvisionStep, step.id)
+            if row is not None:
+                row.successful = successful
+                row.duration = round(time.monotonic() - step.started, 3)
+                if not successful and info:
+                    s.add(ProvisionEvent(step_id=step.id, event_info=info[:4000], successful=False))
+
+    @asynccontextmanager
+    async def step(self, name: str, step_type: str, total: int) -> AsyncIterator[Step]:
+        step = self._open(name, step_type, total)
+        try:
+            yield step
+        except Exception as e:
+            self._close(step, False, str(e))
+            raise
+        self._close(step, True)

@@ -1,0 +1,18 @@
+"""The plugin registry: plugins by name."""
+from __future__ import annotations
+
+from functools import cache
+
+from oasis.plugins.base import Plugin
+
+
+@cache
+def registry() -> dict[str, Plugin]:
+    from oasis.plugins.dask import DaskPlugin
+    from oasis.plugins.spark import SparkPlugin
+
+    return {p.name: p for p in (SparkPlugin(), DaskPlugin())}
+
+
+def get_plugin(name: str) -> Plugin | None:
+    return registry().get(name)

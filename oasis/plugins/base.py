@@ -1,0 +1,157 @@
+"""The plugin SPI, after Sahara's: a plugin says what processes it has, validates a topology, configures,
+starts, scales, decommissions and stops, and says how a job is launched on its master.
+
+Two halves. The pure half (versions, processes, configs, `validate`) is what the API calls synchronously.
+The engine half receives a `ClusterView` whose instances carry a `Remote`; a plugin never touches the database
+or opens a connection itself.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from oasis.remote.agent_client import Agent
+from oasis.remote.base import Remote
+
+
+class PluginError(Exception):
+    """A topology or configuration the plugin refuses; the message is shown to the user as is."""
+
+
+@dataclass
+class NodeGroupShape:
+    name: str
+    processes: list[str]
+    count: int
+
+
+@dataclass
+class InstanceView:
+    id: str
+    name: str
+    node_group: str
+    processes: list[str]
+    address: str  # bind address on the cluster's management network
+    workdir: str
+    ports: dict[str, int]
+    vcpus: int
+    ram_mb: int
+    remote: Remote
+    agent: Agent
+
+    @property
+    def procdir(self) -> str:
+        """Where the agent keeps this instance's daemons: pid files and logs."""
+        return f"{self.workdir}/proc"
+
+
+@dataclass
+class ClusterView:
+    id: str
+    name: str
+    version: str
+    configs: dict[str, Any]
+    runtime: dict[str, Any]  # from the image: python, spark_home, java_home ...
+    instances: list[InstanceView] = field(default_factory=list)
+
+    def having(self, process: str) -> list[InstanceView]:
+        return [i for i in self.instances if process in i.processes]
+
+    def config(self, name: str, default: Any = None) -> Any:
+        """A cluster-level config value, whatever its target section."""
+        for section in self.configs.values():
+            if isinstance(section, dict) and name in section:
+                return section[name]
+        return default
+
+
+@dataclass
+class Launch:
+    """How a job runs on the master instance: argv and environment for the launcher."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Plugin(ABC):
+    name: str
+    title: str
+    description: str
+    master_process: str  # where jobs are launched, and the one process a cluster has exactly once
+    worker_process: str
+    aliases: dict[str, str] = {}
+    job_types: list[str] = []
+
+    # --- pure half: the API calls these -----------------------------------------------------------------------
+
+    @abstractmethod
+    def versions(self) -> list[str]: ...
+
+    @abstractmethod
+    def node_processes(self, version: str) -> dict[str, list[str]]: ...
+
+    def configs(self, version: str) -> list[dict[str, Any]]:
+        return []
+
+    def required_image_tags(self, version: str) -> list[str]:
+        return [self.name, version]
+
+    def canonical(self, process: str) -> str:
+        return self.aliases.get(process, process)
+
+    def all_processes(self, version: str) -> set[str]:
+        return {p for procs in self.node_processes(version).values() for p in procs} | set(self.aliases)
+
+    def validate(self, version: str, node_groups: list[NodeGroupShape]) -> None:
+        """Exactly one master, at least one worker, and no process the plugin does not know."""
+        if version not in self.versions():
+            raise PluginError(f"Plugin {self.name} doesn't support version {version}")
+        known = self.all_processes(version)
+        unknown = sorted({p for ng in node_groups for p in ng.processes if p not in known})
+        if unknown:
+            raise PluginError(f"Plugin doesn't support the following node processes: {', '.join(unknown)}")
+        for ng in node_groups:
+            procs = [self.canonical(p) for p in ng.processes]
+            if len(procs) != len(set(procs)):
+                raise PluginError(f"Node group '{ng.name}' names a process twice")
+        masters = sum(ng.count for ng in node_groups if self.master_process in map(self.canonical, ng.processes))
+        workers = sum(ng.count for ng in node_groups if self.worker_process in map(self.canonical, ng.processes))
+        if masters != 1:
+            raise PluginError(f"{self.title} cluster needs exactly one '{self.master_process}', got {masters}")
+        if workers < 1:
+            raise PluginError(f"{self.title} cluster needs at least one '{self.worker_process}'")
+
+    def ports(self, process: str) -> list[str]:
+        """Names of the ports one instance needs for a process; the engine allocates them per host."""
+        return []
+
+    def config_hints(self, job_type: str) -> dict[str, Any]:
+        return {"configs": [], "args": [], "params": {}}
+
+    # --- engine half ------------------------------------------------------------------------------------------
+
+    async def configure(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
+        """Write configuration onto instances; must be idempotent."""
+
+    @abstractmethod
+    async def start(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
+        """Start the processes of these instances (all of them on create, the new ones on scale) and return
+        once each is ready. Idempotent: a process already running is left alone."""
+
+    @abstractmethod
+    async def decommission(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
+        """Take workers out of service gracefully and stop them."""
+
+    @abstractmethod
+    async def stop(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
+        """Stop every process of these instances. Idempotent."""
+
+    @abstractmethod
+    def info(self, cluster: ClusterView) -> dict[str, dict[str, str]]:
+        """Links shown in the cluster's `info` (web UIs, service addresses)."""
+
+    @abstractmethod
+    def launch(self, cluster: ClusterView, job_type: str, main: str | None, libs: list[str],
+               configs: dict[str, Any], args: list[str], workdir: str) -> Launch:
+        """The command that runs a job of this type on the master instance."""

@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""oasis-agent: the one script oasis installs on every host. Standard library only, any Python 3.8+.
+
+It keeps processes alive independently of the controller: daemons (framework processes) and jobs run in
+their own sessions, record their pid, and a job's supervisor records its exit code. Every command is
+idempotent, so an engine that died half-way can simply run it again.
+
+  start DIR NAME [--env K=V ...] -- ARGV...   start a daemon unless it is already running; log in DIR/NAME.log
+  stop DIR NAME [--grace S]                   stop a daemon's whole process group
+  stop-all DIR [--grace S]                    stop every daemon recorded in DIR
+  wait-log DIR NAME PATTERN TIMEOUT           wait for PATTERN in DIR/NAME.log (fails if the daemon exits)
+  run DIR [--env K=V ...] -- ARGV...          launch a job once; stdout, stderr, pid and result live in DIR
+  wait DIR TIMEOUT                            wait up to TIMEOUT s for a job's end; prints a JSON status
+  cancel DIR [--grace S]                      stop a job's whole process tree
+"""
+import json
+import os
+import signal
+import sys
+import time
+
+POLL = 0.05
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _read_pid(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomic(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _split(args):
+    env, i = {}, 0
+    while i < len(args) and args[i] != "--":
+        if args[i] == "--env":
+            k, _, v = args[i + 1].partition("=")
+            env[k] = v
+            i += 2
+        else:
+            raise SystemExit("unexpected argument: %s" % args[i])
+    return env, args[i + 1:]
+
+
+def _spawn(argv, env, stdout, stderr, cwd):
+    """Fork a child in a new session running argv; returns its pid. The child's group is its own pid."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            os.chdir(cwd)
+            fd_in = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(fd_in, 0)
+            os.dup2(os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), 1)
+            os.dup2(os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), 2)
+            os.execvpe(argv[0], argv, dict(os.environ, **env))
+        except BaseException as e:  # noqa: BLE001 - report anything and never return into the parent's code
+            os.write(2, ("oasis-agent: cannot start %r: %s\n" % (argv, e)).encode())
+        os._exit(127)
+    return pid
+
+
+def _kill_group(pid, grace):
+    """SIGTERM the process group, then SIGKILL whatever is left after `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+        deadline = time.time() + (grace if sig == signal.SIGTERM else 5)
+        while time.time() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(POLL)
+
+
+def _grace(args, default=10.0):
+    return float(args[args.index("--grace") + 1]) if "--grace" in args else default
+
+
+def cmd_start(d, name, *rest):
+    env, argv = _split(list(rest))
+    os.makedirs(d, exist_ok=True)
+    pidfile = os.path.join(d, name + ".pid")
+    pid = _read_pid(pidfile)
+    if pid and _alive(pid):
+        print(pid)
+        return 0
+    log = os.path.join(d, name + ".log")
+    pid = _spawn(argv, env, log, log, d)
+    _write_atomic(pidfile, str(pid))
+    print(pid)
+    return 0
+
+
+def cmd_stop(d, name, *rest):
+    pidfile = os.path.join(d, name + ".pid")
+    pid = _read_pid(pidfile)
+    if pid:
+        _kill_group(pid, _grace(rest))
+    try:
+        os.unlink(pidfile)
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def cmd_stop_all(d, *rest):
+    if os.path.isdir(d):
+        for f in sorted(os.listdir(d)):
+            if f.endswith(".pid"):
+                cmd_stop(d, f[:-4], *rest)
+    return 0
+
+
+def cmd_wait_log(d, name, pattern, timeout):
+    log, pidfile = os.path.join(d, name + ".log"), os.path.join(d, name + ".pid")
+    deadline = time.time() + float(timeout)
+    pos, buf = 0, ""
+    while True:
+        try:
+            with open(log, errors="replace") as f:
+                f.seek(pos)
+                chunk = f.read()
+                pos = f.tell()
+        except FileNotFoundError:
+            chunk = ""
+        buf = (buf + chunk)[-65536:]
+        if pattern in buf:
+            return 0
+        pid = _read_pid(pidfile)
+        if not pid or not _alive(pid):
+            sys.stderr.write("%s exited before it was ready; last log lines:\n%s\n" % (name, buf[-3000:]))
+            return 3
+        if time.time() > deadline:
+            sys.stderr.write("%s not ready after %ss; last log lines:\n%s\n" % (name, timeout, buf[-3000:]))
+            return 4
+        time.sleep(POLL)
+
+
+def cmd_run(d, *rest):
+    env, argv = _split(list(rest))
+    os.makedirs(d, exist_ok=True)
+    pidfile = os.path.join(d, "pid")
+    if os.path.exists(pidfile) or os.path.exists(os.path.join(d, "result")):
+        print(_read_pid(pidfile) or 0)
+        return 0
+    # The supervisor waits for the job and records its exit code; it is the job's session leader so that
+    # nothing here depends on the caller (ssh session or engine) staying alive.
+    r, w = os.pipe()
+    sup = os.fork()
+    if sup == 0:
+        os.close(r)
+        os.setsid()
+        if os.fork() > 0:
+            os._exit(0)
+        started = time.time()
+        child = os.fork()
+        if child == 0:
+            os.setpgid(0, 0)
+            os.chdir(d)
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            os.dup2(os.open(os.path.join(d, "stdout"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), 1)
+            os.dup2(os.open(os.path.join(d, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), 2)
+            try:
+                os.execvpe(argv[0], argv, dict(os.environ, **env))
+            except BaseException as e:  # noqa: BLE001
+                os.write(2, ("oasis-agent: cannot start %r: %s\n" % (argv, e)).encode())
+            os._exit(127)
+        _write_atomic(pidfile, str(child))
+        os.write(w, str(child).encode())
+        os.close(w)
+        for fd in (0, 1, 2):
+            os.dup2(os.open(os.devnull, os.O_RDWR), fd)
+        _, status = os.waitpid(child, 0)
+        rc = os.waitstatus_to_exitcode(status)
+        _write_atomic(os.path.join(d, "result"), json.dumps(
+            {"rc": rc, "started": started, "ended": time.time(),
+             "cancelled": os.path.exists(os.path.join(d, "cancelled"))}))
+        os._exit(0)
+    os.close(w)
+    os.waitpid(sup, 0)
+    pid = os.read(r, 32).decode() or "0"
+    print(pid)
+    return 0
+
+
+def _status(d):
+    try:
+        with open(os.path.join(d, "result")) as f:
+            return dict(json.load(f), done=True)
+    except (OSError, ValueError):
+        pass
+    pid = _read_pid(os.path.join(d, "pid"))
+    if pid and _alive(pid):
+        return {"done": False, "pid": pid}
+    time.sleep(0.2)  # the supervisor may be writing the result right now
+    try:
+        with open(os.path.join(d, "result")) as f:
+            return dict(json.load(f), done=True)
+    except (OSError, ValueError):
+        return {"done": True, "rc": None, "lost": True}
+
+
+def cmd_wait(d, timeout):
+    deadline = time.time() + float(timeout)
+    parent = os.getppid()
+    while True:
+        st = _status(d)
+        if st["done"] or time.time() > deadline or os.getppid() != parent:
+            print(json.dumps(st))
+            return 0
+        time.sleep(POLL)
+
+
+def cmd_cancel(d, *rest):
+    open(os.path.join(d, "cancelled"), "a").close()
+    pid = _read_pid(os.path.join(d, "pid"))
+    if pid:
+        _kill_group(pid, _grace(rest, 5.0))
+    return 0
+
+
+COMMANDS = {"start": cmd_start, "stop": cmd_stop, "stop-all": cmd_stop_all, "wait-log": cmd_wait_log,
+            "run": cmd_run, "wait": cmd_wait, "cancel": cmd_cancel}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] not in COMMANDS:
+        sys.stderr.write(__doc__)
+        sys.exit(2)
+    sys.exit(COMMANDS[sys.argv[1]](*sys.argv[2:]))

@@ -1,0 +1,53 @@
+"""Calls to oasis-agent (remote/agent.py) on a host, through any Remote."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from oasis.remote.base import CommandFailed, Remote, RemoteError
+
+AGENT_SOURCE = Path(__file__).with_name("agent.py")
+
+
+class ProcessNotReady(RemoteError):
+    pass
+
+
+def _env_args(env: dict[str, str]) -> list[str]:
+    return [a for k, v in env.items() for a in ("--env", f"{k}={v}")]
+
+
+class Agent:
+    def __init__(self, remote: Remote, python: str, path: str) -> None:
+        self.remote, self.python, self.path = remote, python, path
+
+    async def install(self) -> None:
+        await self.remote.put(self.path, AGENT_SOURCE.read_bytes(), 0o755)
+
+    async def _call(self, *args: str, timeout: float | None = 120) -> str:
+        return (await self.remote.run([self.python, self.path, *args], timeout=timeout)).stdout
+
+    async def start(self, d: str, name: str, argv: list[str], env: dict[str, str]) -> int:
+        return int(await self._call("start", d, name, *_env_args(env), "--", *argv))
+
+    async def stop(self, d: str, name: str, grace: float = 10) -> None:
+        await self._call("stop", d, name, "--grace", str(grace), timeout=grace + 60)
+
+    async def stop_all(self, d: str, grace: float = 10) -> None:
+        await self._call("stop-all", d, "--grace", str(grace), timeout=grace + 120)
+
+    async def wait_log(self, d: str, name: str, pattern: str, timeout: float) -> None:
+        try:
+            await self._call("wait-log", d, name, pattern, str(timeout), timeout=timeout + 30)
+        except CommandFailed as e:
+            raise ProcessNotReady(e.result.stderr.strip() or str(e)) from None
+
+    async def run_job(self, d: str, argv: list[str], env: dict[str, str]) -> int:
+        return int(await self._call("run", d, *_env_args(env), "--", *argv) or 0)
+
+    async def wait_job(self, d: str, timeout: float) -> dict[str, Any]:
+        return json.loads(await self._call("wait", d, str(timeout), timeout=timeout + 60))
+
+    async def cancel_job(self, d: str, grace: float = 5) -> None:
+        await self._call("cancel", d, "--grace", str(grace), timeout=grace + 60)

@@ -1,0 +1,54 @@
+"""The `local` site's host: this machine, reached without SSH."""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import httpx
+
+from oasis.remote.base import CommandFailed, RemoteError, Result, quote
+
+
+class LocalRemote:
+    def __init__(self, address: str = "127.0.0.1") -> None:
+        self.address = address
+
+    async def run(self, argv: list[str], *, timeout: float | None = 300, check: bool = True,
+                  stdin: bytes | None = None) -> Result:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            proc.kill()
+            await proc.wait()
+            raise
+        result = Result(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+        if check and result.rc != 0:
+            raise CommandFailed(quote(argv), result)
+        return result
+
+    async def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        await asyncio.to_thread(_write_atomic, Path(path), data, mode)
+
+    async def get(self, path: str) -> bytes:
+        try:
+            return await asyncio.to_thread(Path(path).read_bytes)
+        except OSError as e:
+            raise RemoteError(str(e)) from e
+
+    async def http_get(self, port: int, path: str, timeout: float = 10) -> bytes:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            r = await client.get(f"http://{self.address}:{port}{path}")
+            r.raise_for_status()
+            return r.content
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.chmod(mode)
+    os.replace(tmp, path)

@@ -1,0 +1,71 @@
+"""The processes: `oasis up` (API and engine in one process), `oasis api` and `oasis engine`."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+
+import uvicorn
+
+from oasis.bootstrap import bootstrap
+from oasis.config import Settings
+from oasis.db.session import Database
+from oasis.engine.runner import Engine
+from oasis.storage.filesystem import FilesystemStore
+
+log = logging.getLogger("oasis")
+
+
+def _prepare(settings: Settings) -> tuple[Database, FilesystemStore]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    db.migrate()
+    bootstrap(settings, db)
+    return db, FilesystemStore(settings.objects_dir)
+
+
+def _serve(settings: Settings, app) -> None:  # type: ignore[no-untyped-def]
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+
+
+def run_api(settings: Settings) -> None:
+    from oasis.api.app import create_app
+
+    db, store = _prepare(settings)
+    log.info("oasis api on %s", settings.public_url)
+    _serve(settings, create_app(settings, db, store))
+
+
+def run_engine(settings: Settings) -> None:
+    db, store = _prepare(settings)
+    engine = Engine(settings, db, store)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await engine.run(stop)
+
+    asyncio.run(main())
+
+
+def run_up(settings: Settings) -> None:
+    """The embedded default: API and engine in one process, the engine on its own thread and event loop so
+    that neither can stall the other."""
+    from oasis.api.app import create_app
+
+    db, store = _prepare(settings)
+    engine = Engine(settings, db, store)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(engine.run(stop),), name="engine", daemon=True)
+    thread.start()
+    log.info("oasis up on %s (state in %s)", settings.public_url, settings.state_dir)
+    try:
+        _serve(settings, create_app(settings, db, store, notify=engine.wake))
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
