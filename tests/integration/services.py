@@ -1,0 +1,167 @@
+"""Real processes for integration tests: PostgreSQL, and oasis's own `api`, `engine` and `up`, each started
+here and stopped by its PID."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def processes_under(path: Path) -> list[int]:
+    """PIDs of the processes whose working directory is inside `path`: every daemon and job of a cluster
+    runs in its instance's directory, so this finds duplicates and orphans alike."""
+    root = str(path.resolve())
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if cwd == root or cwd.startswith(root + "/"):
+                pids.append(int(entry.name))
+    return pids
+
+
+class Postgres:
+    """A throwaway PostgreSQL server in a temporary directory, run as the `postgres` user."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.port = free_port()
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not bins:
+            raise RuntimeError("PostgreSQL is not installed (scripts/test installs it)")
+        self.bin = bins[-1].parent
+        self.proc: subprocess.Popen | None = None
+
+    def _as_postgres(self, argv: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+    def start(self) -> str:
+        data = self.base / "data"
+        self.base.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres")
+        subprocess.run(self._as_postgres([str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+                                          "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]),
+                       check=True, capture_output=True)
+        self.proc = subprocess.Popen(self._as_postgres([
+            str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.base),
+            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"]),
+            stdout=subprocess.DEVNULL, stderr=open(self.base / "server.log", "wb"))
+
+        def ready() -> bool:
+            r = subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                               capture_output=True)
+            return r.returncode == 0
+
+        wait_until(ready, 30, "PostgreSQL to accept connections", 0.1)
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def create_database(self, name: str) -> str:
+        subprocess.run(self._as_postgres([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                                          "-U", "postgres", name]), check=True, capture_output=True)
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGINT)
+
+
+class Oasis:
+    """oasis processes on one state directory and database: `api` and any number of `engine`s, or `up`."""
+
+    def __init__(self, state_dir: Path, database_url: str | None = None, lease_seconds: float = 3) -> None:
+        self.state_dir, self.database_url = state_dir, database_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = dict(os.environ, OASIS_LEASE_SECONDS=str(lease_seconds), OASIS_POLL_SECONDS="0.1")
+        self.procs: list[subprocess.Popen] = []
+        self.client: httpx.Client | None = None
+
+    def _spawn(self, command: str) -> subprocess.Popen:
+        argv = [sys.executable, "-m", "oasis.cli.main", command, "--state-dir", str(self.state_dir)]
+        if command in ("up", "api"):
+            argv += ["--port", str(self.port)]
+        if self.database_url:
+            argv += ["--database-url", self.database_url]
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.state_dir / f"{command}-{len(self.procs)}.log", "wb")
+        proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def start_api(self, command: str = "api") -> None:
+        proc = self._spawn(command)
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"oasis {command} exited with {proc.returncode}; see {self.state_dir}")
+            try:
+                return httpx.get(self.url + "/", timeout=1).status_code in (200, 300)
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, 60, f"oasis {command} to answer")
+        self.client = self.login()
+
+    def start_engine(self) -> subprocess.Popen:
+        return self._spawn("engine")
+
+    def login(self) -> httpx.Client:
+        cloud = yaml.safe_load((self.state_dir / "clouds.yaml").read_text())["clouds"]["oasis"]["auth"]
+        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": cloud["username"], "password": cloud["password"], "domain": {"name": "Default"}}}},
+            "scope": {"project": {"name": cloud["project_name"], "domain": {"name": "Default"}}}}}
+        r = httpx.post(self.url + "/v3/auth/tokens", json=body, timeout=10)
+        r.raise_for_status()
+        return httpx.Client(base_url=self.url + "/v2", headers={"X-Auth-Token": r.headers["X-Subject-Token"]},
+                            timeout=30)
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        for proc in reversed(self.procs):
+            stop_process(proc)
+        # Clusters outlive their engine by design; whatever a test left running under its state dir ends here.
+        for pid in processes_under(self.state_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
