@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,11 +12,16 @@ from tests.integration.services import Oasis, Postgres
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
-    pg = Postgres(tmp_path_factory.mktemp("pg"))
-    pg.start()
-    yield pg
-    pg.stop()
+def postgres() -> Iterator[Postgres]:
+    # Not under pytest's tmp dir: that one is private to root, and the server runs as `postgres`.
+    base = Path(tempfile.mkdtemp(prefix="oasis-pg-"))
+    pg = Postgres(base)
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

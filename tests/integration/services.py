@@ -70,21 +70,23 @@ class Postgres:
         self.bin = bins[-1].parent
         self.proc: subprocess.Popen | None = None
 
-    def _as_postgres(self, argv: list[str]) -> list[str]:
-        return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+    def _as_postgres(self) -> dict:
+        """PostgreSQL refuses to run as root: run it as `postgres` (its PID is then the server's own)."""
+        return {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
 
     def start(self) -> str:
         data = self.base / "data"
         self.base.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.base, "postgres")
-        subprocess.run(self._as_postgres([str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-                                          "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]),
-                       check=True, capture_output=True)
-        self.proc = subprocess.Popen(self._as_postgres([
+        subprocess.run([str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync",
+                        "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True, cwd=self.base,
+                       **self._as_postgres())
+        self.proc = subprocess.Popen([
             str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.base),
-            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"]),
-            stdout=subprocess.DEVNULL, stderr=open(self.base / "server.log", "wb"))
+            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"],
+            stdout=subprocess.DEVNULL, stderr=open(self.base / "server.log", "wb"), cwd=self.base,
+            **self._as_postgres())
 
         def ready() -> bool:
             r = subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
@@ -95,8 +97,8 @@ class Postgres:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def create_database(self, name: str) -> str:
-        subprocess.run(self._as_postgres([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                                          "-U", "postgres", name]), check=True, capture_output=True)
+        subprocess.run([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name],
+                       check=True, capture_output=True)
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
