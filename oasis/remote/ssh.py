@@ -1,0 +1,131 @@
+"""SshRemote: a host reached over SSH with asyncssh. One pooled connection per host (commands are channels on
+it, not new connections), host keys pinned, a limit on concurrent channels, and three ways in: direct, through
+a gateway host's connection (`tunnel`), or through a proxy command."""
+from __future__ import annotations
+
+import asyncio
+import posixpath
+import shlex
+import uuid
+from dataclasses import dataclass, field
+
+import asyncssh
+
+from oasis.remote.base import CommandFailed, RemoteError, Result, quote
+
+
+class HostKeyMismatch(RemoteError):
+    pass
+
+
+@dataclass
+class SshTarget:
+    address: str
+    host_key: str  # the pinned public key line ("ssh-ed25519 AAAA...")
+    client_key: str  # private key, OpenSSH format
+    username: str = "root"
+    port: int = 22
+    proxy_command: str | None = None  # already filled in: "ip netns exec gw nc 10.0.0.5 22"
+    gateway: "SshTarget | None" = None
+    connect_timeout: float = 15.0
+    max_channels: int = 8
+    label: str = field(default="")
+
+
+class SshRemote:
+    def __init__(self, target: SshTarget, gateway: "SshRemote | None" = None) -> None:
+        self.target = target
+        self.address = target.address
+        self.gateway = gateway
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._lock = asyncio.Lock()
+        self._channels = asyncio.Semaphore(target.max_channels)
+
+    async def connection(self) -> asyncssh.SSHClientConnection:
+        async with self._lock:
+            if self._conn is not None and not self._conn.is_closed():
+                return self._conn
+            t = self.target
+            options = dict(
+                host=t.address, port=t.port, username=t.username,
+                client_keys=[asyncssh.import_private_key(t.client_key)],
+                known_hosts=asyncssh.import_known_hosts(f"{t.address} {t.host_key}\n[{t.address}]:{t.port} {t.host_key}\n"),
+                connect_timeout=t.connect_timeout, keepalive_interval=15, keepalive_count_max=3,
+            )
+            if self.gateway is not None:
+                options["tunnel"] = await self.gateway.connection()
+            elif t.proxy_command:
+                options["proxy_command"] = shlex.split(t.proxy_command)
+            try:
+                self._conn = await asyncssh.connect(**options)
+            except asyncssh.HostKeyNotVerifiable as e:
+                raise HostKeyMismatch(f"{t.label or t.address}: host key does not match the pinned one ({e})") from e
+            except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
+                raise RemoteError(f"{t.label or t.address}: cannot connect over SSH: {e}") from e
+            self._sftp = None
+            return self._conn
+
+    async def run(self, argv: list[str], *, timeout: float | None = 300, check: bool = True,
+                  stdin: bytes | None = None) -> Result:
+        conn = await self.connection()
+        command = quote(argv)
+        async with self._channels:
+            try:
+                r = await conn.run(command, input=stdin.decode() if stdin is not None else None, timeout=timeout,
+                                   check=False)
+            except asyncssh.TimeoutError as e:
+                raise RemoteError(f"{self.address}: timed out after {timeout}s: {command}") from e
+            except (OSError, asyncssh.Error) as e:
+                raise RemoteError(f"{self.address}: {e}") from e
+        result = Result(r.exit_status if r.exit_status is not None else -1, str(r.stdout or ""), str(r.stderr or ""))
+        if check and result.rc != 0:
+            raise CommandFailed(command, result)
+        return result
+
+    async def _sftp_client(self) -> asyncssh.SFTPClient:
+        conn = await self.connection()
+        if self._sftp is None:
+            self._sftp = await conn.start_sftp_client()
+        return self._sftp
+
+    async def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        try:
+            sftp = await self._sftp_client()
+            await sftp.makedirs(posixpath.dirname(path), exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+            async with sftp.open(tmp, "wb") as f:
+                await f.write(data)
+            await sftp.chmod(tmp, mode)
+            await sftp.posix_rename(tmp, path)
+        except (OSError, asyncssh.Error) as e:
+            raise RemoteError(f"{self.address}: cannot write {path}: {e}") from e
+
+    async def get(self, path: str) -> bytes:
+        try:
+            sftp = await self._sftp_client()
+            async with sftp.open(path, "rb") as f:
+                return await f.read()
+        except (OSError, asyncssh.Error) as e:
+            raise RemoteError(f"{self.address}: cannot read {path}: {e}") from e
+
+    async def http_get(self, port: int, path: str, timeout: float = 10) -> bytes:
+        """HTTP/1.0 GET to a port of this host, through the SSH connection: works wherever SSH does."""
+        conn = await self.connection()
+        reader, writer = await conn.open_connection(self.address, port)
+        try:
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: {self.address}:{port}\r\n\r\n".encode())
+            raw = await asyncio.wait_for(reader.read(), timeout)
+        finally:
+            writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        status = head.split(b" ", 2)[1:2]
+        if not status or not status[0].startswith(b"2"):
+            raise RemoteError(f"{self.address}:{port}{path}: HTTP {head[:80]!r}")
+        return body
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            await self._conn.wait_closed()
+            self._conn = None
