@@ -11,19 +11,20 @@ from oasis.db.models import utcnow
 from oasis.db.session import Database
 
 
-def claimable(db: Database, model: Any, exclude: set[str], limit: int = 50) -> list[str]:
+def claimable(db: Database, model: Any, exclude: set[str], limit: int = 50) -> list[tuple[str, str]]:
+    """(id, op) of rows with an operation that nobody holds."""
     now = utcnow()
     with db.session() as s:
-        ids = s.scalars(select(model.id).where(
+        rows = s.execute(select(model.id, model.op).where(
             model.op.is_not(None), or_(model.lease_owner.is_(None), model.lease_expires < now)).limit(limit))
-        return [i for i in ids if i not in exclude]
+        return [(r.id, r.op) for r in rows if r.id not in exclude]
 
 
-def claim(db: Database, model: Any, row_id: str, owner: str, seconds: float) -> bool:
+def claim(db: Database, model: Any, row_id: str, op: str, owner: str, seconds: float) -> bool:
     now = utcnow()
     with db.session() as s:
         res = s.execute(update(model).where(
-            model.id == row_id, model.op.is_not(None),
+            model.id == row_id, model.op == op,
             or_(model.lease_owner.is_(None), model.lease_expires < now),
         ).values(lease_owner=owner, lease_expires=now + timedelta(seconds=seconds), updated_at=model.updated_at))
         return res.rowcount == 1
@@ -42,10 +43,11 @@ def release(db: Database, model: Any, row_id: str, owner: str) -> None:
             lease_owner=None, lease_expires=None, updated_at=model.updated_at))
 
 
-def lost(db: Database, model: Any, held: set[str], owner: str) -> list[str]:
-    """Of the rows this engine drives, those whose lease is no longer its own."""
+def superseded(db: Database, model: Any, held: dict[str, str | None], owner: str) -> list[str]:
+    """Of the rows this engine drives (id -> the op it is driving), those it must stop: their op was replaced
+    (a delete or a cancel asked for meanwhile) or their lease is no longer its own."""
     if not held:
         return []
     with db.session() as s:
-        return list(s.scalars(select(model.id).where(
-            model.id.in_(held), or_(model.lease_owner.is_(None), model.lease_owner != owner))))
+        rows = s.execute(select(model.id, model.op, model.lease_owner).where(model.id.in_(held)))
+        return [r.id for r in rows if r.op != held[r.id] or r.lease_owner != owner]

@@ -40,6 +40,7 @@ class Engine:
             (Job, JobReconciler(db, self.remotes, store, self.wake)),
         ]
         self.tasks: dict[str, asyncio.Task] = {}
+        self.driving: dict[str, tuple[Any, str]] = {}  # row id -> (model, the op being driven)
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_periodic = 0.0
@@ -74,12 +75,14 @@ class Engine:
 
     def _tick(self) -> None:
         for model, reconciler in self.reconcilers:
-            # An operation whose lease was taken from us (a delete or cancel preempting it) stops now,
-            # not at its next renewal.
-            for row_id in leases.lost(self.db, model, set(self.tasks), self.id):
+            # An operation that another one replaced (a delete or cancel asked for meanwhile) stops now; its
+            # lease is released once it has, and the new operation is claimed then: the two never overlap.
+            mine = {i: op for i, (m, op) in self.driving.items() if m is model}
+            for row_id in leases.superseded(self.db, model, mine, self.id):
                 self.tasks[row_id].cancel()
-            for row_id in leases.claimable(self.db, model, set(self.tasks)):
-                if leases.claim(self.db, model, row_id, self.id, self.settings.lease_seconds):
+            for row_id, op in leases.claimable(self.db, model, set(self.tasks)):
+                if leases.claim(self.db, model, row_id, op, self.id, self.settings.lease_seconds):
+                    self.driving[row_id] = (model, op)
                     self.tasks[row_id] = asyncio.create_task(self._drive(model, reconciler, row_id))
         now = asyncio.get_running_loop().time()
         if now - self._last_periodic >= PERIODIC_SECONDS:
@@ -102,6 +105,7 @@ class Engine:
         finally:
             keeper.cancel()
             self.tasks.pop(row_id, None)
+            self.driving.pop(row_id, None)
             if release:
                 leases.release(self.db, model, row_id, self.id)
             self.wake()
