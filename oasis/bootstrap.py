@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from oasis.config import Settings
 from oasis.db.models import Flavor, Host, Image, Site
 from oasis.db.session import Database
+from oasis.identity import builtin
 
 from oasis.plugins import registry
 
@@ -63,7 +64,9 @@ def _local_host(s, site: Site, settings: Settings) -> None:
     host = s.scalars(select(Host).where(Host.site_id == site.id, Host.name == "localhost")).first()
     base = settings.hosts_dir / "localhost"
     base.mkdir(parents=True, exist_ok=True)
-    capacity = dict(vcpus=os.cpu_count() or 1, ram_mb=_total_ram_mb(), disk_gb=shutil.disk_usage(base).total >> 30)
+    low, _, high = settings.local_ports.partition("-")
+    capacity = dict(vcpus=os.cpu_count() or 1, ram_mb=_total_ram_mb(), disk_gb=shutil.disk_usage(base).total >> 30,
+                    port_min=int(low), port_max=int(high))
     if host is None:
         s.add(Host(site_id=site.id, name="localhost", access="local", address="127.0.0.1", base_dir=str(base),
                    **capacity))
@@ -114,8 +117,6 @@ def _local_image(s, site: Site) -> None:
 
 
 def _admin(settings: Settings, db: Database) -> None:
-    from oasis.identity import builtin
-
     path = settings.state_dir / "clouds.yaml"
     with db.session() as s:
         project = builtin.ensure_project(s, "admin")

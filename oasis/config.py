@@ -15,6 +15,8 @@ class Settings:
     lease_seconds: float = float(os.environ.get("OASIS_LEASE_SECONDS", "15"))
     poll_seconds: float = float(os.environ.get("OASIS_POLL_SECONDS", "0.2"))
     token_hours: float = 24.0
+    # Ports the `local` host hands to instances; several oasis on one machine should not share a range.
+    local_ports: str = os.environ.get("OASIS_LOCAL_PORTS", "20000-29999")
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser().resolve()

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from oasis.compute.placement import PlacementError, allocate_ports, choose_host, free_capacity
 from oasis.db.models import Cluster, Flavor, Host, HostPort, Instance, Job, NodeGroup, utcnow
@@ -116,30 +116,51 @@ class ClusterReconciler:
     async def _step_spawn(self, cluster_id: str, events: EventLog, plugin) -> None:
         with self.db.session() as s:
             c = s.get(Cluster, cluster_id)
+            state = "new" if c.op == "scale" else "active"
             if c.op == "scale":
                 targets = {**(c.op_target.get("resize") or {}), **(c.op_target.get("add") or {})}
                 for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == c.id)):
                     if ng.name in targets:
                         ng.count = targets[ng.name]
-            new = self._place(s, c, plugin, "new" if c.op == "scale" else "active")
-            runtime = cluster_runtime(s, c)
-            created = [(i.id, i.name, i.node_group_id, i.workdir, s.get(Host, i.host_id)) for i in new]
-        if not created:
+            self._place(s, c, plugin, state)
+        # Everything below is repeated in full on resume: the rows may have been written by an engine that
+        # died before it made the directories.
+        c, view = self._view(cluster_id, (state,))
+        if not view.instances:
             return
-        async with events.step("Spawning instances", "Engine: create cluster", len(created)) as st:
-            hosts = {h.id: h for *_, h in created}
-            await asyncio.gather(*(self.remotes.agent(h, runtime["python"]).install() for h in hosts.values()))
+        async with events.step("Spawning instances", "Engine: create cluster", len(view.instances)) as st:
+            with self.db.session() as s:
+                hosts = {i.host_id: s.get(Host, i.host_id) for i in s.scalars(
+                    select(Instance).where(Instance.cluster_id == cluster_id, Instance.state == state))}
+            await asyncio.gather(*(self.remotes.agent(h, view.runtime["python"]).install() for h in hosts.values()))
 
-            async def make(iid: str, name: str, ngid: str, workdir: str, host: Host) -> None:
-                await self.remotes.for_host(host).run(["mkdir", "-p", f"{workdir}/proc"])
-                st.event(iid, name, ngid)
+            async def make(inst) -> None:
+                await inst.remote.run(["mkdir", "-p", inst.procdir])
+                await self._ensure_free_ports(inst)
+                st.event(inst.id, inst.name, None)
 
-            await asyncio.gather(*(make(*row) for row in created))
+            await asyncio.gather(*(make(i) for i in view.instances))
 
-    def _place(self, s, c: Cluster, plugin, state: str) -> list[Instance]:
+    async def _ensure_free_ports(self, inst) -> None:
+        """A port oasis believes free may be held by something else on the host: such ports are recorded as
+        taken and the instance gets others, until all of its ports are really free."""
+        for _ in range(10):
+            busy = await inst.agent.busy_ports(inst.address, list(inst.ports.values()))
+            if not busy:
+                return
+            with self.db.session() as s:
+                row = s.get(Instance, inst.id)
+                host = s.get(Host, row.host_id)
+                names = [name for name, port in row.ports.items() if port in busy]
+                s.execute(update(HostPort).where(HostPort.host_id == host.id, HostPort.port.in_(busy))
+                          .values(instance_id="held-outside-oasis"))
+                row.ports = {**row.ports, **allocate_ports(s, host, row.id, names)}
+                inst.ports = dict(row.ports)
+        raise PlacementError(f"{inst.name}: could not find free ports on its host")
+
+    def _place(self, s, c: Cluster, plugin, state: str) -> None:
         """Create the instance rows that the node groups' counts call for and do not have yet."""
         free = free_capacity(s, c.site_id)
-        made = []
         anti = set(c.spec.get("anti_affinity") or [])
         for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == c.id).order_by(NodeGroup.created_at)):
             have = {i.index: i for i in s.scalars(select(Instance).where(Instance.node_group_id == ng.id))}
@@ -149,9 +170,9 @@ class ClusterReconciler:
             avoid = set()
             if anti & set(ng.spec["node_processes"]):
                 avoid = {i.host_id for i in have.values()}
-            for index in range(1, ng.count + 1):
-                if index in have:
-                    continue
+            # New instances take indexes after the highest one: a removed instance's name is not reused.
+            first = max(have, default=0) + 1
+            for index in range(first, first + max(0, ng.count - len(have))):
                 f = choose_host(free, flavor.vcpus, flavor.ram_mb, flavor.disk_gb, avoid)
                 avoid.add(f.host.id)
                 name = f"{c.name}-{ng.name}-{index:03d}".lower()
@@ -163,8 +184,6 @@ class ClusterReconciler:
                 s.flush()
                 names = [f"{p}:{port}" for p in ng.spec["node_processes"] for port in plugin.ports(p)]
                 inst.ports = {k.split(":", 1)[1]: v for k, v in allocate_ports(s, f.host, inst.id, names).items()}
-                made.append(inst)
-        return made
 
     async def _step_wait(self, cluster_id: str, events: EventLog, plugin) -> None:
         c, view = self._view(cluster_id, ("new",) if self._is_scale(cluster_id) else ("active",))

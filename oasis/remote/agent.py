@@ -12,6 +12,7 @@ idempotent, so an engine that died half-way can simply run it again.
   run DIR [--env K=V ...] -- ARGV...          launch a job once; stdout, stderr, pid and result live in DIR
   wait DIR TIMEOUT                            wait up to TIMEOUT s for a job's end; prints a JSON status
   cancel DIR [--grace S]                      stop a job's whole process tree
+  busy-ports ADDRESS PORT...                  print (JSON) which of these ports something already listens on
 """
 import json
 import os
@@ -246,8 +247,25 @@ def cmd_cancel(d, *rest):
     return 0
 
 
+def cmd_busy_ports(address, *ports):
+    import socket
+
+    busy = []
+    for port in ports:
+        s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+        try:
+            s.bind((address, int(port)))
+        except OSError:
+            busy.append(int(port))
+        finally:
+            s.close()
+    print(json.dumps(busy))
+    return 0
+
+
 COMMANDS = {"start": cmd_start, "stop": cmd_stop, "stop-all": cmd_stop_all, "wait-log": cmd_wait_log,
-            "run": cmd_run, "wait": cmd_wait, "cancel": cmd_cancel}
+            "run": cmd_run, "wait": cmd_wait, "cancel": cmd_cancel,
+            "busy-ports": cmd_busy_ports}
 
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] not in COMMANDS:

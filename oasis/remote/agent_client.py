@@ -51,3 +51,8 @@ class Agent:
 
     async def cancel_job(self, d: str, grace: float = 5) -> None:
         await self._call("cancel", d, "--grace", str(grace), timeout=grace + 60)
+
+    async def busy_ports(self, address: str, ports: list[int]) -> list[int]:
+        if not ports:
+            return []
+        return json.loads(await self._call("busy-ports", address, *map(str, ports)))

@@ -113,7 +113,9 @@ class Oasis:
         self.state_dir, self.database_url = state_dir, database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = dict(os.environ, OASIS_LEASE_SECONDS=str(lease_seconds), OASIS_POLL_SECONDS="0.1")
+        self.first_port = 20000 + (self.port % 100) * 100  # a port range of its own, as other oasis may run here
+        self.env = dict(os.environ, OASIS_LEASE_SECONDS=str(lease_seconds), OASIS_POLL_SECONDS="0.1",
+                        OASIS_LOCAL_PORTS=f"{self.first_port}-{self.first_port + 99}")
         self.procs: list[subprocess.Popen] = []
         self.client: httpx.Client | None = None
 

@@ -2,11 +2,13 @@
 clusters, failure and rollback."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 from pathlib import Path
 
 from tests.integration import workflow as wf
-from tests.integration.cluster_checks import assert_clean_processes, assert_nothing_left, daemons
+from tests.integration.cluster_checks import assert_clean_processes, assert_nothing_left, cluster_dir
 from tests.integration.services import Oasis, processes_under, wait_until
 
 WORDCOUNT = b"""
@@ -117,26 +119,35 @@ def test_transient_cluster_is_deleted_after_its_job(embedded: Oasis) -> None:
     assert_nothing_left(embedded.state_dir, cid)
 
 
-def test_failed_start_rolls_back_everything(embedded: Oasis) -> None:
+def test_ports_held_by_others_are_avoided(embedded: Oasis) -> None:
     client = embedded.client
-    # Hold the ports the scheduler will be given, so that it cannot start.
     held = []
-    for port in range(20000, 20004):
+    first = embedded.first_port
+    for port in range(first, first + 4):  # the first ports of the host's range, which oasis hands out first
         s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
         s.listen()
         held.append(s)
     try:
-        cid = wf.create_cluster(client, "dask", "doomed")
-        c = wf.wait_cluster(client, cid, status="Error")
+        cid = wf.create_cluster(client, "dask", "crowded", workers=1)
+        c = wf.wait_cluster(client, cid)
     finally:
         for s in held:
             s.close()
+    assert int(c["info"]["Dask"]["Scheduler"].rsplit(":", 1)[1]) >= first + 4
+
+
+def test_a_process_dying_at_start_rolls_back_everything(embedded: Oasis) -> None:
+    client = embedded.client
+    cid = wf.create_cluster(client, "dask", "doomed")
+    # The scheduler crashes while it starts.
+    pidfile = wait_until(lambda: next(cluster_dir(embedded.state_dir, cid).glob("*/proc/scheduler.pid"), None),
+                         60, "the scheduler to be started", 0.01)
+    os.kill(int(wait_until(pidfile.read_text, 10, "its pid")), signal.SIGKILL)
+    c = wf.wait_cluster(client, cid, status="Error")
     assert c["status_description"].startswith("Creating cluster failed for the following reason(s):")
-    assert "scheduler" in c["status_description"]
+    assert "scheduler exited before it was ready" in c["status_description"]
     assert all(not ng["instances"] for ng in c["node_groups"])
-    assert daemons(embedded.state_dir, cid) == {}
     assert_nothing_left(embedded.state_dir, cid)
     failed = [s for s in wf.cluster(client, cid, progress=True)["provision_progress"] if s["successful"] is False]
     assert failed and failed[0]["events"], "the failed step and its reason are in the event log"
