@@ -93,6 +93,8 @@ class Site(Stamped, Base):
     cpu_allocation_ratio: Mapped[float] = mapped_column(Float, default=16.0)
     ram_allocation_ratio: Mapped[float] = mapped_column(Float, default=1.5)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # networks, access, proxy_command ...
+    # Credentials to reach the site's hosts: never in any API response or log line.
+    secrets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class Host(Stamped, Base):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import posixpath
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import delete, select, update
 
 from oasis.compute.placement import PlacementError, allocate_ports, choose_host, free_capacity
-from oasis.db.models import Cluster, Flavor, Host, HostPort, Instance, Job, NodeGroup, utcnow
+from oasis.db.models import Cluster, Flavor, Host, HostPort, Instance, Job, NodeGroup, Site, utcnow
 from oasis.db.session import Database
 from oasis.edp.statuses import TERMINAL
 from oasis.engine.events import EventLog
@@ -17,7 +18,7 @@ from oasis.engine.views import build_view, cluster_runtime
 from oasis.plugins import get_plugin
 from oasis.plugins.base import ClusterView, PluginError
 from oasis.remote.base import RemoteError
-from oasis.remote.hosts import Remotes
+from oasis.remote.hosts import Remotes, management_address
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +130,7 @@ class ClusterReconciler:
         if not view.instances:
             return
         async with events.step("Spawning instances", "Engine: create cluster", len(view.instances)) as st:
-            with self.db.session() as s:
-                hosts = {i.host_id: s.get(Host, i.host_id) for i in s.scalars(
-                    select(Instance).where(Instance.cluster_id == cluster_id, Instance.state == state))}
-            await asyncio.gather(*(self.remotes.agent(h, view.runtime["python"]).install() for h in hosts.values()))
+            await asyncio.gather(*(agent.install() for agent in _one_per_host(view.instances)))
 
             async def make(inst) -> None:
                 await inst.remote.run(["mkdir", "-p", inst.procdir])
@@ -161,6 +159,7 @@ class ClusterReconciler:
     def _place(self, s, c: Cluster, plugin, state: str) -> None:
         """Create the instance rows that the node groups' counts call for and do not have yet."""
         free = free_capacity(s, c.site_id)
+        site = s.get(Site, c.site_id)
         anti = set(c.spec.get("anti_affinity") or [])
         for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == c.id).order_by(NodeGroup.created_at)):
             have = {i.index: i for i in s.scalars(select(Instance).where(Instance.node_group_id == ng.id))}
@@ -177,7 +176,7 @@ class ClusterReconciler:
                 avoid.add(f.host.id)
                 name = f"{c.name}-{ng.name}-{index:03d}".lower()
                 inst = Instance(cluster_id=c.id, node_group_id=ng.id, host_id=f.host.id, index=index, name=name,
-                                internal_ip=f.host.address, management_ip=f.host.address,
+                                internal_ip=f.host.address, management_ip=management_address(f.host, site),
                                 workdir=f"{f.host.base_dir}/{c.id}/{name}", vcpus=flavor.vcpus,
                                 ram_mb=flavor.ram_mb, disk_gb=flavor.disk_gb, state=state)
                 s.add(inst)
@@ -302,18 +301,15 @@ class ClusterReconciler:
                 j.cluster_id = None
 
     async def _tear_down(self, cluster_id: str, grace: float) -> None:
-        with self.db.session() as s:
-            c = s.get(Cluster, cluster_id)
-            view = build_view(s, self.remotes, c, ("active", "new", "decommission"))
-            hosts = [s.get(Host, h) for h in {i.host_id for i in s.scalars(
-                select(Instance).where(Instance.cluster_id == cluster_id))}]
+        c, view = self._view(cluster_id, ("active", "new", "decommission"))
         plugin = get_plugin(c.plugin_name)
         if grace == 0:
             await asyncio.gather(*(i.agent.stop_all(i.procdir, 0) for i in view.instances))
         else:
             await plugin.stop(view, view.instances)
-        await asyncio.gather(*(self.remotes.for_host(h).run(["rm", "-rf", f"{h.base_dir}/{cluster_id}"])
-                               for h in hosts))
+        # The cluster's directory on each host: the parent of its instances' directories there.
+        cluster_dirs = {(id(i.remote), posixpath.dirname(i.workdir)): i.remote for i in view.instances}
+        await asyncio.gather(*(remote.run(["rm", "-rf", d]) for (_, d), remote in cluster_dirs.items()))
         with self.db.session() as s:
             self._forget_instances(s, [i.id for i in view.instances])
 
@@ -326,3 +322,8 @@ class ClusterReconciler:
         if ids:
             s.execute(delete(HostPort).where(HostPort.instance_id.in_(ids)))
             s.execute(delete(Instance).where(Instance.id.in_(ids)))
+
+
+def _one_per_host(instances: list) -> list:
+    """One agent per distinct host (its remote and agent path), to install the agent once."""
+    return list({(id(i.remote), i.agent.path): i.agent for i in instances}.values())

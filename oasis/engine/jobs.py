@@ -13,12 +13,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from oasis.db.models import Cluster, Host, Instance, Job, JobBinary, JobTemplate, NodeGroup, utcnow
+from oasis.db.models import Cluster, DataSource, Instance, Job, JobBinary, JobTemplate, utcnow
 from oasis.db.session import Database
 from oasis.edp import statuses as st
 from oasis.edp.binaries import BinaryError, fetch
 from oasis.edp.datasources import substitute
-from oasis.db.models import DataSource
 from oasis.engine.views import build_view, cluster_runtime
 from oasis.plugins import get_plugin
 from oasis.plugins.base import PluginError
@@ -44,12 +43,14 @@ async def kill_on_instance(db: Database, remotes: Remotes, runtime: dict[str, An
 
 
 def _agent_for(db: Database, remotes: Remotes, runtime: dict[str, Any]):
+    """The agent of the instance a job was launched on, reached the way its cluster is."""
     with db.session() as s:
         inst = s.get(Instance, runtime.get("instance_id") or "")
-        if inst is None:
+        cluster = s.get(Cluster, inst.cluster_id) if inst else None
+        if cluster is None:
             return None
-        host = s.get(Host, inst.host_id)
-        return remotes.agent(host, runtime["python"])
+        view = build_view(s, remotes, cluster, ("active", "new", "decommission"))
+    return next((i.agent for i in view.instances if i.id == inst.id), None)
 
 
 class JobReconciler:

@@ -4,9 +4,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from oasis.db.models import Cluster, Host, Image, Instance, NodeGroup
+from oasis.db.models import Cluster, Host, Image, Instance, NodeGroup, Site
 from oasis.plugins.base import ClusterView, InstanceView
-from oasis.remote.hosts import Remotes
+from oasis.remote.base import Remote
+from oasis.remote.hosts import Context, Remotes
 
 
 def cluster_runtime(session: Session, cluster: Cluster) -> dict:
@@ -18,22 +19,41 @@ def cluster_runtime(session: Session, cluster: Cluster) -> dict:
     return dict(image.runtime)
 
 
+def host_remotes(session: Session, remotes: Remotes, cluster: Cluster, hosts: list[Host],
+                 groups: dict[str, NodeGroup]) -> dict[str, Remote]:
+    """The Remote of each host the cluster uses. With a proxy gateway node group, the gateway's host is reached
+    as its site says and every other host through it."""
+    site = session.get(Site, cluster.site_id)
+    context = Context(cluster.project_id, str(cluster.spec.get("neutron_management_network") or ""))
+    gateway_ngs = [ng.id for ng in groups.values() if ng.spec.get("is_proxy_gateway")]
+    out: dict[str, Remote] = {}
+    via = None
+    if gateway_ngs:
+        gw = session.scalars(select(Instance).where(Instance.node_group_id.in_(gateway_ngs))
+                             .order_by(Instance.index)).first()
+        if gw is not None:
+            via = out[gw.host_id] = remotes.for_host(session.get(Host, gw.host_id), site, context=context)
+    for host in hosts:
+        if host.id not in out:
+            out[host.id] = remotes.for_host(host, site, via=via, context=context)
+    return out
+
+
 def build_view(session: Session, remotes: Remotes, cluster: Cluster, states: tuple[str, ...] = ("active", "new")
                ) -> ClusterView:
     runtime = cluster_runtime(session, cluster)
     groups = {ng.id: ng for ng in session.scalars(select(NodeGroup).where(NodeGroup.cluster_id == cluster.id))}
     view = ClusterView(cluster.id, cluster.name, cluster.plugin_version, cluster.spec.get("cluster_configs") or {},
                        runtime)
-    rows = session.scalars(select(Instance).where(Instance.cluster_id == cluster.id, Instance.state.in_(states))
-                           .order_by(Instance.name))
+    rows = list(session.scalars(select(Instance).where(Instance.cluster_id == cluster.id,
+                                                       Instance.state.in_(states)).order_by(Instance.name)))
+    hosts = {h.id: h for h in (session.get(Host, hid) for hid in {i.host_id for i in rows})}
+    reach = host_remotes(session, remotes, cluster, list(hosts.values()), groups)
     for inst in rows:
-        host = session.get(Host, inst.host_id)
-        ng = groups[inst.node_group_id]
-        view.instances.append(instance_view(inst, ng, host, remotes, runtime["python"]))
+        host, ng = hosts[inst.host_id], groups[inst.node_group_id]
+        remote = reach[host.id]
+        view.instances.append(InstanceView(
+            id=inst.id, name=inst.name, node_group=ng.name, processes=list(ng.spec["node_processes"]),
+            address=inst.internal_ip, workdir=inst.workdir, ports=dict(inst.ports), vcpus=inst.vcpus,
+            ram_mb=inst.ram_mb, remote=remote, agent=remotes.agent(remote, host, runtime["python"])))
     return view
-
-
-def instance_view(inst: Instance, ng: NodeGroup, host: Host, remotes: Remotes, python: str) -> InstanceView:
-    return InstanceView(id=inst.id, name=inst.name, node_group=ng.name, processes=list(ng.spec["node_processes"]),
-                        address=inst.internal_ip, workdir=inst.workdir, ports=dict(inst.ports), vcpus=inst.vcpus,
-                        ram_mb=inst.ram_mb, remote=remotes.for_host(host), agent=remotes.agent(host, python))

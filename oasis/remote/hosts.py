@@ -1,28 +1,80 @@
-"""From a host row to a way of reaching it. One Remote per host, reused by every operation of an engine."""
+"""From a host row to a way of reaching it, as DESIGN.md's "Reaching instances" says: the floating address
+where the site uses them and the host has one, else the fixed address on the management network; through the
+site's gateway host or its proxy command when the controller has no route; through a cluster's proxy gateway
+node when it has one. One pooled Remote per route, reused by every operation of an engine."""
 from __future__ import annotations
 
-from oasis.db.models import Host
+from dataclasses import dataclass
+
+from oasis.db.models import Host, Site
 from oasis.remote.agent_client import Agent
 from oasis.remote.base import Remote
 from oasis.remote.local import LocalRemote
+from oasis.remote.ssh import SshRemote, SshTarget
 
 AGENT_NAME = "oasis-agent.py"
 
 
+@dataclass(frozen=True)
+class Context:
+    """What a proxy command template may name besides the address: the cluster's project and network."""
+
+    tenant_id: str = ""
+    network_id: str = ""
+
+
+def management_address(host: Host, site: Site | None) -> str:
+    floating = (host.spec or {}).get("floating_address")
+    if site is not None and floating and site.spec.get("use_floating_ips"):
+        return floating
+    return host.address
+
+
 class Remotes:
     def __init__(self) -> None:
-        self._remotes: dict[str, Remote] = {}
+        self._remotes: dict[tuple, Remote] = {}
 
-    def for_host(self, host: Host) -> Remote:
-        remote = self._remotes.get(host.id)
+    def for_host(self, host: Host, site: Site | None = None, via: Remote | None = None,
+                 context: Context = Context()) -> Remote:
+        if host.access == "local":
+            return self._pooled(("local", host.id), lambda: LocalRemote(host.address))
+        if site is None:
+            raise ValueError(f"host {host.name}: reaching it over SSH needs its site")
+        # Through a cluster's proxy gateway, the fixed address is used: only the gateway needs to be reachable.
+        address = host.address if via is not None else management_address(host, site)
+        spec, access = host.spec, site.spec.get("access", "direct")
+        target = SshTarget(address=address, host_key=spec["host_key"], client_key=site.secrets["ssh_private_key"],
+                           username=spec.get("ssh_user", "root"), port=int(spec.get("ssh_port", 22)), label=host.name)
+        gateway = via
+        if via is None and address == host.address:  # a floating address is reached directly
+            if access == "gateway":
+                gateway = self._site_gateway(site)
+            elif access == "proxy_command":
+                target.proxy_command = site.spec["proxy_command"].format(
+                    host=address, port=target.port, tenant_id=context.tenant_id, network_id=context.network_id,
+                    site=site.name)
+        key = ("ssh", host.id, address, id(gateway) if gateway else None, target.proxy_command)
+        return self._pooled(key, lambda: SshRemote(target, gateway))
+
+    def _site_gateway(self, site: Site) -> Remote:
+        gw = site.spec["gateway"]
+        target = SshTarget(address=gw["address"], host_key=gw["host_key"], client_key=site.secrets["ssh_private_key"],
+                           username=gw.get("ssh_user", "root"), port=int(gw.get("ssh_port", 22)),
+                           label=f"{site.name} gateway")
+        return self._pooled(("gateway", site.id, gw["address"]), lambda: SshRemote(target))
+
+    def _pooled(self, key: tuple, make) -> Remote:  # type: ignore[no-untyped-def]
+        remote = self._remotes.get(key)
         if remote is None:
-            if host.access != "local":
-                raise NotImplementedError(f"host {host.name}: access '{host.access}' is not supported yet")
-            remote = self._remotes[host.id] = LocalRemote(host.address)
+            remote = self._remotes[key] = make()
         return remote
 
-    def agent(self, host: Host, python: str) -> Agent:
-        return Agent(self.for_host(host), python, f"{host.base_dir}/{AGENT_NAME}")
+    def agent(self, remote: Remote, host: Host, python: str) -> Agent:
+        return Agent(remote, python, f"{host.base_dir}/{AGENT_NAME}")
 
     async def close(self) -> None:
+        for remote in self._remotes.values():
+            close = getattr(remote, "close", None)
+            if close is not None:
+                await close()
         self._remotes.clear()

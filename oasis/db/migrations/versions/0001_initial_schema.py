@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 12:33:36.762402
+Create Date: 2026-11-24 13:06:47.830438
 """
 from alembic import op
 import sqlalchemy as sa
@@ -186,6 +186,7 @@ def upgrade() -> None:
     sa.Column('cpu_allocation_ratio', sa.Float(), nullable=False),
     sa.Column('ram_allocation_ratio', sa.Float(), nullable=False),
     sa.Column('spec', sa.JSON(), nullable=False),
+    sa.Column('secrets', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id'),

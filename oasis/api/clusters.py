@@ -1,0 +1,308 @@
+"""Clusters: create (one or `count`), list, show, update, scale, delete. Each write only records the desired
+state (`op`, `op_target`) for an engine to carry out, and answers at once."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from oasis.api import schemas, topology, views
+from oasis.api.errors import bad
+from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
+                             page)
+from oasis.api.routing import Ctx, Reply, Routes
+from oasis.api.templates import check_cluster_groups
+from oasis.db.models import Cluster, ClusterTemplate, Flavor, Instance, NodeGroup, Site
+from oasis.identity.principal import Principal
+from oasis.plugins.base import NodeGroupShape, Plugin
+from oasis.remote.keys import generate_keypair
+
+KIND = "Cluster"
+ACTIVE, DELETING, VALIDATING = "Active", "Deleting", "Validating"
+# What a cluster inherits from its cluster template when the request does not say.
+_FROM_TEMPLATE = ("description", "node_groups", "anti_affinity", "default_image_id", "neutron_management_network",
+                  "use_autoconfig", "shares", "domain_name")
+# Request fields kept in the cluster's `spec` (the rest are columns or node groups).
+_SPEC_FIELDS = ("description", "default_image_id", "neutron_management_network", "user_keypair_id",
+                "cluster_configs", "anti_affinity", "use_autoconfig", "shares", "domain_name", "availability_zone")
+# Node group fields that are not kept in a node group's `spec`.
+_NG_NOT_SPEC = {"name", "count", "description", "is_public", "is_protected"}
+
+
+# --- create ---------------------------------------------------------------------------------------------------
+
+
+def _with_template(s: Session, principal: Principal, data: dict[str, Any]) -> dict[str, Any]:
+    """The request over its cluster template: template values first, the request's win, configs deep-merged."""
+    tid = data.get("cluster_template_id")
+    if not tid:
+        return data
+    tmpl = get_visible(s, ClusterTemplate, tid, principal, "Cluster template", status=400)
+    if (tmpl.plugin_name, tmpl.plugin_version) != (data["plugin_name"], data["plugin_version"]):
+        raise bad("INVALID_REFERENCE", f"Cluster template '{tid}' is for plugin {tmpl.plugin_name} "
+                                       f"{tmpl.plugin_version}, not {data['plugin_name']} {data['plugin_version']}")
+    merged = {k: copy.deepcopy(tmpl.spec[k]) for k in _FROM_TEMPLATE if tmpl.spec.get(k) is not None}
+    # An empty list in the request does not erase the template's node groups (Sahara: `values or template`).
+    merged.update({k: v for k, v in data.items() if v is not None and not (k == "node_groups" and not v)})
+    merged["cluster_configs"] = topology.merge_configs(tmpl.spec.get("cluster_configs"), data.get("cluster_configs"))
+    return merged
+
+
+def _canonical(plugin: Plugin, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sahara's process names (`slave`) become the plugin's (`worker`)."""
+    return [{**ng, "node_processes": [plugin.canonical(p) for p in ng["node_processes"]]} for ng in groups]
+
+
+def _shapes(groups: list[dict[str, Any]]) -> list[NodeGroupShape]:
+    return [NodeGroupShape(ng["name"], list(ng["node_processes"]), int(ng["count"])) for ng in groups]
+
+
+def _demands(s: Session, groups: list[tuple[str, int]]) -> list[tuple[int, int, int]]:
+    """One (vcpus, ram_mb, disk_gb) per instance, for (flavor id, instance count) pairs."""
+    out: list[tuple[int, int, int]] = []
+    for flavor_id, count in groups:
+        f = s.get(Flavor, flavor_id)
+        out += [(f.vcpus, f.ram_mb, f.disk_gb)] * max(count, 0)
+    return out
+
+
+def _multiple_names(name: str, count: int | None) -> list[str]:
+    """Sahara's names for `count` clusters: name-1..name-N, zero-padded to the width of N."""
+    if count is None:
+        return [name]
+    width = len(str(count))
+    return [f"{name}-{i:0{width}d}" for i in range(1, count + 1)]
+
+
+def _node_group_row(ng: dict[str, Any], count: int | None = None) -> NodeGroup:
+    spec = {k: v for k, v in ng.items() if k not in _NG_NOT_SPEC}
+    spec.setdefault("node_group_template_id", None)
+    return NodeGroup(name=ng["name"], count=ng["count"] if count is None else count, spec=spec)
+
+
+def create_cluster(ctx: Ctx) -> Reply:
+    body = ctx.body
+    principal = ctx.principal
+    with ctx.db.session() as s:
+        plugin = topology.plugin_for(body["plugin_name"], body["plugin_version"])
+        version = body["plugin_version"]
+        data = _with_template(s, principal, body)
+        groups = check_cluster_groups(s, principal, plugin.name, version, data.get("node_groups") or [])
+        if not groups:
+            raise bad("INVALID_DATA", "A cluster needs node groups, directly or from its cluster template")
+        groups = _canonical(plugin, groups)
+        topology.validate_topology(plugin, version, _shapes(groups))
+
+        site = topology.resolve_site(s, [data.get("availability_zone"), *(g.get("availability_zone") for g in groups)])
+        for g in groups:
+            if g.get("image_id"):
+                topology.image(s, g["image_id"], site, plugin.required_image_tags(version))
+        tags = plugin.required_image_tags(version)
+        if data.get("default_image_id"):
+            topology.image(s, data["default_image_id"], site, tags)
+        else:
+            data["default_image_id"] = topology.default_image(s, site, tags).id
+        default_net = site.spec.get("default_network") or "local"
+        network = data.get("neutron_management_network") or default_net
+        known = set(site.spec.get("networks") or {}) | {default_net}
+        if network not in known:
+            raise bad("NOT_FOUND", f"Network {network} not found in availability zone '{site.name}'")
+        data["neutron_management_network"] = network
+
+        names = _multiple_names(data["name"], body.get("count"))
+        for name in names:
+            topology.check_hostnames(name, [(g["name"], g["count"]) for g in groups], data.get("domain_name"))
+            ensure_unique_name(s, Cluster, principal.project_id, name, KIND)
+        topology.check_capacity(s, site, _demands(s, [(g["flavor_id"], g["count"]) for g in groups]) * len(names))
+
+        rows = [_write_cluster(s, principal, name, data, site, groups) for name in names]
+        s.flush()
+        out = views.clusters(s, rows)
+    ctx.notify()
+    if body.get("count") is not None:
+        return Reply(202, {"clusters": [{"cluster": c} for c in out]})
+    return Reply(202, {"cluster": out[0]})
+
+
+def _write_cluster(s: Session, principal: Principal, name: str, data: dict[str, Any], site: Site,
+                   groups: list[dict[str, Any]]) -> Cluster:
+    private, public = generate_keypair(f"oasis-{name}")
+    spec = {k: copy.deepcopy(data[k]) for k in _SPEC_FIELDS if data.get(k) is not None}
+    cluster = Cluster(project_id=principal.project_id, name=name, plugin_name=data["plugin_name"],
+                      plugin_version=data["plugin_version"], site_id=site.id,
+                      cluster_template_id=data.get("cluster_template_id"), status=VALIDATING, status_description="",
+                      is_transient=bool(data.get("is_transient", False)), is_public=bool(data.get("is_public", False)),
+                      is_protected=bool(data.get("is_protected", False)), spec=spec, info={},
+                      management_public_key=public, management_private_key=private,
+                      op="create", op_step=None, op_target={})
+    s.add(cluster)
+    s.flush()
+    for g in groups:
+        row = _node_group_row(g)
+        row.cluster_id = cluster.id
+        s.add(row)
+    return cluster
+
+
+# --- read -----------------------------------------------------------------------------------------------------
+
+
+def list_clusters(ctx: Ctx) -> Reply:
+    with ctx.db.session() as s:
+        rows, markers = page(ctx, s, Cluster, KIND,
+                             filters={"plugin_name": Cluster.plugin_name, "plugin_version": Cluster.plugin_version,
+                                      "name": Cluster.name},
+                             sorts={"id": Cluster.id, "name": Cluster.name, "plugin_name": Cluster.plugin_name,
+                                    "plugin_version": Cluster.plugin_version, "hadoop_version": Cluster.plugin_version,
+                                    "status": Cluster.status, "created_at": Cluster.created_at,
+                                    "updated_at": Cluster.updated_at})
+        return Reply(200, listing("clusters", views.clusters(s, rows), markers))
+
+
+def show_cluster(ctx: Ctx) -> Reply:
+    ctx.check_params({"show_progress"})
+    show_progress = str(ctx.query.get("show_progress", "false")).lower() == "true"
+    with ctx.db.session() as s:
+        row = get_visible(s, Cluster, ctx.path["id"], ctx.principal, KIND)
+        return Reply(200, {"cluster": views.cluster(s, row, show_progress)})
+
+
+# --- update ---------------------------------------------------------------------------------------------------
+
+
+def update_cluster(ctx: Ctx) -> Reply:
+    data = ctx.body
+    with ctx.db.session() as s:
+        row = get_visible(s, Cluster, ctx.path["id"], ctx.principal, KIND)
+        check_update_allowed(row, data, ctx.principal, KIND, {**row.spec, "name": row.name})
+        if row.status == DELETING:
+            raise bad("UPDATE_FAILED", f"Cluster {row.id} is being deleted")
+        if "verification" in data or data.get("update_keypair"):
+            # Both need an engine operation that oasis does not have yet.
+            raise bad("NOT_IMPLEMENTED", "Cluster verification and keypair updates are not implemented")
+        if "name" in data and data["name"] != row.name:
+            ensure_unique_name(s, Cluster, row.project_id, data["name"], KIND, exclude_id=row.id)
+            row.name = data["name"]
+        for key in ("is_public", "is_protected"):
+            if key in data:
+                setattr(row, key, data[key])
+        spec = dict(row.spec)
+        for key in ("description", "shares"):
+            if key in data:
+                spec[key] = data[key]
+        row.spec = spec
+        s.flush()
+        return Reply(202, {"cluster": views.cluster(s, row)})
+
+
+# --- scale ----------------------------------------------------------------------------------------------------
+
+
+def _victims(s: Session, cluster: Cluster, ng: NodeGroup, wanted: list[str], shrink: int) -> list[str]:
+    """The instances a shrink removes, named by id or name; they must belong to the node group."""
+    if len(wanted) != shrink:
+        raise bad("INVALID_DATA", f"Number of specific instances ({len(wanted)}) to delete must equal the count "
+                                  f"difference ({shrink}) of node group '{ng.name}'")
+    members = list(s.scalars(select(Instance).where(Instance.cluster_id == cluster.id,
+                                                    Instance.node_group_id == ng.id)))
+    by_key = {i.id: i.id for i in members} | {i.name: i.id for i in members}
+    chosen = []
+    for key in wanted:
+        if key not in by_key:
+            raise bad("INVALID_REFERENCE", f"Instance '{key}' is not a member of node group '{ng.name}'")
+        chosen.append(by_key[key])
+    if len(set(chosen)) != len(chosen):
+        raise bad("INVALID_DATA", f"Instances to delete from node group '{ng.name}' are named twice")
+    return chosen
+
+
+def scale_cluster(ctx: Ctx) -> Reply:
+    data = ctx.body
+    with ctx.db.session() as s:
+        cluster = get_visible(s, Cluster, ctx.path["id"], ctx.principal, KIND)
+        check_update_allowed(cluster, data, ctx.principal, KIND)
+        if cluster.status != ACTIVE:
+            raise bad("INVALID_DATA", f"Cluster cannot be scaled not in 'Active' status. Cluster status: "
+                                      f"{cluster.status}")
+        plugin = topology.plugin_for(cluster.plugin_name, cluster.plugin_version)
+        version = cluster.plugin_version
+        existing = {ng.name: ng for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == cluster.id))}
+
+        resize: dict[str, int] = {}
+        remove: list[str] = []
+        grow: list[tuple[str, int]] = []
+        for item in data.get("resize_node_groups") or []:
+            ng = existing.get(item["name"])
+            if ng is None:
+                raise bad("INVALID_REFERENCE", f"Cluster doesn't contain node group with name '{item['name']}'")
+            if item["name"] in resize:
+                raise bad("INVALID_DATA", f"Node group '{item['name']}' is resized twice")
+            resize[ng.name] = item["count"]
+            if "instances" in item:
+                remove += _victims(s, cluster, ng, item["instances"], ng.count - item["count"])
+            if item["count"] > ng.count:
+                grow.append((ng.spec["flavor_id"], item["count"] - ng.count))
+
+        added = check_cluster_groups(s, ctx.principal, cluster.plugin_name, version,
+                                     data.get("add_node_groups") or [])
+        added = _canonical(plugin, added)
+        site = s.get(Site, cluster.site_id)
+        for g in added:
+            if g["name"] in existing:
+                raise bad("INVALID_DATA", f"Can't add new nodegroup. Cluster already has nodegroup with name "
+                                          f"'{g['name']}'")
+            if g.get("availability_zone") and g["availability_zone"] != site.name:
+                raise bad("INVALID_DATA", f"Node group '{g['name']}' names availability zone "
+                                          f"'{g['availability_zone']}', but the cluster is in '{site.name}'")
+            if g.get("image_id"):
+                topology.image(s, g["image_id"], site, plugin.required_image_tags(version))
+            grow.append((g["flavor_id"], g["count"]))
+
+        shapes = [NodeGroupShape(ng.name, list(ng.spec["node_processes"]), resize.get(ng.name, ng.count))
+                  for ng in existing.values()] + _shapes(added)
+        topology.validate_topology(plugin, version, shapes)
+        topology.check_hostnames(cluster.name, [(sh.name, sh.count) for sh in shapes], cluster.spec.get("domain_name"))
+        topology.check_capacity(s, site, _demands(s, grow))
+
+        for g in added:
+            row = _node_group_row(g, count=0)  # the engine raises it to its target as instances come up
+            row.cluster_id = cluster.id
+            s.add(row)
+        cluster.status = VALIDATING
+        cluster.status_description = ""
+        cluster.op, cluster.op_step = "scale", None
+        cluster.op_target = {"resize": resize, "add": {g["name"]: g["count"] for g in added}, "remove": remove}
+        s.flush()
+        out = views.cluster(s, cluster)
+    ctx.notify()
+    return Reply(202, {"cluster": out})
+
+
+# --- delete ---------------------------------------------------------------------------------------------------
+
+
+def delete_cluster(ctx: Ctx) -> Reply:
+    force = bool((ctx.body or {}).get("force", False))
+    with ctx.db.session() as s:
+        row = get_visible(s, Cluster, ctx.path["id"], ctx.principal, KIND)
+        check_delete_allowed(row, ctx.principal, KIND)
+        row.status, row.status_description = DELETING, ""
+        # A delete replaces whatever was in flight (a stuck create included). The lease stays: the engine
+        # driving the old operation stops it and lets go, so the two never overlap; a dead engine's lease expires.
+        row.op, row.op_step, row.op_target = "delete", None, {"force": force}
+        stack_name = f"{row.name}{row.id[:8]}"
+    ctx.notify()
+    if force:
+        return Reply(200, {"stack_name": stack_name})
+    return Reply(204)
+
+
+def register(routes: Routes) -> None:
+    routes.add("GET", "/clusters", list_clusters, "cluster:list")
+    routes.add("POST", "/clusters", create_cluster, "cluster:create", schema=schemas.CLUSTER_CREATE)
+    routes.add("GET", "/clusters/{id}", show_cluster, "cluster:get")
+    routes.add("PATCH", "/clusters/{id}", update_cluster, "cluster:update", schema=schemas.CLUSTER_UPDATE)
+    routes.add("PUT", "/clusters/{id}", scale_cluster, "cluster:scale", schema=schemas.CLUSTER_SCALE)
+    routes.add("DELETE", "/clusters/{id}", delete_cluster, "cluster:delete", schema=schemas.CLUSTER_DELETE)

@@ -1,0 +1,65 @@
+"""Errors in Sahara's shape: `{"error_code", "error_name", "error_message"}` with an Error ID that is also logged,
+so an operator can find the server-side record of what a user reports."""
+from __future__ import annotations
+
+import logging
+import uuid
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger("oasis.api")
+
+
+class ApiError(Exception):
+    """Raised anywhere below an endpoint; rendered as a Sahara error body."""
+
+    def __init__(self, status: int, name: str, message: str, extra: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.name, self.message, self.extra = status, name, message, extra or {}
+
+
+def bad(name: str, message: str) -> ApiError:
+    """Sahara maps every validation and service error to 400, whatever its name."""
+    return ApiError(400, name, message)
+
+
+def not_found(kind: str, object_id: str) -> ApiError:
+    return ApiError(404, "NOT_FOUND", f"{kind} with id '{object_id}' not found")
+
+
+def error_response(status: int, name: str, message: str, extra: dict | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    error_id = uuid.uuid4()
+    if status >= 500:
+        log.error("Error ID %s: %s %s", error_id, name, message)
+    body = {"error_code": status, "error_name": name, "error_message": f"{message}\nError ID: {error_id}", **(extra or {})}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def render(e: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return error_response(e.status, e.name, e.message, e.extra, headers)
+
+
+def internal_error(headers: dict[str, str] | None = None) -> JSONResponse:
+    """For a bug: the traceback goes to the log (by the caller), never to the client."""
+    return error_response(500, "INTERNAL_SERVER_ERROR", "Internal server error", headers=headers)
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    """Routing-level errors (unknown path, wrong method) keep Werkzeug's shape, as Sahara's do."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"The resource could not be found: {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"The method {request.method} is not allowed for {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return JSONResponse({"error": exc.status_code, "error_message": message}, status_code=exc.status_code,
+                        headers=exc.headers)
+
+
+async def unhandled(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return internal_error()

@@ -1,0 +1,239 @@
+"""Job templates and jobs (executions). Running, cancelling and deleting a job only record the wish (`op`) for
+an engine; the API never talks to a cluster."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.responses import PlainTextResponse
+
+from oasis.api import schemas, views
+from oasis.api.errors import bad
+from oasis.api.plugins import all_job_types, config_hints
+from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
+                             page, require_owner)
+from oasis.api.routing import Ctx, Reply, Routes
+from oasis.db.models import Cluster, DataSource, Job, JobBinary, JobTemplate
+from oasis.edp import statuses as st
+from oasis.identity.principal import Principal
+from oasis.plugins import get_plugin
+from oasis.storage.base import ObjectNotFound
+
+JT, JOB = "Job template", "Job"
+# Types that run a main script or application; Java runs a class from its libs (or a main jar).
+_NEEDS_MAINS = {"Spark", "Shell", "Dask", "Pig", "Hive"}
+LOG_STREAMS = ("stdout", "stderr")
+
+
+# --- job templates --------------------------------------------------------------------------------------------
+
+
+def _check_binaries(s: Session, principal: Principal, data: dict[str, Any]) -> None:
+    mains, libs = data.get("mains") or [], data.get("libs") or []
+    job_type = data["type"]
+    if job_type in _NEEDS_MAINS and not mains:
+        raise bad("INVALID_DATA", f"{job_type} flow requires main script")
+    if job_type == "Java" and not (mains or libs):
+        raise bad("INVALID_DATA", "Java flow requires main jar in 'mains' or 'libs'")
+    if set(mains) & set(libs):
+        raise bad("INVALID_DATA", "'mains' and 'libs' overlap")
+    for binary_id in [*mains, *libs]:
+        get_visible(s, JobBinary, binary_id, principal, "Job binary", status=400)
+    names = [i["name"] for i in data.get("interface") or []]
+    if len(names) != len(set(names)):
+        raise bad("INVALID_DATA", "Names of interface arguments must be unique")
+
+
+def list_job_templates(ctx: Ctx) -> Reply:
+    with ctx.db.session() as s:
+        rows, markers = page(ctx, s, JobTemplate, JT, filters={"type": JobTemplate.type, "name": JobTemplate.name},
+                             sorts={"id": JobTemplate.id, "name": JobTemplate.name, "type": JobTemplate.type,
+                                    "created_at": JobTemplate.created_at, "updated_at": JobTemplate.updated_at})
+        return Reply(200, listing("job_templates", [views.job_template(s, r) for r in rows], markers))
+
+
+def create_job_template(ctx: Ctx) -> Reply:
+    data = ctx.body
+    with ctx.db.session() as s:
+        _check_binaries(s, ctx.principal, data)
+        ensure_unique_name(s, JobTemplate, ctx.principal.project_id, data["name"], JT)
+        row = JobTemplate(project_id=ctx.principal.project_id, name=data["name"], type=data["type"],
+                          description=data.get("description") or "", mains=data.get("mains") or [],
+                          libs=data.get("libs") or [], interface=data.get("interface") or [],
+                          is_public=data.get("is_public", False), is_protected=data.get("is_protected", False))
+        s.add(row)
+        s.flush()
+        return Reply(202, {"job_template": views.job_template(s, row)})
+
+
+def show_job_template(ctx: Ctx) -> Reply:
+    with ctx.db.session() as s:
+        row = get_visible(s, JobTemplate, ctx.path["id"], ctx.principal, JT)
+        return Reply(200, {"job_template": views.job_template(s, row)})
+
+
+def update_job_template(ctx: Ctx) -> Reply:
+    data = ctx.body
+    with ctx.db.session() as s:
+        row = get_visible(s, JobTemplate, ctx.path["id"], ctx.principal, JT)
+        check_update_allowed(row, data, ctx.principal, JT, {"name": row.name, "description": row.description})
+        if "name" in data:
+            ensure_unique_name(s, JobTemplate, row.project_id, data["name"], JT, exclude_id=row.id)
+        for key, value in data.items():
+            setattr(row, key, value if value is not None else "")
+        s.flush()
+        return Reply(202, {"job_template": views.job_template(s, row)})
+
+
+def delete_job_template(ctx: Ctx) -> Reply:
+    with ctx.db.session() as s:
+        row = get_visible(s, JobTemplate, ctx.path["id"], ctx.principal, JT)
+        check_delete_allowed(row, ctx.principal, JT)
+        used = s.scalars(select(Job.id).where(Job.job_template_id == row.id)).first()
+        if used:
+            raise bad("DELETION_FAILED", f"Job template {row.id} is used by job {used}; delete its jobs first")
+        s.delete(row)
+    return Reply(204)
+
+
+def job_template_hints(ctx: Ctx) -> Reply:
+    job_type = ctx.path["type"]
+    if job_type not in all_job_types():
+        raise bad("INVALID_DATA", f"Unknown job type '{job_type}'; known types are {', '.join(all_job_types())}")
+    return Reply(200, {"job_config": config_hints(job_type)})
+
+
+# --- jobs -----------------------------------------------------------------------------------------------------
+
+
+def _data_source(s: Session, principal: Principal, ds_id: str | None) -> DataSource | None:
+    return get_visible(s, DataSource, ds_id, principal, "Data source", status=400) if ds_id else None
+
+
+def create_job(ctx: Ctx) -> Reply:
+    data = ctx.body
+    principal = ctx.principal
+    with ctx.db.session() as s:
+        template = get_visible(s, JobTemplate, data["job_template_id"], principal, JT, status=400)
+        cluster = get_visible(s, Cluster, data["cluster_id"], principal, "Cluster", status=400)
+        if cluster.status != "Active":
+            raise bad("INVALID_DATA", f"Cluster with id '{cluster.id}' is not Active (status: {cluster.status})")
+        plugin = get_plugin(cluster.plugin_name)
+        if plugin is None or template.type not in plugin.job_types:
+            raise bad("INVALID_REFERENCE", f"Cluster with id '{cluster.id}' doesn't support job type "
+                                           f"'{template.type}'")
+        job_configs = data.get("job_configs") or {}
+        if template.type == "Java" and not (job_configs.get("configs") or {}).get("edp.java.main_class"):
+            raise bad("INVALID_DATA", "Java job must specify edp.java.main_class")
+        source = _data_source(s, principal, data.get("input_id"))
+        target = _data_source(s, principal, data.get("output_id"))
+        if source is not None and target is not None and (source.id == target.id or source.url == target.url):
+            raise bad("INVALID_DATA", f"Provided input and output DataSources reference the same location: "
+                                      f"{source.url}")
+        job = Job(project_id=principal.project_id, job_template_id=template.id, cluster_id=cluster.id,
+                  input_id=data.get("input_id"), output_id=data.get("output_id"), job_configs=job_configs,
+                  interface=data.get("interface") or {}, status=st.PENDING, engine_job_id=None, info={},
+                  is_public=data.get("is_public", False), is_protected=data.get("is_protected", False),
+                  op="run", op_step=None, op_target={})
+        s.add(job)
+        s.flush()
+        out = views.job(job)
+    ctx.notify()
+    return Reply(202, {"job": out})
+
+
+def list_jobs(ctx: Ctx) -> Reply:
+    with ctx.db.session() as s:
+        rows, markers = page(ctx, s, Job, JOB, filters={"status": Job.status},
+                             sorts={"id": Job.id, "job_template": Job.job_template_id, "cluster": Job.cluster_id,
+                                    "status": Job.status, "created_at": Job.created_at, "updated_at": Job.updated_at})
+        return Reply(200, listing("jobs", [views.job(r) for r in rows], markers))
+
+
+def show_job(ctx: Ctx) -> Reply:
+    # `refresh_status` is what saharaclient sends; statuses are kept current by the engine, so it changes nothing.
+    ctx.check_params({"refresh_status"})
+    with ctx.db.session() as s:
+        return Reply(200, {"job": views.job(get_visible(s, Job, ctx.path["id"], ctx.principal, JOB))})
+
+
+def _cancel(job: Job) -> None:
+    if job.is_protected:
+        raise bad("CANCELING_FAILED", f"Job with id '{job.id}' cannot be canceled because it's marked as protected")
+    if job.status in st.TERMINAL:
+        raise bad("CANCELING_FAILED", f"Job with id '{job.id}' has already finished ({job.status})")
+    if job.op in ("cancel", "delete"):
+        return
+    job.status = st.TOBEKILLED
+    # Taken from whichever engine runs it: the cancel is a new operation any engine may claim at once.
+    job.op, job.op_step = "cancel", None
+
+
+def update_job(ctx: Ctx) -> Reply:
+    data = ctx.body
+    with ctx.db.session() as s:
+        job = get_visible(s, Job, ctx.path["id"], ctx.principal, JOB)
+        require_owner(job, ctx.principal, JOB)
+        woke = False
+        if "info" in data:
+            if len(data) > 1:
+                raise bad("INVALID_DATA", "A status update must carry only 'info'")
+            if data["info"]["status"] == "suspend":
+                raise bad("SUSPENDING_FAILED", f"Job with id '{job.id}' cannot be suspended: no engine of oasis "
+                                               "supports suspending jobs")
+            _cancel(job)
+            woke = job.op == "cancel"
+        else:
+            check_update_allowed(job, data, ctx.principal, JOB)
+            for key in ("is_public", "is_protected"):
+                if key in data:
+                    setattr(job, key, data[key])
+        s.flush()
+        out = views.job(job)
+    if woke:
+        ctx.notify()
+    return Reply(202, {"job": out})
+
+
+def delete_job(ctx: Ctx) -> Reply:
+    with ctx.db.session() as s:
+        job = get_visible(s, Job, ctx.path["id"], ctx.principal, JOB)
+        check_delete_allowed(job, ctx.principal, JOB)
+        # The engine cancels a running job, then removes the row and its logs.
+        job.op, job.op_step = "delete", None
+    ctx.notify()
+    return Reply(204)
+
+
+def job_logs(ctx: Ctx) -> PlainTextResponse:
+    ctx.check_params({"stream"})
+    stream = ctx.query.get("stream", "stdout")
+    if stream not in LOG_STREAMS:
+        raise bad("INVALID_DATA", f"stream must be one of {', '.join(LOG_STREAMS)}")
+    with ctx.db.session() as s:
+        job = get_visible(s, Job, ctx.path["id"], ctx.principal, JOB)
+        key = f"jobs/{job.id}/{stream}"
+    try:
+        text = ctx.store.get(key).decode(errors="replace")
+    except ObjectNotFound:
+        text = ""
+    return PlainTextResponse(text)
+
+
+def register(routes: Routes) -> None:
+    routes.add("GET", "/job-templates", list_job_templates, "job-template:list")
+    routes.add("POST", "/job-templates", create_job_template, "job-template:create",
+               schema=lambda: schemas.job_template_create(all_job_types()))
+    routes.add("GET", "/job-templates/config-hints/{type}", job_template_hints, "job-template:get-config-hints")
+    routes.add("GET", "/job-templates/{id}", show_job_template, "job-template:get")
+    routes.add("PATCH", "/job-templates/{id}", update_job_template, "job-template:update",
+               schema=schemas.JOB_TEMPLATE_UPDATE)
+    routes.add("DELETE", "/job-templates/{id}", delete_job_template, "job-template:delete")
+
+    routes.add("GET", "/jobs", list_jobs, "job:list")
+    routes.add("POST", "/jobs", create_job, "job:execute", schema=schemas.JOB_CREATE)
+    routes.add("GET", "/jobs/{id}", show_job, "job:get")
+    routes.add("PATCH", "/jobs/{id}", update_job, "job:update", schema=schemas.JOB_UPDATE)
+    routes.add("DELETE", "/jobs/{id}", delete_job, "job:delete")
+    routes.add("GET", "/jobs/{id}/logs", job_logs, "job:get-logs")

@@ -1,0 +1,264 @@
+"""How an endpoint is served: every route is registered as Sahara registers it (with and without the
+`/{project_id}` segment after the version, and with a `.json` suffix), and one wrapper does for every request
+what Sahara's middleware and decorators do: microversion header, token, project check, policy, body parsing and
+JSON-schema validation, then runs the (synchronous) handler in a thread and renders errors in Sahara's shape."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from oasis.api.errors import ApiError, bad, internal_error, render
+from oasis.config import Settings
+from oasis.db.session import Database
+from oasis.identity import builtin
+from oasis.identity.policy import Forbidden, authorize
+from oasis.identity.principal import Principal
+from oasis.storage.base import ObjectStore
+
+log = logging.getLogger("oasis.api")
+
+MICROVERSION = "2.0"  # the only v2 microversion, as in Sahara
+_VERSION_RE = re.compile(r"^\d+\.\d+$")
+_WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    db: Database
+    store: ObjectStore
+    notify: Callable[[], None] | None = None
+
+
+@dataclass
+class Ctx:
+    """What a handler gets: the caller, the request's path ids (without the project), query and body."""
+
+    deps: Deps
+    request: Request
+    principal: Principal
+    version: str  # "v2" or "v1.1"
+    path: dict[str, str]
+    query: QueryParams
+    body: Any = None
+
+    @property
+    def db(self) -> Database:
+        return self.deps.db
+
+    @property
+    def store(self) -> ObjectStore:
+        return self.deps.store
+
+    def notify(self) -> None:
+        """Wake an in-process engine after a write that set `op`; other engines poll the database."""
+        if self.deps.notify is not None:
+            try:
+                self.deps.notify()
+            except Exception:  # the row is written; a failed wake-up only delays the engine's next poll
+                log.exception("engine notify failed")
+
+    def check_params(self, allowed: set[str] | frozenset[str]) -> None:
+        """Sahara v2 whitelists query parameters per request."""
+        unknown = sorted(set(self.query.keys()) - set(allowed))
+        if unknown:
+            raise bad("INVALID_PARAMS_ON_REQUEST",
+                      f"The only valid params for this request are: {', '.join(sorted(allowed)) or 'none'} "
+                      f"(got: {', '.join(unknown)})")
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Ctx], "Reply | Response"]
+
+
+def schema_errors(schema: dict, data: Any) -> str | None:
+    """All JSON-schema failures as Sahara prints them: `path[idx]: message`, one per line."""
+    validator = jsonschema.Draft7Validator(schema)
+    lines = []
+    for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        path = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
+                       for i, p in enumerate(err.absolute_path))
+        lines.append(f"{path}: {err.message}" if path else err.message)
+    return "\n".join(lines) or None
+
+
+def validate(schema: dict, data: Any) -> None:
+    problems = schema_errors(schema, data)
+    if problems:
+        raise bad("VALIDATION_ERROR", problems)
+
+
+def _microversion(request: Request) -> str:
+    """`OpenStack-API-Version: data-processing 2.0`; absent means 2.0 and `latest` the newest."""
+    header = request.headers.get("openstack-api-version")
+    if not header:
+        return MICROVERSION
+    for part in header.split(","):
+        service, _, value = part.strip().partition(" ")
+        if service.lower() != "data-processing":
+            continue
+        value = value.strip()
+        if value.lower() == "latest":
+            return MICROVERSION
+        if not _VERSION_RE.match(value):
+            raise ApiError(400, "BAD_REQUEST", f"API Version String '{value}' is of invalid format. It must be "
+                                               "of format 'major.minor'.")
+        major, minor = (int(x) for x in value.split("."))
+        if f"{major}.{minor}" != MICROVERSION:
+            raise ApiError(406, "NOT_ACCEPTABLE", f"Version {value} is not supported by the API. Minimum is "
+                                                  f"{MICROVERSION} and maximum is {MICROVERSION}.",
+                           {"min_version": MICROVERSION, "max_version": MICROVERSION})
+        return MICROVERSION
+    return MICROVERSION
+
+
+def _authenticate(deps: Deps, request: Request) -> Principal:
+    token = request.headers.get("x-auth-token", "")
+    if not token:
+        raise ApiError(401, "UNAUTHORIZED", "Authentication required: send a token in X-Auth-Token")
+    with deps.db.session() as s:
+        principal = builtin.check_token(s, token)
+    if principal is None:
+        raise ApiError(401, "UNAUTHORIZED", "The token is invalid or has expired")
+    return principal
+
+
+def _parse_json(raw: bytes, optional: bool) -> Any:
+    if not raw.strip():
+        return {} if optional else None
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise bad("MALFORMED_REQUEST_BODY", f"Malformed message body: {e}") from None
+    if not isinstance(data, dict):
+        raise bad("MALFORMED_REQUEST_BODY", "Malformed message body: the body must be a JSON object")
+    return data
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The raw body, refusing early (413-free, Sahara answers 400) once it exceeds the limit."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise bad("DATA_TOO_BIG", f"Size of data ({declared}) is greater than maximum ({limit})")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise bad("DATA_TOO_BIG", f"Size of data (more than {limit}) is greater than maximum ({limit})")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass
+class RouteSpec:
+    """One API operation; kept so that the OpenAPI document can be generated from the same table."""
+
+    method: str
+    path: str
+    handler: Handler
+    action: str
+    versions: tuple[str, ...]
+    body: str  # "none", "json" (object or empty → {}), "raw"
+    schema: dict | Callable[[], dict] | None
+    json_suffix: bool
+    max_body: int
+
+
+class Routes:
+    MAX_JSON_BODY = 16 * 1024 * 1024
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.specs: list[RouteSpec] = []
+
+    def add(self, method: str, path: str, handler: Handler, action: str, *, versions: tuple[str, ...] = ("v2",),
+            body: str = "none", schema: dict | Callable[[], dict] | None = None, json_suffix: bool = True,
+            max_body: int | None = None) -> None:
+        if body == "none" and method in ("POST", "PUT", "PATCH"):
+            body = "json"
+        self.specs.append(RouteSpec(method, path, handler, action, versions, body, schema, json_suffix,
+                                    max_body or self.MAX_JSON_BODY))
+
+    def starlette_routes(self) -> list[Route]:
+        # `.json` variants first: a plain `{id}` parameter would otherwise swallow "x.json".
+        suffixed, plain = [], []
+        for spec in self.specs:
+            endpoint = self._endpoint(spec)
+            for version in spec.versions:
+                for prefix in (f"/{version}", f"/{version}/{{project_id}}"):
+                    if spec.json_suffix:
+                        suffixed.append(Route(f"{prefix}{spec.path}.json", endpoint, methods=[spec.method]))
+                    plain.append(Route(f"{prefix}{spec.path}", endpoint, methods=[spec.method]))
+        return suffixed + plain
+
+    def _endpoint(self, spec: RouteSpec) -> Callable[[Request], Any]:
+        deps = self.deps
+
+        async def endpoint(request: Request) -> Response:
+            version = request.url.path.split("/")[1]
+            headers = {}
+            if version == "v2":
+                headers = {"OpenStack-API-Version": f"data-processing {MICROVERSION}", "Vary": "OpenStack-API-Version"}
+            try:
+                if version == "v2":
+                    _microversion(request)
+                principal = await run_in_threadpool(_authenticate, deps, request)
+                params = dict(request.path_params)
+                project = params.pop("project_id", None)
+                if project is not None and project != principal.project_id and not principal.is_admin:
+                    raise ApiError(401, "UNAUTHORIZED", "The project in the URL is not the token's project")
+                try:
+                    authorize(principal, spec.action, spec.method in _WRITE_METHODS)
+                except Forbidden as e:
+                    raise ApiError(403, "FORBIDDEN", str(e)) from None
+                body: Any = None
+                if spec.body == "raw":
+                    body = await _read_limited(request, spec.max_body)
+                elif spec.body == "json" or spec.method == "DELETE":
+                    raw = await _read_limited(request, spec.max_body)
+                    body = _parse_json(raw, optional=True)
+                if spec.schema is not None:
+                    validate(spec.schema() if callable(spec.schema) else spec.schema, body)
+                ctx = Ctx(deps, request, principal, version, params, request.query_params, body)
+                result = await run_in_threadpool(spec.handler, ctx)
+            except ApiError as e:
+                return render(e, headers)
+            except IntegrityError:
+                # Two requests raced past the uniqueness checks; the database settled it.
+                log.info("integrity error on %s %s", request.method, request.url.path)
+                return render(bad("DB_DUPLICATE_ENTRY", "Database object already exists"), headers)
+            except Exception:
+                log.exception("unhandled error on %s %s", request.method, request.url.path)
+                return internal_error(headers)
+            return _to_response(result, headers)
+
+        endpoint.__name__ = spec.handler.__name__
+        return endpoint
+
+
+def _to_response(result: Reply | Response, headers: dict[str, str]) -> Response:
+    if isinstance(result, Response):
+        result.headers.update(headers)
+        return result
+    merged = {**headers, **result.headers}
+    if result.status == 204:
+        return Response(status_code=204, headers=merged)
+    return JSONResponse(result.body if result.body is not None else {}, status_code=result.status, headers=merged)

@@ -1,0 +1,173 @@
+"""Checks shared by templates, clusters and scaling: plugin and version, processes, flavors, images, sites, node
+groups merged over their templates, and the plugin's topology rules."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from oasis.api.errors import bad
+from oasis.api.query import get_visible
+from oasis.db.models import Flavor, Image, NodeGroupTemplate, Site
+from oasis.identity.principal import Principal
+from oasis.plugins import get_plugin
+from oasis.plugins.base import NodeGroupShape, Plugin, PluginError
+
+MAX_HOSTNAME = 64
+DEFAULT_SITE = "local"
+
+
+def plugin_for(name: str, version: str) -> Plugin:
+    plugin = get_plugin(name)
+    if plugin is None:
+        raise bad("INVALID_REFERENCE", f"Sahara doesn't contain plugin with name '{name}'")
+    if version not in plugin.versions():
+        raise bad("INVALID_REFERENCE", f"Requested plugin '{name}' doesn't support version '{version}'")
+    return plugin
+
+
+def check_processes(plugin: Plugin, version: str, processes: list[str]) -> None:
+    unknown = sorted(set(processes) - plugin.all_processes(version))
+    if unknown:
+        raise bad("INVALID_REFERENCE", f"Plugin doesn't support the following node processes: {', '.join(unknown)}")
+
+
+def flavor(s: Session, value: str | int) -> Flavor:
+    """Nova's flavors by id ("2") or name ("m1.small")."""
+    key = str(value)
+    row = s.get(Flavor, key) or s.scalars(select(Flavor).where(Flavor.name == key)).first()
+    if row is None:
+        raise bad("NOT_FOUND", f"Requested flavor '{key}' not found")
+    return row
+
+
+def image(s: Session, image_id: str, site: Site | None = None, tags: list[str] | None = None) -> Image:
+    row = s.get(Image, image_id)
+    if row is None or not row.registered:
+        raise bad("INVALID_REFERENCE", f"Requested image '{image_id}' is not registered")
+    if site is not None and row.site_id != site.id:
+        raise bad("INVALID_REFERENCE", f"Requested image '{image_id}' is not available in availability zone "
+                                       f"'{site.name}'")
+    missing = sorted(set(tags or []) - set(row.tags or []))
+    if missing:
+        raise bad("INVALID_REFERENCE", f"Requested image '{image_id}' doesn't contain required tags: {missing}")
+    return row
+
+
+def default_image(s: Session, site: Site, tags: list[str]) -> Image:
+    for row in s.scalars(select(Image).where(Image.site_id == site.id, Image.registered.is_(True))
+                         .order_by(Image.name, Image.id)):
+        if set(tags) <= set(row.tags or []):
+            return row
+    raise bad("INVALID_REFERENCE", f"No registered image in availability zone '{site.name}' carries the tags "
+                                   f"{tags}; give default_image_id")
+
+
+def site_named(s: Session, name: str) -> Site:
+    row = s.scalars(select(Site).where(Site.name == name)).first()
+    if row is None:
+        raise bad("NOT_FOUND", f"Availability zone '{name}' not found")
+    return row
+
+
+def resolve_site(s: Session, names: list[str | None]) -> Site:
+    """The one site (= availability zone) a cluster lives in: the one its node groups name, else `local`, else
+    the first site. Placement never crosses sites, so naming two is refused."""
+    named = sorted({n for n in names if n})
+    if len(named) > 1:
+        raise bad("INVALID_DATA", f"A cluster lives in one availability zone; node groups name {named}")
+    if named:
+        return site_named(s, named[0])
+    row = s.scalars(select(Site).where(Site.name == DEFAULT_SITE)).first() \
+        or s.scalars(select(Site).order_by(Site.created_at, Site.name)).first()
+    if row is None:
+        raise bad("NOT_FOUND", "No availability zone (site) is configured")
+    return row
+
+
+def merge_configs(base: dict[str, Any] | None, over: dict[str, Any] | None) -> dict[str, Any]:
+    """`{target: {name: value}}` merged per target, `over` winning."""
+    out = copy.deepcopy(base or {})
+    for target, values in (over or {}).items():
+        if isinstance(values, dict) and isinstance(out.get(target), dict):
+            out[target].update(values)
+        else:
+            out[target] = copy.deepcopy(values)
+    return out
+
+
+# Fields of a node group template that are not node group fields.
+_NGT_ONLY = {"description", "is_public", "is_protected"}
+
+
+def merge_node_group(s: Session, principal: Principal, ng: dict[str, Any], plugin_name: str,
+                     version: str) -> dict[str, Any]:
+    """A node group of a request merged over its node group template (template first, request wins,
+    node_configs deep-merged), as Sahara's conductor does."""
+    ng = copy.deepcopy(ng)
+    tid = ng.get("node_group_template_id")
+    if not tid:
+        return ng
+    tmpl = get_visible(s, NodeGroupTemplate, tid, principal, "Node group template", status=400)
+    if (tmpl.plugin_name, tmpl.plugin_version) != (plugin_name, version):
+        raise bad("INVALID_REFERENCE", f"Node group template '{tid}' is for plugin {tmpl.plugin_name} "
+                                       f"{tmpl.plugin_version}, not {plugin_name} {version}")
+    base = {k: v for k, v in copy.deepcopy(tmpl.spec).items() if k not in _NGT_ONLY}
+    merged = {**base, **ng}
+    merged["node_configs"] = merge_configs(base.get("node_configs"), ng.get("node_configs"))
+    return merged
+
+
+def check_node_group(s: Session, plugin: Plugin, version: str, ng: dict[str, Any]) -> dict[str, Any]:
+    """A complete node group: flavor known (stored by id), processes known, image registered if given."""
+    if "flavor_id" not in ng or not ng.get("node_processes"):
+        raise bad("INVALID_DATA", f"Node group '{ng.get('name')}' needs flavor_id and node_processes, directly or "
+                                  "from its node group template")
+    ng = dict(ng)
+    ng["flavor_id"] = flavor(s, ng["flavor_id"]).id
+    check_processes(plugin, version, ng["node_processes"])
+    if ng.get("image_id"):
+        image(s, ng["image_id"])
+    return ng
+
+
+def unique_group_names(groups: list[dict[str, Any]]) -> None:
+    names = [g["name"] for g in groups]
+    if len(names) != len(set(names)):
+        raise bad("INVALID_DATA", "Duplicates in node group names are detected")
+
+
+def validate_topology(plugin: Plugin, version: str, shapes: list[NodeGroupShape]) -> None:
+    try:
+        plugin.validate(version, shapes)
+    except PluginError as e:
+        raise bad("INVALID_DATA", str(e)) from None
+
+
+def check_hostnames(cluster_name: str, groups: list[tuple[str, int]], domain: str | None = None) -> None:
+    """`<cluster>-<ng>-<index>[.<domain>]` must stay within a hostname's 64 characters."""
+    for name, count in groups:
+        host = f"{cluster_name}-{name}-{max(count, 1)}".lower()
+        fqdn = f"{host}.{domain}" if domain else host
+        if len(fqdn) > MAX_HOSTNAME:
+            raise bad("INVALID_DATA", f"Composed hostname {fqdn} must not exceed {MAX_HOSTNAME} symbols")
+
+
+def check_capacity(s: Session, site: Site, demands: list[tuple[int, int, int]]) -> None:
+    """Would the new instances (vcpus, ram_mb, disk_gb) fit on the site's hosts now?"""
+    if not demands:
+        return
+    # Imported here: placement is the engine side's module, and the API needs only this one check.
+    from oasis.compute.placement import PlacementError, check_fits
+
+    try:
+        check_fits(s, site.id, demands)
+    except PlacementError as e:
+        raise bad("QUOTA_ERROR", f"Quota exceeded for availability zone '{site.name}': {e}") from None
+
+
+__all__ = ["plugin_for", "check_processes", "flavor", "image", "default_image", "resolve_site", "merge_configs",
+           "merge_node_group", "check_node_group", "unique_group_names", "validate_topology", "check_hostnames",
+           "check_capacity"]

@@ -1,0 +1,174 @@
+"""`oasis cluster ...`"""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import typer
+
+from oasis.cli.client import OasisClient, OasisError
+from oasis.cli.common import client, command, console, fmt, parse_time, record, seconds, table
+from oasis.cli.plugins import latest_version
+from oasis.cli.watch import wait_clusters, wait_gone
+
+app = typer.Typer(help="Clusters: create, watch, scale and delete.", no_args_is_help=True)
+
+MASTER = {"spark": "master", "dask": "scheduler"}
+
+
+def node_group_spec(spec: str, default_flavor: str) -> dict[str, Any]:
+    """NAME:PROC[,PROC...]:COUNT[:FLAVOR] -> a node group."""
+    parts = spec.split(":")
+    if len(parts) not in (3, 4) or not parts[2].isdigit() or not parts[1]:
+        raise OasisError(f"node group '{spec}' is not NAME:PROCESS[,PROCESS...]:COUNT[:FLAVOR]")
+    return {"name": parts[0], "node_processes": parts[1].split(","), "count": int(parts[2]),
+            "flavor_id": parts[3] if len(parts) == 4 else default_flavor}
+
+
+def steps_table(cluster: dict[str, Any], title: str | None = None) -> None:
+    created = parse_time(cluster.get("created_at"))
+
+    def offset(step: dict[str, Any]) -> str:
+        t = parse_time(step.get("created_at"))
+        return seconds((t - created).total_seconds()) if t and created else ""
+
+    table(cluster.get("provision_progress") or [], [
+        ("Step", "step_name"), ("Type", "step_type"), ("Total", "total"),
+        ("OK", lambda s: {True: "yes", False: "FAILED", None: "…"}[s.get("successful")]),
+        ("Started", offset), ("Duration", lambda s: seconds(s.get("duration")))], title=title)
+
+
+@command(app, "list")
+def list_clusters(ctx: typer.Context) -> None:
+    """List clusters."""
+    table(client(ctx).list("clusters"), [
+        ("ID", "id"), ("Name", "name"), ("Plugin", "plugin_name"), ("Version", "plugin_version"),
+        ("Status", "status"), ("Nodes", lambda c: sum(ng.get("count", 0) for ng in c.get("node_groups") or []))],
+        ctx=ctx)
+
+
+@command(app, "show")
+def show(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID"),
+         progress: bool = typer.Option(False, "--progress", help="Also show the provisioning steps")) -> None:
+    """Show a cluster: fields, node groups and instances (and its provisioning steps)."""
+    c = client(ctx)
+    cluster = c.find("clusters", ref)
+    if progress:
+        cluster = c.show("clusters", cluster["id"], show_progress="true")
+    record(cluster, ctx, skip=("node_groups", "provision_progress", "management_public_key"))
+    if ctx.find_root().obj.as_json:
+        return
+    rows = [{"group": ng.get("name"), "processes": ng.get("node_processes"), "flavor": ng.get("flavor_id"), **i}
+            for ng in cluster.get("node_groups") or [] for i in ng.get("instances") or []]
+    if rows:
+        table(rows, [("Node group", "group"), ("Instance", "instance_name"), ("Processes", "processes"),
+                     ("Flavor", "flavor"), ("Address", "management_ip")], title="Instances")
+    if progress:
+        steps_table(cluster, "Provisioning steps")
+
+
+@command(app, "create")
+def create(ctx: typer.Context, name: str,
+           template: Optional[str] = typer.Option(None, "--template", "-t", help="Cluster template name or id"),
+           plugin: Optional[str] = typer.Option(None, help="spark or dask (without --template)"),
+           version: Optional[str] = typer.Option(None, help="Plugin version (default: the newest)"),
+           workers: int = typer.Option(2, help="Workers, when no --node-group is given"),
+           flavor: str = typer.Option("2", help="Flavor for the default node groups"),
+           node_group: list[str] = typer.Option([], "--node-group", "-n",
+                                                help="NAME:PROCESS[,PROCESS]:COUNT[:FLAVOR]; repeat for more"),
+           transient: bool = typer.Option(False, help="Delete the cluster once its jobs are done"),
+           description: str = typer.Option("", help="Free text"),
+           wait: bool = typer.Option(False, "--wait", help="Wait for Active, showing progress"),
+           timeout: float = typer.Option(600, help="Seconds to wait with --wait")) -> None:
+    """Create a cluster from a cluster template, or from a plugin and node groups."""
+    c = client(ctx)
+    body: dict[str, Any] = {"name": name, "description": description, "is_transient": transient}
+    if template:
+        t = c.find("cluster-templates", template)
+        body.update(cluster_template_id=t["id"], plugin_name=t["plugin_name"], plugin_version=t["plugin_version"])
+        if node_group:
+            body["node_groups"] = [node_group_spec(s, flavor) for s in node_group]
+    elif plugin:
+        body.update(plugin_name=plugin, plugin_version=version or latest_version(c, plugin))
+        groups = [node_group_spec(s, flavor) for s in node_group]
+        if not groups:
+            if plugin not in MASTER:
+                raise OasisError(f"give --node-group for plugin {plugin}")
+            groups = [{"name": "master", "node_processes": [MASTER[plugin]], "count": 1, "flavor_id": flavor},
+                      {"name": "worker", "node_processes": ["worker"], "count": workers, "flavor_id": flavor}]
+        body["node_groups"] = groups
+    else:
+        raise OasisError("give --template, or --plugin (with --node-group or --workers)")
+    t0 = time.monotonic()
+    cluster = c.create("clusters", body)
+    console.print(f"cluster [bold]{cluster['name']}[/] ({cluster['id']}): {cluster['status']}")
+    if wait:
+        done = wait_clusters(c, {cluster["id"]: cluster["name"]}, timeout=timeout,
+                             started={cluster["id"]: t0})[cluster["id"]]
+        console.print(f"cluster [bold]{done['name']}[/] is Active after {done['_seconds']:.1f}s")
+        _print_info(done)
+
+
+def _print_info(cluster: dict[str, Any]) -> None:
+    for service, urls in (cluster.get("info") or {}).items():
+        for k, v in (urls or {}).items():
+            console.print(f"  {service} {k}: {fmt(v)}")
+
+
+@command(app, "scale")
+def scale(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID"),
+          resize: list[str] = typer.Option([], "--resize", "-r", help="NODE_GROUP=COUNT; repeat for more"),
+          add: list[str] = typer.Option([], "--add", "-a", help="NAME:PROCESS[,PROCESS]:COUNT[:FLAVOR]"),
+          remove_instance: list[str] = typer.Option([], "--remove-instance",
+                                                    help="NODE_GROUP=INSTANCE: which instance a shrink removes"),
+          flavor: str = typer.Option("2", help="Flavor for --add node groups without one"),
+          wait: bool = typer.Option(False, "--wait", help="Wait until the cluster is Active again"),
+          timeout: float = typer.Option(600, help="Seconds to wait with --wait")) -> None:
+    """Resize node groups or add new ones."""
+    c = client(ctx)
+    cluster = c.find("clusters", ref)
+    chosen: dict[str, list[str]] = {}
+    for item in remove_instance:
+        group, _, inst = item.partition("=")
+        chosen.setdefault(group, []).append(inst)
+    body: dict[str, Any] = {}
+    for item in resize:
+        group, _, count = item.partition("=")
+        if not count.isdigit():
+            raise OasisError(f"--resize '{item}' is not NODE_GROUP=COUNT")
+        ng: dict[str, Any] = {"name": group, "count": int(count)}
+        if group in chosen:
+            ng["instances"] = chosen[group]
+        body.setdefault("resize_node_groups", []).append(ng)
+    if add:
+        body["add_node_groups"] = [node_group_spec(s, flavor) for s in add]
+    if not body:
+        raise OasisError("nothing to do: give --resize or --add")
+    c.put(f"/clusters/{cluster['id']}", body)
+    console.print(f"scaling cluster [bold]{cluster['name']}[/]")
+    if wait:
+        _wait_scaled(c, cluster, timeout)
+
+
+def _wait_scaled(c: OasisClient, cluster: dict[str, Any], timeout: float) -> None:
+    # The status leaves Active first; a scale that fails returns to Active with a status_description.
+    done = wait_clusters(c, {cluster["id"]: cluster["name"]}, timeout=timeout)[cluster["id"]]
+    groups = ", ".join(f"{ng['name']}×{ng['count']}" for ng in done.get("node_groups") or [])
+    if done.get("status_description"):
+        console.print(f"[yellow]cluster {done['name']}: {done['status_description']}[/]")
+    console.print(f"cluster [bold]{done['name']}[/] is Active: {groups}")
+
+
+@command(app, "delete")
+def delete(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID"),
+           force: bool = typer.Option(False, "--force", help="Delete even if stopping its processes fails"),
+           wait: bool = typer.Option(False, "--wait", help="Wait until it is gone"),
+           timeout: float = typer.Option(300, help="Seconds to wait with --wait")) -> None:
+    """Delete a cluster."""
+    c = client(ctx)
+    cluster = c.find("clusters", ref)
+    c.delete(f"/clusters/{cluster['id']}", {"force": True} if force else None)
+    console.print(f"deleting cluster [bold]{cluster['name']}[/]")
+    if wait:
+        wait_gone(c, {cluster["id"]: cluster["name"]}, timeout=timeout)
+        console.print(f"cluster {cluster['name']} is gone")

@@ -1,0 +1,136 @@
+"""`oasis job ...` (executions) and `oasis job template ...`"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+import typer
+
+from oasis.cli.client import OasisError
+from oasis.cli.common import client, command, console, key_values, parse_time, record, seconds, table
+from oasis.cli.watch import job_status, wait_jobs
+
+app = typer.Typer(help="Jobs: run job templates on clusters; status, logs, cancel.", no_args_is_help=True)
+templates = typer.Typer(help="Job templates: a job type and its main binary.", no_args_is_help=True)
+app.add_typer(templates, name="template")
+
+
+def duration(job: dict[str, Any]) -> str:
+    start, end = parse_time(job.get("start_time")), parse_time(job.get("end_time"))
+    return seconds((end - start).total_seconds()) if start and end else ""
+
+
+@command(templates, "list")
+def template_list(ctx: typer.Context) -> None:
+    """List job templates."""
+    table(client(ctx).list("job-templates"), [
+        ("ID", "id"), ("Name", "name"), ("Type", "type"),
+        ("Mains", lambda t: [m.get("name") if isinstance(m, dict) else m for m in t.get("mains") or []])], ctx=ctx)
+
+
+@command(templates, "create")
+def template_create(ctx: typer.Context, name: str,
+                    type_: str = typer.Option(..., "--type", help="Spark, Dask, Shell or Java"),
+                    main: Optional[str] = typer.Option(None, help="Main job binary (name or id)"),
+                    lib: list[str] = typer.Option([], help="Library job binary (name or id); repeat for more"),
+                    description: str = typer.Option("", help="Free text")) -> None:
+    """Create a job template."""
+    c = client(ctx)
+    body: dict[str, Any] = {"name": name, "type": type_, "description": description,
+                            "mains": [c.find("job-binaries", main)["id"]] if main else [],
+                            "libs": [c.find("job-binaries", ref)["id"] for ref in lib]}
+    obj = c.create("job-templates", body)
+    console.print(f"created job template [bold]{obj['name']}[/] ({obj['id']})")
+
+
+@command(templates, "show")
+def template_show(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID")) -> None:
+    """Show a job template."""
+    record(client(ctx).find("job-templates", ref), ctx)
+
+
+@command(templates, "delete")
+def template_delete(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID")) -> None:
+    """Delete a job template."""
+    c = client(ctx)
+    obj = c.find("job-templates", ref)
+    c.delete(f"/job-templates/{obj['id']}")
+    console.print(f"deleted job template {obj['name']}")
+
+
+@command(app, "list")
+def list_jobs(ctx: typer.Context, status: Optional[str] = typer.Option(None, help="Only jobs in this status")
+              ) -> None:
+    """List jobs."""
+    c = client(ctx)
+    names = {t["id"]: t["name"] for t in c.list("job-templates")}
+    clusters = {cl["id"]: cl["name"] for cl in c.list("clusters")}
+    table(c.list("jobs", status=status), [
+        ("ID", "id"), ("Template", lambda j: names.get(j.get("job_template_id"), j.get("job_template_id"))),
+        ("Cluster", lambda j: clusters.get(j.get("cluster_id"), j.get("cluster_id"))),
+        ("Status", job_status), ("Started", "start_time"), ("Duration", duration)], ctx=ctx)
+
+
+@command(app, "run")
+def run(ctx: typer.Context,
+        template: str = typer.Option(..., help="Job template name or id"),
+        cluster: str = typer.Option(..., help="Cluster name or id"),
+        input_: Optional[str] = typer.Option(None, "--input", help="Input data source (name or id)"),
+        output: Optional[str] = typer.Option(None, help="Output data source (name or id)"),
+        arg: list[str] = typer.Option([], "--arg", help="An argument; datasource://NAME becomes its URL"),
+        config: list[str] = typer.Option([], "--config", help="KEY=VALUE job config; repeat for more"),
+        param: list[str] = typer.Option([], "--param", help="KEY=VALUE parameter (Shell: environment)"),
+        wait: bool = typer.Option(False, "--wait", help="Wait for the end and print its stdout"),
+        timeout: float = typer.Option(1800, help="Seconds to wait with --wait")) -> None:
+    """Run a job template on a cluster."""
+    c = client(ctx)
+    configs: dict[str, Any] = {"edp.substitute_data_source_for_name": True, **key_values(config, "--config")}
+    body: dict[str, Any] = {"job_template_id": c.find("job-templates", template)["id"],
+                            "cluster_id": c.find("clusters", cluster)["id"],
+                            "job_configs": {"configs": configs, "args": arg, "params": key_values(param, "--param")}}
+    if input_:
+        body["input_id"] = c.find("data-sources", input_)["id"]
+    if output:
+        body["output_id"] = c.find("data-sources", output)["id"]
+    job = c.create("jobs", body)
+    console.print(f"job {job['id']}: {job_status(job)}")
+    if not wait:
+        return
+    done = wait_jobs(c, {job["id"]: template}, timeout=timeout)[job["id"]]
+    status = job_status(done)
+    sys.stdout.write(c.logs(job["id"]))
+    sys.stdout.flush()
+    if status != "SUCCEEDED":
+        tail = c.logs(job["id"], "stderr")[-2000:]
+        raise OasisError(f"job {job['id']} ended {status}" + (f"; end of its stderr:\n{tail}" if tail else ""))
+    console.print(f"job {job['id']}: SUCCEEDED in {duration(done) or seconds(done['_seconds'])}")
+
+
+@command(app, "show")
+def show(ctx: typer.Context, job_id: str) -> None:
+    """Show a job."""
+    record(client(ctx).show("jobs", job_id), ctx)
+
+
+@command(app, "cancel")
+def cancel(ctx: typer.Context, job_id: str) -> None:
+    """Cancel a running job."""
+    c = client(ctx)
+    c.patch(f"/jobs/{job_id}", {"info": {"status": "cancel"}})
+    console.print(f"cancelling job {job_id}")
+
+
+@command(app, "delete")
+def delete(ctx: typer.Context, job_id: str) -> None:
+    """Delete a job (cancelling it first if it runs)."""
+    client(ctx).delete(f"/jobs/{job_id}")
+    console.print(f"deleted job {job_id}")
+
+
+@command(app, "logs")
+def logs(ctx: typer.Context, job_id: str,
+         stderr: bool = typer.Option(False, "--stderr", help="The job's stderr instead of its stdout")) -> None:
+    """Print a job's stdout (or stderr)."""
+    sys.stdout.write(client(ctx).logs(job_id, "stderr" if stderr else "stdout"))
+    sys.stdout.flush()
+

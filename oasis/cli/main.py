@@ -1,0 +1,102 @@
+"""`oasis`: run the service (`up`, `api`, `engine`), try it (`demo`), and use it (plugins, templates, clusters,
+binaries, data sources, jobs)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from oasis.cli import binaries, clusters, datasources, jobs, plugins, templates
+from oasis.cli.common import Options, command, options
+
+app = typer.Typer(help="oasis: Spark and Dask clusters and jobs, behind OpenStack Sahara's API.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+@app.callback()
+def main(ctx: typer.Context,
+         os_cloud: str = typer.Option("oasis", envvar="OS_CLOUD", help="Cloud name in clouds.yaml"),
+         url: Optional[str] = typer.Option(None, envvar="OASIS_URL", help="Service URL (e.g. http://127.0.0.1:8386)"),
+         token: Optional[str] = typer.Option(None, envvar="OS_TOKEN", help="Token to use with --url"),
+         state_dir: Optional[Path] = typer.Option(None, envvar="OASIS_STATE_DIR",
+                                                  help="Where `oasis up` keeps its clouds.yaml (default ~/.oasis)"),
+         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables")) -> None:
+    ctx.obj = Options(os_cloud=os_cloud, url=url, token=token, state_dir=state_dir, as_json=as_json)
+
+
+def _settings(state_dir: Optional[Path], database_url: Optional[str], host: str, port: int):
+    from oasis.config import Settings
+
+    kwargs: dict = {"database_url": database_url, "host": host, "port": port}
+    if state_dir is not None:
+        kwargs["state_dir"] = state_dir
+    return Settings(**kwargs)
+
+
+STATE_DIR = typer.Option(None, "--state-dir", help="State directory (default ~/.oasis or $OASIS_STATE_DIR)")
+DATABASE_URL = typer.Option(None, "--database-url", envvar="OASIS_DATABASE_URL",
+                            help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite)")
+HOST = typer.Option("127.0.0.1", help="Address to listen on")
+PORT = typer.Option(8386, help="Port to listen on")
+
+
+@app.command()
+def up(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Optional[Path] = STATE_DIR,
+       database_url: Optional[str] = DATABASE_URL) -> None:
+    """Run the API and the engine in one process (the embedded default: SQLite, the `local` site)."""
+    from oasis.server import run_up
+
+    run_up(_settings(state_dir or options(ctx).state_dir, database_url, host, port))
+
+
+@app.command()
+def api(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Optional[Path] = STATE_DIR,
+        database_url: Optional[str] = DATABASE_URL) -> None:
+    """Run the HTTP API only (stateless: run as many as you like on one database)."""
+    from oasis.server import run_api
+
+    run_api(_settings(state_dir or options(ctx).state_dir, database_url, host, port))
+
+
+@app.command()
+def engine(ctx: typer.Context, state_dir: Optional[Path] = STATE_DIR,
+           database_url: Optional[str] = DATABASE_URL) -> None:
+    """Run the engine only: reconcilers and periodic work (run as many as you like on one database)."""
+    from oasis.server import run_engine
+
+    run_engine(_settings(state_dir or options(ctx).state_dir, database_url, "127.0.0.1", 8386))
+
+
+@command(app, "demo")
+def demo(ctx: typer.Context,
+         os_cloud: Optional[str] = typer.Option(None, "--os-cloud", help="Use this cloud from clouds.yaml"),
+         url: Optional[str] = typer.Option(None, help="Use the oasis service at this URL"),
+         token: Optional[str] = typer.Option(None, help="Token to use with --url"),
+         state_dir: Optional[Path] = typer.Option(None, "--state-dir",
+                                                  help="State directory of the embedded service (default: a new "
+                                                       "temporary one)"),
+         keep: bool = typer.Option(False, "--keep", help="Keep the clusters (and an embedded service) running"),
+         workers: int = typer.Option(2, help="Workers per cluster"),
+         only: Optional[str] = typer.Option(None, help="Only this plugin: dask or spark")) -> None:
+    """Bring up a Dask and a Spark cluster, run a wordcount on each, show the steps and timings, clean up.
+
+    Uses a running service if one is found (--url, --os-cloud, or ~/.oasis/clouds.yaml); otherwise starts an
+    embedded `oasis up` for the duration of the demo."""
+    from oasis.cli.demo import Demo
+
+    root = options(ctx)
+    Demo(os_cloud=os_cloud or root.os_cloud, explicit_cloud=os_cloud is not None, url=url or root.url,
+         token=token or root.token, state_dir=state_dir, keep=keep, workers=workers, only=only).run()
+
+
+app.add_typer(plugins.app, name="plugin")
+app.add_typer(templates.app, name="template")
+app.add_typer(clusters.app, name="cluster")
+app.add_typer(binaries.app, name="binary")
+app.add_typer(datasources.app, name="datasource")
+app.add_typer(jobs.app, name="job")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""The demo's job scripts and data: package data, uploaded to the service as job binaries by `oasis demo`."""

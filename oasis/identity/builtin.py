@@ -1,0 +1,131 @@
+"""The builtin identity backend: projects, users, role assignments and bearer tokens in oasis's own database.
+
+Passwords are salted scrypt hashes; tokens are random and only their SHA-256 is stored, so neither a database
+dump nor a log line hands out credentials.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from oasis.db.models import Project, RoleAssignment, Token, User, utcnow
+from oasis.identity.policy import ROLES
+from oasis.identity.principal import Principal
+
+__all__ = ["Principal", "hash_password", "verify_password", "ensure_project", "ensure_user", "assign_role",
+           "issue_token", "check_token", "revoke_token", "roles_of", "authenticate"]
+
+# scrypt cost: ~16 MB and tens of milliseconds per hash; enough to make offline guessing expensive.
+_N, _R, _P = 2**14, 8, 1
+# A hash that no password verifies: a user created without a password cannot log in until one is set.
+UNUSABLE = "!"
+
+
+def hash_password(password: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+    return f"scrypt${_N}${_R}${_P}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
+                             dklen=len(digest) // 2)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got.hex(), digest)
+
+
+def ensure_project(session: Session, name: str) -> Project:
+    project = session.scalars(select(Project).where(Project.name == name)).first()
+    if project is None:
+        project = Project(name=name)
+        session.add(project)
+        session.flush()
+    return project
+
+
+def ensure_user(session: Session, name: str, password: str | None) -> User:
+    """The user of that name, created if missing. A password given (re)sets it; None leaves it as is (or
+    unusable for a new user)."""
+    user = session.scalars(select(User).where(User.name == name)).first()
+    if user is None:
+        user = User(name=name, password_hash=UNUSABLE)
+        session.add(user)
+    if password is not None:
+        user.password_hash = hash_password(password)
+    session.flush()
+    return user
+
+
+def assign_role(session: Session, user: User, project: Project, role: str) -> None:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+    if session.get(RoleAssignment, (user.id, project.id, role)) is None:
+        session.add(RoleAssignment(user_id=user.id, project_id=project.id, role=role))
+        session.flush()
+
+
+def roles_of(session: Session, user_id: str, project_id: str) -> list[str]:
+    return sorted(session.scalars(select(RoleAssignment.role).where(
+        RoleAssignment.user_id == user_id, RoleAssignment.project_id == project_id)))
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(session: Session, user: User, project: Project, hours: float) -> str:
+    now = utcnow()
+    # Expired tokens of this user are dropped here, so the table does not grow without bound.
+    session.execute(delete(Token).where(Token.user_id == user.id, Token.expires_at < now))
+    token = secrets.token_urlsafe(32)
+    session.add(Token(id_hash=_digest(token), user_id=user.id, project_id=project.id,
+                      expires_at=now + timedelta(hours=hours)))
+    session.flush()
+    return token
+
+
+def check_token(session: Session, token: str) -> Principal | None:
+    """The principal a token stands for, or None if it is unknown, expired, or its user has lost every role
+    on its project."""
+    if not token:
+        return None
+    row = session.get(Token, _digest(token))
+    if row is None or row.expires_at <= utcnow():
+        return None
+    user, project = session.get(User, row.user_id), session.get(Project, row.project_id)
+    if user is None or project is None:
+        return None
+    roles = roles_of(session, user.id, project.id)
+    if not roles:
+        return None
+    return Principal(user_id=user.id, user_name=user.name, project_id=project.id, project_name=project.name,
+                     roles=roles, is_admin="admin" in roles, expires_at=row.expires_at)
+
+
+def revoke_token(session: Session, token: str) -> bool:
+    return session.execute(delete(Token).where(Token.id_hash == _digest(token))).rowcount > 0
+
+
+def authenticate(session: Session, user_name: str | None, user_id: str | None, password: str) -> User | None:
+    """The user these credentials name, if the password matches."""
+    stmt = select(User).where(User.id == user_id) if user_id else select(User).where(User.name == user_name)
+    user = session.scalars(stmt).first()
+    if user is None:
+        # Spend the same time as a real check, so response time does not tell which user names exist.
+        verify_password(password, _DUMMY)
+        return None
+    return user if verify_password(password, user.password_hash) else None
+
+
+_DUMMY = hash_password(secrets.token_hex(8))

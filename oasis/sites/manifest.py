@@ -1,0 +1,113 @@
+"""Registering a site from its manifest: the site's access (direct, gateway, floating addresses, proxy
+command), its networks, and its hosts with their addresses, capacity and pinned host keys.
+
+The manifest is what `oasis lab up` writes (format version 1); a real site's manifest has the same shape."""
+from __future__ import annotations
+
+import string
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from oasis.db.models import Host, Image, Site
+
+ACCESS_MODES = ("direct", "gateway", "proxy_command")
+PROXY_PLACEHOLDERS = {"host", "port", "tenant_id", "network_id", "site"}
+
+
+class ManifestError(ValueError):
+    """The manifest is wrong; the message names the field."""
+
+
+def check_proxy_command(template: str, where: str) -> None:
+    """Every placeholder must be one oasis fills in: an unknown one is a configuration error, named now rather
+    than at the first connection."""
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as e:
+        raise ManifestError(f"{where}: proxy_command is not a valid template: {e}") from None
+    unknown = sorted(fields - PROXY_PLACEHOLDERS)
+    if unknown:
+        raise ManifestError(f"{where}: proxy_command has unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)};"
+                            f" known: {', '.join('{' + p + '}' for p in sorted(PROXY_PLACEHOLDERS))}")
+
+
+def _need(d: dict[str, Any], key: str, where: str) -> Any:
+    if key not in d or d[key] in (None, ""):
+        raise ManifestError(f"{where}: '{key}' is required")
+    return d[key]
+
+
+def register(session: Session, manifest: dict[str, Any], private_key: str, runtime: dict[str, Any],
+             image_tags: list[str]) -> list[Site]:
+    """Create or update every site of the manifest and its hosts. Idempotent: registering the same manifest
+    twice changes nothing. `runtime` describes what the hosts provide (their image)."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("sites"), list):
+        raise ManifestError("manifest: 'sites' must be a list")
+    out = []
+    for i, entry in enumerate(manifest["sites"]):
+        out.append(_register_site(session, entry, f"sites[{i}]", private_key, runtime, image_tags))
+    return out
+
+
+def _register_site(session: Session, entry: dict[str, Any], where: str, private_key: str,
+                   runtime: dict[str, Any], image_tags: list[str]) -> Site:
+    name = _need(entry, "name", where)
+    access = _need(entry, "access", where)
+    if access not in ACCESS_MODES:
+        raise ManifestError(f"{where}.access: must be one of {', '.join(ACCESS_MODES)}, not {access!r}")
+    if access == "proxy_command":
+        check_proxy_command(_need(entry, "proxy_command", where), where)
+    gateway = entry.get("gateway") or None
+    if access == "gateway" and not gateway:
+        raise ManifestError(f"{where}.gateway: required when access is 'gateway'")
+    network = _need(entry, "management_network", where)
+    spec = {
+        "access": access,
+        "proxy_command": entry.get("proxy_command"),
+        "gateway": {k: gateway[k] for k in ("name", "address", "ssh_user", "ssh_port", "host_key")} if gateway else None,
+        "floating_range": entry.get("floating_range"),
+        "use_floating_ips": bool(entry.get("use_floating_ips", bool(entry.get("floating_range")))),
+        "management_network": network,
+        "default_network": network,
+        "networks": {n["name"]: n.get("cidr") for n in entry.get("networks") or []} or {network: None},
+    }
+    site = session.scalars(select(Site).where(Site.name == name)).first()
+    if site is None:
+        site = Site(name=name)
+        session.add(site)
+    site.spec, site.secrets = spec, {"ssh_private_key": private_key}
+    session.flush()
+
+    for j, h in enumerate(_need(entry, "hosts", where)):
+        _register_host(session, site, h, f"{where}.hosts[{j}]", network)
+    _register_image(session, site, runtime, image_tags)
+    return site
+
+
+def _register_host(session: Session, site: Site, h: dict[str, Any], where: str, network: str) -> Host:
+    addresses = _need(h, "addresses", where)
+    if network not in addresses:
+        raise ManifestError(f"{where}.addresses: no address on the management network {network!r}")
+    capacity = _need(h, "capacity", where)
+    host = session.scalars(select(Host).where(Host.site_id == site.id, Host.name == _need(h, "name", where))).first()
+    if host is None:
+        host = Host(site_id=site.id, name=h["name"])
+        session.add(host)
+    host.access = "ssh"
+    host.address = addresses[network]
+    host.vcpus, host.ram_mb, host.disk_gb = (int(capacity[k]) for k in ("vcpus", "ram_mb", "disk_gb"))
+    host.base_dir = _need(h, "base_dir", where)
+    host.spec = {"addresses": addresses, "floating_address": h.get("floating_address"),
+                 "ssh_user": h.get("ssh_user", "root"), "ssh_port": int(h.get("ssh_port", 22)),
+                 "host_key": _need(h, "host_key", where)}
+    return host
+
+
+def _register_image(session: Session, site: Site, runtime: dict[str, Any], tags: list[str]) -> None:
+    image = session.scalars(select(Image).where(Image.site_id == site.id, Image.name == "site-runtime")).first()
+    if image is None:
+        image = Image(site_id=site.id, name="site-runtime", description=f"The runtime the hosts of {site.name} provide")
+        session.add(image)
+    image.runtime, image.tags = dict(runtime), sorted(set(tags))

@@ -1,0 +1,181 @@
+"""Clusters on real SSH hosts: the lab's three sites, one per way in (routed fixed addresses, a gateway host
+or floating addresses, a proxy command), and a cluster's own proxy gateway node. Needs root (CI has it)."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration import workflow as wf
+from tests.integration.services import Oasis, processes_under, wait_until
+
+HOSTNAME_JOB = b"""
+import socket, sys
+from distributed import Client
+client = Client()
+names = client.run(socket.gethostname)  # runs on every worker, in its host's namespace
+print(" ".join(sorted(names.values())))
+print(sum(client.gather(client.map(lambda x: x + 1, range(100)))))
+"""
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[dict]:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (CI runs as root)")
+    from oasis.lab import lab as labmod
+    from oasis.lab.model import load_lab
+    from oasis.lab.requirements import ensure_packages
+
+    ensure_packages()
+    state_dir = Path(tempfile.mkdtemp(prefix="oasis-lab-sites-"))
+    spec = load_lab()
+    with labmod.exclusive_use():
+        try:
+            result = labmod.up(spec, state_dir)
+            yield {"spec": spec, "state_dir": state_dir, "manifest": yaml.safe_load(result.manifest.read_text())}
+        finally:
+            try:
+                labmod.down(state_dir, spec)
+            finally:
+                shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def service(lab: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
+    oasis = Oasis(tmp_path_factory.mktemp("lab-oasis") / "state")
+    try:
+        oasis.start_api("up")
+        key = Path(lab["manifest"]["controller"]["private_key"]).read_text()
+        r = oasis.client.post("/sites", json={"manifest": lab["manifest"], "private_key": key})
+        assert r.status_code == 202, r.text
+        yield oasis
+    finally:
+        oasis.stop()
+        # processes a test left on lab hosts run in the hosts' base dirs
+        for site in lab["manifest"]["sites"]:
+            for host in site["hosts"]:
+                for pid in processes_under(Path(host["base_dir"])):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def site_of(lab: dict, name: str) -> dict:
+    return next(s for s in lab["manifest"]["sites"] if s["name"] == name)
+
+
+def run_on_site(service: Oasis, lab: dict, site: str, name: str, **extra) -> dict:
+    """A Dask cluster (scheduler + 2 workers) spread over the site's hosts, a job that reports where its tasks
+    ran, then the cluster deleted with nothing left behind."""
+    client = service.client
+    cid = wf.create_cluster(client, "dask", name, availability_zone=site, **extra)
+    c = wf.wait_cluster(client, cid)
+    leaf = ipaddress.ip_network(next(n["cidr"] for n in site_of(lab, site)["networks"]))
+    instances = [i for ng in c["node_groups"] for i in ng["instances"]]
+    assert all(ipaddress.ip_address(i["internal_ip"]) in leaf for i in instances), instances
+    assert len({i["internal_ip"] for i in instances}) >= 2, "the instances should span several hosts"
+    template = wf.job_template(client, f"where-{name}", "Dask", wf.upload_binary(client, f"where-{name}.py",
+                                                                                 HOSTNAME_JOB))
+    j = wf.wait_job(client, wf.run_job(client, template, cid))
+    assert j["info"]["status"] == "SUCCEEDED", wf.logs(client, j["id"], "stderr")[-2000:]
+    hostnames, total = wf.logs(client, j["id"]).splitlines()
+    site_hosts = {h["name"] for h in site_of(lab, site)["hosts"]}
+    assert set(hostnames.split()) <= site_hosts and len(hostnames.split()) == 2
+    assert total == "5050"
+    wf.ok(client.delete(f"/clusters/{cid}"), 204)
+    wf.wait_gone(client, cid)
+    for host in site_of(lab, site)["hosts"]:
+        assert not processes_under(Path(host["base_dir"]) / cid)
+        assert not (Path(host["base_dir"]) / cid).exists()
+    return c
+
+
+def test_sites_are_registered_with_pinned_keys(service: Oasis, lab: dict) -> None:
+    sites = {s["name"]: s for s in wf.ok(service.client.get("/sites"))["sites"]}
+    assert {"local", "central", "edge-1", "edge-2"} <= set(sites)
+    edge1 = wf.ok(service.client.get("/sites/edge-1"))["site"]
+    assert edge1["access"] == "gateway" and edge1["use_floating_ips"]
+    assert all(h["host_key"].startswith("ssh-ed25519 ") for h in edge1["hosts"])
+    assert "private_key" not in json.dumps(edge1) and "BEGIN OPENSSH" not in json.dumps(edge1)
+
+
+def test_direct_site(service: Oasis, lab: dict) -> None:
+    run_on_site(service, lab, "central", "lab-central")
+
+
+def test_floating_addresses(service: Oasis, lab: dict) -> None:
+    c = run_on_site(service, lab, "edge-1", "lab-floating")
+    floating = ipaddress.ip_network(site_of(lab, "edge-1")["floating_range"])
+    assert all(ipaddress.ip_address(i["management_ip"]) in floating for ng in c["node_groups"]
+               for i in ng["instances"])
+
+
+def test_gateway_host(service: Oasis, lab: dict) -> None:
+    manifest = {**lab["manifest"], "sites": [dict(site_of(lab, "edge-1"), use_floating_ips=False)]}
+    key = Path(lab["manifest"]["controller"]["private_key"]).read_text()
+    wf.ok(service.client.post("/sites", json={"manifest": manifest, "private_key": key}), 202)
+    try:
+        c = run_on_site(service, lab, "edge-1", "lab-gateway")
+        assert all(i["management_ip"] == i["internal_ip"] for ng in c["node_groups"] for i in ng["instances"])
+    finally:
+        wf.ok(service.client.post("/sites", json={"manifest": lab["manifest"], "private_key": key}), 202)
+
+
+def test_proxy_command(service: Oasis, lab: dict) -> None:
+    run_on_site(service, lab, "edge-2", "lab-proxied")
+
+
+def test_cluster_proxy_gateway_node(service: Oasis, lab: dict) -> None:
+    """The gateway node group's host is reached as the site says; every other node only through it."""
+    client = service.client
+    version = wf.plugin_version(client, "dask")
+    body = {"name": "lab-pgw", "plugin_name": "dask", "plugin_version": version, "availability_zone": "edge-2",
+            "node_groups": [
+                {"name": "gw", "flavor_id": "2", "node_processes": ["scheduler"], "count": 1, "is_proxy_gateway": True},
+                {"name": "worker", "flavor_id": "2", "node_processes": ["worker"], "count": 1}]}
+    cid = wf.ok(client.post("/clusters", json=body), 202)["cluster"]["id"]
+    wf.wait_cluster(client, cid)
+    wf.ok(client.delete(f"/clusters/{cid}"), 204)
+    wf.wait_gone(client, cid)
+
+
+def test_spark_across_hosts(service: Oasis, lab: dict) -> None:
+    client = service.client
+    cid = wf.create_cluster(client, "spark", "lab-spark", workers=2, availability_zone="central")
+    c = wf.wait_cluster(client, cid)
+    assert len({i["internal_ip"] for ng in c["node_groups"] for i in ng["instances"]}) == 3
+    job = (b"from pyspark.sql import SparkSession\n"
+           b"spark = SparkSession.builder.getOrCreate()\n"
+           b"print(spark.sparkContext.parallelize(range(1000), 4).map(lambda x: x * 2).sum())\n"
+           b"spark.stop()\n")
+    template = wf.job_template(client, "lab-spark-sum", "Spark", wf.upload_binary(client, "sum.py", job))
+    j = wf.wait_job(client, wf.run_job(client, template, cid))
+    assert j["info"]["status"] == "SUCCEEDED", wf.logs(client, j["id"], "stderr")[-3000:]
+    assert wf.logs(client, j["id"]).strip() == "999000"
+    wf.ok(client.delete(f"/clusters/{cid}"), 204)
+    wf.wait_gone(client, cid)
+
+
+def test_a_host_whose_sshd_died_fails_the_cluster_and_rolls_back(service: Oasis, lab: dict) -> None:
+    from oasis.lab import lab as labmod
+
+    state = json.loads((lab["state_dir"] / "state.json").read_text())
+    victim = site_of(lab, "central")["hosts"][-1]["name"]
+    os.kill(state["processes"][victim]["pid"], signal.SIGTERM)  # the sshd the lab started, by its PID
+    try:
+        client = service.client
+        cid = wf.create_cluster(client, "dask", "lab-doomed", workers=2, availability_zone="central")
+        c = wf.wait_cluster(client, cid, status="Error", timeout=120)
+        assert "cannot connect" in c["status_description"] and victim in c["status_description"]
+        assert all(not ng["instances"] for ng in c["node_groups"])
+        for host in site_of(lab, "central")["hosts"]:
+            assert not processes_under(Path(host["base_dir"]) / cid)
+    finally:
+        labmod.up(lab["spec"], lab["state_dir"])  # brings the sshd back
