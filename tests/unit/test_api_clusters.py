@@ -268,14 +268,16 @@ def test_delete(world: World) -> None:
     c = create(world, cluster_body())
     with world.db.session() as s:
         row = s.get(Cluster, c["id"])
-        row.lease_owner = "engine-1"  # a create stuck on a dead engine
+        row.lease_owner = "engine-1"  # a create in flight on some engine
     world.notified.clear()
     assert world.delete(f"/v2/clusters/{c['id']}").status_code == 204
     assert world.notified
     with world.db.session() as s:
         row = s.get(Cluster, c["id"])
+        # The lease stays with its engine, which stops the create and lets go before the delete is taken.
         assert (row.status, row.op, row.op_target, row.op_step, row.lease_owner) == ("Deleting", "delete",
-                                                                                      {"force": False}, None, None)
+                                                                                      {"force": False}, None,
+                                                                                      "engine-1")
     # Deleting is terminal.
     assert world.patch(f"/v2/clusters/{c['id']}", {"description": "x"}).status_code == 400
     r = world.put(f"/v2/clusters/{c['id']}", {"resize_node_groups": [{"name": "worker", "count": 3}]})
