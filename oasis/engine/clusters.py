@@ -301,17 +301,25 @@ class ClusterReconciler:
                 j.cluster_id = None
 
     async def _tear_down(self, cluster_id: str, grace: float) -> None:
+        """Stop every process of the cluster and remove its directories, host by host. Instances on hosts that
+        answered are forgotten; those on hosts that did not stay recorded, and the error names them."""
         c, view = self._view(cluster_id, ("active", "new", "decommission"))
         plugin = get_plugin(c.plugin_name)
-        if grace == 0:
-            await asyncio.gather(*(i.agent.stop_all(i.procdir, 0) for i in view.instances))
-        else:
+        try:
+            if grace == 0:
+                raise RemoteError("force")
             await plugin.stop(view, view.instances)
-        # The cluster's directory on each host: the parent of its instances' directories there.
-        cluster_dirs = {(id(i.remote), posixpath.dirname(i.workdir)): i.remote for i in view.instances}
-        await asyncio.gather(*(remote.run(["rm", "-rf", d]) for (_, d), remote in cluster_dirs.items()))
+        except OPERATION_ERRORS:  # some host did not answer: stop what can be stopped, one instance at a time
+            await asyncio.gather(*(i.agent.stop_all(i.procdir, grace) for i in view.instances), return_exceptions=True)
+        by_dir = {(id(i.remote), posixpath.dirname(i.workdir)): i.remote for i in view.instances}
+        outcome = dict(zip(by_dir, await asyncio.gather(*(r.run(["rm", "-rf", d]) for (_, d), r in by_dir.items()),
+                                                       return_exceptions=True)))
+        failed = {key: e for key, e in outcome.items() if isinstance(e, Exception)}
+        gone = [i.id for i in view.instances if (id(i.remote), posixpath.dirname(i.workdir)) not in failed]
         with self.db.session() as s:
-            self._forget_instances(s, [i.id for i in view.instances])
+            self._forget_instances(s, gone)
+        if failed:
+            raise RemoteError("; ".join(str(e) for e in failed.values()))
 
     async def _remove_instances(self, instances: list) -> None:
         await asyncio.gather(*(i.agent.stop_all(i.procdir, 5) for i in instances))

@@ -36,6 +36,7 @@ class SshRemote:
     def __init__(self, target: SshTarget, gateway: "SshRemote | None" = None) -> None:
         self.target = target
         self.address = target.address
+        self.name = target.label or target.address  # in error messages
         self.gateway = gateway
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
@@ -75,9 +76,9 @@ class SshRemote:
                 r = await conn.run(command, input=stdin.decode() if stdin is not None else None, timeout=timeout,
                                    check=False)
             except asyncssh.TimeoutError as e:
-                raise RemoteError(f"{self.address}: timed out after {timeout}s: {command}") from e
+                raise RemoteError(f"{self.name}: timed out after {timeout}s: {command}") from e
             except (OSError, asyncssh.Error) as e:
-                raise RemoteError(f"{self.address}: {e}") from e
+                raise RemoteError(f"{self.name}: connection lost: {e}") from e
         result = Result(r.exit_status if r.exit_status is not None else -1, str(r.stdout or ""), str(r.stderr or ""))
         if check and result.rc != 0:
             raise CommandFailed(command, result)
@@ -99,7 +100,7 @@ class SshRemote:
             await sftp.chmod(tmp, mode)
             await sftp.posix_rename(tmp, path)
         except (OSError, asyncssh.Error) as e:
-            raise RemoteError(f"{self.address}: cannot write {path}: {e}") from e
+            raise RemoteError(f"{self.name}: cannot write {path}: {e}") from e
 
     async def get(self, path: str) -> bytes:
         try:
@@ -107,7 +108,7 @@ class SshRemote:
             async with sftp.open(path, "rb") as f:
                 return await f.read()
         except (OSError, asyncssh.Error) as e:
-            raise RemoteError(f"{self.address}: cannot read {path}: {e}") from e
+            raise RemoteError(f"{self.name}: cannot read {path}: {e}") from e
 
     async def http_get(self, port: int, path: str, timeout: float = 10) -> bytes:
         """HTTP/1.0 GET to a port of this host, through the SSH connection: works wherever SSH does."""

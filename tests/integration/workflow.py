@@ -20,11 +20,12 @@ def plugin_version(client: httpx.Client, plugin: str) -> str:
     return ok(client.get(f"/plugins/{plugin}"))["plugin"]["versions"][0]
 
 
-def create_cluster(client: httpx.Client, plugin: str, name: str, workers: int = 2, **extra) -> str:
+def create_cluster(client: httpx.Client, plugin: str, name: str, workers: int = 2, flavor: str = "2",
+                   **extra) -> str:
     version = plugin_version(client, plugin)
     body = {"name": name, "plugin_name": plugin, "plugin_version": version, "node_groups": [
-        {"name": "master", "flavor_id": "2", "node_processes": [MASTER[plugin]], "count": 1},
-        {"name": "worker", "flavor_id": "2", "node_processes": ["worker"], "count": workers}], **extra}
+        {"name": "master", "flavor_id": flavor, "node_processes": [MASTER[plugin]], "count": 1},
+        {"name": "worker", "flavor_id": flavor, "node_processes": ["worker"], "count": workers}], **extra}
     return ok(client.post("/clusters", json=body), 202)["cluster"]["id"]
 
 
