@@ -271,8 +271,9 @@ def start_step(cluster: dict) -> float | None:
 
 
 def bench(reps: int, work: Path) -> dict[str, Any]:
-    res: dict[str, Any] = {p: {"oasis_create": [], "direct_create": [], "oasis_job": [], "direct_job": [],
-                               "lag": [], "start_step": []} for p in MASTER}
+    res: dict[str, Any] = {"load": [os.getloadavg()[0]]}
+    res.update({p: {"oasis_create": [], "direct_create": [], "oasis_job": [], "direct_job": [],
+                               "lag": [], "start_step": []} for p in MASTER})
     direct = Direct(work / "direct")
     service = EmbeddedService(work / "oasis")
     through: Through | None = None
@@ -327,6 +328,7 @@ def bench(reps: int, work: Path) -> dict[str, Any]:
             live.remove(cid)
             direct.stop(procs)
     finally:
+        res["load"].append(os.getloadavg()[0])
         direct.stop()
         if through is not None:
             for cid in live:
@@ -366,7 +368,8 @@ def render(res: dict[str, Any], reps: int, wall: float) -> str:
         f"({reps} repetitions each, medians; {wall / 60:.1f} min in all) on {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, Spark {metadata.version('pyspark')}, "
         f"Dask distributed {metadata.version('distributed')}, {_java()}. Everything on 127.0.0.1, "
-        "through an embedded `oasis up` (SQLite) that the benchmark started; oasis's API polled every 50 ms.", "",
+        "through an embedded `oasis up` (SQLite) that the benchmark started; oasis's API polled every 50 ms. "
+        f"Load average at start / end: {res['load'][0]:.1f} / {res['load'][-1]:.1f}.", "",
         "| Measure | oasis | direct | oasis vs direct | target | met |",
         "|---|---:|---:|---:|---:|:---:|",
         row("Dask cluster create → Active (1 scheduler + 2 workers)", d["oasis_create"], d["direct_create"],
@@ -395,7 +398,7 @@ def render(res: dict[str, Any], reps: int, wall: float) -> str:
         "- Runs alternate which of oasis and direct goes first. A 2-core machine is noisy: read ±20%.", "",
         "Samples (seconds):", "",
     ]
-    for plugin, r in res.items():
+    for plugin, r in ((p, res[p]) for p in MASTER):
         for key in ("oasis_create", "direct_create", "oasis_job", "direct_job", "lag", "start_step"):
             vals = ", ".join("–" if v is None else f"{v:.2f}" for v in r[key])
             label = {"start_step": "oasis 'Start the following process(es)' step"}.get(key, key.replace("_", " "))

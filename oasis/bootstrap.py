@@ -122,13 +122,21 @@ def _admin(settings: Settings, db: Database) -> None:
         project = builtin.ensure_project(s, "admin")
         user = builtin.ensure_user(s, "admin", None)
         builtin.assign_role(s, user, project, "admin")
-        if path.exists():
-            return
-        # No credentials file: (re)set the password and write one, readable by this user only.
-        password = secrets.token_urlsafe(18)
-        user.password_hash = builtin.hash_password(password)
+        password = _known_password(path)
+        if password is None:
+            # No credentials file: (re)set the password and write one, readable by this user only.
+            password = secrets.token_urlsafe(18)
+            user.password_hash = builtin.hash_password(password)
+            log.info("admin credentials written to %s", path)
+    # Rewritten on every start: the service may listen on another address than last time.
     write_clouds_yaml(path, settings.public_url, "admin", password, "admin")
-    log.info("admin credentials written to %s", path)
+
+
+def _known_password(path: Path) -> str | None:
+    try:
+        return yaml.safe_load(path.read_text())["clouds"]["oasis"]["auth"]["password"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return None
 
 
 def write_clouds_yaml(path: Path, base_url: str, username: str, password: str, project: str) -> None:

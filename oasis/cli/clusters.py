@@ -28,9 +28,9 @@ def node_group_spec(spec: str, default_flavor: str) -> dict[str, Any]:
 def steps_table(cluster: dict[str, Any], title: str | None = None) -> None:
     created = parse_time(cluster.get("created_at"))
 
-    def offset(step: dict[str, Any]) -> str:
+    def offset(step: dict[str, Any]) -> str:  # timestamps have whole seconds; durations are precise
         t = parse_time(step.get("created_at"))
-        return seconds((t - created).total_seconds()) if t and created else ""
+        return f"+{(t - created).total_seconds():.0f}s" if t and created else ""
 
     table(cluster.get("provision_progress") or [], [
         ("Step", "step_name"), ("Type", "step_type"), ("Total", "total"),

@@ -297,23 +297,20 @@ class Demo:
         assert c is not None
         console.rule("[bold]5. Provisioning steps and timings")
         summary = Table(title="Summary", title_justify="left", header_style="bold")
-        for col in ("Cluster", "Nodes", "create → Active (seen)", "steps (server)", "wordcount job",
+        for col in ("Cluster", "Nodes", "create → Active (seen)", "sum of steps", "wordcount job (server)",
                     "job submit → SUCCEEDED (seen)"):
             summary.add_column(col, justify="right" if col != "Cluster" else "left")
         for plugin, cluster in active.items():
             view = c.show("clusters", cluster["id"], show_progress="true")
             steps_table(view, f"{view['name']}: provisioning steps")
-            steps = view.get("provision_progress") or []
-            created = parse_time(view.get("created_at"))
-            ends = [parse_time(s.get("updated_at")) or parse_time(s.get("created_at")) for s in steps]
-            ends = [e for e in ends if e]
-            server = (max(ends) - created).total_seconds() if ends and created else None
+            durations = [s["duration"] for s in view.get("provision_progress") or [] if s.get("duration") is not None]
             job = jobs[plugin]
             start, end = parse_time(job.get("start_time")), parse_time(job.get("end_time"))
             nodes = sum(ng.get("count", 0) for ng in view.get("node_groups") or [])
             summary.add_row(view["name"], str(nodes),
                             seconds(cluster["_seconds"]) if cluster.get("_fresh") else "(reused)",
-                            seconds(server), seconds((end - start).total_seconds()) if start and end else "",
+                            seconds(sum(durations)) if durations else "",
+                            f"{(end - start).total_seconds():.0f}s" if start and end else "",
                             seconds(job.get("_seconds")))
         console.print(summary)
 

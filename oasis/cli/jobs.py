@@ -16,8 +16,9 @@ app.add_typer(templates, name="template")
 
 
 def duration(job: dict[str, Any]) -> str:
+    """From the job's start and end times (whole seconds)."""
     start, end = parse_time(job.get("start_time")), parse_time(job.get("end_time"))
-    return seconds((end - start).total_seconds()) if start and end else ""
+    return f"{(end - start).total_seconds():.0f}s" if start and end else ""
 
 
 @command(templates, "list")

@@ -97,6 +97,13 @@ app.add_typer(binaries.app, name="binary")
 app.add_typer(datasources.app, name="datasource")
 app.add_typer(jobs.app, name="job")
 
+try:  # the network-namespace lab (oasis/lab): optional, so that the CLI works without it
+    from oasis.lab.cli import lab_app
+except ImportError:  # pragma: no cover
+    lab_app = None
+if lab_app is not None:
+    app.add_typer(lab_app, name="lab")
+
 
 if __name__ == "__main__":
     app()

@@ -22,8 +22,7 @@ def installed_version(package: str) -> str | None:
 async def start_daemon(inst: InstanceView, name: str, argv: list[str], env: dict[str, str],
                        ready_pattern: str) -> None:
     """Start one daemon unless it runs already, and return when its log says it is ready."""
-    await inst.agent.start(inst.procdir, name, argv, env)
-    await inst.agent.wait_log(inst.procdir, name, ready_pattern, READY_TIMEOUT)
+    await inst.agent.start(inst.procdir, name, argv, env, ready=ready_pattern, timeout=READY_TIMEOUT)
 
 
 async def stop_daemons(instances: list[InstanceView], grace: float = 10) -> None:

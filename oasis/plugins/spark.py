@@ -55,7 +55,9 @@ class SparkPlugin(Plugin):
     def _env(self, cluster: ClusterView, inst: InstanceView) -> dict[str, str]:
         rt = cluster.runtime
         env = {"SPARK_HOME": rt["spark_home"], "SPARK_LOCAL_IP": inst.address, "SPARK_CONF_DIR": f"{inst.workdir}/conf",
-               "PYSPARK_PYTHON": rt["python"], "SPARK_LOG_DIR": inst.procdir}
+               "PYSPARK_PYTHON": rt["python"], "SPARK_LOG_DIR": inst.procdir,
+               # A busy port must fail the start, not move the daemon to a port that `info` does not show.
+               "SPARK_DAEMON_JAVA_OPTS": "-Dspark.port.maxRetries=0"}
         if rt.get("java_home"):
             env["JAVA_HOME"] = rt["java_home"]
         return env

@@ -5,7 +5,9 @@ It keeps processes alive independently of the controller: daemons (framework pro
 their own sessions, record their pid, and a job's supervisor records its exit code. Every command is
 idempotent, so an engine that died half-way can simply run it again.
 
-  start DIR NAME [--env K=V ...] -- ARGV...   start a daemon unless it is already running; log in DIR/NAME.log
+  start DIR NAME [--env K=V ...] [--ready PATTERN --timeout S] -- ARGV...
+                                              start a daemon unless it is already running (log in DIR/NAME.log);
+                                              with --ready, return once PATTERN is in its log
   stop DIR NAME [--grace S]                   stop a daemon's whole process group
   stop-all DIR [--grace S]                    stop every daemon recorded in DIR
   wait-log DIR NAME PATTERN TIMEOUT           wait for PATTERN in DIR/NAME.log (fails if the daemon exits)
@@ -52,16 +54,19 @@ def _write_atomic(path, text):
     os.replace(tmp, path)
 
 
-def _split(args):
-    env, i = {}, 0
+def _split(args, options=()):
+    """(env, {option: value}, argv) from `[--env K=V ...] [--option value ...] -- argv...`."""
+    env, opts, i = {}, {}, 0
     while i < len(args) and args[i] != "--":
         if args[i] == "--env":
             k, _, v = args[i + 1].partition("=")
             env[k] = v
-            i += 2
+        elif args[i].lstrip("-") in options:
+            opts[args[i].lstrip("-")] = args[i + 1]
         else:
             raise SystemExit("unexpected argument: %s" % args[i])
-    return env, args[i + 1:]
+        i += 2
+    return env, opts, args[i + 1:]
 
 
 def _spawn(argv, env, stdout, stderr, cwd):
@@ -105,17 +110,18 @@ def _grace(args, default=10.0):
 
 
 def cmd_start(d, name, *rest):
-    env, argv = _split(list(rest))
+    env, opts, argv = _split(list(rest), ("ready", "timeout"))
     os.makedirs(d, exist_ok=True)
     pidfile = os.path.join(d, name + ".pid")
     pid = _read_pid(pidfile)
-    if pid and _alive(pid):
-        print(pid)
-        return 0
-    log = os.path.join(d, name + ".log")
-    pid = _spawn(argv, env, log, log, d)
-    _write_atomic(pidfile, str(pid))
+    if not (pid and _alive(pid)):
+        log = os.path.join(d, name + ".log")
+        pid = _spawn(argv, env, log, log, d)
+        _write_atomic(pidfile, str(pid))
     print(pid)
+    sys.stdout.flush()
+    if "ready" in opts:  # one call instead of two: each costs a Python start on the host
+        return cmd_wait_log(d, name, opts["ready"], opts.get("timeout", "120"))
     return 0
 
 
@@ -165,7 +171,7 @@ def cmd_wait_log(d, name, pattern, timeout):
 
 
 def cmd_run(d, *rest):
-    env, argv = _split(list(rest))
+    env, _, argv = _split(list(rest))
     os.makedirs(d, exist_ok=True)
     pidfile = os.path.join(d, "pid")
     if os.path.exists(pidfile) or os.path.exists(os.path.join(d, "result")):

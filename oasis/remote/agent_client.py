@@ -28,20 +28,21 @@ class Agent:
     async def _call(self, *args: str, timeout: float | None = 120) -> str:
         return (await self.remote.run([self.python, self.path, *args], timeout=timeout)).stdout
 
-    async def start(self, d: str, name: str, argv: list[str], env: dict[str, str]) -> int:
-        return int(await self._call("start", d, name, *_env_args(env), "--", *argv))
+    async def start(self, d: str, name: str, argv: list[str], env: dict[str, str], ready: str | None = None,
+                    timeout: float = 120) -> int:
+        """Start a daemon unless it runs; with `ready`, return once that pattern is in its log."""
+        wait = ["--ready", ready, "--timeout", str(timeout)] if ready else []
+        try:
+            out = await self._call("start", d, name, *_env_args(env), *wait, "--", *argv, timeout=timeout + 30)
+        except CommandFailed as e:
+            raise ProcessNotReady(e.result.stderr.strip() or str(e)) from None
+        return int(out.split()[0])
 
     async def stop(self, d: str, name: str, grace: float = 10) -> None:
         await self._call("stop", d, name, "--grace", str(grace), timeout=grace + 60)
 
     async def stop_all(self, d: str, grace: float = 10) -> None:
         await self._call("stop-all", d, "--grace", str(grace), timeout=grace + 120)
-
-    async def wait_log(self, d: str, name: str, pattern: str, timeout: float) -> None:
-        try:
-            await self._call("wait-log", d, name, pattern, str(timeout), timeout=timeout + 30)
-        except CommandFailed as e:
-            raise ProcessNotReady(e.result.stderr.strip() or str(e)) from None
 
     async def run_job(self, d: str, argv: list[str], env: dict[str, str]) -> int:
         return int(await self._call("run", d, *_env_args(env), "--", *argv) or 0)

@@ -31,6 +31,7 @@ class FakeService:
                                                "data-sources": [], "jobs": [], "cluster-templates": []}
         self.password = "secret"
         self.logs = {"stdout": "the\t3\nriver\t2\n", "stderr": "boom\n"}
+        self.new_cluster = {"status": "Validating"}
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -76,7 +77,7 @@ class FakeService:
         if method == "POST" and not oid:
             obj = {"id": str(uuid.uuid4()), **json.loads(request.content)}
             if resource == "clusters":
-                obj["status"] = "Validating"
+                obj.update(self.new_cluster)
             if resource == "jobs":
                 obj["info"] = {"status": "PENDING"}
             items.append(obj)
@@ -326,6 +327,27 @@ def test_url_and_token_skip_auth(fake: FakeService) -> None:
     result = run("--url", "http://oasis.test:8386", "--token", TOKEN, "plugin", "list")
     assert result.exit_code == 0, result.output
     assert [r.url.path for r in fake.requests] == ["/v2/plugins"]
+
+
+def test_cluster_error_while_waiting_shows_the_reason(fake: FakeService) -> None:
+    fake.new_cluster = {"status": "Error", "status_description": "Creating cluster failed for the following "
+                        "reason(s): scheduler did not start", "provision_progress": [
+                            {"step_name": "Start the following process(es): scheduler", "successful": False,
+                             "events": [{"event_info": "port 20000 is busy", "successful": False}]}]}
+    result = run("cluster", "create", "doomed", "--plugin", "dask", "--wait")
+    assert result.exit_code == 1
+    assert "cluster doomed went to Error: Creating cluster failed for the following reason(s): scheduler did " \
+           "not start" in result.stderr
+    assert "failed step: Start the following process(es): scheduler" in result.stderr
+    assert "port 20000 is busy" in result.stderr and "Traceback" not in result.output
+
+
+def test_cluster_wait_reports_the_time_to_active(fake: FakeService) -> None:
+    fake.new_cluster = {"status": "Active", "info": {"Dask": {"Scheduler": "tcp://127.0.0.1:20000"}}}
+    result = run("cluster", "create", "ok", "--plugin", "dask", "--wait")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"cluster ok is Active after \d+\.\ds", result.stdout)
+    assert "Dask Scheduler: tcp://127.0.0.1:20000" in result.stdout
 
 
 def test_top_words_parses_word_tab_count_lines() -> None:
