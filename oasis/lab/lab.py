@@ -40,6 +40,7 @@ from oasis.lab.model import (
 DEFAULT_STATE_DIR = Path("/var/lib/oasis-lab")
 SSHD = "/usr/sbin/sshd"
 SSH_PORT = 22
+NETNS_ETC = Path("/etc/netns")  # per-namespace files that `ip netns exec` bind-mounts over /etc
 GLOBAL_LOCK = Path("/run/oasis-lab.lock")  # namespaces are machine-wide, so is the lock
 USE_LOCK = Path("/run/oasis-lab-use.lock")  # held by a test run for as long as it uses a lab
 
@@ -416,8 +417,21 @@ SetEnv OASIS_LAB_HOST={host.name} OASIS_BASE_DIR={self.paths.base_dir(host.name)
             return True
         return False
 
+    def name_files(self) -> None:
+        """Every lab host resolves every lab host's name from its own /etc/hosts (`ip netns exec` bind-mounts
+        /etc/netns/<ns>/*), and has no name server: a lookup that would wait seconds for the machine's resolver
+        fails at once instead (Java looks its own hostname up when it starts)."""
+        hosts = "127.0.0.1 localhost\n" + "".join(f"{h.address} {h.name}\n" for h in self.lab.hosts)
+        for host in self.lab.hosts:
+            d = NETNS_ETC / host.namespace
+            d.mkdir(parents=True, exist_ok=True)
+            for name, text in (("hosts", hosts), ("resolv.conf", "options timeout:1 attempts:1\n")):
+                if not (d / name).exists() or (d / name).read_text() != text:
+                    (d / name).write_text(text)
+
     def start_sshds(self) -> None:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+        self.name_files()
         starting: list[tuple[Host, subprocess.Popen, Path]] = []
         for host in self.lab.hosts:
             cfg = self.sshd_config(host)
@@ -566,6 +580,9 @@ def down(
             if ns in existing:
                 net.ip("netns", "del", ns)
                 removed.append(f"netns {ns}")
+        for d in NETNS_ETC.glob(f"{NS_PREFIX}*"):  # the namespaces' /etc files (name_files)
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(f"files {d}")
 
         # 3. root namespace objects: recorded links and routes, then prefix sweep
         root_links = net.links()
