@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from oasis.api import binaries, clusters, datasources, jobs, keystone, plugins, sites, templates
+from oasis.api import binaries, clusters, datasources, jobs, keystone, openapi, plugins, sites, templates
 from oasis.api.errors import http_exception, unhandled
 from oasis.api.routing import MICROVERSION, Deps, Routes
 from oasis.config import Settings
@@ -22,6 +22,7 @@ RESOURCES = (plugins, templates, clusters, binaries, datasources, jobs, sites)
 def _versions(request: Request) -> list[dict]:
     base = str(request.base_url).rstrip("/")
     return [
+        {"id": "v1.0", "status": "SUPPORTED", "links": [{"rel": "self", "href": f"{base}/v1.0/"}]},
         {"id": "v1.1", "status": "SUPPORTED", "links": [{"rel": "self", "href": f"{base}/v1.1/"}]},
         {"id": "v2", "status": "CURRENT", "links": [{"rel": "self", "href": f"{base}/v2/"}],
          "min_version": MICROVERSION, "max_version": MICROVERSION},
@@ -38,6 +39,14 @@ async def version_one(request: Request) -> Response:
     return JSONResponse({"version": next(v for v in _versions(request) if v["id"] == wanted)})
 
 
+async def openapi_document(request: Request) -> Response:
+    """The OpenAPI document of the whole API (no token needed, like the version document)."""
+    app = request.app
+    if getattr(app.state, "openapi", None) is None:
+        app.state.openapi = openapi.document(app.state.api_routes, keystone.openapi_paths())
+    return JSONResponse(app.state.openapi)
+
+
 def build_routes(deps: Deps) -> Routes:
     routes = Routes(deps)
     for module in RESOURCES:
@@ -52,11 +61,13 @@ def create_app(settings: Settings, db: Database, store: ObjectStore,
     routes = build_routes(deps)
     app = Starlette(
         routes=[Route("/", version_list, methods=["GET"]),
-                *(Route(p, version_one, methods=["GET"]) for p in ("/v2", "/v2/", "/v1.1", "/v1.1/")),
+                Route("/openapi.json", openapi_document, methods=["GET"]),
+                *(Route(p, version_one, methods=["GET"]) for p in ("/v2", "/v2/", "/v1.1", "/v1.1/", "/v1.0", "/v1.0/")),
                 *keystone.routes(deps),
                 *routes.starlette_routes()],
         exception_handlers={HTTPException: http_exception, Exception: unhandled},
     )
     app.state.deps = deps
     app.state.api_routes = routes  # the operation table, for the OpenAPI document
+    app.state.openapi = None
     return app

@@ -189,21 +189,28 @@ def internal_data(ctx: Ctx) -> Response:
 
 
 def register(routes: Routes) -> None:
-    routes.add("GET", "/job-binaries", list_binaries, "job-binary:list")
-    routes.add("POST", "/job-binaries", create_binary, "job-binary:create", schema=schemas.JOB_BINARY_CREATE)
-    routes.add("GET", "/job-binaries/{id}", show_binary, "job-binary:get")
-    routes.add("PATCH", "/job-binaries/{id}", update_binary, "job-binary:update", schema=schemas.JOB_BINARY_UPDATE)
-    routes.add("DELETE", "/job-binaries/{id}", delete_binary, "job-binary:delete")
-    routes.add("GET", "/job-binaries/{id}/data", binary_data, "job-binary:get-data")
-
     both = ("v1.1", "v2")
+    routes.add("GET", "/job-binaries", list_binaries, "job-binary:list", versions=both, returns="binaries[]")
+    routes.add("POST", "/job-binaries", create_binary, "job-binary:create", schema=schemas.JOB_BINARY_CREATE,
+               versions=both, returns="job_binary")
+    routes.add("GET", "/job-binaries/{id}", show_binary, "job-binary:get", versions=both, returns="job_binary")
+    routes.add("PATCH", "/job-binaries/{id}", update_binary, "job-binary:update", schema=schemas.JOB_BINARY_UPDATE,
+               returns="job_binary")
+    routes.add("PUT", "/job-binaries/{id}", update_binary, "job-binary:update", schema=schemas.JOB_BINARY_UPDATE,
+               versions=("v1.1",), returns="job_binary")
+    routes.add("DELETE", "/job-binaries/{id}", delete_binary, "job-binary:delete", versions=both)
+    routes.add("GET", "/job-binaries/{id}/data", binary_data, "job-binary:get-data", versions=both,
+               media="application/octet-stream")
+
     # A binary may well be called "x.json": the upload route has no `.json` variant.
     routes.add("PUT", "/job-binary-internals/{name}", upload_internal, "job-binary-internal:create", versions=both,
-               body="raw", json_suffix=False, max_body=MAX_INTERNAL_BYTES)
-    routes.add("GET", "/job-binary-internals", list_internals, "job-binary-internal:list", versions=both)
-    routes.add("GET", "/job-binary-internals/{id}", show_internal, "job-binary-internal:get", versions=both)
+               body="raw", json_suffix=False, max_body=MAX_INTERNAL_BYTES, returns="job_binary_internal")
+    routes.add("GET", "/job-binary-internals", list_internals, "job-binary-internal:list", versions=both,
+               returns="binaries[]")
+    routes.add("GET", "/job-binary-internals/{id}", show_internal, "job-binary-internal:get", versions=both,
+               returns="job_binary_internal")
     routes.add("PATCH", "/job-binary-internals/{id}", update_internal, "job-binary-internal:update", versions=both,
-               schema=schemas.JOB_BINARY_INTERNAL_UPDATE)
+               schema=schemas.JOB_BINARY_INTERNAL_UPDATE, returns="job_binary_internal")
     routes.add("DELETE", "/job-binary-internals/{id}", delete_internal, "job-binary-internal:delete", versions=both)
     routes.add("GET", "/job-binary-internals/{id}/data", internal_data, "job-binary-internal:get-data",
-               versions=both)
+               versions=both, media="application/octet-stream")

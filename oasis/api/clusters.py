@@ -10,11 +10,12 @@ from sqlalchemy.orm import Session
 
 from oasis.api import schemas, topology, views
 from oasis.api.errors import bad
+from oasis.api.plugins import require_enabled
 from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
                              page)
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.api.templates import check_cluster_groups
-from oasis.db.models import Cluster, ClusterTemplate, Flavor, Instance, NodeGroup, Site
+from oasis.db.models import Cluster, ClusterTemplate, Flavor, Host, Instance, NodeGroup, Site, new_id, utcnow
 from oasis.identity.principal import Principal
 from oasis.plugins.base import NodeGroupShape, Plugin
 from oasis.remote.keys import generate_keypair
@@ -88,6 +89,7 @@ def create_cluster(ctx: Ctx) -> Reply:
     with ctx.db.session() as s:
         plugin = topology.plugin_for(body["plugin_name"], body["plugin_version"])
         version = body["plugin_version"]
+        require_enabled(ctx.store, plugin.name, version)
         data = _with_template(s, principal, body)
         groups = check_cluster_groups(s, principal, plugin.name, version, data.get("node_groups") or [])
         if not groups:
@@ -121,6 +123,8 @@ def create_cluster(ctx: Ctx) -> Reply:
         s.flush()
         out = views.clusters(s, rows)
     ctx.notify()
+    if ctx.version != "v2" and body.get("count") is not None:  # v1.x `/clusters/multiple`: just the ids
+        return Reply(202, {"clusters": [c["id"] for c in out]})
     if body.get("count") is not None:
         return Reply(202, {"clusters": [{"cluster": c} for c in out]})
     return Reply(202, {"cluster": out[0]})
@@ -179,9 +183,15 @@ def update_cluster(ctx: Ctx) -> Reply:
         check_update_allowed(row, data, ctx.principal, KIND, {**row.spec, "name": row.name})
         if row.status == DELETING:
             raise bad("UPDATE_FAILED", f"Cluster {row.id} is being deleted")
-        if "verification" in data or data.get("update_keypair"):
-            # Both need an engine operation that oasis does not have yet.
-            raise bad("NOT_IMPLEMENTED", "Cluster verification and keypair updates are not implemented")
+        if "verification" in data:
+            if len(data) > 1:
+                raise bad("INVALID_DATA", "Verification update should be the only key in the request")
+            _verify(s, row)
+            s.flush()
+            return Reply(202, {"cluster": views.cluster(s, row)})
+        if data.get("update_keypair"):
+            # Appending the user's key to every node is an engine operation oasis does not have yet.
+            raise bad("NOT_IMPLEMENTED", "Updating the keypair of a running cluster is not implemented")
         if "name" in data and data["name"] != row.name:
             ensure_unique_name(s, Cluster, row.project_id, data["name"], KIND, exclude_id=row.id)
             row.name = data["name"]
@@ -195,6 +205,40 @@ def update_cluster(ctx: Ctx) -> Reply:
         row.spec = spec
         s.flush()
         return Reply(202, {"cluster": views.cluster(s, row)})
+
+
+def _verify(s: Session, cluster: Cluster) -> None:
+    """Sahara's health verification, from what the database knows: the cluster is Active, every node group has
+    its instances, and every instance is running on a host that is up. GREEN, YELLOW (a node group short of its
+    count) or RED."""
+    if cluster.status != ACTIVE:
+        raise bad("INVALID_DATA", f"Cluster {cluster.id} is not in 'Active' status, verification can't be started")
+    current = cluster.spec.get("verification") or {}
+    if current.get("status") == "CHECKING":
+        raise bad("INVALID_DATA", "Verification is already running for this cluster")
+    now = views.ts(utcnow())
+    verification_id = new_id()
+    groups = list(s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == cluster.id)))
+    insts = list(s.scalars(select(Instance).where(Instance.cluster_id == cluster.id)))
+    hosts = {h.id: h for h in s.scalars(select(Host).where(Host.id.in_({i.host_id for i in insts})))} if insts else {}
+    checks = []
+
+    def check(name: str, status: str, description: str) -> None:
+        checks.append({"id": new_id(), "verification_id": verification_id, "name": name, "status": status,
+                       "description": description, "created_at": now, "updated_at": now})
+
+    short = [f"{ng.name} ({sum(1 for i in insts if i.node_group_id == ng.id)}/{ng.count})" for ng in groups
+             if sum(1 for i in insts if i.node_group_id == ng.id and i.state == "active") < ng.count]
+    check("Node groups have their instances", "YELLOW" if short else "GREEN",
+          f"Short of instances: {', '.join(short)}" if short else "Every node group has all of its instances")
+    down = sorted({h.name for h in hosts.values() if h.status != "up"})
+    check("Hosts of the instances are up", "RED" if down else "GREEN",
+          f"Hosts down: {', '.join(down)}" if down else "Every instance is on a host that is up")
+    order = {"GREEN": 0, "YELLOW": 1, "RED": 2}
+    status = max((c["status"] for c in checks), key=order.__getitem__)
+    cluster.spec = {**cluster.spec, "verification": {"id": verification_id, "cluster_id": cluster.id,
+                                                     "status": status, "checks": checks,
+                                                     "created_at": now, "updated_at": now}}
 
 
 # --- scale ----------------------------------------------------------------------------------------------------
@@ -228,6 +272,7 @@ def scale_cluster(ctx: Ctx) -> Reply:
                                       f"{cluster.status}")
         plugin = topology.plugin_for(cluster.plugin_name, cluster.plugin_version)
         version = cluster.plugin_version
+        require_enabled(ctx.store, plugin.name, version)
         existing = {ng.name: ng for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == cluster.id))}
 
         resize: dict[str, int] = {}
@@ -300,9 +345,20 @@ def delete_cluster(ctx: Ctx) -> Reply:
 
 
 def register(routes: Routes) -> None:
-    routes.add("GET", "/clusters", list_clusters, "cluster:list")
-    routes.add("POST", "/clusters", create_cluster, "cluster:create", schema=schemas.CLUSTER_CREATE)
-    routes.add("GET", "/clusters/{id}", show_cluster, "cluster:get")
-    routes.add("PATCH", "/clusters/{id}", update_cluster, "cluster:update", schema=schemas.CLUSTER_UPDATE)
-    routes.add("PUT", "/clusters/{id}", scale_cluster, "cluster:scale", schema=schemas.CLUSTER_SCALE)
-    routes.add("DELETE", "/clusters/{id}", delete_cluster, "cluster:delete", schema=schemas.CLUSTER_DELETE)
+    every, v1 = ("v1.0", "v1.1", "v2"), ("v1.0", "v1.1")
+    routes.add("GET", "/clusters", list_clusters, "cluster:list", versions=every, returns="clusters[]")
+    routes.add("POST", "/clusters", create_cluster, "cluster:create", schema=schemas.CLUSTER_CREATE,
+               returns="cluster")
+    routes.add("POST", "/clusters", create_cluster, "cluster:create", schema=schemas.CLUSTER_CREATE_V1,
+               versions=v1, returns="cluster")
+    routes.add("POST", "/clusters/multiple", create_cluster, "cluster:create", schema=schemas.CLUSTER_CREATE_MULTIPLE,
+               versions=v1, returns="cluster-ids")
+    routes.add("GET", "/clusters/{id}", show_cluster, "cluster:get", versions=every, returns="cluster")
+    routes.add("PATCH", "/clusters/{id}", update_cluster, "cluster:update", schema=schemas.CLUSTER_UPDATE,
+               versions=every, returns="cluster")
+    routes.add("PUT", "/clusters/{id}", scale_cluster, "cluster:scale", schema=schemas.CLUSTER_SCALE, versions=every,
+               returns="cluster")
+    routes.add("DELETE", "/clusters/{id}", delete_cluster, "cluster:delete", schema=schemas.CLUSTER_DELETE,
+               extra_status=(200,))
+    routes.add("DELETE", "/clusters/{id}", delete_cluster, "cluster:delete", versions=v1,
+               schema=schemas.CLUSTER_DELETE_V1)

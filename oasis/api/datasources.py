@@ -81,9 +81,14 @@ def delete_data_source(ctx: Ctx) -> Reply:
 
 
 def register(routes: Routes) -> None:
-    routes.add("GET", "/data-sources", list_data_sources, "data-source:list")
-    routes.add("POST", "/data-sources", create_data_source, "data-source:create", schema=schemas.DATA_SOURCE_CREATE)
-    routes.add("GET", "/data-sources/{id}", show_data_source, "data-source:get")
+    both = ("v1.1", "v2")
+    routes.add("GET", "/data-sources", list_data_sources, "data-source:list", versions=both, returns="data_sources[]")
+    routes.add("POST", "/data-sources", create_data_source, "data-source:create", schema=schemas.DATA_SOURCE_CREATE,
+               versions=both, returns="data_source")
+    routes.add("GET", "/data-sources/{id}", show_data_source, "data-source:get", versions=both,
+               returns="data_source")
     routes.add("PATCH", "/data-sources/{id}", update_data_source, "data-source:update",
-               schema=schemas.DATA_SOURCE_UPDATE)
-    routes.add("DELETE", "/data-sources/{id}", delete_data_source, "data-source:delete")
+               schema=schemas.DATA_SOURCE_UPDATE, returns="data_source")
+    routes.add("PUT", "/data-sources/{id}", update_data_source, "data-source:update",
+               schema=schemas.DATA_SOURCE_UPDATE, versions=("v1.1",), returns="data_source")
+    routes.add("DELETE", "/data-sources/{id}", delete_data_source, "data-source:delete", versions=both)

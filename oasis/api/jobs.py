@@ -10,7 +10,7 @@ from starlette.responses import PlainTextResponse
 
 from oasis.api import schemas, views
 from oasis.api.errors import bad
-from oasis.api.plugins import all_job_types, config_hints
+from oasis.api.plugins import all_job_types, config_hints, require_enabled
 from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
                              page, require_owner)
 from oasis.api.routing import Ctx, Reply, Routes
@@ -115,8 +115,12 @@ def create_job(ctx: Ctx) -> Reply:
     data = ctx.body
     principal = ctx.principal
     with ctx.db.session() as s:
-        template = get_visible(s, JobTemplate, data["job_template_id"], principal, JT, status=400)
+        if ctx.version == "v2":
+            template = get_visible(s, JobTemplate, data["job_template_id"], principal, JT, status=400)
+        else:  # v1.1 `/jobs/{id}/execute`: the template is in the URL
+            template = get_visible(s, JobTemplate, ctx.path["id"], principal, JT)
         cluster = get_visible(s, Cluster, data["cluster_id"], principal, "Cluster", status=400)
+        require_enabled(ctx.store, cluster.plugin_name, cluster.plugin_version)
         if cluster.status != "Active":
             raise bad("INVALID_DATA", f"Cluster with id '{cluster.id}' is not Active (status: {cluster.status})")
         plugin = get_plugin(cluster.plugin_name)
@@ -152,10 +156,32 @@ def list_jobs(ctx: Ctx) -> Reply:
 
 
 def show_job(ctx: Ctx) -> Reply:
-    # `refresh_status` is what saharaclient sends; statuses are kept current by the engine, so it changes nothing.
+    # `refresh_status` is what saharaclient sends (upstream v2 refused it); statuses are kept current by the
+    # engine, so it changes nothing.
     ctx.check_params({"refresh_status"})
     with ctx.db.session() as s:
         return Reply(200, {"job": views.job(get_visible(s, Job, ctx.path["id"], ctx.principal, JOB))})
+
+
+def refresh_job(ctx: Ctx) -> Reply:
+    """v1.1 `refresh-status`: the execution as it is now (the engine keeps statuses current)."""
+    ctx.check_params(set())
+    return show_job(ctx)
+
+
+def cancel_job(ctx: Ctx) -> Reply:
+    """v1.1 `GET /job-executions/{id}/cancel`."""
+    ctx.check_params(set())
+    with ctx.db.session() as s:
+        job = get_visible(s, Job, ctx.path["id"], ctx.principal, JOB)
+        require_owner(job, ctx.principal, JOB)
+        _cancel(job)
+        woke = job.op == "cancel"
+        s.flush()
+        out = views.job(job)
+    if woke:
+        ctx.notify()
+    return Reply(200, {"job": out})
 
 
 def _cancel(job: Job) -> None:
@@ -222,18 +248,42 @@ def job_logs(ctx: Ctx) -> PlainTextResponse:
 
 
 def register(routes: Routes) -> None:
-    routes.add("GET", "/job-templates", list_job_templates, "job-template:list")
-    routes.add("POST", "/job-templates", create_job_template, "job-template:create",
-               schema=lambda: schemas.job_template_create(all_job_types()))
-    routes.add("GET", "/job-templates/config-hints/{type}", job_template_hints, "job-template:get-config-hints")
-    routes.add("GET", "/job-templates/{id}", show_job_template, "job-template:get")
-    routes.add("PATCH", "/job-templates/{id}", update_job_template, "job-template:update",
-               schema=schemas.JOB_TEMPLATE_UPDATE)
-    routes.add("DELETE", "/job-templates/{id}", delete_job_template, "job-template:delete")
+    both, v1 = ("v1.1", "v2"), ("v1.1",)
+    # v2 job templates; v1.1 calls them jobs.
+    for prefix, versions, single, plural in (("/job-templates", ("v2",), "job_template", "job_templates"),
+                                             ("/jobs", v1, "job", "jobs")):
+        envelope = {"job_template": single, "job_templates": plural}
+        routes.add("GET", prefix, list_job_templates, "job-template:list", versions=versions,
+                   returns=f"{plural}[]:job_template", envelope=envelope)
+        routes.add("POST", prefix, create_job_template, "job-template:create", versions=versions,
+                   schema=lambda: schemas.job_template_create(all_job_types()), returns=f"{single}:job_template", envelope=envelope)
+        routes.add("GET", f"{prefix}/config-hints/{{type}}", job_template_hints, "job-template:get-config-hints",
+                   versions=versions, returns="job_config")
+        routes.add("GET", f"{prefix}/{{id}}", show_job_template, "job-template:get", versions=versions,
+                   returns=f"{single}:job_template", envelope=envelope)
+        routes.add("PATCH", f"{prefix}/{{id}}", update_job_template, "job-template:update", versions=versions,
+                   schema=schemas.JOB_TEMPLATE_UPDATE, returns=f"{single}:job_template", envelope=envelope)
+        routes.add("DELETE", f"{prefix}/{{id}}", delete_job_template, "job-template:delete", versions=versions)
 
-    routes.add("GET", "/jobs", list_jobs, "job:list")
-    routes.add("POST", "/jobs", create_job, "job:execute", schema=schemas.JOB_CREATE)
-    routes.add("GET", "/jobs/{id}", show_job, "job:get")
-    routes.add("PATCH", "/jobs/{id}", update_job, "job:update", schema=schemas.JOB_UPDATE)
+    # v2 jobs; v1.1 job executions.
+    routes.add("GET", "/jobs", list_jobs, "job:list", returns="jobs[]")
+    routes.add("POST", "/jobs", create_job, "job:execute", schema=schemas.JOB_CREATE, returns="job")
+    routes.add("GET", "/jobs/{id}", show_job, "job:get", returns="job")
+    routes.add("PATCH", "/jobs/{id}", update_job, "job:update", schema=schemas.JOB_UPDATE, returns="job")
     routes.add("DELETE", "/jobs/{id}", delete_job, "job:delete")
-    routes.add("GET", "/jobs/{id}/logs", job_logs, "job:get-logs")
+    routes.add("GET", "/jobs/{id}/logs", job_logs, "job:get-logs", media="text/plain")
+
+    ex = {"job": "job_execution", "jobs": "job_executions"}
+    routes.add("POST", "/jobs/{id}/execute", create_job, "job:execute", versions=v1, schema=schemas.JOB_EXECUTE_V1,
+               returns="job_execution", envelope=ex)
+    routes.add("GET", "/job-executions", list_jobs, "job:list", versions=v1, returns="job_executions[]", envelope=ex)
+    routes.add("GET", "/job-executions/{id}", show_job, "job:get", versions=v1, returns="job_execution",
+               envelope=ex)
+    routes.add("GET", "/job-executions/{id}/refresh-status", refresh_job, "job:get", versions=v1,
+               returns="job_execution", envelope=ex)
+    routes.add("GET", "/job-executions/{id}/cancel", cancel_job, "job:update", versions=v1,
+               returns="job_execution", envelope=ex)
+    routes.add("PATCH", "/job-executions/{id}", update_job, "job:update", versions=v1, schema=schemas.JOB_UPDATE,
+               returns="job_execution", envelope=ex)
+    routes.add("DELETE", "/job-executions/{id}", delete_job, "job:delete", versions=v1)
+    routes.add("GET", "/job-executions/{id}/logs", job_logs, "job:get-logs", versions=v1, media="text/plain")

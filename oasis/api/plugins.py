@@ -1,16 +1,79 @@
 """Plugins, job types and the image registry: read-only views of what the deployment offers."""
 from __future__ import annotations
 
+import copy
+import json
 from typing import Any
 
 from sqlalchemy import select
 
-from oasis.api import views
-from oasis.api.errors import not_found
-from oasis.api.routing import Ctx, Reply, Routes
+from oasis.api import schemas, views
+from oasis.api.errors import ApiError, bad, not_found
+from oasis.api.routing import V1, Ctx, Reply, Routes
 from oasis.db.models import Image
 from oasis.plugins import get_plugin, registry
 from oasis.plugins.base import Plugin
+from oasis.storage.base import ObjectNotFound, ObjectStore
+
+BOTH = ("v1.0", "v1.1", "v2")
+
+# --- labels ---------------------------------------------------------------------------------------------------
+
+# Sahara's labels: `enabled` and `hidden` may be changed by an administrator, `stable` and `deprecated` not.
+LABELS: dict[str, dict[str, Any]] = {
+    "enabled": {"status": True, "mutable": True, "description": "Indicates that the plugin (version) is enabled"},
+    "hidden": {"status": False, "mutable": True, "description": "Indicates that the plugin (version) is hidden"},
+    "stable": {"status": True, "mutable": False, "description": "Indicates that the plugin (version) is stable"},
+    "deprecated": {"status": False, "mutable": False,
+                   "description": "Indicates that the plugin (version) is deprecated"},
+}
+
+
+def _labels_key(name: str) -> str:
+    # Kept in the deployment's object store (shared by every API process), as Sahara keeps them in plugin_data.
+    return f"plugin-labels/{name}.json"
+
+
+def _overrides(store: ObjectStore, name: str) -> dict[str, Any]:
+    try:
+        data = json.loads(store.get(_labels_key(name)))
+    except (ObjectNotFound, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def labels(store: ObjectStore, plugin: Plugin) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(plugin_labels, version_labels) with the administrator's overrides applied."""
+    over = _overrides(store, plugin.name)
+    plugin_labels = copy.deepcopy(LABELS)
+    for label, status in (over.get("plugin_labels") or {}).items():
+        if label in plugin_labels:
+            plugin_labels[label]["status"] = bool(status)
+    version_labels = {}
+    for version in plugin.versions():
+        vl = copy.deepcopy(LABELS)
+        for label, status in ((over.get("version_labels") or {}).get(version) or {}).items():
+            if label in vl:
+                vl[label]["status"] = bool(status)
+        version_labels[version] = vl
+    return plugin_labels, version_labels
+
+
+def require_enabled(store: ObjectStore, plugin_name: str, version: str) -> None:
+    """Sahara refuses create, scale and execute on a disabled plugin or version."""
+    plugin = get_plugin(plugin_name)
+    if plugin is None:
+        return
+    plugin_labels, version_labels = labels(store, plugin)
+    if not plugin_labels["enabled"]["status"]:
+        raise bad("INVALID_REFERENCE", f"Plugin {plugin_name} is not enabled")
+    if version in version_labels and not version_labels[version]["enabled"]["status"]:
+        raise bad("INVALID_REFERENCE", f"Plugin {plugin_name} version {version} is not enabled")
+
+
+def _with_labels(store: ObjectStore, plugin: Plugin) -> dict[str, Any]:
+    plugin_labels, version_labels = labels(store, plugin)
+    return {**views.plugin(plugin), "plugin_labels": plugin_labels, "version_labels": version_labels}
 
 
 def _plugin(name: str) -> Plugin:
@@ -26,15 +89,43 @@ def list_plugins(ctx: Ctx) -> Reply:
 
 
 def show_plugin(ctx: Ctx) -> Reply:
-    return Reply(200, {"plugin": views.plugin_with_labels(_plugin(ctx.path["name"]))})
+    ctx.check_params(set())
+    return Reply(200, {"plugin": _with_labels(ctx.store, _plugin(ctx.path["name"]))})
 
 
 def show_plugin_version(ctx: Ctx) -> Reply:
+    ctx.check_params(set())
     plugin = _plugin(ctx.path["name"])
     version = ctx.path["version"]
     if version not in plugin.versions():
         raise not_found(f"Plugin {plugin.name} version", version)
-    return Reply(200, {"plugin": views.plugin_version(plugin, version)})
+    return Reply(200, {"plugin": {**views.plugin_version(plugin, version), **_with_labels(ctx.store, plugin)}})
+
+
+def update_plugin(ctx: Ctx) -> Reply:
+    """Set the mutable labels of a plugin and its versions (administrators only)."""
+    plugin = _plugin(ctx.path["name"])
+    data = ctx.body
+    over = _overrides(ctx.store, plugin.name)
+    plugin_over = dict(over.get("plugin_labels") or {})
+    version_over = {k: dict(v) for k, v in (over.get("version_labels") or {}).items()}
+
+    def apply(target: dict[str, Any], changes: dict[str, Any], where: str) -> None:
+        for label, value in changes.items():
+            if label not in LABELS:
+                raise bad("INVALID_DATA", f"Label '{label}' is unknown ({where})")
+            if not LABELS[label]["mutable"]:
+                raise bad("INVALID_DATA", f"Label '{label}' can't be updated because it's not mutable ({where})")
+            target[label] = bool(value["status"])
+
+    apply(plugin_over, data.get("plugin_labels") or {}, f"plugin {plugin.name}")
+    for version, changes in (data.get("version_labels") or {}).items():
+        if version not in plugin.versions():
+            raise bad("INVALID_DATA", f"Plugin {plugin.name} has no version '{version}'")
+        apply(version_over.setdefault(version, {}), changes, f"version {version}")
+    ctx.store.put(_labels_key(plugin.name), json.dumps({"plugin_labels": plugin_over,
+                                                        "version_labels": version_over}).encode())
+    return Reply(202, {"plugin": _with_labels(ctx.store, plugin)})
 
 
 def all_job_types() -> list[str]:
@@ -100,18 +191,101 @@ def list_images(ctx: Ctx) -> Reply:
         return Reply(200, {"images": [views.image(r) for r in rows]})
 
 
+def _image(s: Any, ctx: Ctx, registered_only: bool = True) -> Image:
+    """An image of a site. Unregistered images exist (as Glance images without Sahara's metadata): an
+    administrator may see and register them; to others they are not there."""
+    row = s.get(Image, ctx.path["id"])
+    if row is None or (registered_only and not row.registered and not ctx.principal.is_admin):
+        raise not_found("Image", ctx.path["id"])
+    return row
+
+
 def show_image(ctx: Ctx) -> Reply:
+    ctx.check_params(set())
     with ctx.db.session() as s:
-        row = s.get(Image, ctx.path["id"])
-        if row is None or not row.registered:
+        return Reply(200, {"image": views.image(_image(s, ctx))})
+
+
+def register_image(ctx: Ctx) -> Reply:
+    """Register an image in the registry, or update its username and description."""
+    data = ctx.body
+    with ctx.db.session() as s:
+        row = _image(s, ctx, registered_only=False)
+        row.username = data["username"]
+        row.description = data.get("description") or ""
+        row.registered = True
+        s.flush()
+        return Reply(202, {"image": views.image(row)})
+
+
+def unregister_image(ctx: Ctx) -> Reply:
+    with ctx.db.session() as s:
+        row = _image(s, ctx)
+        if not row.registered:
             raise not_found("Image", ctx.path["id"])
-        return Reply(200, {"image": views.image(row)})
+        row.registered = False
+    return Reply(204)
+
+
+def _set_tags(ctx: Ctx, change) -> dict[str, Any]:  # noqa: ANN001
+    with ctx.db.session() as s:
+        row = _image(s, ctx)
+        if not row.registered:
+            raise bad("IMAGE_NOT_REGISTERED", f"Image {row.id} is not registered")
+        row.tags = sorted(change(set(row.tags or [])))
+        s.flush()
+        return views.image(row)
+
+
+def _tags(ctx: Ctx) -> list[str]:
+    return list((ctx.body or {}).get("tags") or [])
+
+
+def add_tags(ctx: Ctx) -> Reply:
+    return Reply(202, {"image": _set_tags(ctx, lambda tags: tags | set(_tags(ctx)))})
+
+
+def remove_tags(ctx: Ctx) -> Reply:
+    return Reply(202, {"image": _set_tags(ctx, lambda tags: tags - set(_tags(ctx)))})
+
+
+def get_tags(ctx: Ctx) -> Reply:
+    with ctx.db.session() as s:
+        return Reply(200, {"tags": sorted(_image(s, ctx).tags or [])})
+
+
+def replace_tags(ctx: Ctx) -> Reply:
+    """v2: the image gets exactly these tags; the image itself is answered (unwrapped, as saharaclient reads it)."""
+    return Reply(200, _set_tags(ctx, lambda tags: set(_tags(ctx))))
+
+
+def delete_tags(ctx: Ctx) -> Reply:
+    """v2: remove the tags named in the body, or every tag without one."""
+    named = (ctx.body or {}).get("tags")
+    _set_tags(ctx, lambda tags: tags - set(named) if named is not None else set())
+    return Reply(204)
 
 
 def register(routes: Routes) -> None:
-    routes.add("GET", "/plugins", list_plugins, "plugin:list")
-    routes.add("GET", "/plugins/{name}", show_plugin, "plugin:get")
-    routes.add("GET", "/plugins/{name}/{version}", show_plugin_version, "plugin:get-version")
-    routes.add("GET", "/job-types", list_job_types, "job-type:list")
-    routes.add("GET", "/images", list_images, "image:list")
-    routes.add("GET", "/images/{id}", show_image, "image:get")
+    routes.add("GET", "/plugins", list_plugins, "plugin:list", versions=BOTH, returns="plugins[]")
+    routes.add("GET", "/plugins/{name}", show_plugin, "plugin:get", versions=BOTH, returns="plugin")
+    routes.add("GET", "/plugins/{name}/{version}", show_plugin_version, "plugin:get-version", versions=BOTH,
+               returns="plugin")
+    routes.add("PATCH", "/plugins/{name}", update_plugin, "plugin:update", versions=BOTH,
+               schema=schemas.PLUGIN_UPDATE, returns="plugin")
+    routes.add("GET", "/job-types", list_job_types, "job-type:list", versions=("v1.1", "v2"), returns="job_types[]")
+
+    routes.add("GET", "/images", list_images, "image:list", versions=BOTH, returns="images[]")
+    routes.add("GET", "/images/{id}", show_image, "image:get", versions=BOTH, returns="image")
+    routes.add("POST", "/images/{id}", register_image, "image:register", versions=BOTH,
+               schema=schemas.IMAGE_REGISTER, returns="image")
+    routes.add("DELETE", "/images/{id}", unregister_image, "image:unregister", versions=BOTH)
+    routes.add("POST", "/images/{id}/tag", add_tags, "image:add-tags", versions=V1, schema=schemas.IMAGE_TAGS,
+               returns="image")
+    routes.add("POST", "/images/{id}/untag", remove_tags, "image:remove-tags", versions=V1,
+               schema=schemas.IMAGE_TAGS, returns="image")
+    routes.add("GET", "/images/{id}/tags", get_tags, "image:get-tags", returns="tags")
+    routes.add("PUT", "/images/{id}/tags", replace_tags, "image:set-tags", schema=schemas.IMAGE_TAGS_SET,
+               status=200, returns="image-unwrapped")
+    routes.add("DELETE", "/images/{id}/tags", delete_tags, "image:remove-tags",
+               schema={**schemas.IMAGE_TAGS, "required": []})

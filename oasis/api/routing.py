@@ -32,6 +32,8 @@ log = logging.getLogger("oasis.api")
 MICROVERSION = "2.0"  # the only v2 microversion, as in Sahara
 _VERSION_RE = re.compile(r"^\d+\.\d+$")
 _WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# v1.1 changes some state with GET (`/job-executions/{id}/cancel`): the action says it is a write.
+_WRITE_ACTIONS = (":create", ":update", ":delete", ":execute", ":scale", ":register", ":unregister")
 
 
 @dataclass
@@ -49,7 +51,7 @@ class Ctx:
     deps: Deps
     request: Request
     principal: Principal
-    version: str  # "v2" or "v1.1"
+    version: str  # "v2", "v1.1" or "v1.0"
     path: dict[str, str]
     query: QueryParams
     body: Any = None
@@ -167,6 +169,12 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+V1 = ("v1.0", "v1.1")
+# v1.x request fields spelled the v2 way before validation (v2 names are used everywhere inside oasis).
+_V1_REQUEST_RENAMES = {"hadoop_version": "plugin_version"}
+_DEFAULT_STATUS = {"GET": 200, "POST": 202, "PUT": 202, "PATCH": 202, "DELETE": 204}
+
+
 @dataclass
 class RouteSpec:
     """One API operation; kept so that the OpenAPI document can be generated from the same table."""
@@ -180,6 +188,14 @@ class RouteSpec:
     schema: dict | Callable[[], dict] | None
     json_suffix: bool
     max_body: int
+    status: int = 200
+    # The response envelope: "cluster" is {"cluster": {...}}, "clusters[]" a page of them; None: see `media`.
+    returns: str | None = None
+    # Top-level keys of the (v2-shaped) response renamed for v1.x: {"job_template": "job"}.
+    envelope: dict[str, str] = field(default_factory=dict)
+    media: str = "application/json"
+    summary: str = ""
+    extra_status: tuple[int, ...] = ()
 
 
 class Routes:
@@ -191,11 +207,14 @@ class Routes:
 
     def add(self, method: str, path: str, handler: Handler, action: str, *, versions: tuple[str, ...] = ("v2",),
             body: str = "none", schema: dict | Callable[[], dict] | None = None, json_suffix: bool = True,
-            max_body: int | None = None) -> None:
+            max_body: int | None = None, status: int | None = None, returns: str | None = None,
+            envelope: dict[str, str] | None = None, media: str = "application/json", summary: str = "",
+            extra_status: tuple[int, ...] = ()) -> None:
         if body == "none" and method in ("POST", "PUT", "PATCH"):
             body = "json"
         self.specs.append(RouteSpec(method, path, handler, action, versions, body, schema, json_suffix,
-                                    max_body or self.MAX_JSON_BODY))
+                                    max_body or self.MAX_JSON_BODY, status or _DEFAULT_STATUS[method], returns,
+                                    envelope or {}, media, summary or handler.__doc__ or "", extra_status))
 
     def starlette_routes(self) -> list[Route]:
         # `.json` variants first: a plain `{id}` parameter would otherwise swallow "x.json".
@@ -226,7 +245,8 @@ class Routes:
                 if project is not None and project != principal.project_id and not principal.is_admin:
                     raise ApiError(401, "UNAUTHORIZED", "The project in the URL is not the token's project")
                 try:
-                    authorize(principal, spec.action, spec.method in _WRITE_METHODS)
+                    authorize(principal, spec.action,
+                              spec.method in _WRITE_METHODS or spec.action.endswith(_WRITE_ACTIONS))
                 except Forbidden as e:
                     raise ApiError(403, "FORBIDDEN", str(e)) from None
                 body: Any = None
@@ -235,6 +255,8 @@ class Routes:
                 elif spec.body == "json" or spec.method == "DELETE":
                     raw = await _read_limited(request, spec.max_body)
                     body = _parse_json(raw, optional=True)
+                if version in V1 and isinstance(body, dict):
+                    body = {_V1_REQUEST_RENAMES.get(k, k): v for k, v in body.items()}
                 if spec.schema is not None:
                     validate(spec.schema() if callable(spec.schema) else spec.schema, body)
                 ctx = Ctx(deps, request, principal, version, params, request.query_params, body)
@@ -248,6 +270,10 @@ class Routes:
             except Exception:
                 log.exception("unhandled error on %s %s", request.method, request.url.path)
                 return internal_error(headers)
+            if version in V1 and isinstance(result, Reply) and isinstance(result.body, dict):
+                from oasis.api.views import for_version
+
+                result.body = for_version({spec.envelope.get(k, k): v for k, v in result.body.items()}, version)
             return _to_response(result, headers)
 
         endpoint.__name__ = spec.handler.__name__

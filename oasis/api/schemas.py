@@ -92,6 +92,9 @@ CLUSTER_CREATE = {
                    # oasis: the site (availability zone) of the whole cluster
                    "availability_zone": text},
 }
+CLUSTER_CREATE_V1 = {**CLUSTER_CREATE, "properties": {k: v for k, v in CLUSTER_CREATE["properties"].items()
+                                                      if k != "count"}}
+CLUSTER_CREATE_MULTIPLE = {**CLUSTER_CREATE, "required": [*CLUSTER_CREATE["required"], "count"]}
 CLUSTER_UPDATE = {
     "type": "object", "additionalProperties": False,
     "properties": {"name": hostname_name, "description": text, "shares": shares, "update_keypair": flag,
@@ -111,6 +114,7 @@ CLUSTER_SCALE = {
     "anyOf": [{"required": ["resize_node_groups"]}, {"required": ["add_node_groups"]}],
 }
 CLUSTER_DELETE = {"type": "object", "additionalProperties": False, "properties": {"force": flag}}
+CLUSTER_DELETE_V1 = {"type": "object", "additionalProperties": False, "properties": {}}
 
 JOB_BINARY_CREATE = {
     "type": "object", "additionalProperties": False, "required": ["name", "url"],
@@ -162,8 +166,29 @@ JOB_CREATE = {
             "job_execution_info": simple_config}},
         "interface": simple_config, **_owned},
 }
+JOB_EXECUTE_V1 = {**JOB_CREATE, "required": ["cluster_id"],
+                  "properties": {k: v for k, v in JOB_CREATE["properties"].items() if k != "job_template_id"}}
 JOB_UPDATE = {
     "type": "object", "additionalProperties": False, "minProperties": 1,
     "properties": {"info": {"type": "object", "additionalProperties": False, "required": ["status"],
                             "properties": {"status": {"enum": ["cancel", "suspend"]}}}, **_owned},
 }
+
+_LABEL_CHANGE = {"type": "object", "additionalProperties": False, "required": ["status"],
+                 "properties": {"status": {"type": "boolean"}}}
+PLUGIN_UPDATE = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "plugin_labels": {"type": "object", "additionalProperties": _LABEL_CHANGE},
+        "version_labels": {"type": "object",
+                           "additionalProperties": {"type": "object", "additionalProperties": _LABEL_CHANGE}},
+    },
+}
+
+IMAGE_REGISTER = {"type": "object", "additionalProperties": False, "required": ["username"],
+                  "properties": {"username": {"type": "string", "minLength": 1, "maxLength": 64},
+                                 "description": text}}
+_TAG = {"type": "string", "minLength": 1, "maxLength": 64}
+IMAGE_TAGS = {"type": "object", "additionalProperties": False, "required": ["tags"],
+              "properties": {"tags": {"type": "array", "items": _TAG}}}
+IMAGE_TAGS_SET = IMAGE_TAGS

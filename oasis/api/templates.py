@@ -219,15 +219,19 @@ def export_ct(ctx: Ctx) -> Reply:
 
 
 def register(routes: Routes) -> None:
+    every = ("v1.0", "v1.1", "v2")
     for path, kind, (lst, create, show, update, delete, export), create_schema, update_schema in (
             ("/node-group-templates", "node_group_template",
              (list_ngts, create_ngt, show_ngt, update_ngt, delete_ngt, export_ngt),
              schemas.NODE_GROUP_TEMPLATE_CREATE, schemas.NODE_GROUP_TEMPLATE_UPDATE),
             ("/cluster-templates", "cluster_template", (list_cts, create_ct, show_ct, update_ct, delete_ct, export_ct),
              schemas.CLUSTER_TEMPLATE_CREATE, schemas.CLUSTER_TEMPLATE_UPDATE)):
-        routes.add("GET", path, lst, f"{kind}:list")
-        routes.add("POST", path, create, f"{kind}:create", schema=create_schema)
-        routes.add("GET", f"{path}/{{id}}", show, f"{kind}:get")
-        routes.add("PATCH", f"{path}/{{id}}", update, f"{kind}:update", schema=update_schema)
-        routes.add("DELETE", f"{path}/{{id}}", delete, f"{kind}:delete")
-        routes.add("GET", f"{path}/{{id}}/export", export, f"{kind}:get")
+        routes.add("GET", path, lst, f"{kind}:list", versions=every, returns=f"{kind}s[]")
+        routes.add("POST", path, create, f"{kind}:create", schema=create_schema, versions=every, returns=kind)
+        routes.add("GET", f"{path}/{{id}}", show, f"{kind}:get", versions=every, returns=kind)
+        routes.add("PATCH", f"{path}/{{id}}", update, f"{kind}:update", schema=update_schema, returns=kind)
+        # v1.x updates with PUT (and, like Sahara's v1 validators, takes the whole template or a part of it).
+        routes.add("PUT", f"{path}/{{id}}", update, f"{kind}:update", schema=update_schema, versions=("v1.0", "v1.1"),
+                   returns=kind)
+        routes.add("DELETE", f"{path}/{{id}}", delete, f"{kind}:delete", versions=every)
+        routes.add("GET", f"{path}/{{id}}/export", export, f"{kind}:get", versions=every, returns=kind)

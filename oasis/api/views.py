@@ -27,7 +27,11 @@ CLUSTER_DEFAULTS: dict[str, Any] = {
     "neutron_management_network": None, "use_autoconfig": True, "shares": [], "domain_name": None,
 }
 
-_V1_RENAMES = {"project_id": "tenant_id", "plugin_version": "hadoop_version"}
+_V1_RENAMES = {"project_id": "tenant_id", "plugin_version": "hadoop_version", "job_template_id": "job_id",
+               "engine_job_id": "oozie_job_id"}
+# Maps whose keys are user data (configs, URLs by data source id): never renamed.
+_USER_MAPS = {"cluster_configs", "node_configs", "job_configs", "configs", "params", "data_source_urls", "info",
+              "extra", "credentials", "interface", "version_labels", "node_processes"}
 
 
 def ts(value: datetime | None) -> str | None:
@@ -36,10 +40,10 @@ def ts(value: datetime | None) -> str | None:
 
 def for_version(data: Any, version: str) -> Any:
     """v1.1 spells some fields differently; v2 names are used everywhere inside oasis."""
-    if version != "v1.1":
+    if version not in ("v1.1", "v1.0"):
         return data
     if isinstance(data, dict):
-        return {_V1_RENAMES.get(k, k): for_version(v, version) for k, v in data.items()}
+        return {_V1_RENAMES.get(k, k): (v if k in _USER_MAPS else for_version(v, version)) for k, v in data.items()}
     if isinstance(data, list):
         return [for_version(v, version) for v in data]
     return data

@@ -1,5 +1,6 @@
 """Who may do what. Sahara's own policy lets any authenticated user do almost anything and enforces ownership in
-validators; oasis keeps that, and adds a read-only role."""
+validators; oasis keeps that, and adds a read-only role. Changes that reach beyond one project (plugin labels,
+the site image registry, sites, identity) are for administrators."""
 from __future__ import annotations
 
 from oasis.identity.principal import Principal
@@ -8,8 +9,10 @@ ADMIN, MEMBER, READER = "admin", "member", "reader"
 ROLES = (ADMIN, MEMBER, READER)
 # Keystone's historical name for the member role is accepted as a synonym.
 _WRITERS = {ADMIN, MEMBER, "_member_"}
-# Actions only an administrator may take (Sahara: plugin label updates).
-ADMIN_ONLY = frozenset({"plugins:update"})
+# Actions only an administrator may take (Sahara: plugin label updates; oasis: whatever is shared by every
+# project: the site image registry and the identity of others).
+ADMIN_ONLY = frozenset({"plugins:update", "plugin:update", "image:register", "image:unregister", "image:add-tags",
+                        "image:remove-tags", "image:set-tags", "identity:admin"})
 
 
 class Forbidden(Exception):

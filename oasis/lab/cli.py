@@ -52,7 +52,9 @@ def _lab(file: Optional[Path], state_dir: Path):
 
 
 @lab_app.command()
-def up(file: Optional[Path] = FileOpt, state_dir: Optional[Path] = StateOpt) -> None:
+def up(ctx: typer.Context, file: Optional[Path] = FileOpt, state_dir: Optional[Path] = StateOpt,
+       register: bool = typer.Option(True, "--register/--no-register",
+                                     help="Register the lab's sites with the running oasis (found as the CLI finds it)")) -> None:
     """Build the lab (or complete a half-built one); running it again changes nothing."""
     _root()
     sd = labmod.state_dir_from_env(state_dir)
@@ -69,6 +71,20 @@ def up(file: Optional[Path] = FileOpt, state_dir: Optional[Path] = StateOpt) -> 
     out.print(f"manifest: {result.manifest}", highlight=False)
     out.print(f"client key: {labmod.Paths(sd).client_key}   known_hosts: {labmod.Paths(sd).known_hosts}", highlight=False)
     out.print(f"up in {result.seconds:.2f}s", highlight=False)
+    if register:
+        _register(ctx, result.manifest)
+
+
+def _register(ctx: typer.Context, manifest: Path) -> None:
+    """Hand the manifest to the running service; without one, say how to do it later."""
+    from oasis.cli.client import OasisError
+    from oasis.cli.sites import register_manifest
+
+    try:
+        for site in register_manifest(ctx, manifest):
+            out.print(f"registered site {site['name']} ({site['access']}, {site['hosts_count']} hosts)", highlight=False)
+    except OasisError as exc:
+        out.print(f"not registered ({exc}); once oasis runs: oasis site register {manifest}", highlight=False)
 
 
 @lab_app.command()

@@ -1,0 +1,325 @@
+"""The OpenAPI 3.0 document of the whole API, generated from the operation table (`app.state.api_routes`) and the
+same JSON schemas that validate requests, so it cannot drift from what the server does. Served without a token
+at `GET /openapi.json`.
+
+Every operation is listed once per API version under its canonical path (`/v2/clusters`); the server also
+answers `/v2/{project_id}/clusters` and `…/clusters.json`, as Sahara does, which the description says."""
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from oasis.api import schemas
+from oasis.api.routing import MICROVERSION, V1, Routes, RouteSpec
+from oasis.api.views import _V1_RENAMES
+
+TITLE = "oasis: OpenStack Sahara's data processing API (v2, v1.1, v1.0) and a Keystone v3 subset"
+
+_str = {"type": "string"}
+_nstr = {"type": "string", "nullable": True}
+_bool = {"type": "boolean"}
+_int = {"type": "integer"}
+_obj = {"type": "object"}
+_ts = {"type": "string", "nullable": True}
+
+
+def _item(required: list[str], props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props}
+
+
+_OWNED = {"id": _str, "name": _str, "project_id": _str, "is_public": _bool, "is_protected": _bool,
+          "created_at": _ts, "updated_at": _ts}
+_OWNED_REQ = list(_OWNED)
+_NG = _item(["name", "count"], {"name": _str, "count": _int, "node_processes": {"type": "array", "items": _str},
+                                 "node_configs": _obj, "instances": {"type": "array", "items": _obj}})
+
+RESOURCES: dict[str, dict[str, Any]] = {
+    "cluster": _item([*_OWNED_REQ, "plugin_name", "plugin_version", "status", "status_description", "node_groups",
+                      "provision_progress", "info", "is_transient", "verification"],
+                     {**_OWNED, "plugin_name": _str, "plugin_version": _str, "status": _str,
+                      "status_description": _str, "description": _nstr, "cluster_template_id": _nstr,
+                      "default_image_id": _nstr, "management_public_key": _str, "info": _obj,
+                      "is_transient": _bool, "cluster_configs": _obj,
+                      "node_groups": {"type": "array", "items": _NG},
+                      "provision_progress": {"type": "array", "items": _obj}, "verification": _obj}),
+    "node_group_template": _item([*_OWNED_REQ, "plugin_name", "plugin_version", "flavor_id", "node_processes"],
+                                 {**_OWNED, "plugin_name": _str, "plugin_version": _str,
+                                  "flavor_id": {"oneOf": [_str, _int]},
+                                  "node_processes": {"type": "array", "items": _str}, "node_configs": _obj}),
+    "cluster_template": _item([*_OWNED_REQ, "plugin_name", "plugin_version", "node_groups"],
+                              {**_OWNED, "plugin_name": _str, "plugin_version": _str,
+                               "node_groups": {"type": "array", "items": _obj}, "cluster_configs": _obj}),
+    "data_source": _item([*_OWNED_REQ, "type", "url", "description"],
+                         {**_OWNED, "type": _str, "url": _str, "description": _str}),
+    "job_binary": _item([*_OWNED_REQ, "url", "description"], {**_OWNED, "url": _str, "description": _str}),
+    "job_binary_internal": _item([*_OWNED_REQ, "datasize"], {**_OWNED, "datasize": _int}),
+    "job_template": _item([*_OWNED_REQ, "type", "mains", "libs", "interface"],
+                          {**_OWNED, "type": _str, "description": _str,
+                           "mains": {"type": "array", "items": _obj}, "libs": {"type": "array", "items": _obj},
+                           "interface": {"type": "array", "items": _obj}}),
+    "job": _item(["id", "project_id", "job_template_id", "cluster_id", "info", "job_configs", "is_public",
+                  "is_protected", "engine_job_id"],
+                 {"id": _str, "project_id": _str, "job_template_id": _str, "cluster_id": _nstr, "input_id": _nstr,
+                  "output_id": _nstr, "job_configs": _obj, "engine_job_id": _nstr, "return_code": {**_int,
+                                                                                                  "nullable": True},
+                  "info": _item(["status"], {"status": _str}), "is_public": _bool, "is_protected": _bool,
+                  "start_time": _ts, "end_time": _ts, "data_source_urls": _obj}),
+    "image": _item(["id", "name", "username", "tags", "status", "description", "metadata"],
+                   {"id": _str, "name": _str, "username": _str, "tags": {"type": "array", "items": _str},
+                    "status": _str, "description": _nstr, "metadata": _obj}),
+    "plugin": _item(["name", "title", "description", "versions"],
+                    {"name": _str, "title": _str, "description": _str, "versions": {"type": "array", "items": _str},
+                     "plugin_labels": _obj, "version_labels": _obj, "node_processes": _obj,
+                     "configs": {"type": "array", "items": _obj},
+                     "required_image_tags": {"type": "array", "items": _str}}),
+    "job_type": _item(["name", "plugins"], {"name": _str, "plugins": {"type": "array", "items": _obj}}),
+    "site": _item(["id", "name", "status"], {"id": _str, "name": _str, "status": _str}),
+}
+# Envelope key → resource (the plural of each is the key plus "s", except where listed).
+_ENVELOPES = {**{k: k for k in RESOURCES}, "job_execution": "job", "binaries": "job_binary", "plugins": "plugin",
+              "job_types": "job_type", "sites": "site"}
+
+ERROR = {"oneOf": [
+    {"type": "object", "required": ["error_code", "error_name", "error_message"],
+     "properties": {"error_code": _int, "error_name": _str, "error_message": _str}},
+    {"type": "object", "required": ["error", "error_message"],
+     "properties": {"error": _int, "error_message": _str}},
+]}
+MARKERS = {"type": "object", "properties": {"prev": _nstr, "next": _nstr}}
+
+# Query parameters a list (or show) accepts, besides the paging ones (Sahara v2's whitelists).
+_LIST_FILTERS = {
+    "/clusters": ["plugin_name", "plugin_version", "name"],
+    "/cluster-templates": ["plugin_name", "plugin_version", "name"],
+    "/node-group-templates": ["plugin_name", "plugin_version", "name"],
+    "/data-sources": ["type"], "/job-binaries": ["name"], "/job-binary-internals": ["name"],
+    "/job-templates": ["type", "name"], "/jobs": ["status"], "/job-executions": ["status"],
+}
+_OTHER_PARAMS = {
+    ("GET", "/clusters/{id}"): {"show_progress": _bool},
+    ("GET", "/jobs/{id}"): {"refresh_status": _bool},
+    ("GET", "/job-executions/{id}"): {"refresh_status": _bool},
+    ("GET", "/images"): {"name": _str, "tags": _str, "username": _str},
+    ("GET", "/job-types"): {"type": _str, "plugin_name": _str, "plugin_version": _str, "plugin": _str,
+                            "version": _str, "hints": _bool},
+    ("GET", "/jobs/{id}/logs"): {"stream": {"type": "string", "enum": ["stdout", "stderr"]}},
+    ("GET", "/job-executions/{id}/logs"): {"stream": {"type": "string", "enum": ["stdout", "stderr"]}},
+}
+_PAGED = {"limit": {"type": "integer", "minimum": 1}, "marker": _str, "sort_by": _str}
+
+
+def _rename_v1(schema: Any) -> Any:
+    """Property names as v1.x spells them, everywhere in a (response) schema."""
+    if isinstance(schema, dict):
+        out = {}
+        for k, v in schema.items():
+            if k == "properties" and isinstance(v, dict):
+                out[k] = {_V1_RENAMES.get(p, p): _rename_v1(s) for p, s in v.items()}
+            elif k == "required" and isinstance(v, list):
+                out[k] = [_V1_RENAMES.get(p, p) for p in v]
+            else:
+                out[k] = _rename_v1(v)
+        return out
+    if isinstance(schema, list):
+        return [_rename_v1(s) for s in schema]
+    return schema
+
+
+def _request_v1(schema: dict[str, Any]) -> dict[str, Any]:
+    """v1.x request bodies say `hadoop_version` (the server also takes v2's `plugin_version`)."""
+    schema = copy.deepcopy(schema)
+    props = schema.get("properties") or {}
+    if "plugin_version" in props:
+        props["hadoop_version"] = props.pop("plugin_version")
+        schema["required"] = ["hadoop_version" if r == "plugin_version" else r for r in schema.get("required", [])]
+    return schema
+
+
+def _body_schema(spec: RouteSpec, version: str) -> dict[str, Any] | None:
+    """The schema of a successful response body (None: no body)."""
+    returns = spec.returns
+    if returns is None:
+        return None
+    if returns == "cluster-ids":
+        return _item(["clusters"], {"clusters": {"type": "array", "items": _str}})
+    if returns == "tags":
+        return _item(["tags"], {"tags": {"type": "array", "items": _str}})
+    if returns == "job_config":
+        return _item(["job_config"], {"job_config": _obj})
+    if returns == "image-unwrapped":
+        return RESOURCES["image"]
+    returns, _, resource = returns.partition(":")  # "jobs[]:job_template": key jobs, items job templates
+    many = returns.endswith("[]")
+    key = returns[:-2] if many else returns
+    resource = resource or _ENVELOPES.get(key) or _ENVELOPES.get(key[:-1]) or ""
+    item = RESOURCES.get(resource, _obj)
+    if version == "v2" and spec.path == "/clusters" and spec.method == "POST":
+        # v2 creates several clusters when the body says `count`.
+        return {"oneOf": [_item(["cluster"], {"cluster": item}),
+                          _item(["clusters"], {"clusters": {"type": "array",
+                                                            "items": _item(["cluster"], {"cluster": item})}})]}
+    if many:
+        return _item([key], {key: {"type": "array", "items": item}, "markers": MARKERS})
+    return _item([key], {key: item})
+
+
+def _response(spec: RouteSpec, version: str, status: int) -> dict[str, Any]:
+    if status == 204:
+        return {"description": "Done; no content"}
+    if spec.media != "application/json":
+        fmt = {"type": "string", "format": "binary"} if spec.media == "application/octet-stream" else _str
+        return {"description": "The content", "content": {spec.media: {"schema": fmt}}}
+    body = _body_schema(spec, version)
+    if spec.path == "/clusters/{id}" and spec.method == "DELETE":
+        body = _item(["stack_name"], {"stack_name": _str})
+    if body is None:
+        body = _obj
+    if version in V1:
+        body = _rename_v1(body)
+    return {"description": "Success", "content": {"application/json": {"schema": body}}}
+
+
+def _operation(spec: RouteSpec, version: str) -> dict[str, Any]:
+    params: list[dict[str, Any]] = [{"name": name, "in": "path", "required": True, "schema": _str}
+                                    for name in re.findall(r"{(\w+)}", spec.path)]
+    query: dict[str, Any] = {}
+    if spec.method == "GET" and spec.returns and spec.returns.endswith("[]") and spec.path in _LIST_FILTERS:
+        query.update(_PAGED)
+        query.update({f: _str for f in _LIST_FILTERS[spec.path]})
+    query.update(_OTHER_PARAMS.get((spec.method, spec.path), {}))
+    params += [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in query.items()]
+    if version == "v2":
+        params.append({"name": "OpenStack-API-Version", "in": "header", "required": False,
+                       "schema": {"type": "string", "enum": [f"data-processing {MICROVERSION}",
+                                                             "data-processing latest"]}})
+    op: dict[str, Any] = {
+        "operationId": f"{version}:{spec.method}:{spec.path}",
+        "summary": (spec.summary or "").strip().split("\n")[0] or f"{spec.action} ({version})",
+        "tags": [f"{version} {spec.path.split('/')[1]}"],
+        "x-policy-action": spec.action,
+        "parameters": params,
+        "responses": {str(status): _response(spec, version, status) for status in (spec.status, *spec.extra_status)},
+    }
+    for status, what in ((400, "Invalid request"), (401, "No valid token"), (403, "Not allowed"),
+                         (404, "Not found"), (405, "Method not allowed")):
+        op["responses"][str(status)] = {"description": what,
+                                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    if version == "v2":
+        op["responses"]["406"] = {"description": "Unsupported microversion",
+                                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    if spec.body == "raw":
+        op["requestBody"] = {"required": True, "content": {"application/octet-stream": {
+            "schema": {"type": "string", "format": "binary", "maxLength": spec.max_body}}}}
+    elif spec.schema is not None:
+        schema = spec.schema() if callable(spec.schema) else spec.schema
+        schema = _request_v1(schema) if version in V1 else copy.deepcopy(schema)
+        op["requestBody"] = {"required": spec.method != "DELETE",
+                             "content": {"application/json": {"schema": _openapi_schema(schema)}}}
+    return op
+
+
+def _openapi_schema(schema: Any) -> Any:
+    """JSON Schema (draft 7) → OpenAPI 3.0's dialect: `type: [x, "null"]` becomes `nullable`."""
+    if isinstance(schema, list):
+        return [_openapi_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (v if k in ("properties", "enum") and False else _openapi_schema(v)) for k, v in schema.items()}
+    if "properties" in schema:
+        out["properties"] = {name: _openapi_schema(s) for name, s in schema["properties"].items()}
+    if out.get("type") == "array" and "items" not in out:
+        out["items"] = {}
+    t = out.get("type")
+    if isinstance(t, list):
+        kinds = [k for k in t if k != "null"]
+        nullable = len(kinds) != len(t)
+        if len(kinds) == 1:
+            out["type"] = kinds[0]
+        else:
+            del out["type"]
+            rest = {k: v for k, v in out.items() if k not in ("minimum", "maxLength", "minLength", "pattern")}
+            out = {**rest, "oneOf": [{"type": k, **{kk: vv for kk, vv in out.items()
+                                                    if kk in ("minimum", "maxLength", "minLength", "pattern")
+                                                    and _applies(kk, k)}} for k in kinds]}
+        if nullable:
+            out["nullable"] = True
+    if "enum" in out and None in out["enum"]:
+        out["enum"] = [e for e in out["enum"] if e is not None]
+        out["nullable"] = True
+    return out
+
+
+def _applies(keyword: str, kind: str) -> bool:
+    return (kind == "string") == (keyword in ("maxLength", "minLength", "pattern"))
+
+
+def _keystone_paths() -> dict[str, Any]:
+    err = {"content": {"application/json": {"schema": _obj}}}
+    token_req = {"type": "object", "required": ["auth"], "properties": {"auth": {
+        "type": "object", "required": ["identity"], "properties": {
+            "identity": {"type": "object", "required": ["methods"], "properties": {
+                "methods": {"type": "array", "items": {"type": "string", "enum": ["password", "token"]}},
+                "password": _obj, "token": _obj}},
+            "scope": _obj}}}}
+    token_resp = _item(["token"], {"token": _item(["expires_at", "user", "project", "catalog", "roles"], {
+        "expires_at": _str, "user": _obj, "project": _obj, "catalog": {"type": "array", "items": _obj},
+        "roles": {"type": "array", "items": _obj}})})
+    subject = [{"name": "X-Subject-Token", "in": "header", "required": True, "schema": _str}]
+    return {
+        "/v3": {"get": {"operationId": "identity:version", "tags": ["identity"], "security": [],
+                        "summary": "The Keystone v3 version document",
+                        "responses": {"200": {"description": "Version", "content": {"application/json": {
+                            "schema": _item(["version"], {"version": _obj})}}}}}},
+        "/v3/auth/tokens": {
+            "post": {"operationId": "identity:token-create", "tags": ["identity"], "security": [],
+                     "summary": "Issue a project-scoped token (password or token method); it is in X-Subject-Token",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": token_req}}},
+                     "responses": {"201": {"description": "Token", "content": {"application/json": {
+                         "schema": token_resp}}},
+                                   "400": {"description": "Malformed", **err},
+                                   "401": {"description": "Unauthorized", **err}}},
+            "get": {"operationId": "identity:token-validate", "tags": ["identity"], "parameters": subject,
+                    "summary": "Validate the token in X-Subject-Token",
+                    "responses": {"200": {"description": "Token", "content": {"application/json": {
+                        "schema": token_resp}}},
+                                  "401": {"description": "Unauthorized", **err},
+                                  "404": {"description": "Unknown token", **err}}},
+            "delete": {"operationId": "identity:token-revoke", "tags": ["identity"], "parameters": subject,
+                       "summary": "Revoke the token in X-Subject-Token",
+                       "responses": {"204": {"description": "Revoked"},
+                                     "401": {"description": "Unauthorized", **err}}}},
+    }
+
+
+def document(routes: Routes, extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/": {"get": {"operationId": "versions", "tags": ["versions"], "security": [],
+                      "summary": "The API versions (Sahara answers 300 Multiple Choices)",
+                      "responses": {"300": {"description": "Versions", "content": {"application/json": {
+                          "schema": _item(["versions"], {"versions": {"type": "array", "items": _item(
+                              ["id", "status", "links"], {"id": _str, "status": _str,
+                                                          "links": {"type": "array", "items": _obj}})}})}}}}}},
+    }
+    paths.update(_keystone_paths())
+    paths.update(extra_paths or {})
+    for spec in routes.specs:
+        for version in spec.versions:
+            paths.setdefault(f"/{version}{spec.path}", {})[spec.method.lower()] = _operation(spec, version)
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": TITLE, "version": MICROVERSION,
+                 "description": "Every `/v2/...`, `/v1.1/...` and `/v1.0/...` path is also served with the caller's "
+                                "project id after the version (`/v2/{project_id}/clusters`) and with a `.json` "
+                                "suffix. Request bodies are bare objects; responses are wrapped in the resource "
+                                "name. Errors are `{error_code, error_name, error_message}`."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}},
+            "schemas": {"Error": ERROR, **{name: schema for name, schema in RESOURCES.items()}},
+        },
+        "security": [{"token": []}],
+    }
+
+
+__all__ = ["document", "schemas"]
