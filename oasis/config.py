@@ -17,6 +17,8 @@ class Settings:
     token_hours: float = 24.0
     # Ports the `local` host hands to instances; several oasis on one machine should not share a range.
     local_ports: str = os.environ.get("OASIS_LOCAL_PORTS", "20000-29999")
+    # The deployment's own store (see oasis.storage.open_store); None: files under the state dir.
+    object_store: str | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser().resolve()

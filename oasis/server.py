@@ -12,18 +12,18 @@ from oasis.bootstrap import bootstrap
 from oasis.config import Settings
 from oasis.db.session import Database
 from oasis.engine.runner import Engine
-from oasis.storage.filesystem import FilesystemStore
+from oasis.storage import ObjectStore, open_store
 
 log = logging.getLogger("oasis")
 
 
-def _prepare(settings: Settings) -> tuple[Database, FilesystemStore]:
+def _prepare(settings: Settings) -> tuple[Database, ObjectStore]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
     db.migrate()
     bootstrap(settings, db)
-    return db, FilesystemStore(settings.objects_dir)
+    return db, open_store(settings.object_store, settings.objects_dir)
 
 
 def _serve(settings: Settings, app) -> None:  # type: ignore[no-untyped-def]

@@ -25,10 +25,11 @@ def main(ctx: typer.Context,
     ctx.obj = Options(os_cloud=os_cloud, url=url, token=token, state_dir=state_dir, as_json=as_json)
 
 
-def _settings(state_dir: Optional[Path], database_url: Optional[str], host: str, port: int):
+def _settings(state_dir: Optional[Path], database_url: Optional[str], host: str, port: int,
+              object_store: Optional[str] = None):
     from oasis.config import Settings
 
-    kwargs: dict = {"database_url": database_url, "host": host, "port": port}
+    kwargs: dict = {"database_url": database_url, "host": host, "port": port, "object_store": object_store}
     if state_dir is not None:
         kwargs["state_dir"] = state_dir
     return Settings(**kwargs)
@@ -37,35 +38,39 @@ def _settings(state_dir: Optional[Path], database_url: Optional[str], host: str,
 STATE_DIR = typer.Option(None, "--state-dir", help="State directory (default ~/.oasis or $OASIS_STATE_DIR)")
 DATABASE_URL = typer.Option(None, "--database-url", envvar="OASIS_DATABASE_URL",
                             help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite)")
+OBJECT_STORE = typer.Option(None, "--object-store", envvar="OASIS_OBJECT_STORE", show_envvar=False,
+                            help="The deployment's own store (internal-db:// binaries, job logs): file (default), "
+                                 "swift+http://user:key@host:port/auth/v1.0?container=C or "
+                                 "s3+http://access:secret@host:port?bucket=B")
 HOST = typer.Option("127.0.0.1", help="Address to listen on")
 PORT = typer.Option(8386, help="Port to listen on")
 
 
 @app.command()
 def up(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Optional[Path] = STATE_DIR,
-       database_url: Optional[str] = DATABASE_URL) -> None:
+       database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE) -> None:
     """Run the API and the engine in one process (the embedded default: SQLite, the `local` site)."""
     from oasis.server import run_up
 
-    run_up(_settings(state_dir or options(ctx).state_dir, database_url, host, port))
+    run_up(_settings(state_dir or options(ctx).state_dir, database_url, host, port, object_store))
 
 
 @app.command()
 def api(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Optional[Path] = STATE_DIR,
-        database_url: Optional[str] = DATABASE_URL) -> None:
+        database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE) -> None:
     """Run the HTTP API only (stateless: run as many as you like on one database)."""
     from oasis.server import run_api
 
-    run_api(_settings(state_dir or options(ctx).state_dir, database_url, host, port))
+    run_api(_settings(state_dir or options(ctx).state_dir, database_url, host, port, object_store))
 
 
 @app.command()
 def engine(ctx: typer.Context, state_dir: Optional[Path] = STATE_DIR,
-           database_url: Optional[str] = DATABASE_URL) -> None:
+           database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE) -> None:
     """Run the engine only: reconcilers and periodic work (run as many as you like on one database)."""
     from oasis.server import run_engine
 
-    run_engine(_settings(state_dir or options(ctx).state_dir, database_url, "127.0.0.1", 8386))
+    run_engine(_settings(state_dir or options(ctx).state_dir, database_url, "127.0.0.1", 8386, object_store))
 
 
 @command(app, "demo")

@@ -14,7 +14,7 @@ from oasis.db.models import Cluster, Flavor, Host, HostPort, Instance, Job, Node
 from oasis.db.session import Database
 from oasis.edp.statuses import TERMINAL
 from oasis.engine.events import EventLog
-from oasis.engine.views import build_view, cluster_runtime
+from oasis.engine.views import build_view, cluster_hosts, cluster_runtime, host_remotes
 from oasis.plugins import get_plugin
 from oasis.plugins.base import ClusterView, PluginError
 from oasis.remote.base import RemoteError
@@ -130,6 +130,7 @@ class ClusterReconciler:
         if not view.instances:
             return
         async with events.step("Spawning instances", "Engine: create cluster", len(view.instances)) as st:
+            await self._cluster_key(cluster_id, (state,), install=True)
             await asyncio.gather(*(agent.install() for agent in _one_per_host(view.instances)))
 
             async def make(inst) -> None:
@@ -138,6 +139,34 @@ class ClusterReconciler:
                 st.event(inst.id, inst.name, None)
 
             await asyncio.gather(*(make(i) for i in view.instances))
+
+    async def _cluster_key(self, cluster_id: str, states: tuple[str, ...], install: bool) -> None:
+        """Install (or remove) the cluster's own public key on the SSH hosts of its instances in `states`, with
+        the site's key: instance work then runs with the cluster's key, which goes away with the cluster."""
+        with self.db.session() as s:
+            c = s.get(Cluster, cluster_id)
+            hosts = [h for h in cluster_hosts(s, c, states) if h.access != "local"]
+            if not hosts:
+                return
+            groups = {ng.id: ng for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == c.id))}
+            reach = host_remotes(s, self.remotes, c, hosts, groups, as_cluster=False)
+            python = cluster_runtime(s, c)["python"]
+            mark = f"oasis-cluster-{c.id}"
+            keyline = " ".join(c.management_public_key.split()[:2] + [mark])
+
+        async def one(host: Host) -> None:
+            agent = self.remotes.agent(reach[host.id], host, python)
+            await agent.install()
+            if install:
+                await agent.authorize(host.spec["authorized_keys"], keyline)
+            else:
+                await agent.unauthorize(host.spec["authorized_keys"], mark)
+
+        # Every host is given its chance before an error is raised: a rollback must not race a late install.
+        errors = [e for e in await asyncio.gather(*(one(h) for h in hosts), return_exceptions=True)
+                  if isinstance(e, BaseException)]
+        if errors:
+            raise errors[0]
 
     async def _ensure_free_ports(self, inst) -> None:
         """A port oasis believes free may be held by something else on the host: such ports are recorded as
@@ -275,12 +304,20 @@ class ClusterReconciler:
             force = bool(c.op_target.get("force"))
             c.status = "Deleting"
         await self._stop_jobs(cluster_id)
-        try:
-            await self._tear_down(cluster_id, grace=0 if force else 10)
-        except OPERATION_ERRORS as e:
-            if not force:
-                raise
-            log.warning("cluster %s: force delete left something behind: %s", cluster_id, e)
+        wait = 1.0
+        while True:
+            try:
+                await self._tear_down(cluster_id, grace=0 if force else 10)
+                break
+            except OPERATION_ERRORS as e:
+                if force:
+                    log.warning("cluster %s: force delete left something behind: %s", cluster_id, e)
+                    break
+                # A host that cannot be reached now may come back: wait for it, saying so, rather than leave
+                # processes running that no row knows about. A force delete gives up instead.
+                self._set(cluster_id, status_description=f"Waiting for hosts to answer: {e}"[:2000])
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 30.0)
         with self.db.session() as s:
             s.execute(delete(Cluster).where(Cluster.id == cluster_id))
         self.on_change()
@@ -303,7 +340,12 @@ class ClusterReconciler:
     async def _tear_down(self, cluster_id: str, grace: float) -> None:
         """Stop every process of the cluster and remove its directories, host by host. Instances on hosts that
         answered are forgotten; those on hosts that did not stay recorded, and the error names them."""
-        c, view = self._view(cluster_id, ("active", "new", "decommission"))
+        everything = ("active", "new", "decommission")
+        try:  # a host that was unreachable when the key went out may be back now
+            await self._cluster_key(cluster_id, everything, install=True)
+        except OPERATION_ERRORS:
+            pass  # those hosts fail below, each with its reason
+        c, view = self._view(cluster_id, everything)
         plugin = get_plugin(c.plugin_name)
         try:
             if grace == 0:
@@ -315,6 +357,10 @@ class ClusterReconciler:
         outcome = dict(zip(by_dir, await asyncio.gather(*(r.run(["rm", "-rf", d]) for (_, d), r in by_dir.items()),
                                                        return_exceptions=True)))
         failed = {key: e for key, e in outcome.items() if isinstance(e, Exception)}
+        try:
+            await self._cluster_key(cluster_id, everything, install=False)
+        except OPERATION_ERRORS as e:  # the hosts that answered no longer accept the cluster's key
+            failed.setdefault(("key", ""), e)
         gone = [i.id for i in view.instances if (id(i.remote), posixpath.dirname(i.workdir)) not in failed]
         with self.db.session() as s:
             self._forget_instances(s, gone)

@@ -17,7 +17,10 @@ from oasis.db.models import Cluster, DataSource, Instance, Job, JobBinary, JobTe
 from oasis.db.session import Database
 from oasis.edp import statuses as st
 from oasis.edp.binaries import BinaryError, fetch
-from oasis.edp.datasources import substitute
+from oasis.edp import access
+from oasis.edp.datasources import resolve_job
+from oasis.storage import StoreError, endpoints_of
+from oasis.storage.secrets import secrets_for
 from oasis.engine.views import build_view, cluster_runtime
 from oasis.plugins import get_plugin
 from oasis.plugins.base import PluginError
@@ -28,7 +31,9 @@ from oasis.storage.base import ObjectNotFound, ObjectStore
 log = logging.getLogger(__name__)
 
 WAIT_SLICE = 20.0  # seconds one `wait` call blocks; between slices the logs are copied to the store
-JOB_ERRORS = (RemoteError, PluginError, BinaryError, ObjectNotFound, LookupError, OSError)
+JOB_ERRORS = (RemoteError, PluginError, BinaryError, ObjectNotFound, LookupError, OSError, access.AccessError,
+              StoreError)
+ACCESS_SECONDS = 7 * 24 * 3600  # scoped access lasts until the job ends, at most this long
 
 
 def log_key(job_id: str, stream: str) -> str:
@@ -54,8 +59,10 @@ def _agent_for(db: Database, remotes: Remotes, runtime: dict[str, Any]):
 
 
 class JobReconciler:
-    def __init__(self, db: Database, remotes: Remotes, store: ObjectStore, on_change=lambda: None) -> None:
+    def __init__(self, db: Database, remotes: Remotes, store: ObjectStore, on_change=lambda: None,
+                 secrets=None) -> None:
         self.db, self.remotes, self.store, self.on_change = db, remotes, store, on_change
+        self.secrets = secrets
 
     async def __call__(self, job_id: str) -> None:
         with self.db.session() as s:
@@ -109,16 +116,19 @@ class JobReconciler:
             master = view.having(plugin.master_process)[0]
             workdir = f"{master.workdir}/jobs/{job_id}"
             binaries = {bid: s.get(JobBinary, bid) for bid in [*template.mains, *template.libs]}
-            files = {bid: (b.name, fetch(self.store, b)) for bid, b in binaries.items() if b is not None}
-            configs, urls = substitute(s, job.project_id, job.job_configs or {})
-            env = {}
-            for key, ds_id in (("OASIS_INPUT_URL", job.input_id), ("OASIS_OUTPUT_URL", job.output_id)):
-                ds = s.get(DataSource, ds_id or "")
-                if ds is not None:
-                    env[key] = urls[ds.id] = ds.url
+            files = {bid: (b.name, fetch(self.store, b, self.secrets)) for bid, b in binaries.items()
+                     if b is not None}
+            data = resolve_job(s, job)
+            configs, urls, env = data.job_configs, data.urls, dict(data.env)
+            sources, parts = access.sources_for_job(s, data), access.output_parts(job.job_configs)
             job_type = template.type
             mains, libs = list(template.mains), list(template.libs)
             python = cluster_runtime(s, cluster)["python"]
+        # The job's scoped access (signed URLs), recorded before anything can fail after it, so revoke finds it.
+        grant = await asyncio.to_thread(access.grant, job_id, sources, self.secrets, endpoints_of(self.store),
+                                        ACCESS_SECONDS, parts)
+        self._set(job_id, runtime={"access": grant.record})
+        env.update(grant.env)
         await master.remote.run(["mkdir", "-p", workdir])
         paths = {}
         for bid, (name, data) in files.items():
@@ -129,7 +139,7 @@ class JobReconciler:
         if job_type == "Shell":
             env.update({str(k): str(v) for k, v in (configs.get("params") or {}).items()})
         runtime = {"instance_id": master.id, "dir": workdir, "python": python, "argv": launch.argv,
-                   "env": {**launch.env, **env}}
+                   "env": {**launch.env, **env}, "access": grant.record}
         self._set(job_id, runtime=runtime, data_source_urls=urls, op_step="launch")
 
     async def _launch(self, job_id: str) -> None:
@@ -175,8 +185,18 @@ class JobReconciler:
                 continue
             await asyncio.to_thread(self.store.put, log_key(job_id, stream), data)
 
+    def _revoke(self, job_id: str) -> None:
+        """Withdraw the job's scoped data access (Swift: rotate the temp-URL key once no live job uses it)."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            record = list((job.runtime or {}).get("access") or []) if job else []
+            located = access.located_for_job(s, record)
+        if located:
+            access.revoke(job_id, located, self.secrets, endpoints_of(self.store))
+
     def _after_end(self, job_id: str) -> None:
         """A transient cluster is deleted once its last job has ended."""
+        self._revoke(job_id)
         with self.db.session() as s:
             job = s.get(Job, job_id)
             cluster = s.get(Cluster, job.cluster_id or "") if job else None
@@ -213,6 +233,8 @@ class JobReconciler:
                 await kill_on_instance(self.db, self.remotes, runtime)
             except RemoteError as e:  # deleting a job must not hang on an unreachable host
                 log.warning("job %s: could not stop it before deleting: %s", job_id, e)
+        if running:
+            self._revoke(job_id)
         for stream in ("stdout", "stderr"):
             self.store.delete(log_key(job_id, stream))
         with self.db.session() as s:

@@ -23,6 +23,7 @@ from oasis.engine.clusters import ClusterReconciler
 from oasis.engine.jobs import JobReconciler
 from oasis.remote.hosts import Remotes
 from oasis.storage.base import ObjectStore
+from oasis.storage.secrets import secrets_for
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class Engine:
         self.remotes = Remotes()
         self.reconcilers: list[tuple[Any, Callable]] = [
             (Cluster, ClusterReconciler(db, self.remotes, self.wake)),
-            (Job, JobReconciler(db, self.remotes, store, self.wake)),
+            (Job, JobReconciler(db, self.remotes, store, self.wake, secrets_for(settings.state_dir))),
         ]
         self.tasks: dict[str, asyncio.Task] = {}
         self.driving: dict[str, tuple[Any, str]] = {}  # row id -> (model, the op being driven)

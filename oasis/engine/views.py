@@ -20,9 +20,11 @@ def cluster_runtime(session: Session, cluster: Cluster) -> dict:
 
 
 def host_remotes(session: Session, remotes: Remotes, cluster: Cluster, hosts: list[Host],
-                 groups: dict[str, NodeGroup]) -> dict[str, Remote]:
+                 groups: dict[str, NodeGroup], as_cluster: bool = True) -> dict[str, Remote]:
     """The Remote of each host the cluster uses. With a proxy gateway node group, the gateway's host is reached
-    as its site says and every other host through it."""
+    as its site says and every other host through it. `as_cluster`: with the cluster's own key (what instance
+    work uses), else with the site's (to install and remove the cluster's key)."""
+    key = cluster.management_private_key if as_cluster else None
     site = session.get(Site, cluster.site_id)
     context = Context(cluster.project_id, str(cluster.spec.get("neutron_management_network") or ""))
     gateway_ngs = [ng.id for ng in groups.values() if ng.spec.get("is_proxy_gateway")]
@@ -32,11 +34,18 @@ def host_remotes(session: Session, remotes: Remotes, cluster: Cluster, hosts: li
         gw = session.scalars(select(Instance).where(Instance.node_group_id.in_(gateway_ngs))
                              .order_by(Instance.index)).first()
         if gw is not None:
-            via = out[gw.host_id] = remotes.for_host(session.get(Host, gw.host_id), site, context=context)
+            via = out[gw.host_id] = remotes.for_host(session.get(Host, gw.host_id), site, context=context,
+                                                     client_key=key)
     for host in hosts:
         if host.id not in out:
-            out[host.id] = remotes.for_host(host, site, via=via, context=context)
+            out[host.id] = remotes.for_host(host, site, via=via, context=context, client_key=key)
     return out
+
+
+def cluster_hosts(session: Session, cluster: Cluster, states: tuple[str, ...]) -> list[Host]:
+    ids = set(session.scalars(select(Instance.host_id).where(Instance.cluster_id == cluster.id,
+                                                             Instance.state.in_(states))))
+    return [session.get(Host, i) for i in sorted(ids)]
 
 
 def build_view(session: Session, remotes: Remotes, cluster: Cluster, states: tuple[str, ...] = ("active", "new")
@@ -47,7 +56,7 @@ def build_view(session: Session, remotes: Remotes, cluster: Cluster, states: tup
                        runtime)
     rows = list(session.scalars(select(Instance).where(Instance.cluster_id == cluster.id,
                                                        Instance.state.in_(states)).order_by(Instance.name)))
-    hosts = {h.id: h for h in (session.get(Host, hid) for hid in {i.host_id for i in rows})}
+    hosts = {h.id: h for h in cluster_hosts(session, cluster, states)}
     reach = host_remotes(session, remotes, cluster, list(hosts.values()), groups)
     for inst in rows:
         host, ng = hosts[inst.host_id], groups[inst.node_group_id]

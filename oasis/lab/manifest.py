@@ -45,6 +45,7 @@ def _host_entry(paths: Paths, leaf: Leaf, host: Host) -> dict[str, Any]:
         "ssh_port": SSH_PORT,
         "host_key": host_public_key(paths, host.name),
         "base_dir": str(paths.base_dir(host.name)),
+        "authorized_keys": str(paths.sshd_dir(host.name) / "authorized_keys"),
         "capacity": {"vcpus": host.capacity.vcpus, "ram_mb": host.capacity.ram_mb, "disk_gb": host.capacity.disk_gb},
         "namespace": host.namespace,
     }

@@ -15,6 +15,8 @@ idempotent, so an engine that died half-way can simply run it again.
   wait DIR TIMEOUT                            wait up to TIMEOUT s for a job's end; prints a JSON status
   cancel DIR [--grace S]                      stop a job's whole process tree
   busy-ports ADDRESS PORT...                  print (JSON) which of these ports something already listens on
+  authorize FILE KEYLINE                      add an SSH public key line to an authorized_keys file, once
+  unauthorize FILE MARK                       remove the key lines that contain MARK
 """
 import json
 import os
@@ -269,9 +271,36 @@ def cmd_busy_ports(address, *ports):
     return 0
 
 
+def _edit_keys(path, edit):
+    import fcntl
+
+    path = os.path.expanduser(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            lines = []
+        new = edit(lines)
+        if new != lines:
+            _write_atomic(path, "".join(line + "\n" for line in new))
+            os.chmod(path, 0o600)
+    return 0
+
+
+def cmd_authorize(path, keyline):
+    return _edit_keys(path, lambda lines: lines if keyline in lines else lines + [keyline])
+
+
+def cmd_unauthorize(path, mark):
+    return _edit_keys(path, lambda lines: [line for line in lines if mark not in line])
+
+
 COMMANDS = {"start": cmd_start, "stop": cmd_stop, "stop-all": cmd_stop_all, "wait-log": cmd_wait_log,
             "run": cmd_run, "wait": cmd_wait, "cancel": cmd_cancel,
-            "busy-ports": cmd_busy_ports}
+            "busy-ports": cmd_busy_ports, "authorize": cmd_authorize, "unauthorize": cmd_unauthorize}
 
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] not in COMMANDS:

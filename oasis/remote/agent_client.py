@@ -57,3 +57,9 @@ class Agent:
         if not ports:
             return []
         return json.loads(await self._call("busy-ports", address, *map(str, ports)))
+
+    async def authorize(self, authorized_keys: str, keyline: str) -> None:
+        await self._call("authorize", authorized_keys, keyline)
+
+    async def unauthorize(self, authorized_keys: str, mark: str) -> None:
+        await self._call("unauthorize", authorized_keys, mark)

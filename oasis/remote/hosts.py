@@ -35,7 +35,8 @@ class Remotes:
         self._remotes: dict[tuple, Remote] = {}
 
     def for_host(self, host: Host, site: Site | None = None, via: Remote | None = None,
-                 context: Context = Context()) -> Remote:
+                 context: Context = Context(), client_key: str | None = None) -> Remote:
+        """`client_key`: a cluster's own key, for its instances; the site's key (host enrollment) otherwise."""
         if host.access == "local":
             return self._pooled(("local", host.id), lambda: LocalRemote(host.address))
         if site is None:
@@ -43,7 +44,8 @@ class Remotes:
         # Through a cluster's proxy gateway, the fixed address is used: only the gateway needs to be reachable.
         address = host.address if via is not None else management_address(host, site)
         spec, access = host.spec, site.spec.get("access", "direct")
-        target = SshTarget(address=address, host_key=spec["host_key"], client_key=site.secrets["ssh_private_key"],
+        key = client_key or site.secrets["ssh_private_key"]
+        target = SshTarget(address=address, host_key=spec["host_key"], client_key=key,
                            username=spec.get("ssh_user", "root"), port=int(spec.get("ssh_port", 22)), label=host.name)
         gateway = via
         if via is None and address == host.address:  # a floating address is reached directly
@@ -53,8 +55,8 @@ class Remotes:
                 target.proxy_command = site.spec["proxy_command"].format(
                     host=address, port=target.port, tenant_id=context.tenant_id, network_id=context.network_id,
                     site=site.name)
-        key = ("ssh", host.id, address, id(gateway) if gateway else None, target.proxy_command)
-        return self._pooled(key, lambda: SshRemote(target, gateway))
+        pool_key = ("ssh", host.id, address, id(gateway) if gateway else None, target.proxy_command, hash(key))
+        return self._pooled(pool_key, lambda: SshRemote(target, gateway))
 
     def _site_gateway(self, site: Site) -> Remote:
         gw = site.spec["gateway"]

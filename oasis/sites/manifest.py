@@ -101,7 +101,9 @@ def _register_host(session: Session, site: Site, h: dict[str, Any], where: str, 
     host.base_dir = _need(h, "base_dir", where)
     host.spec = {"addresses": addresses, "floating_address": h.get("floating_address"),
                  "ssh_user": h.get("ssh_user", "root"), "ssh_port": int(h.get("ssh_port", 22)),
-                 "host_key": _need(h, "host_key", where)}
+                 "host_key": _need(h, "host_key", where),
+                 # where the host's sshd looks for keys: clusters' own keys are added there and removed with them
+                 "authorized_keys": h.get("authorized_keys") or "~/.ssh/authorized_keys"}
     return host
 
 

@@ -5,10 +5,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from oasis.storage.base import ObjectNotFound
+from oasis.storage.base import ObjectInfo, ObjectNotFound
 
 
 class FilesystemStore:
+    kind = "file"
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -38,3 +40,16 @@ class FilesystemStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        root = self.root.resolve()
+        found = []
+        for dirpath, _dirs, files in os.walk(root):
+            for name in files:
+                if name.startswith(".tmp-"):
+                    continue
+                path = Path(dirpath) / name
+                key = path.relative_to(root).as_posix()
+                if key.startswith(prefix):
+                    found.append(ObjectInfo(key, path.stat().st_size))
+        return sorted(found, key=lambda o: o.key)

@@ -83,6 +83,10 @@ def run_on_site(service: Oasis, lab: dict, site: str, name: str, **extra) -> dic
     instances = [i for ng in c["node_groups"] for i in ng["instances"]]
     assert all(ipaddress.ip_address(i["internal_ip"]) in leaf for i in instances), instances
     assert len({i["internal_ip"] for i in instances}) >= 2, "the instances should span several hosts"
+    keys = {h["name"]: Path(h["authorized_keys"]) for h in site_of(lab, site)["hosts"]}
+    used = {h["name"] for h in site_of(lab, site)["hosts"]
+            if h["addresses"][h["network"]] in {i["internal_ip"] for i in instances}}
+    assert all(f"oasis-cluster-{cid}" in keys[h].read_text() for h in used), "the cluster's key is on its hosts"
     template = wf.job_template(client, f"where-{name}", "Dask", wf.upload_binary(client, f"where-{name}.py",
                                                                                  HOSTNAME_JOB))
     j = wf.wait_job(client, wf.run_job(client, template, cid))
@@ -96,6 +100,7 @@ def run_on_site(service: Oasis, lab: dict, site: str, name: str, **extra) -> dic
     for host in site_of(lab, site)["hosts"]:
         assert not processes_under(Path(host["base_dir"]) / cid)
         assert not (Path(host["base_dir"]) / cid).exists()
+        assert f"oasis-cluster-{cid}" not in keys[host["name"]].read_text(), "the cluster's key outlived it"
     return c
 
 

@@ -207,7 +207,7 @@ def test_manifest(built) -> None:
     h = hosts["edge-1-2"]
     assert set(h) == {
         "name", "network", "addresses", "floating_address", "ssh_user", "ssh_port", "host_key",
-        "base_dir", "capacity", "namespace",
+        "base_dir", "authorized_keys", "capacity", "namespace",
     }
     assert h["addresses"] == {"edge-1-net": "10.213.2.12"} and h["floating_address"] == "10.213.102.12"
     assert (h["ssh_user"], h["ssh_port"]) == ("root", 22)

@@ -77,7 +77,8 @@ class SwiftServer:
                 extra = "\n[container-sync]\n"
             (self.etc / f"{kind}-server.conf").write_text(
                 self._default(self.ports[kind]) +
-                f"\n[pipeline:main]\npipeline = {kind}-server\n\n[app:{kind}-server]\nuse = egg:swift#{kind}\n"
+                f"\n[pipeline:main]\npipeline = healthcheck {kind}-server\n\n[app:{kind}-server]\nuse = egg:swift#{kind}\n"
+                f"\n[filter:healthcheck]\nuse = egg:swift#healthcheck\n"
                 f"\n[{kind}-replicator]\n\n[{kind}-auditor]\n{extra}")
         memcache = f"127.0.0.1:{self.ports['memcached']}"
         (self.etc / "proxy-server.conf").write_text(
