@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from oasis.edp import access  # noqa: E402
 from oasis.storage import store_for  # noqa: E402
-from tests.storage.swift_server import KEY, USER, SwiftServer  # noqa: E402
+from oasis.storage.devswift import KEY, USER, SwiftServer  # noqa: E402
 
 
 def timed(fn) -> float:

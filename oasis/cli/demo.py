@@ -55,12 +55,16 @@ def leftover_pids(state_dir: Path) -> list[int]:
 class Demo:
     def __init__(self, os_cloud: str = "oasis", explicit_cloud: bool = False, url: str | None = None,
                  token: str | None = None, state_dir: Path | None = None, keep: bool = False, workers: int = 2,
-                 only: str | None = None) -> None:
+                 only: str | None = None, object_store: str = "file") -> None:
         self.os_cloud, self.explicit_cloud, self.url, self.token = os_cloud, explicit_cloud, url, token
         self.state_dir, self.keep, self.workers = state_dir, keep, workers
         if only and only not in PLUGINS:
             raise OasisError(f"--only takes one of {', '.join(PLUGINS)}")
         self.plugins = [only] if only else list(PLUGINS)
+        if object_store not in ("file", "swift"):
+            raise OasisError("--object-store takes file or swift")
+        self.object_store = object_store
+        self.swift: Any = None  # the demo's own Swift, with --object-store swift
         self.service: EmbeddedService | None = None
         self.temp_dir: Path | None = None
         self.client: OasisClient | None = None
@@ -114,7 +118,10 @@ class Demo:
         if self.state_dir is None:
             self.temp_dir = Path(tempfile.mkdtemp(prefix="oasis-demo-"))
         state_dir = self.state_dir or self.temp_dir
-        self.service = EmbeddedService(state_dir)
+        env = {}
+        if self.object_store == "swift":
+            env["OASIS_OBJECT_STORE"] = self.start_swift()
+        self.service = EmbeddedService(state_dir, env=env)
         with console.status(f"starting an embedded oasis (state in {state_dir}) ..."):
             t0 = time.monotonic()
             self.service.start()
@@ -122,6 +129,33 @@ class Demo:
                       f"in {time.monotonic() - t0:.1f}s; state in {state_dir}")
         session = authenticate(self.service.credentials())
         return OasisClient(endpoint_for(self.service.url), session.token)
+
+    def start_swift(self) -> str:
+        """A real OpenStack Swift for the demo: the service keeps its binaries there, and the wordcounts read
+        their input from it through per-job temporary URLs."""
+        from oasis.storage.devswift import KEY, USER, SwiftServer
+
+        with console.status("starting OpenStack Swift (tempauth, s3api) ..."):
+            t0 = time.monotonic()
+            self.swift = SwiftServer().start()
+        console.print(f"started OpenStack Swift at [bold]{self.swift.url}[/] in {time.monotonic() - t0:.1f}s")
+        user = USER.replace(":", "%3A")
+        return f"swift+http://{user}:{KEY}@127.0.0.1:{self.swift.url.rsplit(':', 1)[1]}/auth/v1.0?container=oasis"
+
+    def swift_source(self) -> dict[str, Any]:
+        """The demo text as an object in the demo's Swift, and a swift:// data source naming it."""
+        from oasis.storage import store_for
+        from oasis.storage.devswift import KEY, USER
+
+        c = self.client
+        assert c is not None
+        creds = {"user": USER, "password": KEY, "auth_url": self.swift.auth_url}
+        store_for("swift://demo/", creds, create=True).put(f"input/{DATA.name}", DATA.read_bytes())
+        url = f"swift://demo/input/{DATA.name}"
+        source = c.find_optional("data-sources", "demo-text-swift")
+        return source or c.create("data-sources", {"name": "demo-text-swift", "type": "swift", "url": url,
+                                                   "credentials": creds,
+                                                   "description": "oasis demo: the essay, in Swift"})
 
     def versions(self) -> dict[str, str]:
         c = self.client
@@ -223,19 +257,23 @@ class Demo:
         assert c is not None
         console.rule("[bold]4. Wordcount")
         size = DATA.stat().st_size
-        source = c.find_optional("data-sources", "demo-text")
-        if source is not None and source.get("url") != DATA.as_uri():
-            c.delete(f"/data-sources/{source['id']}")
-            source = None
-        if source is None:
-            source = c.create("data-sources", {"name": "demo-text", "type": "file", "url": DATA.as_uri(),
-                                               "description": "oasis demo: an essay on rivers, cities and data"})
-        console.print(f"  data source [bold]demo-text[/]: {source['url']} ({size / 1024:.0f} KiB)")
+        if self.swift is not None:
+            source = self.swift_source()
+        else:
+            source = c.find_optional("data-sources", "demo-text")
+            if source is not None and source.get("url") != DATA.as_uri():
+                c.delete(f"/data-sources/{source['id']}")
+                source = None
+            if source is None:
+                source = c.create("data-sources", {"name": "demo-text", "type": "file", "url": DATA.as_uri(),
+                                                   "description": "oasis demo: an essay on rivers, cities and data"})
+        console.print(f"  data source [bold]{source['name']}[/]: {source['url']} ({size / 1024:.0f} KiB)")
         submitted: dict[str, str] = {}
         posted: dict[str, float] = {}  # job id -> when it was submitted
         for plugin, cluster in active.items():
             spec = PLUGINS[plugin]
-            script = DEMO_DIR / spec["script"]
+            # Over object storage, the jobs read through oasis.jobkit and their per-job temporary URLs.
+            script = DEMO_DIR / (spec["script"].replace(".py", "_objects.py") if self.swift else spec["script"])
             data = script.read_bytes()
             digest = hashlib.sha256(data).hexdigest()[:8]
             stem = Path(spec["script"]).stem
@@ -252,7 +290,7 @@ class Demo:
             job = c.create("jobs", {
                 "job_template_id": template["id"], "cluster_id": cluster["id"], "input_id": source["id"],
                 "job_configs": {"configs": {"edp.substitute_data_source_for_name": True},
-                                "args": ["datasource://demo-text"]}})
+                                "args": [f"datasource://{source['name']}"]}})
             submitted[job["id"]] = plugin
             posted[job["id"]] = t_post
             console.print(f"  running {template_name} on {cluster['name']}: job {job['id']}")
@@ -355,7 +393,8 @@ class Demo:
             console.print(f"the embedded oasis keeps running at [bold]{self.service.url}[/] (pid {self.service.pid}); "
                           f"state in {self.service.state_dir}\n"
                           f"  try: oasis --url {self.service.url} --state-dir {self.service.state_dir}"
-                          f" cluster list\n  stop it with: kill {self.service.pid}")
+                          f" cluster list\n  stop it with: kill {self.service.pid}"
+                          + (f"\n  its Swift keeps running too, at {self.swift.url}" if self.swift else ""))
             return
         self.service.stop()
         leftovers = leftover_pids(self.service.state_dir)
@@ -366,5 +405,7 @@ class Demo:
                 pass
         if leftovers:
             err_console.print(f"[yellow]stopped {len(leftovers)} leftover cluster processes[/]")
+        if self.swift is not None:
+            self.swift.stop()
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -83,7 +83,10 @@ def demo(ctx: typer.Context,
                                                        "temporary one)"),
          keep: bool = typer.Option(False, "--keep", help="Keep the clusters (and an embedded service) running"),
          workers: int = typer.Option(2, help="Workers per cluster"),
-         only: Optional[str] = typer.Option(None, help="Only this plugin: dask or spark")) -> None:
+         only: Optional[str] = typer.Option(None, help="Only this plugin: dask or spark"),
+         object_store: str = typer.Option("file", "--object-store",
+                                          help="file, or swift: start a real OpenStack Swift for the demo, keep the "
+                                               "service's binaries there and read the input from it")) -> None:
     """Bring up a Dask and a Spark cluster, run a wordcount on each, show the steps and timings, clean up.
 
     Uses a running service if one is found (--url, --os-cloud, or ~/.oasis/clouds.yaml); otherwise starts an
@@ -92,7 +95,8 @@ def demo(ctx: typer.Context,
 
     root = options(ctx)
     Demo(os_cloud=os_cloud or root.os_cloud, explicit_cloud=os_cloud is not None, url=url or root.url,
-         token=token or root.token, state_dir=state_dir, keep=keep, workers=workers, only=only).run()
+         token=token or root.token, state_dir=state_dir, keep=keep, workers=workers, only=only,
+         object_store=object_store).run()
 
 
 app.add_typer(plugins.app, name="plugin")

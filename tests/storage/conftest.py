@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.storage.swift_server import KEY, USER, SwiftServer, memcached_binary
+from oasis.storage.devswift import KEY, USER, SwiftServer, memcached_binary
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""A real OpenStack Swift (from PyPI) on loopback for the tests: account, container, object and proxy servers plus
+"""A real OpenStack Swift (from PyPI) on loopback, for the tests and `oasis demo --object-store swift`: account, container, object and proxy servers plus
 memcached, tempauth and s3api in the proxy pipeline, in a temporary directory on free ports. Started here, stopped
 by PID, directory removed. One user `test:tester` / `testing` (an admin of account AUTH_test) and a second,
 `other:user` / `secret`, of another account.
