@@ -77,12 +77,16 @@ def create(ctx: typer.Context, name: str,
            node_group: list[str] = typer.Option([], "--node-group", "-n",
                                                 help="NAME:PROCESS[,PROCESS]:COUNT[:FLAVOR]; repeat for more"),
            transient: bool = typer.Option(False, help="Delete the cluster once its jobs are done"),
+           availability_zone: Optional[str] = typer.Option(None, "--availability-zone", "--site",
+                                                           help="The site to place it on (default: local)"),
            description: str = typer.Option("", help="Free text"),
            wait: bool = typer.Option(False, "--wait", help="Wait for Active, showing progress"),
            timeout: float = typer.Option(600, help="Seconds to wait with --wait")) -> None:
     """Create a cluster from a cluster template, or from a plugin and node groups."""
     c = client(ctx)
     body: dict[str, Any] = {"name": name, "description": description, "is_transient": transient}
+    if availability_zone:
+        body["availability_zone"] = availability_zone
     if template:
         t = c.find("cluster-templates", template)
         body.update(cluster_template_id=t["id"], plugin_name=t["plugin_name"], plugin_version=t["plugin_version"])
