@@ -12,7 +12,6 @@ Medians of R repetitions; MB/s. Results go to bench/storage-results.md (printed 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

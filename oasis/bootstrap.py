@@ -18,7 +18,6 @@ from oasis.config import Settings
 from oasis.db.models import Flavor, Host, Image, Site
 from oasis.db.session import Database
 from oasis.identity import builtin
-
 from oasis.plugins import registry
 
 log = logging.getLogger(__name__)

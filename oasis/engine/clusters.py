@@ -9,8 +9,23 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy import delete, select, update
 
-from oasis.compute.placement import PlacementError, allocate_ports, choose_host, free_capacity
-from oasis.db.models import Cluster, Flavor, Host, HostPort, Instance, Job, NodeGroup, Site, utcnow
+from oasis.compute.placement import (
+    PlacementError,
+    allocate_ports,
+    choose_host,
+    free_capacity,
+)
+from oasis.db.models import (
+    Cluster,
+    Flavor,
+    Host,
+    HostPort,
+    Instance,
+    Job,
+    NodeGroup,
+    Site,
+    utcnow,
+)
 from oasis.db.session import Database
 from oasis.edp.statuses import TERMINAL
 from oasis.engine.events import EventLog

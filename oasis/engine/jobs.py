@@ -13,19 +13,18 @@ from typing import Any
 
 from sqlalchemy import select
 
-from oasis.db.models import Cluster, DataSource, Instance, Job, JobBinary, JobTemplate, utcnow
+from oasis.db.models import Cluster, Instance, Job, JobBinary, JobTemplate, utcnow
 from oasis.db.session import Database
+from oasis.edp import access
 from oasis.edp import statuses as st
 from oasis.edp.binaries import BinaryError, fetch
-from oasis.edp import access
 from oasis.edp.datasources import resolve_job
-from oasis.storage import StoreError, endpoints_of
-from oasis.storage.secrets import secrets_for
 from oasis.engine.views import build_view, cluster_runtime
 from oasis.plugins import get_plugin
 from oasis.plugins.base import PluginError
 from oasis.remote.base import RemoteError
 from oasis.remote.hosts import Remotes
+from oasis.storage import StoreError, endpoints_of
 from oasis.storage.base import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,12 @@ import asyncio
 from typing import Any
 
 from oasis.plugins.base import ClusterView, InstanceView, Launch, Plugin, PluginError
-from oasis.plugins.common import installed_version, start_daemon, stop_daemons, worker_memory_mb
+from oasis.plugins.common import (
+    installed_version,
+    start_daemon,
+    stop_daemons,
+    worker_memory_mb,
+)
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.integration import workflow as wf
-from tests.integration.services import Oasis, processes_under, wait_until
+from tests.integration.services import Oasis, processes_under
 
 HOSTNAME_JOB = b"""
 import socket, sys

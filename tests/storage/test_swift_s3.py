@@ -19,8 +19,7 @@ from oasis.edp.binaries import fetch
 from oasis.storage import Endpoints, open_store, store_for
 from oasis.storage.base import ObjectNotFound
 from oasis.storage.secrets import Secrets
-from oasis.storage.swift import SwiftStore
-from oasis.storage.devswift import KEY, OTHER_KEY, OTHER_USER, USER
+from oasis.storage.devswift import KEY, USER
 
 DEMO = Path(__file__).resolve().parents[2] / "oasis" / "demo"
 
