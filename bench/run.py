@@ -28,7 +28,7 @@ import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from oasis.cli.client import OasisClient, OasisError, authenticate, endpoint_for  # noqa: E402
 from oasis.cli.demo import DATA, DEMO_DIR, leftover_pids, top_words  # noqa: E402
 from oasis.cli.embedded import EmbeddedService, free_port  # noqa: E402
+from oasis.procs import wait_until  # noqa: E402
 
 POLL = 0.05  # how often the API is polled, as the brief for (d) asks
 TERMINAL = {"SUCCEEDED", "FAILED", "KILLED", "DONEWITHERROR"}
@@ -50,17 +51,6 @@ SCRIPT = {"dask": DEMO_DIR / "wordcount_dask.py", "spark": DEMO_DIR / "wordcount
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 # --- processes started directly ----------------------------------------------------------------------------------
@@ -119,7 +109,7 @@ class Direct:
         sched, slog = self.start(f"{tag}-scheduler", [
             sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
             "--dashboard-address", f"127.0.0.1:{dash}"])
-        wait_for(lambda: _has(slog, "Scheduler at", sched), 60, "the Dask scheduler")
+        wait_until(lambda: _has(slog, "Scheduler at", sched), 60, "the Dask scheduler", 0.01)
         address = f"tcp://127.0.0.1:{port}"
         workers = []
         for i in (1, 2):
@@ -129,7 +119,7 @@ class Direct:
                 "--memory-limit", f"{WORKER_MB}MB", "--no-dashboard", "--name", f"{tag}-worker{i}",
                 "--local-directory", str(self.base / f"{tag}-worker{i}" / "dask")])
             workers.append((w, wlog))
-        wait_for(lambda: all(_has(p, "Registered to", w) for w, p in workers), 60, "the Dask workers")
+        wait_until(lambda: all(_has(p, "Registered to", w) for w, p in workers), 60, "the Dask workers", 0.01)
         return time.monotonic() - t0, address, [sched, *(w for w, _ in workers)]
 
     # Spark: master first, then the workers together; ready = the master's /json/ shows 2 alive workers
@@ -140,7 +130,7 @@ class Direct:
         master, _ = self.start(f"{tag}-master", [spark_class, "org.apache.spark.deploy.master.Master",
                                                  "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)])
         url = f"http://127.0.0.1:{ui}/json/"
-        wait_for(lambda: _json(url, master) is not None, 120, "the Spark master", 0.02)
+        wait_until(lambda: _json(url, master) is not None, 120, "the Spark master", 0.02)
         address = f"spark://127.0.0.1:{port}"
         workers = []
         for i in (1, 2):
@@ -149,7 +139,7 @@ class Direct:
                 "--port", str(free_port()), "--webui-port", str(free_port()), "--cores", "1",
                 "--memory", f"{WORKER_MB}m", "--work-dir", str(self.base / f"{tag}-worker{i}" / "work"), address])
             workers.append(w)
-        wait_for(lambda: (_json(url, master) or {}).get("aliveworkers") == 2, 120, "2 alive Spark workers", 0.02)
+        wait_until(lambda: (_json(url, master) or {}).get("aliveworkers") == 2, 120, "2 alive Spark workers", 0.02)
         return time.monotonic() - t0, address, [master, *workers]
 
     def job(self, plugin: str, address: str, tag: str) -> tuple[float, str]:
@@ -218,7 +208,7 @@ class Through:
 
     def delete_cluster(self, cid: str) -> None:
         self.c.delete(f"/clusters/{cid}")
-        wait_for(lambda: self.c.cluster_or_none(cid) is None, 300, f"cluster {cid} to be deleted", 0.1)
+        wait_until(lambda: self.c.cluster_or_none(cid) is None, 300, f"cluster {cid} to be deleted", 0.1)
 
     def job_template(self, plugin: str) -> str:
         if plugin not in self.templates:

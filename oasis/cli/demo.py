@@ -16,13 +16,21 @@ from urllib.parse import urlsplit
 from rich.table import Table
 
 import oasis.demo
-from oasis.cli.client import (ApiError, ConfigError, OasisClient, OasisError, authenticate, endpoint_for,
-                              load_cloud)
+from oasis.cli.client import (
+    ApiError,
+    ConfigError,
+    OasisClient,
+    OasisError,
+    authenticate,
+    endpoint_for,
+    load_cloud,
+)
 from oasis.cli.clusters import steps_table
 from oasis.cli.common import console, err_console, parse_time, seconds
 from oasis.cli.embedded import EmbeddedService, answers
 from oasis.cli.plugins import latest_version
 from oasis.cli.watch import job_status, wait_clusters, wait_gone, wait_jobs
+from oasis.procs import processes_under
 
 DEMO_DIR = Path(oasis.demo.__file__).parent
 DATA = DEMO_DIR / "data" / "rivers-cities-and-data.txt"
@@ -39,17 +47,8 @@ def top_words(stdout: str) -> list[tuple[str, int]]:
 
 
 def leftover_pids(state_dir: Path) -> list[int]:
-    """Processes whose working directory is inside `state_dir` (cluster daemons and jobs run in theirs)."""
-    root, pids = str(state_dir.resolve()), []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cwd = os.readlink(entry / "cwd")
-            except OSError:
-                continue
-            if cwd == root or cwd.startswith(root + "/"):
-                pids.append(int(entry.name))
-    return pids
+    """Processes still running in the state dir (cluster daemons and jobs run in their instances' dirs)."""
+    return processes_under(state_dir)
 
 
 class Demo:

@@ -8,28 +8,18 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import yaml
+
+from oasis.procs import processes_under, wait_until  # noqa: F401 (re-exported for the tests)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
@@ -40,22 +30,6 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def processes_under(path: Path) -> list[int]:
-    """PIDs of the processes whose working directory is inside `path`: every daemon and job of a cluster
-    runs in its instance's directory, so this finds duplicates and orphans alike."""
-    root = str(path.resolve())
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cwd = os.readlink(entry / "cwd")
-            except OSError:
-                continue
-            if cwd == root or cwd.startswith(root + "/"):
-                pids.append(int(entry.name))
-    return pids
 
 
 class Postgres:

@@ -1,0 +1,38 @@
+"""Small helpers about processes on this machine, shared by the demo, the benchmarks and the tests."""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def processes_under(path: Path) -> list[int]:
+    """PIDs of the processes whose working directory is inside `path`. Every daemon and job of a cluster runs
+    in its instance's directory, so this finds a cluster's processes, duplicates and orphans included (a removed
+    directory still matches, as "... (deleted)")."""
+    root, pids = str(Path(path).resolve()), []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if cwd == root or cwd.startswith(root + "/"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll until `predicate` returns something true, and return it; TimeoutError naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
