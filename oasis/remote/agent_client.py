@@ -26,7 +26,8 @@ class Agent:
         await self.remote.put(self.path, AGENT_SOURCE.read_bytes(), 0o755)
 
     async def _call(self, *args: str, timeout: float | None = 120) -> str:
-        return (await self.remote.run([self.python, self.path, *args], timeout=timeout)).stdout
+        # -S: no site-packages to scan; the agent needs only the standard library, and starts faster
+        return (await self.remote.run([self.python, "-S", self.path, *args], timeout=timeout)).stdout
 
     async def start(self, d: str, name: str, argv: list[str], env: dict[str, str], ready: str | None = None,
                     timeout: float = 120) -> int:
