@@ -85,7 +85,7 @@ class Token(Base):
 # --- compute: sites, hosts, images, flavors -------------------------------------------------------------------
 
 
-class Site(Stamped, Base):
+class Site(Stamped, Leased, Base):
     __tablename__ = "sites"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -95,6 +95,41 @@ class Site(Stamped, Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # networks, access, proxy_command ...
     # Credentials to reach the site's hosts: never in any API response or log line.
     secrets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status_description: Mapped[str] = mapped_column(Text, default="")
+    # Each site operation (deploy, scale, update, delete) is one generation, with its own events.
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    bundle_version: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class SiteEvent(Base):
+    """What a site operation did, host by host."""
+
+    __tablename__ = "site_events"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    step: Mapped[str] = mapped_column(String(32))
+    host_name: Mapped[str | None] = mapped_column(String(64), default=None)
+    info: Mapped[str] = mapped_column(Text, default="")
+    successful: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Export(Base):
+    """One version of the bundle the control plane exports to its sites; every version is kept."""
+
+    __tablename__ = "exports"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    bundle: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # holds the join secrets
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ControlPlaneSecret(Base):
+    """Secrets generated once per control plane (the sites' join token)."""
+
+    __tablename__ = "control_plane_secrets"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 class Host(Stamped, Base):

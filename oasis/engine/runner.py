@@ -15,12 +15,13 @@ from typing import Any, Callable
 from sqlalchemy import delete, select
 
 from oasis.config import Settings
-from oasis.db.models import Cluster, Heartbeat, Job, utcnow
+from oasis.db.models import Cluster, Heartbeat, Job, Site, utcnow
 from oasis.db.session import Database
 from oasis.edp.statuses import TERMINAL
 from oasis.engine import leases
 from oasis.engine.clusters import ClusterReconciler
 from oasis.engine.jobs import JobReconciler
+from oasis.engine.sites import SiteReconciler
 from oasis.remote.hosts import Remotes
 from oasis.storage.base import ObjectStore
 from oasis.storage.secrets import secrets_for
@@ -39,6 +40,7 @@ class Engine:
         self.reconcilers: list[tuple[Any, Callable]] = [
             (Cluster, ClusterReconciler(db, self.remotes, self.wake)),
             (Job, JobReconciler(db, self.remotes, store, self.wake, secrets_for(settings.state_dir))),
+            (Site, SiteReconciler(db, self.remotes, self.wake)),
         ]
         self.tasks: dict[str, asyncio.Task] = {}
         self.driving: dict[str, tuple[Any, str]] = {}  # row id -> (model, the op being driven)
