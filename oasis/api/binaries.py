@@ -17,6 +17,7 @@ from oasis.api.routing import Ctx, Reply, Routes, validate
 from oasis.db.models import JobBinary, JobBinaryInternal, JobTemplate
 from oasis.edp.binaries import internal_key
 from oasis.storage.base import ObjectNotFound
+from oasis.storage.secrets import secrets_for
 
 JB, JBI = "Job binary", "Job binary internal"
 MAX_INTERNAL_BYTES = 5120 * 1024  # Sahara's job_binary_max_KB
@@ -56,7 +57,8 @@ def create_binary(ctx: Ctx) -> Reply:
         _check_url(s, ctx, data["url"], data.get("extra") or {})
         ensure_unique_name(s, JobBinary, ctx.principal.project_id, data["name"], JB)
         row = JobBinary(project_id=ctx.principal.project_id, name=data["name"], url=data["url"],
-                        description=data.get("description") or "", extra=data.get("extra") or {},
+                        description=data.get("description") or "",
+                        extra=secrets_for(ctx.deps.settings.state_dir).encrypt_dict(data.get("extra")),
                         is_public=data.get("is_public", False), is_protected=data.get("is_protected", False))
         s.add(row)
         s.flush()
@@ -74,8 +76,11 @@ def update_binary(ctx: Ctx) -> Reply:
         row = get_visible(s, JobBinary, ctx.path["id"], ctx.principal, JB)
         check_update_allowed(row, data, ctx.principal, JB, {"name": row.name, "url": row.url,
                                                             "description": row.description})
+        secrets = secrets_for(ctx.deps.settings.state_dir)
         if "url" in data or "extra" in data:
-            _check_url(s, ctx, data.get("url", row.url), data.get("extra", row.extra) or {})
+            _check_url(s, ctx, data.get("url", row.url), data.get("extra", secrets.decrypt_dict(row.extra)) or {})
+        if "extra" in data:
+            data = {**data, "extra": secrets.encrypt_dict(data["extra"])}
         if "name" in data:
             ensure_unique_name(s, JobBinary, row.project_id, data["name"], JB, exclude_id=row.id)
         for key, value in data.items():
@@ -206,7 +211,7 @@ def register(routes: Routes) -> None:
     routes.add("PUT", "/job-binary-internals/{name}", upload_internal, "job-binary-internal:create", versions=both,
                body="raw", json_suffix=False, max_body=MAX_INTERNAL_BYTES, returns="job_binary_internal")
     routes.add("GET", "/job-binary-internals", list_internals, "job-binary-internal:list", versions=both,
-               returns="binaries[]")
+               returns="binaries[]:job_binary_internal")
     routes.add("GET", "/job-binary-internals/{id}", show_internal, "job-binary-internal:get", versions=both,
                returns="job_binary_internal")
     routes.add("PATCH", "/job-binary-internals/{id}", update_internal, "job-binary-internal:update", versions=both,

@@ -90,6 +90,9 @@ def create_cluster(ctx: Ctx) -> Reply:
         plugin = topology.plugin_for(body["plugin_name"], body["plugin_version"])
         version = body["plugin_version"]
         require_enabled(ctx.store, plugin.name, version)
+        names = _multiple_names(body["name"], body.get("count"))
+        for name in names:  # Sahara checks the name first
+            ensure_unique_name(s, Cluster, principal.project_id, name, KIND)
         data = _with_template(s, principal, body)
         groups = check_cluster_groups(s, principal, plugin.name, version, data.get("node_groups") or [])
         if not groups:
@@ -113,10 +116,8 @@ def create_cluster(ctx: Ctx) -> Reply:
             raise bad("NOT_FOUND", f"Network {network} not found in availability zone '{site.name}'")
         data["neutron_management_network"] = network
 
-        names = _multiple_names(data["name"], body.get("count"))
         for name in names:
             topology.check_hostnames(name, [(g["name"], g["count"]) for g in groups], data.get("domain_name"))
-            ensure_unique_name(s, Cluster, principal.project_id, name, KIND)
         topology.check_capacity(s, site, _demands(s, [(g["flavor_id"], g["count"]) for g in groups]) * len(names))
 
         rows = [_write_cluster(s, principal, name, data, site, groups) for name in names]

@@ -12,6 +12,7 @@ from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.db.models import DataSource, Job
 from oasis.edp.statuses import TERMINAL
+from oasis.storage.secrets import secrets_for
 
 KIND = "Data source"
 # URL schemes each type accepts; hdfs also takes a path on the cluster's own HDFS.
@@ -40,7 +41,7 @@ def create_data_source(ctx: Ctx) -> Reply:
     with ctx.db.session() as s:
         ensure_unique_name(s, DataSource, ctx.principal.project_id, data["name"], KIND)
         row = DataSource(project_id=ctx.principal.project_id, name=data["name"], type=data["type"], url=data["url"],
-                         description=data.get("description") or "", credentials=data.get("credentials") or {},
+                         description=data.get("description") or "", credentials=secrets_for(ctx.deps.settings.state_dir).encrypt_dict(data.get("credentials")),
                          is_public=data.get("is_public", False), is_protected=data.get("is_protected", False))
         s.add(row)
         s.flush()
@@ -63,6 +64,8 @@ def update_data_source(ctx: Ctx) -> Reply:
         if "name" in data:
             ensure_unique_name(s, DataSource, row.project_id, data["name"], KIND, exclude_id=row.id)
         for key, value in data.items():
+            if key == "credentials":
+                value = secrets_for(ctx.deps.settings.state_dir).encrypt_dict(value)
             setattr(row, key, value if value is not None else ("" if key == "description" else {}))
         s.flush()
         return Reply(202, {"data_source": views.data_source(row)})

@@ -225,7 +225,7 @@ def _openapi_schema(schema: Any) -> Any:
         return [_openapi_schema(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: (v if k in ("properties", "enum") and False else _openapi_schema(v)) for k, v in schema.items()}
+    out = {k: _openapi_schema(v) for k, v in schema.items() if k != "properties"}
     if "properties" in schema:
         out["properties"] = {name: _openapi_schema(s) for name, s in schema["properties"].items()}
     if out.get("type") == "array" and "items" not in out:

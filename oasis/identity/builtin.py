@@ -19,7 +19,7 @@ from oasis.identity.policy import ROLES
 from oasis.identity.principal import Principal
 
 __all__ = ["Principal", "hash_password", "verify_password", "ensure_project", "ensure_user", "assign_role",
-           "issue_token", "check_token", "revoke_token", "roles_of", "authenticate"]
+           "issue_token", "check_token", "revoke_token", "roles_of", "authenticate", "unassign_role"]
 
 # scrypt cost: ~16 MB and tens of milliseconds per hash; enough to make offline guessing expensive.
 _N, _R, _P = 2**14, 8, 1
@@ -75,6 +75,15 @@ def assign_role(session: Session, user: User, project: Project, role: str) -> No
         session.flush()
 
 
+def unassign_role(session: Session, user: User, project: Project, role: str) -> bool:
+    row = session.get(RoleAssignment, (user.id, project.id, role))
+    if row is None:
+        return False
+    session.delete(row)
+    session.flush()
+    return True
+
+
 def roles_of(session: Session, user_id: str, project_id: str) -> list[str]:
     return sorted(session.scalars(select(RoleAssignment.role).where(
         RoleAssignment.user_id == user_id, RoleAssignment.project_id == project_id)))
@@ -89,6 +98,8 @@ def issue_token(session: Session, user: User, project: Project, hours: float) ->
     # Expired tokens of this user are dropped here, so the table does not grow without bound.
     session.execute(delete(Token).where(Token.user_id == user.id, Token.expires_at < now))
     token = secrets.token_urlsafe(32)
+    while token.startswith("-"):  # `--os-token -abc…` would read as an option on a command line
+        token = secrets.token_urlsafe(32)
     session.add(Token(id_hash=_digest(token), user_id=user.id, project_id=project.id,
                       expires_at=now + timedelta(hours=hours)))
     session.flush()
