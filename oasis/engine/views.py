@@ -57,7 +57,9 @@ def build_view(session: Session, remotes: Remotes, cluster: Cluster, states: tup
     rows = list(session.scalars(select(Instance).where(Instance.cluster_id == cluster.id,
                                                        Instance.state.in_(states)).order_by(Instance.name)))
     hosts = {h.id: h for h in cluster_hosts(session, cluster, states)}
-    reach = host_remotes(session, remotes, cluster, list(hosts.values()), groups)
+    # One limited remote per host, shared by the instances there (work per host is deduplicated by remote).
+    reach = {hid: remotes.limited(r, cluster.id)
+             for hid, r in host_remotes(session, remotes, cluster, list(hosts.values()), groups).items()}
     for inst in rows:
         host, ng = hosts[inst.host_id], groups[inst.node_group_id]
         remote = reach[host.id]

@@ -4,11 +4,13 @@ site's gateway host or its proxy command when the controller has no route; throu
 node when it has one. One pooled Remote per route, reused by every operation of an engine."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from oasis.db.models import Host, Site
 from oasis.remote.agent_client import Agent
 from oasis.remote.base import Remote
+from oasis.remote.limits import OVERALL, PER_CLUSTER, Limited
 from oasis.remote.local import LocalRemote
 from oasis.remote.ssh import SshRemote, SshTarget
 
@@ -31,8 +33,11 @@ def management_address(host: Host, site: Site | None) -> str:
 
 
 class Remotes:
-    def __init__(self) -> None:
+    def __init__(self, overall: int = OVERALL, per_cluster: int = PER_CLUSTER) -> None:
         self._remotes: dict[tuple, Remote] = {}
+        self._overall = asyncio.Semaphore(overall)
+        self._per_cluster_size = per_cluster
+        self._per_cluster: dict[str, asyncio.Semaphore] = {}
 
     def for_host(self, host: Host, site: Site | None = None, via: Remote | None = None,
                  context: Context = Context(), client_key: str | None = None) -> Remote:
@@ -57,6 +62,11 @@ class Remotes:
                     site=site.name)
         pool_key = ("ssh", host.id, address, id(gateway) if gateway else None, target.proxy_command, hash(key))
         return self._pooled(pool_key, lambda: SshRemote(target, gateway))
+
+    def limited(self, remote: Remote, cluster_id: str) -> Remote:
+        """The same remote, counted against the overall limit and the cluster's own."""
+        sem = self._per_cluster.setdefault(cluster_id, asyncio.Semaphore(self._per_cluster_size))
+        return Limited(remote, sem, self._overall)
 
     def _site_gateway(self, site: Site) -> Remote:
         gw = site.spec["gateway"]
