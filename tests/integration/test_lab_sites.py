@@ -5,18 +5,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.integration import workflow as wf
-from tests.integration.services import Oasis, processes_under
+from tests.integration.services import Oasis
+from tests.lab_fixture import built_lab, processes_under, site_of
 
 HOSTNAME_JOB = b"""
 import socket, sys
@@ -30,24 +28,8 @@ print(sum(client.gather(client.map(lambda x: x + 1, range(100)))))
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[dict]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root (CI runs as root)")
-    from oasis.lab import lab as labmod
-    from oasis.lab.model import load_lab
-    from oasis.lab.requirements import ensure_packages
-
-    ensure_packages()
-    state_dir = Path(tempfile.mkdtemp(prefix="oasis-lab-sites-"))
-    spec = load_lab()
-    with labmod.exclusive_use():
-        try:
-            result = labmod.up(spec, state_dir)
-            yield {"spec": spec, "state_dir": state_dir, "manifest": yaml.safe_load(result.manifest.read_text())}
-        finally:
-            try:
-                labmod.down(state_dir, spec)
-            finally:
-                shutil.rmtree(state_dir, ignore_errors=True)
+    with built_lab("oasis-lab-sites-") as built:
+        yield built
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +48,6 @@ def service(lab: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oas
             for host in site["hosts"]:
                 for pid in processes_under(Path(host["base_dir"])):
                     os.kill(pid, signal.SIGKILL)
-
-
-def site_of(lab: dict, name: str) -> dict:
-    return next(s for s in lab["manifest"]["sites"] if s["name"] == name)
 
 
 def run_on_site(service: Oasis, lab: dict, site: str, name: str, **extra) -> dict:

@@ -3,9 +3,7 @@ failing its own site only, and a site delete refused while a cluster lives there
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,31 +14,15 @@ from oasis.db.models import Cluster, Site
 from oasis.db.session import Database
 from oasis.procs import wait_until
 from tests.integration.services import Oasis
+from tests.lab_fixture import built_lab, site_of
 
 BUSY = ("Deploying", "Scaling", "Updating", "Deleting")
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[dict]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    from oasis.lab import lab as labmod
-    from oasis.lab.model import load_lab
-    from oasis.lab.requirements import ensure_packages
-
-    ensure_packages()
-    state_dir = Path(tempfile.mkdtemp(prefix="oasis-lab-site-ops-"))
-    spec = load_lab()
-    with labmod.exclusive_use():
-        try:
-            result = labmod.up(spec, state_dir)
-            yield {"spec": spec, "state_dir": state_dir, "labmod": labmod,
-                   "manifest": yaml.safe_load(result.manifest.read_text())}
-        finally:
-            try:
-                labmod.down(state_dir, spec)
-            finally:
-                shutil.rmtree(state_dir, ignore_errors=True)
+    with built_lab("oasis-lab-site-ops-") as built:
+        yield built
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +33,6 @@ def service(lab: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oas
         yield oasis
     finally:
         oasis.stop()
-
-
-def site_of(lab: dict, name: str) -> dict:
-    return next(s for s in lab["manifest"]["sites"] if s["name"] == name)
 
 
 def deploy(service: Oasis, lab: dict, names: list[str], version: int) -> dict[str, dict]:
