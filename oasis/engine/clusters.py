@@ -239,14 +239,14 @@ class ClusterReconciler:
 
     async def _step_prepare(self, cluster_id: str, events: EventLog, plugin) -> None:
         c, view = self._view(cluster_id)
+        # Every instance gets the whole list: after a scale, the old ones learn the new names too.
         hosts = "".join(f"{i.address} {i.name}\n" for i in view.instances)
-        targets = [i for i in view.instances if not self._is_scale(cluster_id) or i in self._new(view, cluster_id)]
-        async with events.step("Configure instances", "Engine: create cluster", len(targets)) as st:
+        async with events.step("Configure instances", "Engine: create cluster", len(view.instances)) as st:
             async def prepare(inst) -> None:
                 await inst.remote.put(f"{inst.workdir}/hosts", hosts.encode())
                 st.event(inst.id, inst.name, None)
 
-            await asyncio.gather(*(prepare(i) for i in targets))
+            await asyncio.gather(*(prepare(i) for i in view.instances))
 
     async def _step_configure(self, cluster_id: str, events: EventLog, plugin) -> None:
         c, view = self._view(cluster_id)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration import workflow as wf
-from tests.integration.services import Oasis
-from tests.lab_fixture import built_lab, processes_under, site_of
+from tests.integration.services import Oasis, processes_under
+from tests.lab_fixture import built_lab, site_of
 
 HOSTNAME_JOB = b"""
 import socket, sys
