@@ -255,11 +255,11 @@ class ClusterReconciler:
 
     async def _step_start(self, cluster_id: str, events: EventLog, plugin) -> None:
         c, view = self._view(cluster_id)
-        targets = self._new(view, cluster_id) if self._is_scale(cluster_id) else view.instances
+        scaling = c.op == "scale"
+        targets = self._new(view, cluster_id) if scaling else view.instances
         procs = sorted({p for i in targets for p in i.processes})
         async with events.step(f"Start the following process(es): {', '.join(procs)}",
-                               "Plugin: scale cluster" if self._is_scale(cluster_id) else "Plugin: start cluster",
-                               len(targets)) as st:
+                               "Plugin: scale cluster" if scaling else "Plugin: start cluster", len(targets)) as st:
             await plugin.start(view, targets)
             for inst in targets:
                 st.event(inst.id, inst.name, None)

@@ -82,11 +82,3 @@ def secrets_for(state_dir: Path) -> Secrets:
     if key not in _cache or os.environ.get("OASIS_SECRET_KEY"):
         _cache[key] = Secrets.for_state_dir(Path(state_dir))
     return _cache[key]
-
-
-def encrypt_dict(state_dir: Path, values: dict[str, Any] | None) -> dict[str, Any]:
-    return secrets_for(state_dir).encrypt_dict(values)
-
-
-def decrypt_dict(state_dir: Path, stored: dict[str, Any] | None) -> dict[str, Any]:
-    return secrets_for(state_dir).decrypt_dict(stored)
