@@ -58,7 +58,11 @@ def main() -> int:
         job = str(uuid.uuid4())
         grant = access.grant(job, [("in", f"swift://{container}/data", swift_creds, "rw"),
                                    ("s3", f"s3://{container}/data", s3_creds, "rw")], None, lifetime_s=3600)
-        os.environ[access.ENV] = grant.env[access.ENV]
+        # as a job gets it: a private file that jobkit reads (again whenever the engine rewrites it)
+        access_file = swift.base / access.FILE_NAME
+        access_file.write_text(grant.env[access.ENV])
+        access_file.chmod(0o600)
+        os.environ[access.FILE_ENV] = str(access_file)
         from oasis import jobkit
 
         cases = [

@@ -14,11 +14,16 @@ class Settings:
     port: int = 8386
     lease_seconds: float = float(os.environ.get("OASIS_LEASE_SECONDS", "15"))
     poll_seconds: float = float(os.environ.get("OASIS_POLL_SECONDS", "0.2"))
+    # How long an operation waits for hosts it cannot reach (site cut off) before it fails and rolls back.
+    unreachable_grace_seconds: float = float(os.environ.get("OASIS_UNREACHABLE_GRACE_SECONDS", "1800"))
     token_hours: float = 24.0
     # Ports the `local` host hands to instances; several oasis on one machine should not share a range.
     local_ports: str = os.environ.get("OASIS_LOCAL_PORTS", "20000-29999")
     # The deployment's own store (see oasis.storage.open_store); None: files under the state dir.
     object_store: str | None = None
+    # How long a job's S3 presigned requests live; the engine renews them every third of it while the job runs,
+    # so a job's S3 access ends at most this long after the job (see oasis.edp.access).
+    s3_access_ttl_seconds: float = float(os.environ.get("OASIS_S3_ACCESS_TTL_SECONDS", "900"))
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser().resolve()

@@ -9,14 +9,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from oasis.api import binaries, clusters, datasources, jobs, keystone, openapi, plugins, sites, templates
+from oasis.api import binaries, clusters, datasources, jobs, keypairs, keystone, openapi, plugins, sites, templates
+from oasis.api import site_join
 from oasis.api.errors import http_exception, unhandled
 from oasis.api.routing import MICROVERSION, Deps, Routes
 from oasis.config import Settings
 from oasis.db.session import Database
 from oasis.storage.base import ObjectStore
 
-RESOURCES = (plugins, templates, clusters, binaries, datasources, jobs, sites)
+RESOURCES = (plugins, templates, clusters, binaries, datasources, jobs, sites, keypairs)
 
 
 def _versions(request: Request) -> list[dict]:
@@ -64,6 +65,8 @@ def create_app(settings: Settings, db: Database, store: ObjectStore,
                 Route("/openapi.json", openapi_document, methods=["GET"]),
                 *(Route(p, version_one, methods=["GET"]) for p in ("/v2", "/v2/", "/v1.1", "/v1.1/", "/v1.0", "/v1.0/")),
                 *keystone.routes(deps),
+                # before the Keystone-authenticated routes: a joining site has its bundle's token, not a Keystone one
+                Route("/v2/sites/join", site_join.join_site, methods=["POST"]),
                 *routes.starlette_routes()],
         exception_handlers={HTTPException: http_exception, Exception: unhandled},
     )

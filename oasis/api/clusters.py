@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from oasis.api import schemas, topology, views
+from oasis.api import keypairs, schemas, topology, views
 from oasis.api.errors import bad
 from oasis.api.plugins import require_enabled
 from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
@@ -89,11 +89,13 @@ def create_cluster(ctx: Ctx) -> Reply:
     with ctx.db.session() as s:
         plugin = topology.plugin_for(body["plugin_name"], body["plugin_version"])
         version = body["plugin_version"]
-        require_enabled(ctx.store, plugin.name, version)
+        require_enabled(s, plugin.name, version)
         names = _multiple_names(body["name"], body.get("count"))
         for name in names:  # Sahara checks the name first
             ensure_unique_name(s, Cluster, principal.project_id, name, KIND)
         data = _with_template(s, principal, body)
+        if data.get("user_keypair_id"):  # Sahara checked Nova; oasis has its own registry (api/keypairs.py)
+            keypairs.require(s, principal.project_id, data["user_keypair_id"])
         groups = check_cluster_groups(s, principal, plugin.name, version, data.get("node_groups") or [])
         if not groups:
             raise bad("INVALID_DATA", "A cluster needs node groups, directly or from its cluster template")
@@ -191,8 +193,7 @@ def update_cluster(ctx: Ctx) -> Reply:
             s.flush()
             return Reply(202, {"cluster": views.cluster(s, row)})
         if data.get("update_keypair"):
-            # Appending the user's key to every node is an engine operation oasis does not have yet.
-            raise bad("NOT_IMPLEMENTED", "Updating the keypair of a running cluster is not implemented")
+            _update_keypair(s, row)
         if "name" in data and data["name"] != row.name:
             ensure_unique_name(s, Cluster, row.project_id, data["name"], KIND, exclude_id=row.id)
             row.name = data["name"]
@@ -205,7 +206,25 @@ def update_cluster(ctx: Ctx) -> Reply:
                 spec[key] = data[key]
         row.spec = spec
         s.flush()
-        return Reply(202, {"cluster": views.cluster(s, row)})
+        out = views.cluster(s, row)
+    if data.get("update_keypair"):
+        ctx.notify()
+    return Reply(202, {"cluster": out})
+
+
+def _update_keypair(s: Session, cluster: Cluster) -> None:
+    """Sahara's update_keypair: put the keypair's current public key on every node, as an engine operation.
+    The cluster stays Active meanwhile (as in Sahara); the answer is 202 at once."""
+    ref = cluster.spec.get("user_keypair_id")
+    if not ref:
+        raise bad("INVALID_DATA", f"Cluster {cluster.id} has no user keypair (user_keypair_id) to update")
+    if cluster.status != ACTIVE:
+        raise bad("INVALID_DATA", f"Cluster {cluster.id} is not in 'Active' status, its keypair can't be updated "
+                                  f"(status: {cluster.status})")
+    if cluster.op is not None and cluster.op != "update_keypair":
+        raise bad("INVALID_DATA", f"Cluster {cluster.id} is busy with another operation ({cluster.op})")
+    keypairs.require(s, cluster.project_id, ref)
+    cluster.op, cluster.op_step, cluster.op_target = "update_keypair", None, {}
 
 
 def _verify(s: Session, cluster: Cluster) -> None:
@@ -271,9 +290,11 @@ def scale_cluster(ctx: Ctx) -> Reply:
         if cluster.status != ACTIVE:
             raise bad("INVALID_DATA", f"Cluster cannot be scaled not in 'Active' status. Cluster status: "
                                       f"{cluster.status}")
+        if cluster.op == "update_keypair":  # Active meanwhile, but its nodes are being changed
+            raise bad("INVALID_DATA", f"Cluster {cluster.id} is updating its keypair; scale it once that is done")
         plugin = topology.plugin_for(cluster.plugin_name, cluster.plugin_version)
         version = cluster.plugin_version
-        require_enabled(ctx.store, plugin.name, version)
+        require_enabled(s, plugin.name, version)
         existing = {ng.name: ng for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == cluster.id))}
 
         resize: dict[str, int] = {}

@@ -16,6 +16,7 @@ from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.db.models import Cluster, DataSource, Job, JobBinary, JobTemplate
 from oasis.edp import statuses as st
+from oasis.edp.shares import ShareError, check_file_sources, shares_for_cluster
 from oasis.identity.principal import Principal
 from oasis.plugins import get_plugin
 from oasis.storage.base import ObjectNotFound
@@ -120,7 +121,7 @@ def create_job(ctx: Ctx) -> Reply:
         else:  # v1.1 `/jobs/{id}/execute`: the template is in the URL
             template = get_visible(s, JobTemplate, ctx.path["id"], principal, JT)
         cluster = get_visible(s, Cluster, data["cluster_id"], principal, "Cluster", status=400)
-        require_enabled(ctx.store, cluster.plugin_name, cluster.plugin_version)
+        require_enabled(s, cluster.plugin_name, cluster.plugin_version)
         if cluster.status != "Active":
             raise bad("INVALID_DATA", f"Cluster with id '{cluster.id}' is not Active (status: {cluster.status})")
         plugin = get_plugin(cluster.plugin_name)
@@ -135,6 +136,11 @@ def create_job(ctx: Ctx) -> Reply:
         if source is not None and target is not None and (source.id == target.id or source.url == target.url):
             raise bad("INVALID_DATA", f"Provided input and output DataSources reference the same location: "
                                       f"{source.url}")
+        try:  # file:// data on a multi-host site: under one of its shares (the engine checks again at prepare)
+            check_file_sources([(d.url, mode) for d, mode in ((source, "r"), (target, "rw")) if d is not None],
+                               *shares_for_cluster(s, cluster))
+        except ShareError as e:
+            raise bad("INVALID_DATA", str(e)) from None
         job = Job(project_id=principal.project_id, job_template_id=template.id, cluster_id=cluster.id,
                   input_id=data.get("input_id"), output_id=data.get("output_id"), job_configs=job_configs,
                   interface=data.get("interface") or {}, status=st.PENDING, engine_job_id=None, info={},
@@ -196,6 +202,33 @@ def _cancel(job: Job) -> None:
     job.op, job.op_step = "cancel", None
 
 
+def _suspend(s: Session, job: Job) -> None:
+    """Sahara's suspend: the engine stops the job's whole process group (SIGSTOP) where it runs; meanwhile the
+    job is TOBESUSPENDED, then SUSPENDED."""
+    _require_active_cluster(s, job, "Suspending")
+    if job.status not in st.SUSPENDIBLE:
+        raise bad("SUSPENDING_FAILED", f"Suspending operation can not be performed on status: {job.status}")
+    if not (job.runtime or {}).get("dir"):
+        raise bad("SUSPENDING_FAILED", f"Job with id '{job.id}' has not been launched yet")
+    job.status = st.TOBESUSPENDED
+    job.op, job.op_step, job.op_target = "suspend", None, {}
+
+
+def _resume(s: Session, job: Job) -> None:
+    """oasis's extension `{"info": {"status": "resume"}}`: continue a suspended job (SIGCONT), back to RUNNING."""
+    _require_active_cluster(s, job, "Resuming")
+    if job.status != st.SUSPENDED:
+        raise bad("INVALID_JOB_STATUS", f"Resuming operation can only be performed on status {st.SUSPENDED}, "
+                                        f"not on {job.status}")
+    job.op, job.op_step, job.op_target = "resume", None, {}
+
+
+def _require_active_cluster(s: Session, job: Job, what: str) -> None:
+    cluster = s.get(Cluster, job.cluster_id) if job.cluster_id else None
+    if cluster is None or cluster.status != "Active":
+        raise bad("INVALID_DATA", f"{what} operation can not be performed on an inactive or non-existent cluster")
+
+
 def update_job(ctx: Ctx) -> Reply:
     data = ctx.body
     with ctx.db.session() as s:
@@ -205,11 +238,14 @@ def update_job(ctx: Ctx) -> Reply:
         if "info" in data:
             if len(data) > 1:
                 raise bad("INVALID_DATA", "A status update must carry only 'info'")
-            if data["info"]["status"] == "suspend":
-                raise bad("SUSPENDING_FAILED", f"Job with id '{job.id}' cannot be suspended: no engine of oasis "
-                                               "supports suspending jobs")
-            _cancel(job)
-            woke = job.op == "cancel"
+            action = data["info"]["status"]
+            if action == "suspend":
+                _suspend(s, job)
+            elif action == "resume":
+                _resume(s, job)
+            else:
+                _cancel(job)
+            woke = job.op in ("cancel", "suspend", "resume")
         else:
             check_update_allowed(job, data, ctx.principal, JOB)
             for key in ("is_public", "is_protected"):

@@ -75,6 +75,11 @@ RESOURCES: dict[str, dict[str, Any]] = {
                      "required_image_tags": {"type": "array", "items": _str}}),
     "job_type": _item(["name", "plugins"], {"name": _str, "plugins": {"type": "array", "items": _obj}}),
     "site": _item(["id", "name", "status"], {"id": _str, "name": _str, "status": _str}),
+    "keypair": _item(["id", "name", "project_id", "public_key", "fingerprint", "created_at"],
+                     {"id": _str, "name": _str, "project_id": _str, "public_key": _str, "fingerprint": _str,
+                      "created_at": _ts,
+                      "private_key": {**_str, "description": "Only in the answer to a create without a "
+                                                             "public_key: the generated private key, this once"}}),
 }
 # Envelope key → resource (the plural of each is the key plus "s", except where listed).
 _ENVELOPES = {**{k: k for k in RESOURCES}, "job_execution": "job", "binaries": "job_binary", "plugins": "plugin",
@@ -98,6 +103,7 @@ _LIST_FILTERS = {
 }
 _OTHER_PARAMS = {
     ("GET", "/clusters/{id}"): {"show_progress": _bool},
+    ("GET", "/keypairs"): {"name": _str},
     ("GET", "/jobs/{id}"): {"refresh_status": _bool},
     ("GET", "/job-executions/{id}"): {"refresh_status": _bool},
     ("GET", "/images"): {"name": _str, "tags": _str, "username": _str},

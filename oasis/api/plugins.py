@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from oasis.api import schemas, views
 from oasis.api.errors import ApiError, bad, not_found
 from oasis.api.routing import V1, Ctx, Reply, Routes
-from oasis.db.models import Image
+from oasis.db.models import Image, PluginLabel
 from oasis.plugins import get_plugin, registry
 from oasis.plugins.base import Plugin
-from oasis.storage.base import ObjectNotFound, ObjectStore
 
 BOTH = ("v1.0", "v1.1", "v2")
 
@@ -29,50 +28,46 @@ LABELS: dict[str, dict[str, Any]] = {
 }
 
 
-def _labels_key(name: str) -> str:
-    # Kept in the deployment's object store (shared by every API process), as Sahara keeps them in plugin_data.
-    return f"plugin-labels/{name}.json"
+def _overrides(s: Session, name: str) -> dict[str, dict[str, bool]]:
+    """The administrator's overrides of a plugin's labels, by version ("" for the plugin's own), from the
+    database that every API process shares (Sahara keeps them in its `plugin_data` table)."""
+    out: dict[str, dict[str, bool]] = {}
+    for row in s.scalars(select(PluginLabel).where(PluginLabel.plugin_name == name)):
+        out.setdefault(row.version, {})[row.label] = bool(row.status)
+    return out
 
 
-def _overrides(store: ObjectStore, name: str) -> dict[str, Any]:
-    try:
-        data = json.loads(store.get(_labels_key(name)))
-    except (ObjectNotFound, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def labels(store: ObjectStore, plugin: Plugin) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def labels(s: Session, plugin: Plugin) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """(plugin_labels, version_labels) with the administrator's overrides applied."""
-    over = _overrides(store, plugin.name)
+    over = _overrides(s, plugin.name)
     plugin_labels = copy.deepcopy(LABELS)
-    for label, status in (over.get("plugin_labels") or {}).items():
+    for label, status in over.get("", {}).items():
         if label in plugin_labels:
-            plugin_labels[label]["status"] = bool(status)
+            plugin_labels[label]["status"] = status
     version_labels = {}
     for version in plugin.versions():
         vl = copy.deepcopy(LABELS)
-        for label, status in ((over.get("version_labels") or {}).get(version) or {}).items():
+        for label, status in over.get(version, {}).items():
             if label in vl:
-                vl[label]["status"] = bool(status)
+                vl[label]["status"] = status
         version_labels[version] = vl
     return plugin_labels, version_labels
 
 
-def require_enabled(store: ObjectStore, plugin_name: str, version: str) -> None:
+def require_enabled(s: Session, plugin_name: str, version: str) -> None:
     """Sahara refuses create, scale and execute on a disabled plugin or version."""
     plugin = get_plugin(plugin_name)
     if plugin is None:
         return
-    plugin_labels, version_labels = labels(store, plugin)
+    plugin_labels, version_labels = labels(s, plugin)
     if not plugin_labels["enabled"]["status"]:
         raise bad("INVALID_REFERENCE", f"Plugin {plugin_name} is not enabled")
     if version in version_labels and not version_labels[version]["enabled"]["status"]:
         raise bad("INVALID_REFERENCE", f"Plugin {plugin_name} version {version} is not enabled")
 
 
-def _with_labels(store: ObjectStore, plugin: Plugin) -> dict[str, Any]:
-    plugin_labels, version_labels = labels(store, plugin)
+def _with_labels(s: Session, plugin: Plugin) -> dict[str, Any]:
+    plugin_labels, version_labels = labels(s, plugin)
     return {**views.plugin(plugin), "plugin_labels": plugin_labels, "version_labels": version_labels}
 
 
@@ -90,7 +85,8 @@ def list_plugins(ctx: Ctx) -> Reply:
 
 def show_plugin(ctx: Ctx) -> Reply:
     ctx.check_params(set())
-    return Reply(200, {"plugin": _with_labels(ctx.store, _plugin(ctx.path["name"]))})
+    with ctx.db.session() as s:
+        return Reply(200, {"plugin": _with_labels(s, _plugin(ctx.path["name"]))})
 
 
 def show_plugin_version(ctx: Ctx) -> Reply:
@@ -99,33 +95,38 @@ def show_plugin_version(ctx: Ctx) -> Reply:
     version = ctx.path["version"]
     if version not in plugin.versions():
         raise not_found(f"Plugin {plugin.name} version", version)
-    return Reply(200, {"plugin": {**views.plugin_version(plugin, version), **_with_labels(ctx.store, plugin)}})
+    with ctx.db.session() as s:
+        return Reply(200, {"plugin": {**views.plugin_version(plugin, version), **_with_labels(s, plugin)}})
 
 
 def update_plugin(ctx: Ctx) -> Reply:
     """Set the mutable labels of a plugin and its versions (administrators only)."""
     plugin = _plugin(ctx.path["name"])
     data = ctx.body
-    over = _overrides(ctx.store, plugin.name)
-    plugin_over = dict(over.get("plugin_labels") or {})
-    version_over = {k: dict(v) for k, v in (over.get("version_labels") or {}).items()}
+    changes: dict[tuple[str, str], bool] = {}  # (version or "", label) -> status
 
-    def apply(target: dict[str, Any], changes: dict[str, Any], where: str) -> None:
-        for label, value in changes.items():
+    def collect(version: str, asked: dict[str, Any], where: str) -> None:
+        for label, value in asked.items():
             if label not in LABELS:
                 raise bad("INVALID_DATA", f"Label '{label}' is unknown ({where})")
             if not LABELS[label]["mutable"]:
                 raise bad("INVALID_DATA", f"Label '{label}' can't be updated because it's not mutable ({where})")
-            target[label] = bool(value["status"])
+            changes[(version, label)] = bool(value["status"])
 
-    apply(plugin_over, data.get("plugin_labels") or {}, f"plugin {plugin.name}")
-    for version, changes in (data.get("version_labels") or {}).items():
+    collect("", data.get("plugin_labels") or {}, f"plugin {plugin.name}")
+    for version, asked in (data.get("version_labels") or {}).items():
         if version not in plugin.versions():
             raise bad("INVALID_DATA", f"Plugin {plugin.name} has no version '{version}'")
-        apply(version_over.setdefault(version, {}), changes, f"version {version}")
-    ctx.store.put(_labels_key(plugin.name), json.dumps({"plugin_labels": plugin_over,
-                                                        "version_labels": version_over}).encode())
-    return Reply(202, {"plugin": _with_labels(ctx.store, plugin)})
+        collect(version, asked, f"version {version}")
+    with ctx.db.session() as s:
+        for (version, label), status in changes.items():
+            row = s.get(PluginLabel, (plugin.name, version, label))
+            if row is None:
+                s.add(PluginLabel(plugin_name=plugin.name, version=version, label=label, status=status))
+            else:
+                row.status = status
+        s.flush()
+        return Reply(202, {"plugin": _with_labels(s, plugin)})
 
 
 def all_job_types() -> list[str]:

@@ -171,7 +171,8 @@ JOB_EXECUTE_V1 = {**JOB_CREATE, "required": ["cluster_id"],
 JOB_UPDATE = {
     "type": "object", "additionalProperties": False, "minProperties": 1,
     "properties": {"info": {"type": "object", "additionalProperties": False, "required": ["status"],
-                            "properties": {"status": {"enum": ["cancel", "suspend"]}}}, **_owned},
+                            # "resume" is an oasis extension: it continues a suspended job.
+                            "properties": {"status": {"enum": ["cancel", "suspend", "resume"]}}}, **_owned},
 }
 
 _LABEL_CHANGE = {"type": "object", "additionalProperties": False, "required": ["status"],
@@ -184,6 +185,12 @@ PLUGIN_UPDATE = {
                            "additionalProperties": {"type": "object", "additionalProperties": _LABEL_CHANGE}},
     },
 }
+
+# Nova's keypair names: letters, digits, spaces, '-' and '_' (Sahara's `valid_keypair_name`).
+KEYPAIR_CREATE = {"type": "object", "additionalProperties": False, "required": ["name"],
+                  "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 255,
+                                          "pattern": r"^[A-Za-z0-9 _-]+$"},
+                                 "public_key": {"type": "string", "maxLength": 16384}}}
 
 IMAGE_REGISTER = {"type": "object", "additionalProperties": False, "required": ["username"],
                   "properties": {"username": {"type": "string", "minLength": 1, "maxLength": 64},

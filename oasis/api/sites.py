@@ -11,8 +11,9 @@ from sqlalchemy import func, or_, select
 from oasis.api.errors import ApiError, bad
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.bootstrap import local_runtime
-from oasis.compute.placement import free_capacity
+from oasis.compute.placement import free_capacity, site_usage
 from oasis.db.models import Cluster, Export, Host, Instance, Site, SiteEvent
+from oasis.engine.health import host_health, site_health
 from oasis.plugins import registry
 from oasis.sites import export as site_export
 from oasis.sites import manifest as site_manifest
@@ -37,7 +38,7 @@ def _host_view(host: Host, free: dict[str, tuple[float, float, float]]) -> dict:
             "host_key": (host.spec or {}).get("host_key"), "status": host.status,
             "capacity": {"vcpus": host.vcpus, "ram_mb": host.ram_mb, "disk_gb": host.disk_gb},
             "measured": (host.spec or {}).get("measured"),
-            "free": {"vcpus": vcpus, "ram_mb": ram, "disk_gb": disk}}
+            "free": {"vcpus": vcpus, "ram_mb": ram, "disk_gb": disk}, "health": host_health(host)}
 
 
 def _site_view(s, site: Site, detail: bool) -> dict:
@@ -50,9 +51,14 @@ def _site_view(s, site: Site, detail: bool) -> dict:
             "bundle_version": site.bundle_version, "operation": site.op, "operation_step": site.op_step}
     hosts = list(s.scalars(select(Host).where(Host.site_id == site.id).order_by(Host.name)))
     view["hosts_count"] = len(hosts)
+    view["health"] = site_health(hosts)
     if detail:
+        view["quotas"] = dict(spec.get("quotas") or {})  # absent: unlimited
+        view["shares"] = list(spec.get("shares") or [])  # where file:// data of its jobs may lie
+        view["usage"] = site_usage(s, site.id)
         free = {f.host.id: (f.vcpus, f.ram_mb, f.disk_gb) for f in free_capacity(s, site.id)}
         view["hosts"] = [_host_view(h, free) for h in hosts]
+        view["free"] = {k: sum(v[i] for v in free.values()) for i, k in enumerate(("vcpus", "ram_mb", "disk_gb"))}
         view["clusters"] = [{"id": c.id, "name": c.name, "status": c.status}
                             for c in s.scalars(select(Cluster).where(Cluster.site_id == site.id))]
         events = s.scalars(select(SiteEvent).where(SiteEvent.site_id == site.id)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from typing import Any
+from xml.etree import ElementTree
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -10,11 +11,13 @@ from oasis.api import schemas, topology, views
 from oasis.api.errors import bad
 from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
                              page)
-from oasis.api.routing import Ctx, Reply, Routes
+from oasis.api.routing import Ctx, Reply, Routes, validate
 from oasis.db.models import Cluster, ClusterTemplate, NodeGroup, NodeGroupTemplate
 from oasis.identity.principal import Principal
 
 NGT, CT = "Node group template", "Cluster template"
+GENERAL = "general"  # the plugins' cluster-wide config section (Sahara's `applicable_target` "general")
+MAX_CONFIG_FILE = 1024 * 1024
 # Row columns; everything else a request carries goes into `spec`.
 _COLUMNS = {"name", "plugin_name", "plugin_version", "is_public", "is_protected"}
 
@@ -171,13 +174,63 @@ def list_cts(ctx: Ctx) -> Reply:
 
 def create_ct(ctx: Ctx) -> Reply:
     with ctx.db.session() as s:
-        data = _check_ct(s, ctx.principal, ctx.body)
-        ensure_unique_name(s, ClusterTemplate, ctx.principal.project_id, data["name"], CT)
-        row = ClusterTemplate(project_id=ctx.principal.project_id, spec={})
-        _apply(row, data)
-        s.add(row)
-        s.flush()
-        return Reply(202, {"cluster_template": views.cluster_template(row)})
+        return Reply(202, {"cluster_template": _create_ct(s, ctx.principal, ctx.body)})
+
+
+def _create_ct(s: Session, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+    data = _check_ct(s, principal, body)
+    ensure_unique_name(s, ClusterTemplate, principal.project_id, data["name"], CT)
+    row = ClusterTemplate(project_id=principal.project_id, spec={})
+    _apply(row, data)
+    s.add(row)
+    s.flush()
+    return views.cluster_template(row)
+
+
+def convert_config(ctx: Ctx) -> Reply:
+    """v1.x: a cluster template from a Hadoop-style XML configuration file (the request body). Its properties
+    become the template's cluster configs in the plugin's general section; node groups are not described by
+    such a file, so the template has none and a cluster made from it must bring its own."""
+    plugin = topology.plugin_for(ctx.path["name"], ctx.path["version"])
+    body = {"name": ctx.path["template"], "plugin_name": plugin.name, "plugin_version": ctx.path["version"],
+            "cluster_configs": {GENERAL: _typed(plugin, ctx.path["version"], parse_hadoop_xml(ctx.body))},
+            "description": "Converted from a configuration file", "node_groups": []}
+    validate(schemas.CLUSTER_TEMPLATE_CREATE, body)
+    with ctx.db.session() as s:
+        return Reply(202, {"cluster_template": _create_ct(s, ctx.principal, body)})
+
+
+def parse_hadoop_xml(raw: bytes) -> dict[str, str]:
+    """`<configuration><property><name>k</name><value>v</value></property>...</configuration>` as {k: v}.
+    Anything else is the caller's mistake: a VALIDATION_ERROR naming what is wrong."""
+    try:
+        root = ElementTree.fromstring(raw)
+    except (ElementTree.ParseError, ValueError) as e:  # expat refuses entity expansion bombs as well
+        raise bad("VALIDATION_ERROR", f"The configuration file is not well-formed XML: {e}") from None
+    if root.tag != "configuration":
+        raise bad("VALIDATION_ERROR", f"The configuration file's root element must be <configuration>, not "
+                                      f"<{root.tag}>")
+    out: dict[str, str] = {}
+    for i, prop in enumerate(root.findall("property"), 1):
+        name = (prop.findtext("name") or "").strip()
+        if not name:
+            raise bad("VALIDATION_ERROR", f"Property {i} of the configuration file has no <name>")
+        out[name] = (prop.findtext("value") or "").strip()
+    return out
+
+
+def _typed(plugin: Any, version: str, values: dict[str, str]) -> dict[str, Any]:
+    """Values of configs the plugin declares as int or bool become numbers and booleans; the rest stay text."""
+    kinds = {c["name"]: c.get("config_type") for c in plugin.configs(version)}
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if kinds.get(name) == "int" and value.lstrip("-").isdigit():
+            out[name] = int(value)
+        elif kinds.get(name) == "bool" and value.lower() in ("true", "false"):
+            out[name] = value.lower() == "true"
+        else:
+            out[name] = value
+    return out
 
 
 def show_ct(ctx: Ctx) -> Reply:
@@ -235,3 +288,7 @@ def register(routes: Routes) -> None:
                    returns=kind)
         routes.add("DELETE", f"{path}/{{id}}", delete, f"{kind}:delete", versions=every)
         routes.add("GET", f"{path}/{{id}}/export", export, f"{kind}:get", versions=every, returns=kind)
+    # v1.x only (v2 dropped it): the raw body is the configuration file.
+    routes.add("POST", "/plugins/{name}/{version}/convert-config/{template}", convert_config,
+               "plugin:convert-config", versions=("v1.0", "v1.1"), body="raw", max_body=MAX_CONFIG_FILE,
+               returns="cluster_template")

@@ -155,8 +155,36 @@ def check_hostnames(cluster_name: str, groups: list[tuple[str, int]], domain: st
             raise bad("INVALID_DATA", f"Composed hostname {fqdn} must not exceed {MAX_HOSTNAME} symbols")
 
 
+def check_site_open(site: Site) -> None:
+    """Clusters are not created or grown on a site that failed its last operation or is being deleted."""
+    if site.status == "Error" or site.op == "delete" or site.status == "Deleting":
+        why = f": {site.status_description}" if site.status == "Error" and site.status_description else ""
+        raise bad("SITE_UNAVAILABLE", f"Availability zone '{site.name}' is {site.status}"
+                                      f"{' (being deleted)' if site.op == 'delete' else ''}{why}; clusters cannot "
+                                      f"be created or scaled there until it is Active again"[:2000])
+
+
+def check_quota(s: Session, site: Site, demands: list[tuple[int, int, int]]) -> None:
+    """The site's quotas (manifest `quotas`: instances, vcpus, ram_mb; absent: unlimited) against what its
+    instances use now plus the new ones (vcpus, ram_mb, disk_gb)."""
+    quotas = (site.spec or {}).get("quotas") or {}
+    if not quotas or not demands:
+        return
+    from oasis.compute.placement import site_usage
+
+    used = site_usage(s, site.id)
+    requested = {"instances": len(demands), "vcpus": sum(d[0] for d in demands), "ram_mb": sum(d[1] for d in demands)}
+    over = [f"{key}: requested {requested[key]}, used {used[key]}, limit {limit}"
+            for key, limit in quotas.items() if key in requested and used[key] + requested[key] > limit]
+    if over:
+        raise bad("QUOTA_ERROR", f"Quota exceeded for availability zone '{site.name}': {'; '.join(over)}")
+
+
 def check_capacity(s: Session, site: Site, demands: list[tuple[int, int, int]]) -> None:
-    """Would the new instances (vcpus, ram_mb, disk_gb) fit on the site's hosts now?"""
+    """Can the site take the new instances (vcpus, ram_mb, disk_gb) now: is it open, within its quotas, and do
+    they fit on its hosts?"""
+    check_site_open(site)
+    check_quota(s, site, demands)
     if not demands:
         return
     # Imported here: placement is the engine side's module, and the API needs only this one check.
@@ -170,4 +198,4 @@ def check_capacity(s: Session, site: Site, demands: list[tuple[int, int, int]]) 
 
 __all__ = ["plugin_for", "check_processes", "flavor", "image", "default_image", "resolve_site", "merge_configs",
            "merge_node_group", "check_node_group", "unique_group_names", "validate_topology", "check_hostnames",
-           "check_capacity"]
+           "check_capacity", "check_site_open", "check_quota"]

@@ -80,6 +80,8 @@ def create(ctx: typer.Context, name: str,
            availability_zone: Optional[str] = typer.Option(None, "--availability-zone", "--site",
                                                            help="The site to place it on (default: local)"),
            description: str = typer.Option("", help="Free text"),
+           keypair: Optional[str] = typer.Option(None, "--keypair",
+                                                 help="Name of your keypair (`oasis keypair`) to put on its hosts"),
            wait: bool = typer.Option(False, "--wait", help="Wait for Active, showing progress"),
            timeout: float = typer.Option(600, help="Seconds to wait with --wait")) -> None:
     """Create a cluster from a cluster template, or from a plugin and node groups."""
@@ -87,6 +89,8 @@ def create(ctx: typer.Context, name: str,
     body: dict[str, Any] = {"name": name, "description": description, "is_transient": transient}
     if availability_zone:
         body["availability_zone"] = availability_zone
+    if keypair:
+        body["user_keypair_id"] = keypair
     if template:
         t = c.find("cluster-templates", template)
         body.update(cluster_template_id=t["id"], plugin_name=t["plugin_name"], plugin_version=t["plugin_version"])

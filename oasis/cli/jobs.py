@@ -121,6 +121,20 @@ def cancel(ctx: typer.Context, job_id: str) -> None:
     console.print(f"cancelling job {job_id}")
 
 
+@command(app, "suspend")
+def suspend(ctx: typer.Context, job_id: str) -> None:
+    """Suspend a running job (its processes stop where they are)."""
+    client(ctx).patch(f"/jobs/{job_id}", {"info": {"status": "suspend"}})
+    console.print(f"suspending job {job_id}")
+
+
+@command(app, "resume")
+def resume(ctx: typer.Context, job_id: str) -> None:
+    """Resume a suspended job."""
+    client(ctx).patch(f"/jobs/{job_id}", {"info": {"status": "resume"}})
+    console.print(f"resuming job {job_id}")
+
+
 @command(app, "delete")
 def delete(ctx: typer.Context, job_id: str) -> None:
     """Delete a job (cancelling it first if it runs)."""

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from oasis.cli import binaries, clusters, datasources, export, identity, jobs, plugins, sites, templates
+from oasis.cli import binaries, clusters, datasources, export, identity, jobs, keypairs, plugins, sites, templates
 from oasis.cli.common import Options, command, options
 
 app = typer.Typer(help="oasis: Spark and Dask clusters and jobs, behind OpenStack Sahara's API.",
@@ -106,6 +106,7 @@ app.add_typer(binaries.app, name="binary")
 app.add_typer(datasources.app, name="datasource")
 app.add_typer(jobs.app, name="job")
 app.add_typer(sites.app, name="site")
+app.add_typer(keypairs.app, name="keypair")
 app.add_typer(identity.projects, name="project")
 app.add_typer(identity.users, name="user")
 export.register(app)  # `oasis export`

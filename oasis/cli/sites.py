@@ -18,23 +18,40 @@ app = typer.Typer(help="Sites: groups of hosts (availability zones) that cluster
 def list_sites(ctx: typer.Context) -> None:
     """List sites."""
     table(client(ctx).get("/sites")["sites"], [("Name", "name"), ("Access", "access"), ("Hosts", "hosts_count"),
-                                                ("Status", "status"), ("ID", "id")], ctx=ctx)
+                                                ("Status", "status"),
+                                                ("Health", lambda r: (r.get("health") or {}).get("status")),
+                                                ("ID", "id")], ctx=ctx)
 
 
 @command(app, "show")
 def show(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID")) -> None:
-    """Show a site: its hosts with their free capacity, and its clusters."""
+    """Show a site: its health, quotas and usage, its hosts with their free capacity and health, its clusters."""
     site = client(ctx).get(f"/sites/{ref}")["site"]
     if options(ctx).as_json:
         record(site, ctx)
         return
     hosts = site.pop("hosts", [])
     events = site.pop("events", [])
+    health = site.pop("health", {})
+    site["health"] = f"{health.get('status')} ({health.get('reachable')}/{health.get('hosts')} hosts answer)"
+    quotas, usage = site.pop("quotas", {}), site.pop("usage", {})
+    site["quotas"] = ", ".join(f"{k} {usage.get(k, 0)}/{quotas[k] if k in quotas else 'unlimited'}"
+                               for k in ("instances", "vcpus", "ram_mb"))
     record(site, ctx)
+
+    def reach(h: dict) -> str:
+        hh = h.get("health") or {}
+        if hh.get("reachable") is None:
+            return "not checked yet"
+        if hh["reachable"]:
+            return "yes"
+        return f"no, since {hh.get('unreachable_since')} ({hh.get('error')}); last seen {hh.get('last_seen') or 'never'}"
+
     table([{**h, "free": f"{h['free']['vcpus']:g} vCPU, {h['free']['ram_mb']:g} MB",
-            "capacity": f"{h['capacity']['vcpus']} vCPU, {h['capacity']['ram_mb']} MB"} for h in hosts],
+            "capacity": f"{h['capacity']['vcpus']} vCPU, {h['capacity']['ram_mb']} MB", "reachable": reach(h)}
+           for h in hosts],
           [("Host", "name"), ("Address", "address"), ("Floating", "floating_address"), ("Capacity", "capacity"),
-           ("Free", "free"), ("Status", "status")], ctx=ctx)
+           ("Free", "free"), ("Status", "status"), ("Reachable", "reachable")], ctx=ctx)
     if events:
         table(events[-20:], [("Gen", "generation"), ("Step", "step"), ("Host", "host"),
                              ("OK", "successful"), ("Info", "info"), ("At", "created_at")], ctx=ctx)
@@ -99,14 +116,29 @@ def _key(manifest: dict, key_file: Path | None) -> str:
 
 @command(app, "deploy")
 def deploy(ctx: typer.Context,
-           manifest_path: Path = typer.Argument(..., metavar="MANIFEST", exists=True, dir_okay=False),
+           manifest_arg: Path | None = typer.Argument(None, metavar="MANIFEST", exists=True, dir_okay=False),
            site: list[str] | None = typer.Option(None, "--site", help="Only this site (repeatable); default all"),
            bundle_version: int | None = typer.Option(None, "--bundle-version",
                                                         help="Export version to deploy with (default the latest)"),
            key_file: Path | None = typer.Option(None, "--private-key", help="SSH key to the hosts (default: the "
                                                    "manifest's controller.private_key)"),
-           wait: bool = typer.Option(False, "--wait", help="Wait until every site is Active or Error")) -> None:
-    """Deploy the sites of a manifest, each on its own: enroll the hosts, write the bundle's files (admin only)."""
+           wait: bool = typer.Option(False, "--wait", help="Wait until every site is Active or Error"),
+           standalone: bool = typer.Option(False, "--standalone", help="Run at the site from the bundle and the "
+                                           "manifest alone, then join the control plane (no control-plane login)"),
+           bundle: Path | None = typer.Option(None, "--bundle", exists=True, dir_okay=False,
+                                              help="With --standalone: the bundle `oasis export` wrote"),
+           manifest_opt: Path | None = typer.Option(None, "--manifest", exists=True, dir_okay=False,
+                                                    help="The site manifest (instead of MANIFEST)")) -> None:
+    """Deploy the sites of a manifest, each on its own: enroll the hosts, write the bundle's files (admin only).
+    With --standalone, do it at the site itself and join the control plane with the bundle's join token."""
+    manifest_path = manifest_opt or manifest_arg
+    if manifest_path is None:
+        raise fail("give the site manifest (MANIFEST or --manifest)")
+    if standalone:
+        _deploy_standalone(bundle, manifest_path, site, key_file)
+        return
+    if bundle is not None:
+        raise fail("--bundle goes with --standalone; from the control plane, use --bundle-version")
     manifest = yaml.safe_load(manifest_path.read_text())
     key = _key(manifest, key_file)
     names = [s["name"] for s in manifest["sites"] if not site or s["name"] in site]
@@ -121,6 +153,24 @@ def deploy(ctx: typer.Context,
         console.print(f"site [bold]{name}[/]: {out['status']} (generation {out['generation']}, "
                       f"bundle version {out['bundle_version'] or '-'} -> {bundle_version or 'latest'})")
     _report(ctx, names, wait)
+
+
+def _deploy_standalone(bundle: Path | None, manifest_path: Path, site: list[str] | None,
+                       key_file: Path | None) -> None:
+    """Enrollment runs here, to the end, before the join: the command always waits (--wait changes nothing)."""
+    from oasis.sites import standalone
+
+    if bundle is None:
+        raise fail("--standalone needs --bundle (the file `oasis export` wrote)")
+    if site and len(site) > 1:
+        raise fail("--standalone deploys one site: give --site once")
+    try:
+        enrollment, joined = standalone.deploy(bundle, manifest_path, site[0] if site else None, key_file)
+    except standalone.StandaloneError as e:
+        raise fail(str(e)) from None
+    console.print(f"site [bold]{joined['name']}[/]: enrolled {len(enrollment.hosts)} host(s) at the site, joined "
+                  f"the control plane: {joined['status']} (generation {joined['generation']}, bundle version "
+                  f"{joined['bundle_version']})")
 
 
 @command(app, "scale")

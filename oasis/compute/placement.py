@@ -47,6 +47,15 @@ def free_capacity(session: Session, site_id: str) -> list[Free]:
     return out
 
 
+def site_usage(session: Session, site_id: str) -> dict[str, int]:
+    """What the site's instances take now: how many, their vCPUs and RAM (what per-site quotas count)."""
+    row = session.execute(
+        select(func.count(Instance.id), func.coalesce(func.sum(Instance.vcpus), 0),
+               func.coalesce(func.sum(Instance.ram_mb), 0))
+        .join(Host, Host.id == Instance.host_id).where(Host.site_id == site_id)).one()
+    return {"instances": int(row[0]), "vcpus": int(row[1]), "ram_mb": int(row[2])}
+
+
 def choose_host(free: list[Free], vcpus: int, ram_mb: int, disk_gb: int, avoid: set[str] = frozenset()) -> Free:
     """The host with the most free RAM that fits; hosts in `avoid` (anti-affinity) only as a last resort
     when the site has no other."""

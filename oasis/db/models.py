@@ -332,6 +332,32 @@ class Job(Stamped, Leased, Base):
     is_protected: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class PluginLabel(Base):
+    """An administrator's override of a mutable plugin label (Sahara's `plugin_data`): `version` is "" for the
+    plugin's own labels, else the version the override is for."""
+
+    __tablename__ = "plugin_labels"
+    plugin_name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    label: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Keypair(Base):
+    """A user's SSH public key, by name per project (what Nova's keypairs are to Sahara's `user_keypair_id`).
+    Only the public half is stored."""
+
+    __tablename__ = "keypairs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+
 class Heartbeat(Base):
     """Engines alive now: periodic work is sharded over this list."""
 

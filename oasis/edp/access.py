@@ -1,5 +1,5 @@
 """Per-job scoped access to data sources: a job never receives a user's credentials, only signed URLs limited to
-the objects and prefixes of its own data sources, valid until the job's deadline and withdrawn when it ends.
+the objects and prefixes of its own data sources, valid while the job runs and withdrawn when it ends.
 
 - Swift: prefix-based temporary URLs (tempurl middleware). oasis keeps the account's second temp-URL key slot
   (X-Account-Meta-Temp-URL-Key-2) and registers each job holding URLs signed with it as account metadata
@@ -9,12 +9,19 @@ the objects and prefixes of its own data sources, valid until the job's deadline
   whichever is first (tempurl has two account keys, not one per job).
   Signatures: GET for inputs, GET+PUT for outputs, each on `key/` (prefix) and on `key` itself (one object).
 - S3: presigned GET per input object (listed at grant time) and presigned PUT per planned output object
-  (`key`, `key/part-00000` … `key/part-NNNNN`, `key/_SUCCESS`). A presigned request cannot be recalled: it is
-  withdrawn by its expiry, which is the job's deadline. For withdrawal at the job's end on S3, give jobs short
-  deadlines, or an endpoint with per-job STS credentials (not here yet).
+  (`key`, `key/part-00000` … `key/part-NNNNN`, `key/_SUCCESS`). A presigned request cannot be recalled, so it is
+  short-lived instead: valid for `s3_ttl_s` (OASIS_S3_ACCESS_TTL_SECONDS, default 900 s), and the engine grants
+  again every TTL/3 while the job runs (oasis.engine.jobs), rewriting the job's access file. When the job ends
+  the file is removed and renewal stops, so S3 access ends at most one TTL after the job.
 
-The job receives one environment variable, OASIS_DATA_ACCESS (JSON: {data source URL: entry}), read by
-`oasis.jobkit`. What the engine keeps to revoke (`JobAccess.record`) holds no secret.
+The trade-off: Swift access is withdrawn at once (the key is rotated), S3 access only by expiry; and a job that
+outlives the control plane (no engine renewing) by more than one TTL loses its S3 access, while its Swift access
+lasts to its deadline. URLs a job hands to its workers inside tasks are as fresh as the file was when the driver
+read it (at least 2/3 of a TTL left while renewal works).
+
+The job receives its access map (JSON: {data source URL: entry}) in a file of its job directory, mode 0600,
+named by OASIS_DATA_ACCESS_FILE (OASIS_DATA_ACCESS, the map itself in the environment, is still read by
+`oasis.jobkit`). What the engine keeps to renew and revoke (`JobAccess.record`) holds no secret.
 """
 from __future__ import annotations
 
@@ -33,6 +40,8 @@ from oasis.storage.urls import parse
 log = logging.getLogger(__name__)
 
 ENV = "OASIS_DATA_ACCESS"
+FILE_ENV = "OASIS_DATA_ACCESS_FILE"
+FILE_NAME = "access.json"  # in the job's directory on the host that runs its driver
 KEY_SLOT = "X-Account-Meta-Temp-URL-Key-2"
 JOB_META = "X-Account-Meta-Oasis-Job-"
 S3_MAX_EXPIRES = 7 * 24 * 3600  # sigv4's limit
@@ -120,8 +129,11 @@ def _int(v: str) -> int:
 # --- S3 -----------------------------------------------------------------------------------------------------
 
 
-def _s3_entry(store: Any, key: str, mode: str, expires: int, parts: int) -> dict[str, Any]:
-    ttl = max(1, min(S3_MAX_EXPIRES, expires - int(time.time())))
+def _s3_entry(store: Any, key: str, mode: str, expires: int, parts: int,
+              ttl_s: float | None = None) -> dict[str, Any]:
+    now = int(time.time())
+    ttl = max(1, min(S3_MAX_EXPIRES, expires - now, int(ttl_s) if ttl_s else S3_MAX_EXPIRES))
+    expires = now + ttl
     objects = _listing(store, key) if "r" in mode else []
     entry: dict[str, Any] = {"kind": "s3-presigned", "bucket": store.bucket, "key": key, "expires": expires,
                              "prefix": _dir(key),
@@ -140,10 +152,13 @@ def _s3_entry(store: Any, key: str, mode: str, expires: int, parts: int) -> dict
 
 def grant(job_id: str, sources: list[tuple[str, str, dict[str, Any], str]], secrets: Secrets | None,
           defaults: Endpoints | None = None, lifetime_s: float = 24 * 3600,
-          output_parts: int = DEFAULT_OUTPUT_PARTS) -> JobAccess:
+          output_parts: int = DEFAULT_OUTPUT_PARTS, s3_ttl_s: float | None = None,
+          deadline: int | None = None) -> JobAccess:
     """Scoped access for one job. `sources`: (data source id, runtime URL, stored credentials, mode "r"|"rw").
-    Locations that are not object stores (file://, hdfs://) pass through without an entry."""
-    expires = int(time.time() + lifetime_s)
+    Locations that are not object stores (file://, hdfs://) pass through without an entry. Swift URLs last until
+    the job's deadline (`deadline`, else now + `lifetime_s`); S3 presigned requests `s3_ttl_s` at most. A renewal
+    is the same call with the first grant's `deadline`."""
+    expires = int(deadline or time.time() + lifetime_s)
     access: dict[str, Any] = {}
     record: list[dict[str, Any]] = []
     try:
@@ -156,8 +171,8 @@ def grant(job_id: str, sources: list[tuple[str, str, dict[str, Any], str]], secr
             if loc.kind == "swift":
                 access[url] = _swift_entry(store, loc.key, job_id, mode, expires)  # type: ignore[arg-type]
             else:
-                access[url] = _s3_entry(store, loc.key, mode, expires, output_parts)
-            record.append({"data_source_id": ds_id, "url": url, "kind": loc.kind})
+                access[url] = _s3_entry(store, loc.key, mode, expires, output_parts, s3_ttl_s)
+            record.append({"data_source_id": ds_id, "url": url, "kind": loc.kind, "mode": mode})
     except StoreError as e:
         revoke(job_id, [(r["url"], _creds(sources, r["data_source_id"])) for r in record], secrets, defaults)
         raise AccessError(f"granting the job access to its data failed: {e}") from None
@@ -205,6 +220,24 @@ def sources_for_job(session: Any, data: Any) -> list[tuple[str, str, dict[str, A
         if ds is not None:
             sources.append((ds_id, url, dict(ds.credentials or {}), data.modes.get(ds_id, "rw")))
     return sources
+
+
+def sources_for_record(session: Any, record: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any], str]]:
+    """What `grant` needs to renew a job's access, from its `runtime["access"]` record (the runtime URLs it was
+    granted, placeholders already expanded)."""
+    from oasis.db.models import DataSource
+
+    sources = []
+    for r in record or []:
+        ds = session.get(DataSource, r.get("data_source_id") or "")
+        if ds is not None:
+            sources.append((ds.id, r["url"], dict(ds.credentials or {}), r.get("mode") or "rw"))
+    return sources
+
+
+def needs_renewal(record: list[dict[str, Any]]) -> bool:
+    """Only S3 access is short-lived; Swift temp URLs last to the job's deadline and are revoked by key."""
+    return any(r.get("kind") == "s3" for r in record or [])
 
 
 def located_for_job(session: Any, record: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:

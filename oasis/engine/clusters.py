@@ -7,7 +7,7 @@ import logging
 import posixpath
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 
 from oasis.compute.placement import (
     PlacementError,
@@ -22,6 +22,7 @@ from oasis.db.models import (
     HostPort,
     Instance,
     Job,
+    Keypair,
     NodeGroup,
     Site,
     utcnow,
@@ -30,9 +31,10 @@ from oasis.db.session import Database
 from oasis.edp.statuses import TERMINAL
 from oasis.engine.events import EventLog
 from oasis.engine.views import build_view, cluster_hosts, cluster_runtime, host_remotes
+from oasis.engine.waiting import Backoff, probe, since_of, waiting_message
 from oasis.plugins import get_plugin
 from oasis.plugins.base import ClusterView, PluginError
-from oasis.remote.base import RemoteError
+from oasis.remote.base import RemoteError, Unreachable, unreachable_in
 from oasis.remote.hosts import Remotes, management_address
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,10 @@ SCALE_STEPS = [("decommission", "Decommissioning"), ("spawn", "Scaling: Spawning
 
 
 class ClusterReconciler:
-    def __init__(self, db: Database, remotes: Remotes, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, db: Database, remotes: Remotes, on_change: Callable[[], None] = lambda: None, *,
+                 unreachable_grace: float = 1800.0) -> None:
         self.db, self.remotes, self.on_change = db, remotes, on_change
+        self.unreachable_grace = unreachable_grace  # seconds a step waits for unreachable hosts, then fails
 
     async def __call__(self, cluster_id: str) -> None:
         with self.db.session() as s:
@@ -60,6 +64,8 @@ class ClusterReconciler:
             await self._run_steps(cluster_id, SCALE_STEPS, self._finish_scale, self._rollback_scale)
         elif op == "delete":
             await self.delete(cluster_id)
+        elif op == "update_keypair":
+            await self.update_keypair(cluster_id)
 
     # --- shared machinery -------------------------------------------------------------------------------------
 
@@ -86,12 +92,85 @@ class ClusterReconciler:
             for name, status in steps[start:]:
                 self._set(cluster_id, status=status, op_step=name)
                 self.on_change()
-                await getattr(self, f"_step_{name}")(cluster_id, events, plugin)
+                await self._step_until_reachable(cluster_id, name, events, plugin)
         except OPERATION_ERRORS as e:
             log.warning("cluster %s: %s failed: %s", cluster_id, steps[0][0], e)
             await rollback(cluster_id, e)
             return
         finish(cluster_id)
+
+    async def _step_until_reachable(self, cluster_id: str, name: str, events: EventLog, plugin) -> None:
+        """Run one step. While it fails because hosts of the cluster cannot be reached (their site is cut off),
+        the operation keeps its step and waits, saying for what, and runs the step again (steps are idempotent)
+        with a capped backoff; past the grace it fails, and the caller rolls back."""
+        backoff = Backoff()
+        with self.db.session() as s:
+            op = s.get(Cluster, cluster_id).op
+        while True:
+            try:
+                await getattr(self, f"_step_{name}")(cluster_id, events, plugin)
+            except OPERATION_ERRORS as e:
+                gone = unreachable_in(e) or await self._unreachable_host(cluster_id)
+                if gone is None:
+                    raise
+                waited = self._note_unreachable(cluster_id, op, gone, events)
+                if waited > self.unreachable_grace:
+                    events.note(f"gave up after {waited:.0f}s: {gone}", successful=False, end=True)
+                    raise RemoteError(f"{gone} for more than {self.unreachable_grace:g}s (the grace for "
+                                      f"unreachable hosts)") from e
+                await backoff.pause()
+                continue
+            self._note_reachable(cluster_id, op, events)
+            return
+
+    async def _unreachable_host(self, cluster_id: str) -> Unreachable | None:
+        """A command may fail because another host of the cluster is gone (a worker that cannot reach its
+        dead master): probe the cluster's hosts to tell such a failure from a real one."""
+        with self.db.session() as s:
+            c = s.get(Cluster, cluster_id)
+            hosts = [h for h in cluster_hosts(s, c, ("active", "new", "decommission")) if h.access != "local"]
+            if not hosts:
+                return None
+            groups = {ng.id: ng for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == c.id))}
+            reach = host_remotes(s, self.remotes, c, hosts, groups, as_cluster=False)
+        return await probe(reach)
+
+    def _note_unreachable(self, cluster_id: str, op: str, gone: Unreachable, events: EventLog) -> float:
+        """Record the wait on the cluster (status_description, and an event when it begins); the seconds since
+        it began. The start is kept on the operation, so an engine that takes over keeps counting. Nothing is
+        written once another operation replaced `op` (this one is about to be cancelled)."""
+        now = utcnow()
+        with self.db.session() as s:
+            c = s.get(Cluster, cluster_id)
+            if c is None or c.op != op:
+                return 0.0
+            site = s.get(Site, c.site_id)
+            record = (c.op_target or {}).get("unreachable")
+            since = since_of(record, now)
+            message = waiting_message(site.name if site else "?", gone.host, since, gone.reason)
+            first = record is None
+            c.op_target = {**(c.op_target or {}), "unreachable": {"since": since.isoformat(), "host": gone.host,
+                                                                 "reason": gone.reason}}
+            c.status_description = message[:2000]
+        if first:
+            log.warning("cluster %s: %s", cluster_id, message)
+            events.note(message)
+        self.on_change()
+        return (now - since).total_seconds()
+
+    def _note_reachable(self, cluster_id: str, op: str, events: EventLog) -> None:
+        with self.db.session() as s:
+            c = s.get(Cluster, cluster_id)
+            record = (c.op_target or {}).get("unreachable") if c is not None and c.op == op else None
+            if record is None:
+                return
+            c.op_target = {k: v for k, v in c.op_target.items() if k != "unreachable"}
+            c.status_description = ""
+            waited = (utcnow() - since_of(record, utcnow())).total_seconds()
+        message = f"host {record.get('host')} answers again after {waited:.0f}s; resuming"
+        log.info("cluster %s: %s", cluster_id, message)
+        events.note(message)
+        self.on_change()
 
     # --- steps ------------------------------------------------------------------------------------------------
 
@@ -146,6 +225,7 @@ class ClusterReconciler:
             return
         async with events.step("Spawning instances", "Engine: create cluster", len(view.instances)) as st:
             await self._cluster_key(cluster_id, (state,), install=True)
+            await self._user_key(cluster_id, (state,), install=True)
             await asyncio.gather(*(agent.install() for agent in _one_per_host(view.instances)))
 
             async def make(inst) -> None:
@@ -159,6 +239,36 @@ class ClusterReconciler:
         """Install (or remove) the cluster's own public key on the SSH hosts of its instances in `states`, with
         the site's key: instance work then runs with the cluster's key, which goes away with the cluster."""
         with self.db.session() as s:
+            public = s.get(Cluster, cluster_id).management_public_key
+        await self._host_key(cluster_id, states, f"oasis-cluster-{cluster_id}", public if install else None)
+
+    async def _user_key(self, cluster_id: str, states: tuple[str, ...], install: bool, replace: bool = False) -> None:
+        """Install (or remove) the user's keypair (`user_keypair_id`) on the SSH hosts of the cluster's instances,
+        marked as this cluster's, so that removing it touches no other line. `replace` swaps an installed line
+        for the keypair's current public key (update_keypair)."""
+        mark = f"oasis-user-{cluster_id}"
+        if not install:
+            await self._host_key(cluster_id, states, mark, None)
+            return
+        with self.db.session() as s:
+            c = s.get(Cluster, cluster_id)
+            ref = c.spec.get("user_keypair_id")
+            if not ref:
+                return
+            kp = s.scalars(select(Keypair).where(Keypair.project_id == c.project_id,
+                                                 or_(Keypair.name == ref, Keypair.id == ref))).first()
+            if kp is None:
+                raise LookupError(f"keypair '{ref}' of the cluster no longer exists")
+            public = kp.public_key
+        if replace:
+            await self._host_key(cluster_id, states, mark, None)
+        await self._host_key(cluster_id, states, mark, public)
+
+    async def _host_key(self, cluster_id: str, states: tuple[str, ...], mark: str, public: str | None) -> None:
+        """Add the key line `public` (its type and data, then `mark`) to authorized_keys on the SSH hosts of the
+        cluster's instances in `states`, or with `public` None remove the lines carrying `mark`. Hosts reached
+        directly ("local") have no SSH and are skipped."""
+        with self.db.session() as s:
             c = s.get(Cluster, cluster_id)
             hosts = [h for h in cluster_hosts(s, c, states) if h.access != "local"]
             if not hosts:
@@ -166,13 +276,12 @@ class ClusterReconciler:
             groups = {ng.id: ng for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == c.id))}
             reach = host_remotes(s, self.remotes, c, hosts, groups, as_cluster=False)
             python = cluster_runtime(s, c)["python"]
-            mark = f"oasis-cluster-{c.id}"
-            keyline = " ".join(c.management_public_key.split()[:2] + [mark])
+        keyline = " ".join(public.split()[:2] + [mark]) if public else None
 
         async def one(host: Host) -> None:
             agent = self.remotes.agent(reach[host.id], host, python)
             await agent.install()
-            if install:
+            if keyline:
                 await agent.authorize(host.spec["authorized_keys"], keyline)
             else:
                 await agent.unauthorize(host.spec["authorized_keys"], mark)
@@ -313,13 +422,31 @@ class ClusterReconciler:
         self._set(cluster_id, status="Active", status_description=reason, op=None, op_step=None, op_target={})
         self.on_change()
 
+    async def update_keypair(self, cluster_id: str) -> None:
+        """Replace the user key line on every node with the keypair's current public key (Sahara's
+        update_keypair). The cluster stays Active; a failure is kept in status_description and the events."""
+        with self.db.session() as s:
+            c = s.get(Cluster, cluster_id)
+            events = EventLog(self.db, c.id, c.project_id)
+            total = len(cluster_hosts(s, c, ("active",)))
+        description = ""
+        try:
+            async with events.step("Update the user keypair", "Engine: update keypair", total):
+                await self._user_key(cluster_id, ("active",), install=True, replace=True)
+        except OPERATION_ERRORS as e:
+            log.warning("cluster %s: update_keypair failed: %s", cluster_id, e)
+            description = f"Updating the keypair failed: {e}"[:2000]
+        self._set(cluster_id, status_description=description, op=None, op_step=None, op_target={})
+        self.on_change()
+
     async def delete(self, cluster_id: str) -> None:
         with self.db.session() as s:
             c = s.get(Cluster, cluster_id)
             force = bool(c.op_target.get("force"))
             c.status = "Deleting"
+            events = EventLog(self.db, c.id, c.project_id)
         await self._stop_jobs(cluster_id)
-        wait = 1.0
+        backoff = Backoff(first=1.0)
         while True:
             try:
                 await self._tear_down(cluster_id, grace=0 if force else 10)
@@ -329,10 +456,14 @@ class ClusterReconciler:
                     log.warning("cluster %s: force delete left something behind: %s", cluster_id, e)
                     break
                 # A host that cannot be reached now may come back: wait for it, saying so, rather than leave
-                # processes running that no row knows about. A force delete gives up instead.
-                self._set(cluster_id, status_description=f"Waiting for hosts to answer: {e}"[:2000])
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, 30.0)
+                # processes running that no row knows about. A force delete gives up instead. No grace here:
+                # giving up would leave those processes behind.
+                gone = unreachable_in(e) or await self._unreachable_host(cluster_id)
+                if gone is not None:
+                    self._note_unreachable(cluster_id, "delete", gone, events)
+                else:
+                    self._set(cluster_id, status_description=f"Waiting for hosts to answer: {e}"[:2000])
+                await backoff.pause()
         with self.db.session() as s:
             s.execute(delete(Cluster).where(Cluster.id == cluster_id))
         self.on_change()
@@ -373,6 +504,7 @@ class ClusterReconciler:
                                                        return_exceptions=True)))
         failed = {key: e for key, e in outcome.items() if isinstance(e, Exception)}
         try:
+            await self._user_key(cluster_id, everything, install=False)
             await self._cluster_key(cluster_id, everything, install=False)
         except OPERATION_ERRORS as e:  # the hosts that answered no longer accept the cluster's key
             failed.setdefault(("key", ""), e)

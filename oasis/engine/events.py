@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from oasis.db.models import ProvisionEvent, ProvisionStep
 from oasis.db.session import Database
+from oasis.remote.base import unreachable_in
 
 
 @dataclass
@@ -57,6 +58,21 @@ class EventLog:
         try:
             yield step
         except Exception as e:
-            self._close(step, False, str(e))
+            if unreachable_in(e) is None:
+                self._close(step, False, str(e))
+            # else: the step is run again once its hosts answer, and goes on in this same row
             raise
         self._close(step, True)
+
+    def note(self, info: str, successful: bool = True, end: bool = False) -> None:
+        """An event on the step in progress (the latest open one, else the latest one), e.g. what it waits for;
+        with `end`, that step ends, as `successful` says."""
+        with self.db.session() as s:
+            latest = select(ProvisionStep).where(ProvisionStep.cluster_id == self.cluster_id).order_by(
+                ProvisionStep.created_at.desc())
+            row = s.scalars(latest.where(ProvisionStep.successful.is_(None))).first() or s.scalars(latest).first()
+            if row is None:
+                return
+            s.add(ProvisionEvent(step_id=row.id, event_info=info[:4000], successful=successful))
+            if end:
+                row.successful = successful

@@ -13,16 +13,18 @@ from typing import Any
 
 from sqlalchemy import select
 
-from oasis.db.models import Cluster, Instance, Job, JobBinary, JobTemplate, utcnow
+from oasis.db.models import Cluster, Instance, Job, JobBinary, JobTemplate, Site, utcnow
 from oasis.db.session import Database
 from oasis.edp import access
 from oasis.edp import statuses as st
 from oasis.edp.binaries import BinaryError, fetch
 from oasis.edp.datasources import resolve_job
+from oasis.edp.shares import check_file_sources, shares_for_cluster
 from oasis.engine.views import build_view, cluster_runtime
+from oasis.engine.waiting import Backoff, waiting_message
 from oasis.plugins import get_plugin
 from oasis.plugins.base import PluginError
-from oasis.remote.base import RemoteError
+from oasis.remote.base import RemoteError, Unreachable, unreachable_in
 from oasis.remote.hosts import Remotes
 from oasis.storage import StoreError, endpoints_of
 from oasis.storage.base import ObjectNotFound, ObjectStore
@@ -33,6 +35,7 @@ WAIT_SLICE = 20.0  # seconds one `wait` call blocks; between slices the logs are
 JOB_ERRORS = (RemoteError, PluginError, BinaryError, ObjectNotFound, LookupError, OSError, access.AccessError,
               StoreError)
 ACCESS_SECONDS = 7 * 24 * 3600  # scoped access lasts until the job ends, at most this long
+ACCESS_RETRY_SECONDS = 5.0  # a failed renewal of a job's S3 access is tried again this soon (or at TTL/3)
 
 
 def log_key(job_id: str, stream: str) -> str:
@@ -59,9 +62,10 @@ def _agent_for(db: Database, remotes: Remotes, runtime: dict[str, Any]):
 
 class JobReconciler:
     def __init__(self, db: Database, remotes: Remotes, store: ObjectStore, on_change=lambda: None,
-                 secrets=None) -> None:
+                 secrets=None, access_ttl: float = 900.0) -> None:
         self.db, self.remotes, self.store, self.on_change = db, remotes, store, on_change
         self.secrets = secrets
+        self.access_ttl = access_ttl  # S3 presigned requests' lifetime; renewed every third of it
 
     async def __call__(self, job_id: str) -> None:
         with self.db.session() as s:
@@ -73,6 +77,10 @@ class JobReconciler:
             await self.cancel(job_id)
         elif op == "delete":
             await self.delete(job_id)
+        elif op == "suspend":
+            await self.signal(job_id, "STOP")
+        elif op == "resume":
+            await self.signal(job_id, "CONT")
 
     def _set(self, job_id: str, **values: Any) -> None:
         with self.db.session() as s:
@@ -93,12 +101,13 @@ class JobReconciler:
                 step = "launch"
             if step == "launch":
                 await self._launch(job_id)
-            await self._watch(job_id)
+            await self._watch(job_id, fresh=step in ("prepare", "launch"))
         except JOB_ERRORS as e:
             log.warning("job %s failed: %s", job_id, e)
             self._set(job_id, status=st.FAILED, end_time=utcnow(), op=None, op_step=None,
                       start_time=_or_now(job_id, self.db), info={"status_description": str(e)[:2000]})
             self._after_end(job_id)
+            await self._drop_access_file(job_id)
 
     async def _prepare(self, job_id: str) -> None:
         """Put the job's files on the master instance and work out its command."""
@@ -118,6 +127,9 @@ class JobReconciler:
             files = {bid: (b.name, fetch(self.store, b, self.secrets)) for bid, b in binaries.items()
                      if b is not None}
             data = resolve_job(s, job)
+            # file:// data must lie on a share every host of a multi-host site mounts (rw for what is written)
+            check_file_sources([(u, data.modes.get(d, "rw")) for d, u in data.urls.items()],
+                               *shares_for_cluster(s, cluster))
             configs, urls, env = data.job_configs, data.urls, dict(data.env)
             sources, parts = access.sources_for_job(s, data), access.output_parts(job.job_configs)
             job_type = template.type
@@ -125,10 +137,13 @@ class JobReconciler:
             python = cluster_runtime(s, cluster)["python"]
         # The job's scoped access (signed URLs), recorded before anything can fail after it, so revoke finds it.
         grant = await asyncio.to_thread(access.grant, job_id, sources, self.secrets, endpoints_of(self.store),
-                                        ACCESS_SECONDS, parts)
+                                        ACCESS_SECONDS, parts, self.access_ttl)
         self._set(job_id, runtime={"access": grant.record})
-        env.update(grant.env)
         await master.remote.run(["mkdir", "-p", workdir])
+        if grant.env:  # the signed URLs go in a file only the job's user reads, never in the job's row or env
+            access_file = posixpath.join(workdir, access.FILE_NAME)
+            await master.remote.put(access_file, grant.env[access.ENV].encode(), 0o600)
+            env[access.FILE_ENV] = access_file
         paths = {}
         for bid, (name, data) in files.items():
             paths[bid] = posixpath.join(workdir, posixpath.basename(name) or bid)
@@ -138,7 +153,7 @@ class JobReconciler:
         if job_type == "Shell":
             env.update({str(k): str(v) for k, v in (configs.get("params") or {}).items()})
         runtime = {"instance_id": master.id, "dir": workdir, "python": python, "argv": launch.argv,
-                   "env": {**launch.env, **env}, "access": grant.record}
+                   "env": {**launch.env, **env}, "access": grant.record, "access_deadline": grant.expires}
         self._set(job_id, runtime=runtime, data_source_urls=urls, op_step="launch")
 
     async def _launch(self, job_id: str) -> None:
@@ -151,18 +166,107 @@ class JobReconciler:
         self._set(job_id, status=st.RUNNING, engine_job_id=f"{pid}@{runtime['instance_id']}", start_time=utcnow(),
                   op_step="watch")
 
-    async def _watch(self, job_id: str) -> None:
+    async def _watch(self, job_id: str, fresh: bool = False) -> None:
         with self.db.session() as s:
             runtime = dict(s.get(Job, job_id).runtime)
         agent = _agent_for(self.db, self.remotes, runtime)
         if agent is None:
             raise LookupError("the job's master instance is gone")
-        while True:
-            result = await agent.wait_job(runtime["dir"], WAIT_SLICE)
-            await self._copy_logs(job_id, agent.remote, runtime["dir"])
-            if result.get("done"):
-                break
+        renewer = None
+        if access.needs_renewal(runtime.get("access") or []):
+            period = max(1.0, self.access_ttl / 3)
+            renewer = asyncio.create_task(keep_fresh(
+                lambda: self._renew_access(job_id, runtime, agent.remote), period,
+                min(period, ACCESS_RETRY_SECONDS), first_delay=period if fresh else 0.0, what=f"job {job_id}"))
+        try:
+            while True:
+                result = await self._wait_reachable(job_id, agent, runtime["dir"])
+                await self._copy_logs(job_id, agent.remote, runtime["dir"])
+                if result.get("done"):
+                    break
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+                await asyncio.gather(renewer, return_exceptions=True)
+        # the access file goes before the job shows as ended: whoever sees the end sees the access withdrawn
+        await self._drop_access_file(job_id, agent.remote, force=True)
         self._finish(job_id, result)
+
+    async def _renew_access(self, job_id: str, runtime: dict[str, Any], remote) -> None:
+        """Grant the job's access again (fresh S3 presigned requests) and rewrite its access file."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.status in st.TERMINAL:
+                return
+            sources = access.sources_for_record(s, runtime.get("access") or [])
+            parts = access.output_parts(job.job_configs)
+        grant = await asyncio.to_thread(access.grant, job_id, sources, self.secrets, endpoints_of(self.store),
+                                        ACCESS_SECONDS, parts, self.access_ttl, runtime.get("access_deadline"))
+        if grant.env:
+            await remote.put(posixpath.join(runtime["dir"], access.FILE_NAME), grant.env[access.ENV].encode(),
+                             0o600)
+
+    async def _drop_access_file(self, job_id: str, remote=None, force: bool = False) -> None:
+        """An ended job's access file goes (its S3 URLs then die by expiry). Best effort: the host may be gone."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            runtime = dict(job.runtime or {}) if job else {}
+            ended = job is None or job.status in st.TERMINAL
+        if not (ended or force) or not runtime.get("dir"):
+            return
+        try:
+            if remote is None:
+                agent = _agent_for(self.db, self.remotes, runtime)
+                remote = agent.remote if agent is not None else None
+            if remote is not None:
+                await remote.run(["rm", "-f", posixpath.join(runtime["dir"], access.FILE_NAME)])
+        except RemoteError as e:
+            log.warning("job %s: could not remove its access file: %s", job_id, e)
+
+    async def _wait_reachable(self, job_id: str, agent, workdir: str) -> dict[str, Any]:
+        """One `wait` slice. While the job's host cannot be reached (its site cut off) the job goes on there: it
+        stays RUNNING with a note in its info, and the engine asks again with a capped backoff until the host
+        answers. No grace: only the host knows how the job ends, and the launcher records it there."""
+        backoff = Backoff()
+        while True:
+            try:
+                result = await agent.wait_job(workdir, WAIT_SLICE)
+            except RemoteError as e:
+                gone = unreachable_in(e)
+                if gone is None:
+                    raise
+                self._note_unreachable(job_id, gone)
+                await backoff.pause()
+                continue
+            self._note_reachable(job_id)
+            return result
+
+    def _note_unreachable(self, job_id: str, gone: Unreachable) -> None:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            info = dict(job.info or {})
+            if "unreachable" in info:
+                return
+            cluster = s.get(Cluster, job.cluster_id or "")
+            site = s.get(Site, cluster.site_id) if cluster else None
+            now = utcnow()
+            message = waiting_message(site.name if site else "?", gone.host, now, gone.reason)
+            info["unreachable"] = {"since": now.isoformat(), "host": gone.host, "reason": gone.reason}
+            info["status_description"] = f"{message}; the job keeps running there and is recorded once it answers"
+            job.info = info
+        log.warning("job %s: %s", job_id, message)
+        self.on_change()
+
+    def _note_reachable(self, job_id: str) -> None:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            info = dict(job.info or {})
+            if "unreachable" not in info:
+                return
+            del info["unreachable"]
+            info.pop("status_description", None)
+            job.info = info
+        self.on_change()
 
     def _finish(self, job_id: str, result: dict[str, Any]) -> None:
         rc = result.get("rc")
@@ -206,6 +310,33 @@ class JobReconciler:
                 cluster.status, cluster.op, cluster.op_step, cluster.op_target = "Deleting", "delete", None, {}
         self.on_change()
 
+    # --- suspend and resume -------------------------------------------------------------------------------------
+
+    async def signal(self, job_id: str, sig: str) -> None:
+        """Suspend (STOP) or resume (CONT) a launched job's whole process group, then go back to watching it: a
+        stopped job is alive, so the watch goes on and keeps the status written here. If the signal cannot be
+        sent, the job stays as it was (RUNNING or SUSPENDED) and the reason is in its info: the job itself goes
+        on, so it is not given Sahara's terminal SUSPENDFAILED."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            runtime, info = dict(job.runtime), dict(job.info or {})
+        done, failed = (st.SUSPENDED, st.RUNNING) if sig == "STOP" else (st.RUNNING, st.SUSPENDED)
+        verb = "suspend" if sig == "STOP" else "resume"
+        try:
+            agent = _agent_for(self.db, self.remotes, runtime) if runtime.get("dir") else None
+            if agent is None:
+                raise LookupError("the job's master instance is gone")
+            running = await agent.signal_job(runtime["dir"], sig)
+        except JOB_ERRORS as e:
+            log.warning("job %s: could not %s it: %s", job_id, verb, e)
+            self._set(job_id, status=failed, info={**info, "status_description": f"Could not {verb}: {e}"[:2000]},
+                      op="run", op_step="watch")
+            return
+        info.pop("status_description", None)
+        # A job that ended meanwhile is not marked: the watch records how it ended.
+        values = {"status": done} if running else {}
+        self._set(job_id, **values, info=info, op="run", op_step="watch")
+
     # --- cancel and delete --------------------------------------------------------------------------------------
 
     async def cancel(self, job_id: str) -> None:
@@ -220,6 +351,7 @@ class JobReconciler:
         await agent.cancel_job(runtime["dir"])
         result = await agent.wait_job(runtime["dir"], 60)
         await self._copy_logs(job_id, agent.remote, runtime["dir"])
+        await self._drop_access_file(job_id, agent.remote, force=True)
         self._finish(job_id, {**result, "cancelled": True} if result.get("done") else result)
 
     async def delete(self, job_id: str) -> None:
@@ -234,6 +366,7 @@ class JobReconciler:
                 log.warning("job %s: could not stop it before deleting: %s", job_id, e)
         if running:
             self._revoke(job_id)
+            await self._drop_access_file(job_id, force=True)
         for stream in ("stdout", "stderr"):
             self.store.delete(log_key(job_id, stream))
         with self.db.session() as s:
@@ -241,6 +374,22 @@ class JobReconciler:
             if job is not None:
                 s.delete(job)
         self.on_change()
+
+
+async def keep_fresh(renew, period: float, retry: float, *, first_delay: float = 0.0, what: str = "",
+                     sleep=asyncio.sleep) -> None:
+    """Call `renew` every `period` seconds until cancelled. A renewal that fails is logged (the exception's
+    message only: store and remote errors never carry secrets) and tried again after `retry`; it never ends
+    the loop, so it never fails the job by itself."""
+    delay = first_delay
+    while True:
+        await sleep(delay)
+        try:
+            await renew()
+            delay = period
+        except (access.AccessError, StoreError, RemoteError, OSError) as e:
+            log.warning("%s: renewing its data access failed, retrying in %.0fs: %s", what, retry, e)
+            delay = retry
 
 
 def _or_now(job_id: str, db: Database) -> datetime:

@@ -20,6 +20,7 @@ from oasis.db.session import Database
 from oasis.edp.statuses import TERMINAL
 from oasis.engine import leases
 from oasis.engine.clusters import ClusterReconciler
+from oasis.engine.health import check_hosts
 from oasis.engine.jobs import JobReconciler
 from oasis.engine.sites import SiteReconciler
 from oasis.remote.hosts import Remotes
@@ -38,8 +39,10 @@ class Engine:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.remotes = Remotes()
         self.reconcilers: list[tuple[Any, Callable]] = [
-            (Cluster, ClusterReconciler(db, self.remotes, self.wake)),
-            (Job, JobReconciler(db, self.remotes, store, self.wake, secrets_for(settings.state_dir))),
+            (Cluster, ClusterReconciler(db, self.remotes, self.wake,
+                                        unreachable_grace=settings.unreachable_grace_seconds)),
+            (Job, JobReconciler(db, self.remotes, store, self.wake, secrets_for(settings.state_dir),
+                               access_ttl=settings.s3_access_ttl_seconds)),
             (Site, SiteReconciler(db, self.remotes, self.wake)),
         ]
         self.tasks: dict[str, asyncio.Task] = {}
@@ -47,6 +50,7 @@ class Engine:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_periodic = 0.0
+        self._health: asyncio.Task | None = None  # the host health check in progress, if any
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll; callable from any thread."""
@@ -69,6 +73,8 @@ class Engine:
                 for w in waiters:
                     w.cancel()
         finally:
+            if self._health is not None:
+                self._health.cancel()
             for task in list(self.tasks.values()):
                 task.cancel()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
@@ -136,6 +142,17 @@ class Engine:
         with self.db.session() as s:
             engines = sorted(s.scalars(select(Heartbeat.engine_id)))
         self._delete_idle_transient(engines)
+        self._check_health(engines)
+
+    def _check_health(self, engines: list[str]) -> None:
+        """Check the hosts of this engine's share of the sites, unless the previous check still runs (a site
+        cut off makes a check last up to its timeout)."""
+        if self._health is not None and not self._health.done():
+            return
+        with self.db.session() as s:
+            sites = [i for i in s.scalars(select(Site.id)) if self._mine(i, engines)]
+        self._health = asyncio.create_task(check_hosts(self.db, self.remotes, sites))
+        self._health.add_done_callback(_log_failure)
 
     def _mine(self, row_id: str, engines: list[str]) -> bool:
         if self.id not in engines:
@@ -154,3 +171,8 @@ class Engine:
                 busy = s.scalars(select(Job.id).where(Job.cluster_id == c.id, Job.status.not_in(TERMINAL))).first()
                 if busy is None and (c.updated_at or c.created_at) < idle_since:
                     c.status, c.op, c.op_step, c.op_target = "Deleting", "delete", None, {}
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("host health check failed", exc_info=task.exception())

@@ -1,7 +1,11 @@
 """What job scripts import to read and write their data sources: `from oasis import jobkit`.
 
-A job holds no credential: oasis hands it OASIS_DATA_ACCESS, signed URLs scoped to its own data sources (Swift
-temporary URLs with a prefix, S3 presigned requests), valid until the job ends. This module turns data source
+A job holds no credential: oasis hands it signed URLs scoped to its own data sources (Swift temporary URLs with a
+prefix, S3 presigned requests), in the file OASIS_DATA_ACCESS_FILE names (or, from older engines, in
+OASIS_DATA_ACCESS itself). S3 URLs are short-lived and the engine rewrites the file with fresh ones while the job
+runs: this module reads the file again whenever it changed, and once more when a store refuses a URL, so a job
+longer than the URLs' lifetime keeps working. URLs handed to workers inside tasks are as fresh as the file was
+when the driver built the task. This module turns data source
 URLs (swift://container/path, s3://bucket/key, file:///path) into reads and writes through those URLs, with
 nothing but the standard library, so that it works on the driver and on every worker of a multi-host cluster:
 
@@ -29,6 +33,7 @@ from typing import Any, Iterable, Iterator
 from urllib.parse import quote, unquote
 
 ENV = "OASIS_DATA_ACCESS"
+FILE_ENV = "OASIS_DATA_ACCESS_FILE"
 RETRIES = 3
 
 
@@ -60,16 +65,39 @@ def join(url: str, name: str) -> str:
     return (url if url.endswith("/") else url + "/") + name
 
 
-_access_cache: tuple[str, dict[str, Any]] | None = None
+_access_cache: tuple[Any, dict[str, Any]] | None = None
 
 
-def access() -> dict[str, Any]:
-    """The job's scoped access: {data source URL: entry}, from OASIS_DATA_ACCESS."""
+def access(reload: bool = False) -> dict[str, Any]:
+    """The job's scoped access: {data source URL: entry}, from the file OASIS_DATA_ACCESS_FILE names (read again
+    when it changed, or when `reload`), else from OASIS_DATA_ACCESS."""
     global _access_cache
+    path = os.environ.get(FILE_ENV, "")
+    if path:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:  # removed: the job has ended, its access with it
+            raise AccessDenied("this job's data access has been withdrawn (its access file is gone)") from None
+        stamp: Any = (path, st.st_mtime_ns, st.st_size, st.st_ino)
+        if reload or _access_cache is None or _access_cache[0] != stamp:
+            with open(path, encoding="utf-8") as f:
+                _access_cache = (stamp, json.load(f))
+        return _access_cache[1]
     raw = os.environ.get(ENV, "")
     if _access_cache is None or _access_cache[0] != raw:
         _access_cache = (raw, json.loads(raw) if raw else {})
     return _access_cache[1]
+
+
+def _fresh(url: str, method: str, act):
+    """Run `act(signed URL)`; when the store refuses it (expired), read the access file again and retry once."""
+    try:
+        return act(signed_url(url, method))
+    except AccessDenied:
+        if not os.environ.get(FILE_ENV):
+            raise
+        access(reload=True)
+        return act(signed_url(url, method))
 
 
 def _entry(url: str) -> tuple[dict[str, Any], str]:
@@ -168,7 +196,7 @@ def read_bytes(url: str) -> bytes:
     if scheme == "file":
         with open(key, "rb") as f:
             return f.read()
-    return http_get(signed_url(url, "GET"))
+    return _fresh(url, "GET", http_get)
 
 
 def read_text(url: str, encoding: str = "utf-8") -> str:
@@ -186,7 +214,7 @@ def write_bytes(url: str, data: bytes) -> None:
         with open(key, "wb") as f:
             f.write(data)
         return
-    http_put(signed_url(url, "PUT"), data)
+    _fresh(url, "PUT", lambda signed: http_put(signed, data))
 
 
 def write_text(url: str, text: str, encoding: str = "utf-8") -> None:

@@ -32,6 +32,11 @@ def _gateway_address(leaf: Leaf) -> str:
     return leaf.gateway.uplink_address if leaf.access == "gateway" else leaf.gateway.address
 
 
+def share_dir(paths: Paths, site: str) -> Path:
+    """A site's share: the hosts are namespaces on one filesystem, so a directory is what every host mounts."""
+    return paths.root / "shares" / site
+
+
 def _host_entry(paths: Paths, leaf: Leaf, host: Host) -> dict[str, Any]:
     addresses = {leaf.name: host.address}
     if host.uplink_address:
@@ -68,6 +73,8 @@ def _network_entry(paths: Paths, lab: Lab, leaf: Leaf) -> dict[str, Any]:
             "ssh_port": SSH_PORT,
             "host_key": host_public_key(paths, gw.name),
             "base_dir": str(paths.base_dir(gw.name)),
+            # a standalone deploy authorizes the control plane's key here too (sites reached through the gateway)
+            "authorized_keys": str(paths.sshd_dir(gw.name) / "authorized_keys"),
             "namespace": gw.namespace,
         },
         "joined_with": joined,
@@ -80,9 +87,11 @@ def build_manifest(lab: Lab, paths: Paths) -> dict[str, Any]:
     version, lab, generated_at, controller{address, ssh_user, private_key, public_key,
     known_hosts}, sites[]{name, access, proxy_command, gateway{...}, floating_range,
     management_network, networks[]{name, cidr, access, proxy_command, floating_range,
-    gateway{name, address, addresses, ssh_user, ssh_port, host_key, base_dir, namespace},
+    gateway{name, address, addresses, ssh_user, ssh_port, host_key, base_dir, authorized_keys,
+    namespace},
     joined_with[]}, hosts[]{name, network, addresses{network: address}, floating_address,
-    ssh_user, ssh_port, host_key, base_dir, capacity{vcpus, ram_mb, disk_gb}, namespace}}.
+    ssh_user, ssh_port, host_key, base_dir, capacity{vcpus, ram_mb, disk_gb}, namespace},
+    shares[]{id, path, access_level}}.
 
     A site's access/proxy_command/gateway/floating_range are those of its management network
     (its first). Access modes: direct (ssh to the fixed address), gateway (ssh through the
@@ -103,6 +112,9 @@ def build_manifest(lab: Lab, paths: Paths) -> dict[str, Any]:
                 "management_network": mgmt["name"],
                 "networks": networks,
                 "hosts": [_host_entry(paths, leaf, h) for leaf in site.leaves for h in leaf.hosts],
+                # where file:// data sources of the site's jobs may lie (see oasis.edp.shares)
+                "shares": [{"id": f"{site.name}-share", "path": str(share_dir(paths, site.name)),
+                            "access_level": "rw"}],
             }
         )
     client_pub = paths.client_key.with_suffix(".pub").read_text().split()
@@ -123,6 +135,8 @@ def build_manifest(lab: Lab, paths: Paths) -> dict[str, Any]:
 
 def write_manifest(lab: Lab, paths: Paths) -> Path:
     data = build_manifest(lab, paths)
+    for site in lab.sites:
+        share_dir(paths, site.name).mkdir(parents=True, exist_ok=True)
     old = paths.manifest.read_text() if paths.manifest.exists() else None
     text = yaml.safe_dump(data, sort_keys=False)
     # keep the file untouched when only the timestamp would change, so `up` twice changes nothing

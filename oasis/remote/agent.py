@@ -14,6 +14,8 @@ idempotent, so an engine that died half-way can simply run it again.
   run DIR [--env K=V ...] -- ARGV...          launch a job once; stdout, stderr, pid and result live in DIR
   wait DIR TIMEOUT                            wait up to TIMEOUT s for a job's end; prints a JSON status
   cancel DIR [--grace S]                      stop a job's whole process tree
+  signal DIR SIG                              send SIG (STOP or CONT) to a job's whole process group; prints
+                                              JSON {"running": bool} (false: the job has ended or never ran)
   busy-ports ADDRESS PORT...                  print (JSON) which of these ports something already listens on
   authorize FILE KEYLINE                      add an SSH public key line to an authorized_keys file, once
   unauthorize FILE MARK                       remove the key lines that contain MARK
@@ -94,6 +96,8 @@ def _kill_group(pid, grace):
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)
+            if sig == signal.SIGTERM:  # a stopped (suspended) group only acts on SIGTERM once continued
+                os.killpg(pid, signal.SIGCONT)
         except ProcessLookupError:
             return
         except PermissionError:
@@ -255,6 +259,26 @@ def cmd_cancel(d, *rest):
     return 0
 
 
+SIGNALS = {"STOP": signal.SIGSTOP, "CONT": signal.SIGCONT}
+
+
+def cmd_signal(d, sig):
+    """Suspend (STOP) or resume (CONT) a job: its process group is the job's own (see cmd_run), so every
+    process the job started stops with it, while the supervisor keeps waiting for it."""
+    if sig not in SIGNALS:
+        sys.stderr.write("unknown signal %s (STOP or CONT)\n" % sig)
+        return 2
+    pid = _read_pid(os.path.join(d, "pid"))
+    running = bool(pid) and not os.path.exists(os.path.join(d, "result")) and _alive(pid)
+    if running:
+        try:
+            os.killpg(pid, SIGNALS[sig])
+        except ProcessLookupError:
+            running = False
+    print(json.dumps({"running": running}))
+    return 0
+
+
 def cmd_busy_ports(address, *ports):
     import socket
 
@@ -299,7 +323,7 @@ def cmd_unauthorize(path, mark):
 
 
 COMMANDS = {"start": cmd_start, "stop": cmd_stop, "stop-all": cmd_stop_all, "wait-log": cmd_wait_log,
-            "run": cmd_run, "wait": cmd_wait, "cancel": cmd_cancel,
+            "run": cmd_run, "wait": cmd_wait, "cancel": cmd_cancel, "signal": cmd_signal,
             "busy-ports": cmd_busy_ports, "authorize": cmd_authorize, "unauthorize": cmd_unauthorize}
 
 if __name__ == "__main__":

@@ -54,6 +54,10 @@ class Agent:
     async def cancel_job(self, d: str, grace: float = 5) -> None:
         await self._call("cancel", d, "--grace", str(grace), timeout=grace + 60)
 
+    async def signal_job(self, d: str, sig: str) -> bool:
+        """Send STOP (suspend) or CONT (resume) to a job's process group; False if the job is no longer running."""
+        return bool(json.loads(await self._call("signal", d, sig)).get("running"))
+
     async def busy_ports(self, address: str, ports: list[int]) -> list[int]:
         if not ports:
             return []

@@ -11,6 +11,25 @@ class RemoteError(Exception):
     pass
 
 
+class Unreachable(RemoteError):
+    """The host could not be reached (connection refused or timed out, its gateway or proxy down, the connection
+    lost): a transport failure, not a command that ran and failed. The host may come back; callers may wait."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(f"{host}: unreachable ({reason})")
+        self.host, self.reason = host, reason
+
+
+def unreachable_in(error: BaseException | None) -> Unreachable | None:
+    """The Unreachable that caused `error`, if any: plugins and agents may wrap it in their own errors."""
+    seen = 0
+    while error is not None and seen < 20:
+        if isinstance(error, Unreachable):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
 class CommandFailed(RemoteError):
     def __init__(self, command: str, result: "Result") -> None:
         self.result = result

@@ -9,3 +9,22 @@ def generate_keypair(comment: str = "oasis") -> tuple[str, str]:
     """Returns (private key in OpenSSH PEM, public key line)."""
     key = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
     return key.export_private_key().decode(), key.export_public_key().decode().strip()
+
+
+def parse_public_key(text: str) -> tuple[str, str]:
+    """(normalised OpenSSH public key line, SHA256 fingerprint) of a user's public key; ValueError for anything
+    that is not one (a private key included: it is refused, never stored)."""
+    text = (text or "").strip()
+    if "PRIVATE KEY" in text:
+        raise ValueError("this is a private key; give the public key (the .pub file)")
+    if not text or "\n" in text:
+        raise ValueError("expected one OpenSSH public key line, e.g. 'ssh-ed25519 AAAA... comment'")
+    try:
+        key = asyncssh.import_public_key(text)
+    except (asyncssh.KeyImportError, ValueError) as e:
+        raise ValueError(f"not a valid SSH public key: {e}") from None
+    parts = text.split(None, 2)
+    line = key.export_public_key("openssh").decode().strip()
+    if len(parts) == 3:  # keep the user's comment: it says whose key this is on the hosts
+        line = f"{line.split()[0]} {line.split()[1]} {parts[2]}"
+    return line, key.get_fingerprint("sha256")

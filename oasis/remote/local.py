@@ -49,6 +49,9 @@ class LocalRemote:
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
+    tmp.unlink(missing_ok=True)
+    # created with its final mode: a private file (a job's access file) is never readable by others
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o777), "wb") as f:
+        f.write(data)
     tmp.chmod(mode)
     os.replace(tmp, path)

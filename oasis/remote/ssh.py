@@ -11,7 +11,27 @@ from dataclasses import dataclass, field
 
 import asyncssh
 
-from oasis.remote.base import CommandFailed, RemoteError, Result, quote
+from oasis.remote.base import CommandFailed, RemoteError, Result, Unreachable, quote
+
+
+def transport_reason(e: BaseException) -> str | None:
+    """A short reason if `e` means the host could not be reached (rather than refusing us or failing a command);
+    None otherwise. An authentication failure or an SFTP error is an answer from the host, not a transport one."""
+    if isinstance(e, (asyncssh.PermissionDenied, asyncssh.HostKeyNotVerifiable, asyncssh.SFTPError)):
+        return None
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, (asyncio.TimeoutError, TimeoutError)):
+        return "connection timed out"
+    if isinstance(e, asyncssh.ChannelOpenError):
+        return f"could not open a channel: {e.reason}"
+    if isinstance(e, asyncssh.DisconnectError):
+        return f"connection lost: {e.reason}" if e.reason else "connection lost"
+    if isinstance(e, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):  # e.g. a proxy command died
+        return f"connection lost: {(e.strerror or type(e).__name__).lower()}"
+    if isinstance(e, OSError):
+        return (e.strerror or str(e) or type(e).__name__).lower()
+    return None
 
 
 class HostKeyMismatch(RemoteError):
@@ -55,7 +75,10 @@ class SshRemote:
                 connect_timeout=t.connect_timeout, keepalive_interval=15, keepalive_count_max=3,
             )
             if self.gateway is not None:
-                options["tunnel"] = await self.gateway.connection()
+                try:
+                    options["tunnel"] = await self.gateway.connection()
+                except Unreachable as e:
+                    raise Unreachable(self.name, f"its way in, {e.host}, is unreachable: {e.reason}") from e
             elif t.proxy_command:
                 options["proxy_command"] = shlex.split(t.proxy_command)
             try:
@@ -63,6 +86,9 @@ class SshRemote:
             except asyncssh.HostKeyNotVerifiable as e:
                 raise HostKeyMismatch(f"{t.label or t.address}: host key does not match the pinned one ({e})") from e
             except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
+                reason = transport_reason(e)
+                if reason is not None:
+                    raise Unreachable(self.name, reason) from e
                 raise RemoteError(f"{t.label or t.address}: cannot connect over SSH: {e}") from e
             self._sftp = None
             return self._conn
@@ -78,6 +104,9 @@ class SshRemote:
             except asyncssh.TimeoutError as e:
                 raise RemoteError(f"{self.name}: timed out after {timeout}s: {command}") from e
             except (OSError, asyncssh.Error) as e:
+                reason = transport_reason(e)
+                if reason is not None:
+                    raise Unreachable(self.name, reason) from e
                 raise RemoteError(f"{self.name}: connection lost: {e}") from e
         result = Result(r.exit_status if r.exit_status is not None else -1, str(r.stdout or ""), str(r.stderr or ""))
         if check and result.rc != 0:
@@ -95,11 +124,15 @@ class SshRemote:
             sftp = await self._sftp_client()
             await sftp.makedirs(posixpath.dirname(path), exist_ok=True)
             tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-            async with sftp.open(tmp, "wb") as f:
+            # created with its final mode: a private file (a job's access file) is never readable by others
+            async with sftp.open(tmp, "wb", asyncssh.SFTPAttrs(permissions=mode)) as f:
                 await f.write(data)
             await sftp.chmod(tmp, mode)
             await sftp.posix_rename(tmp, path)
         except (OSError, asyncssh.Error) as e:
+            reason = transport_reason(e)
+            if reason is not None and (isinstance(e, asyncssh.Error) or self._gone()):
+                raise Unreachable(self.name, reason) from e
             raise RemoteError(f"{self.name}: cannot write {path}: {e}") from e
 
     async def get(self, path: str) -> bytes:
@@ -108,7 +141,14 @@ class SshRemote:
             async with sftp.open(path, "rb") as f:
                 return await f.read()
         except (OSError, asyncssh.Error) as e:
+            reason = transport_reason(e)
+            if reason is not None and (isinstance(e, asyncssh.Error) or self._gone()):
+                raise Unreachable(self.name, reason) from e
             raise RemoteError(f"{self.name}: cannot read {path}: {e}") from e
+
+    def _gone(self) -> bool:
+        """Whether the connection died: a local file error (OSError) on a live connection is not a transport one."""
+        return self._conn is None or self._conn.is_closed()
 
     async def http_get(self, port: int, path: str, timeout: float = 10) -> bytes:
         """HTTP/1.0 GET to a port of this host, through the SSH connection: works wherever SSH does."""

@@ -2,17 +2,22 @@
 
 `EndpointMap` (where the API, identity, object store and engine callback are), `HostsEntry` (host lines for the
 control plane's names), `GlobalConfig` (framework defaults), `AllNodesConfig` (every site's hosts, for name
-resolution across sites) and `secrets` (the join token, generated once per control plane). A site's own
-credentials (Site.secrets) are never read here: they cannot end up in a bundle.
+resolution across sites), `ControlPlaneAccess` (the public key the control plane reaches standalone-deployed
+sites' hosts with) and `secrets` (the bundle version's join token, derived from a secret generated once per
+control plane). A site's own credentials (Site.secrets) are never read here: they cannot end up in a bundle.
 
 Every export is a new version kept in the database: a site not yet updated still needs the one it was
 deployed with."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import ipaddress
 import os
 import secrets as random_secrets
 import socket
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,11 +25,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from oasis.db.models import ControlPlaneSecret, Export, Host, Site
+from oasis.db.models import ControlPlaneSecret, Export, Host, Site, utcnow
 
 DNS_DOMAIN = "oasis.local"
 JOIN_TOKEN = "join_token"
-BUNDLE_KEYS = ("EndpointMap", "HostsEntry", "GlobalConfig", "AllNodesConfig", "secrets")
+SITE_KEY = "site_ssh_private_key"  # ControlPlaneSecret: the control plane's own key to the sites' hosts
+BUNDLE_KEYS = ("EndpointMap", "HostsEntry", "GlobalConfig", "AllNodesConfig", "ControlPlaneAccess", "secrets")
+# How long a bundle's join token is accepted after its export (seconds); a later export makes a new token.
+JOIN_TOKEN_TTL = float(os.environ.get("OASIS_JOIN_TOKEN_TTL") or 7 * 24 * 3600)
 # Query parameters of a store URL that only say where, never who.
 _STORE_WHERE = ("container", "bucket", "region", "prefix")
 
@@ -63,6 +71,54 @@ def join_token(session: Session) -> str:
     except IntegrityError:  # another API replica made it first: theirs is the one
         pass
     return session.get(ControlPlaneSecret, JOIN_TOKEN).value
+
+
+def version_token(session: Session, version: int) -> str:
+    """The join token of one bundle version: derived from the control plane's join secret and the version, so a
+    bundle's token is worth nothing for any other version, and no table of tokens needs keeping."""
+    mac = hmac.new(join_token(session).encode(), f"oasis-join:{int(version)}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+
+def check_join_token(session: Session, version: int, token: str, now: datetime | None = None) -> Export:
+    """The export a join names, if `token` is its token and has not expired; JoinRefused otherwise. The
+    comparison is in constant time; the token itself is never put in a message."""
+    row = session.get(Export, int(version)) if isinstance(version, int) and version > 0 else None
+    expected = version_token(session, row.version) if row is not None else version_token(session, 0)
+    # compared even for an unknown version, so that the answer's timing does not tell versions apart
+    good = hmac.compare_digest(expected.encode(), (token or "").encode())
+    if row is None or not good:
+        raise JoinRefused(401, "the join token is not valid for this bundle version (was the bundle exported by "
+                               "this control plane?)")
+    age = ((now or utcnow()) - row.created_at).total_seconds()
+    if age > JOIN_TOKEN_TTL:
+        raise JoinRefused(403, f"the join token of bundle version {row.version} expired "
+                               f"{timedelta(seconds=int(age - JOIN_TOKEN_TTL))} ago: export a new bundle")
+    return row
+
+
+class JoinRefused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def control_plane_key(session: Session) -> tuple[str, str]:
+    """(private, public) OpenSSH key the control plane reaches the hosts of standalone-deployed sites with: made
+    once. Only the public half leaves the control plane (in the bundle); a standalone deploy authorizes it."""
+    import asyncssh
+
+    row = session.get(ControlPlaneSecret, SITE_KEY)
+    if row is None:
+        key = asyncssh.generate_private_key("ssh-ed25519", comment="oasis-control-plane")
+        try:
+            with session.begin_nested():
+                session.add(ControlPlaneSecret(name=SITE_KEY, value=key.export_private_key().decode()))
+        except IntegrityError:  # another API replica made it first
+            pass
+        row = session.get(ControlPlaneSecret, SITE_KEY)
+    public = asyncssh.import_private_key(row.value).export_public_key().decode().split()
+    return row.value, f"{public[0]} {public[1]} oasis-control-plane"
 
 
 def _fqdn(name: str, site: str | None = None) -> str:
@@ -105,7 +161,8 @@ def global_config(settings_host: str) -> dict[str, Any]:
     }
 
 
-def build_bundle(session: Session, api_url: str, object_store: str | None, settings_host: str) -> dict[str, Any]:
+def build_bundle(session: Session, api_url: str, object_store: str | None, settings_host: str,
+                 version: int) -> dict[str, Any]:
     api_url = api_url.rstrip("/")
     return {
         "EndpointMap": {
@@ -118,13 +175,16 @@ def build_bundle(session: Session, api_url: str, object_store: str | None, setti
         "HostsEntry": control_plane_hosts(api_url),
         "GlobalConfig": global_config(settings_host),
         "AllNodesConfig": all_nodes(session),
-        "secrets": {JOIN_TOKEN: join_token(session)},
+        "ControlPlaneAccess": {"ssh_public_key": control_plane_key(session)[1]},
+        "secrets": {JOIN_TOKEN: version_token(session, version)},
     }
 
 
 def create_export(session: Session, api_url: str, object_store: str | None, settings_host: str) -> Export:
-    row = Export(bundle=build_bundle(session, api_url, object_store, settings_host))
+    row = Export(bundle={})
     session.add(row)
+    session.flush()  # the version first: the bundle's join token is that version's
+    row.bundle = build_bundle(session, api_url, object_store, settings_host, row.version)
     session.flush()
     return row
 

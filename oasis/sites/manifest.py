@@ -11,8 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from oasis.db.models import Host, Image, Site
+from oasis.edp.shares import parse_share
 
 ACCESS_MODES = ("direct", "gateway", "proxy_command")
+QUOTA_KEYS = ("instances", "vcpus", "ram_mb")
 PROXY_PLACEHOLDERS = {"host", "port", "tenant_id", "network_id", "site"}
 
 
@@ -31,6 +33,39 @@ def check_proxy_command(template: str, where: str) -> None:
     if unknown:
         raise ManifestError(f"{where}: proxy_command has unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)};"
                             f" known: {', '.join('{' + p + '}' for p in sorted(PROXY_PLACEHOLDERS))}")
+
+
+def check_quotas(value: Any, where: str) -> dict[str, int]:
+    """A site's `quotas: {instances, vcpus, ram_mb}`: each optional (absent: unlimited), a non-negative integer."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ManifestError(f"{where}.quotas: must be a mapping of {', '.join(QUOTA_KEYS)}")
+    unknown = sorted(set(value) - set(QUOTA_KEYS))
+    if unknown:
+        raise ManifestError(f"{where}.quotas: unknown quota(s) {', '.join(map(str, unknown))}; known: "
+                            f"{', '.join(QUOTA_KEYS)}")
+    out = {}
+    for key, limit in value.items():
+        if limit is None:
+            continue
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ManifestError(f"{where}.quotas.{key}: must be a non-negative integer, not {limit!r}")
+        out[key] = limit
+    return out
+
+
+def check_shares(value: Any, where: str) -> list[dict[str, Any]]:
+    """A site's `shares: [{path, access_level: rw|ro, id}]`: directories every host of the site mounts, where
+    file:// data sources of its jobs may lie (see oasis.edp.shares)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ManifestError(f"{where}.shares: must be a list of {{path, access_level}}")
+    try:
+        return [parse_share(entry, f"{where}.shares[{i}]") for i, entry in enumerate(value)]
+    except ValueError as e:
+        raise ManifestError(str(e)) from None
 
 
 def _need(d: dict[str, Any], key: str, where: str) -> Any:
@@ -72,6 +107,8 @@ def _register_site(session: Session, entry: dict[str, Any], where: str, private_
         "management_network": network,
         "default_network": network,
         "networks": {n["name"]: n.get("cidr") for n in entry.get("networks") or []} or {network: None},
+        "shares": check_shares(entry.get("shares"), where),
+        "quotas": check_quotas(entry.get("quotas"), where),
     }
     site = session.scalars(select(Site).where(Site.name == name)).first()
     if site is None:

@@ -6,6 +6,11 @@ by PID, directory removed. One user `test:tester` / `testing` (an admin of accou
     with SwiftServer() as swift:
         swift.auth_url  # http://127.0.0.1:PORT/auth/v1.0   (native Swift, tempauth)
         swift.endpoint  # http://127.0.0.1:PORT             (S3 through s3api: access key test:tester, secret testing)
+
+`SwiftServer(bind_ip=ADDRESS)` serves the proxy (the only public part) on another local address, for example the
+lab's controller link (root side), so that hosts in the lab's namespaces reach it; the account, container and
+object servers and memcached stay on loopback. A wildcard address is refused: nothing here listens on every
+interface.
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import ipaddress
 
 import httpx
 
@@ -48,21 +55,24 @@ def memcached_binary() -> str | None:
 
 
 class SwiftServer:
-    def __init__(self, base: Path | None = None) -> None:
+    def __init__(self, base: Path | None = None, bind_ip: str = "127.0.0.1") -> None:
+        if ipaddress.ip_address(bind_ip).is_unspecified:
+            raise ValueError("the test Swift does not listen on every interface: give it one address")
+        self.bind_ip = bind_ip
         self._own_base = base is None
         self.base = Path(base or tempfile.mkdtemp(prefix="oasis-swift-"))
         self.etc, self.devices = self.base / "etc", self.base / "srv" / "node"
         self.ports = {name: _free_port() for name in ("object", "container", "account", "proxy", "memcached")}
-        self.url = f"http://127.0.0.1:{self.ports['proxy']}"
+        self.url = f"http://{bind_ip}:{self.ports['proxy']}"
         self.auth_url = f"{self.url}/auth/v1.0"
         self.endpoint = self.url
         self.procs: list[subprocess.Popen] = []
 
     # --- config ---------------------------------------------------------------------------------------------
 
-    def _default(self, port: int) -> str:
+    def _default(self, port: int, bind_ip: str = "127.0.0.1") -> str:
         return (f"[DEFAULT]\nswift_dir = {self.etc}\ndevices = {self.devices}\nmount_check = false\n"
-                f"bind_ip = 127.0.0.1\nbind_port = {port}\nworkers = 0\nlog_name = swift\n"
+                f"bind_ip = {bind_ip}\nbind_port = {port}\nworkers = 0\nlog_name = swift\n"
                 f"log_facility = LOG_LOCAL0\nlog_level = WARNING\n")
 
     def _write_configs(self) -> None:
@@ -82,7 +92,7 @@ class SwiftServer:
                 f"\n[{kind}-replicator]\n\n[{kind}-auditor]\n{extra}")
         memcache = f"127.0.0.1:{self.ports['memcached']}"
         (self.etc / "proxy-server.conf").write_text(
-            self._default(self.ports["proxy"]) + f"""
+            self._default(self.ports["proxy"], self.bind_ip) + f"""
 [pipeline:main]
 pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl s3api tempauth copy slo dlo versioned_writes symlink proxy-logging proxy-server
 
@@ -162,12 +172,12 @@ use = egg:swift#symlink
         self.procs.append(proc)
         return proc
 
-    def _healthy(self, port: int) -> bool:
+    def _healthy(self, port: int, address: str = "127.0.0.1") -> bool:
         for proc in self.procs:
             if proc.poll() is not None:
                 raise RuntimeError(f"a swift process exited with {proc.returncode}: see {self.base}/*.log")
         try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthcheck", timeout=1).status_code == 200
+            return httpx.get(f"http://{address}:{port}/healthcheck", timeout=1).status_code == 200
         except httpx.TransportError:
             return False
 
@@ -184,7 +194,7 @@ use = egg:swift#symlink
             self._spawn([_bin(f"swift-{kind}-server"), str(self.etc / f"{kind}-server.conf")], kind)
         deadline = time.monotonic() + timeout
         for kind in ("object", "container", "account", "proxy"):
-            while not self._healthy(self.ports[kind]):
+            while not self._healthy(self.ports[kind], self.bind_ip if kind == "proxy" else "127.0.0.1"):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"swift {kind} server not healthy after {timeout}s; see {self.base}")
                 time.sleep(0.05)

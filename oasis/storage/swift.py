@@ -1,11 +1,17 @@
 """OpenStack Swift through its native API (plain httpx): tempauth v1 or Keystone v3 authentication, objects in a
-container, and the account's temp-URL keys with which per-job scoped URLs are signed (see oasis.edp.access)."""
+container, and the account's temp-URL keys with which per-job scoped URLs are signed (see oasis.edp.access).
+
+Objects are streamed both ways: uploads go out chunked (Transfer-Encoding: chunked, CHUNK bytes at a time, from
+bytes, a binary file or an iterator of chunks) and downloads come in as raw chunks, so neither side builds a second
+copy of a large object, and `put_stream` / `get_stream` / `download` never hold a whole object at all."""
 from __future__ import annotations
 
 import hashlib
 import hmac
 import threading
-from typing import Any
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import IO, Any, Union
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -13,6 +19,33 @@ import httpx
 from oasis.storage.base import ObjectInfo, ObjectNotFound, StoreError
 
 LISTING_LIMIT = 10000
+CHUNK = 1 << 20  # bytes per chunk sent or received: large enough that per-chunk costs vanish
+
+Source = Union[bytes, bytearray, memoryview, IO[bytes], Iterable[bytes]]
+
+
+def _chunks(source: Source, size: int = CHUNK) -> Iterator[bytes]:
+    """A body as chunks, without copying it: slices of a buffer, reads of a file, or the iterator's own chunks."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        view = memoryview(source)
+        for start in range(0, len(view), size):
+            yield view[start:start + size]  # type: ignore[misc]  # h11 sends any bytes-like object
+    elif hasattr(source, "read"):
+        while chunk := source.read(size):  # type: ignore[union-attr]
+            yield chunk
+    else:
+        yield from source  # type: ignore[misc]
+
+
+def _rewinder(source: Source):
+    """How to send `source` again after a 401 (a new token): None when it cannot be read twice."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return lambda: None
+    seek, tell = getattr(source, "seek", None), getattr(source, "tell", None)
+    if seek is not None and tell is not None and getattr(source, "seekable", lambda: False)():
+        start = tell()
+        return lambda: seek(start)
+    return None
 
 
 class SwiftConnection:
@@ -94,6 +127,42 @@ class SwiftConnection:
                 return r
         raise StoreError(f"Swift {method} /{path}: unauthorized", 401)
 
+    def upload(self, path: str, source: Source, *, headers: dict[str, str] | None = None,
+               chunk_size: int = CHUNK) -> httpx.Response:
+        """PUT an object chunked from bytes, a binary file or an iterator of chunks. After a 401 the body is sent
+        again with a new token where it can be read again (bytes, a seekable file); an iterator cannot."""
+        url = self.storage_url.rstrip("/") + "/" + path
+        rewind = _rewinder(source)
+        for attempt in (0, 1):
+            token = self._current_token(renew=attempt == 1)
+            try:
+                r = self.http.request("PUT", url, headers={**(headers or {}), "X-Auth-Token": token},
+                                      content=_chunks(source, chunk_size))
+            except httpx.TransportError as e:
+                raise StoreError(f"Swift PUT /{path}: {type(e).__name__}") from None
+            if r.status_code != 401 or rewind is None:
+                break
+            rewind()
+        if r.status_code == 401:
+            raise StoreError(f"Swift PUT /{path}: unauthorized", 401)
+        return r
+
+    @contextmanager
+    def download(self, path: str) -> Iterator[httpx.Response]:
+        """GET an object as an open streaming response (read it with iter_raw); re-authenticates once on 401."""
+        url = self.storage_url.rstrip("/") + "/" + path
+        for attempt in (0, 1):
+            token = self._current_token(renew=attempt == 1)
+            try:
+                with self.http.stream("GET", url, headers={"X-Auth-Token": token}) as r:
+                    if r.status_code == 401 and attempt == 0:
+                        continue
+                    yield r
+                    return
+            except httpx.TransportError as e:
+                raise StoreError(f"Swift GET /{path}: {type(e).__name__}") from None
+        raise StoreError(f"Swift GET /{path}: unauthorized", 401)
+
     def account_metadata(self) -> dict[str, str]:
         r = self.request("HEAD")
         _check(r, "HEAD account")
@@ -141,14 +210,33 @@ class SwiftStore:
             conn.ensure_container(container)
 
     def put(self, key: str, data: bytes) -> None:
-        _check(self.conn.request("PUT", object_path(self.container, key), content=data), f"PUT {key}")
+        self.put_stream(key, data)
+
+    def put_stream(self, key: str, source: Source, chunk_size: int = CHUNK) -> None:
+        """Upload from bytes, a binary file or an iterator of chunks, chunked, never holding the whole object."""
+        _check(self.conn.upload(object_path(self.container, key), source, chunk_size=chunk_size), f"PUT {key}")
 
     def get(self, key: str) -> bytes:
-        r = self.conn.request("GET", object_path(self.container, key))
-        if r.status_code == 404:
-            raise ObjectNotFound(key)
-        _check(r, f"GET {key}")
-        return r.content
+        return b"".join(self.get_stream(key))
+
+    def get_stream(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        """The object's bytes as they arrive, in chunks of at most `chunk_size`."""
+        with self.conn.download(object_path(self.container, key)) as r:
+            if r.status_code == 404:
+                raise ObjectNotFound(key)
+            _check(r, f"GET {key}")
+            try:
+                yield from r.iter_raw(chunk_size)
+            except httpx.TransportError as e:
+                raise StoreError(f"Swift GET {key}: {type(e).__name__}") from None
+
+    def download(self, key: str, target: IO[bytes], chunk_size: int = CHUNK) -> int:
+        """Write the object into a binary file as it arrives; returns the bytes written."""
+        written = 0
+        for chunk in self.get_stream(key, chunk_size):
+            target.write(chunk)
+            written += len(chunk)
+        return written
 
     def delete(self, key: str) -> None:
         r = self.conn.request("DELETE", object_path(self.container, key))

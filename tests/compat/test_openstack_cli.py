@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.services import Oasis
+from tests.integration.services import Oasis, wait_until
 
 OPENSTACK = str(Path(sys.executable).parent / "openstack")
 
@@ -114,6 +114,39 @@ def test_admin_token_and_endpoint(oasis: Oasis) -> None:
     wrong = ("--os-auth-type", "admin_token", "--os-token", "not-a-token", "--os-endpoint", f"{oasis.url}/v2")
     err = run(oasis, "plugin", "list", auth=wrong, ok=False)
     assert "Traceback" not in err and "The token is invalid or has expired" in err, err
+
+
+def test_cluster_update_keypair(oasis: Oasis, tmp_path: Path) -> None:
+    """`openstack dataprocessing cluster update keypair` (v2 only) on a cluster that names a keypair of oasis's
+    registry (`/v2/keypairs`, an oasis extension standing in for Nova's)."""
+    suffix = uuid.uuid4().hex[:6]
+    version = js(oasis, "plugin", "show", "dask")["Versions"].split(",")[0].strip()
+    kp = f"cli-kp-{suffix}"
+    r = oasis.client.post("/keypairs", json={"name": kp})
+    assert r.status_code == 202, r.text
+    name = f"cli-kp-{suffix}"
+    cluster = js(oasis, "cluster", "create", "--wait", "--json", write(tmp_path, "kp-cluster.json", {
+        "name": name, "plugin_name": "dask", "plugin_version": version, "user_keypair_id": kp, "node_groups": [
+            {"name": "master", "flavor_id": "2", "node_processes": ["scheduler"], "count": 1},
+            {"name": "worker", "flavor_id": "2", "node_processes": ["worker"], "count": 1}]}))
+    try:
+        assert cluster["Status"] == "Active" and cluster["User keypair id"] == kp
+        out = run(oasis, "cluster", "update", "keypair", name)
+        assert f'Cluster "{name}" keypair has been updated.' in out
+
+        def updated() -> dict | None:
+            body = oasis.client.get(f"/clusters/{cluster['Id']}", params={"show_progress": "true"}).json()
+            steps = [s for s in body["cluster"]["provision_progress"]
+                     if s["step_name"] == "Update the user keypair" and s["successful"] is not None]
+            return steps[0] if steps else None
+
+        assert wait_until(updated, 60, "keypair updated", interval=0.3)["successful"] is True
+        # Without a keypair there is nothing to update: a clear error, not a traceback.
+        oasis.client.delete(f"/keypairs/{kp}")
+        err = run(oasis, "cluster", "update", "keypair", name, ok=False)
+        assert "Traceback" not in err and "keypair" in err, err
+    finally:
+        run(oasis, "cluster", "delete", "--wait", name)
 
 
 @pytest.fixture(autouse=True)

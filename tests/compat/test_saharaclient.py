@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from keystoneauth1 import session as ks_session
@@ -348,3 +349,142 @@ def test_dask_cluster_and_jobs(c2, c1) -> None:  # noqa: ANN001
     c2.job_templates.delete(template.id)
     c2.job_binaries.delete(binary.id)
     c1.job_binary_internals.delete(jbi.id)
+
+
+# --- issue 3: convert-config, update_keypair, suspend and resume ---------------------------------------------
+
+HADOOP_XML = b"""<?xml version="1.0"?>
+<configuration>
+  <property><name>dask.worker.threads</name><value>2</value></property>
+  <property><name>io.file.buffer.size</name><value>65536</value></property>
+</configuration>
+"""
+
+
+def test_convert_config_v11(c2, c1) -> None:  # noqa: ANN001
+    version = dask_version(c2)
+    name = unique("conv")
+    ct = c1.plugins.convert_to_cluster_template("dask", version, name, HADOOP_XML)
+    assert ct["name"] == name and ct["hadoop_version"] == version and ct["node_groups"] == []
+    assert ct["cluster_configs"] == {"general": {"dask.worker.threads": "2", "io.file.buffer.size": "65536"}}
+    assert c2.cluster_templates.get(ct["id"]).cluster_configs == ct["cluster_configs"]
+    # No node groups come from a configuration file: a cluster from the template must name its own.
+    refused = api_error(lambda: c2.clusters.create(unique("c"), "dask", version, cluster_template_id=ct["id"]))
+    assert (refused.error_code, refused.error_name) == (400, "INVALID_DATA")
+    # Malformed XML is the client's error; saharaclient turns any non-202 into a RuntimeError.
+    with pytest.raises(RuntimeError):
+        c1.plugins.convert_to_cluster_template("dask", version, unique("conv"), b"<configuration><property>")
+    c2.cluster_templates.delete(ct["id"])
+
+
+def _dask_groups() -> list[dict]:
+    return [{"name": "master", "flavor_id": "2", "node_processes": ["scheduler"], "count": 1},
+            {"name": "worker", "flavor_id": "2", "node_processes": ["worker"], "count": 1}]
+
+
+def _delete_cluster(c2, cluster_id: str) -> None:  # noqa: ANN001
+    c2.clusters.delete(cluster_id)
+
+    def gone() -> bool:
+        try:
+            c2.clusters.get(cluster_id)
+        except APIException as e:
+            return e.error_code == 404
+        return False
+
+    wait_until(gone, 120, "cluster deleted", interval=0.3)
+
+
+def test_cluster_update_keypair_v2(c2, oasis: Oasis) -> None:  # noqa: ANN001
+    version = dask_version(c2)
+    missing = api_error(lambda: c2.clusters.create(unique("kp"), "dask", version, node_groups=_dask_groups(),
+                                                   user_keypair_id="no-such-keypair"))
+    assert (missing.error_code, missing.error_name) == (400, "NOT_FOUND")
+    kp_name = unique("kp")
+    # The keypair registry is an oasis extension; saharaclient has no manager for it (Sahara used Nova's).
+    r = c2.clusters.api.post("/keypairs", json={"name": kp_name})
+    assert r.status_code == 202, r.text
+    assert "PRIVATE KEY" in r.json()["keypair"]["private_key"]
+    cluster = c2.clusters.create(unique("kp"), "dask", version, node_groups=_dask_groups(), user_keypair_id=kp_name)
+    try:
+        refused = api_error(lambda: c2.clusters.update_keypair(cluster.id))  # not Active yet
+        assert (refused.error_code, refused.error_name) == (400, "INVALID_DATA")
+        wait_status(lambda: c2.clusters.get(cluster.id), lambda c: c.status, {"Active"})
+        updated = unwrap(c2.clusters.update_keypair(cluster.id), "cluster")
+        assert updated["status"] == "Active" and updated["user_keypair_id"] == kp_name
+
+        def step() -> dict | None:
+            steps = c2.clusters.get(cluster.id, show_progress=True).provision_progress
+            done = [s for s in steps if s["step_name"] == "Update the user keypair" and s["successful"] is not None]
+            return done[0] if done else None
+
+        assert wait_until(step, 60, "keypair update step", interval=0.3)["successful"] is True
+        assert c2.clusters.get(cluster.id).status_description == ""
+    finally:
+        _delete_cluster(c2, cluster.id)
+        c2.clusters.api.delete(f"/keypairs/{kp_name}")
+
+
+LOOP_JOB = b"""#!/bin/sh
+i=0
+while true; do i=$((i+1)); echo "tick $i"; sleep 0.2; done
+"""
+
+
+def _group_states(pgid: int) -> set[str]:
+    """States of every process of a process group, from /proc (the local site runs jobs on this machine)."""
+    states = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            states.add(fields[0])
+    return states
+
+
+def test_job_suspend_resume_cancel(c2, c1) -> None:  # noqa: ANN001
+    version = dask_version(c2)
+    cluster = c2.clusters.create(unique("susp"), "dask", version, node_groups=_dask_groups())
+    jbi = c1.job_binary_internals.create(unique("loop") + ".sh", LOOP_JOB)
+    binary = c2.job_binaries.create(unique("jb"), f"internal-db://{jbi.id}")
+    template = c2.job_templates.create(unique("jt"), "Shell", mains=[binary.id])
+    try:
+        wait_status(lambda: c2.clusters.get(cluster.id), lambda c: c.status, {"Active"})
+        job = c2.jobs.create(template.id, cluster.id)
+        running = wait_status(lambda: c2.jobs.get(job.id), lambda j: j.info["status"], {"RUNNING"})
+        pid = int(running.engine_job_id.split("@")[0])
+        wait_until(lambda: "S" in _group_states(pid) or "R" in _group_states(pid), 30, "job processes")
+
+        # saharaclient has no suspend call: the PATCH its managers make, as Sahara documents it.
+        c2.jobs._patch(f"/jobs/{job.id}", {"info": {"status": "suspend"}})
+        suspended = wait_status(lambda: c2.jobs.get(job.id), lambda j: j.info["status"], {"SUSPENDED"}, 60)
+        assert suspended.end_time is None
+        assert _group_states(pid) == {"T"}, _group_states(pid)  # every process of the job is stopped
+        refused = api_error(lambda: c2.jobs._patch(f"/jobs/{job.id}", {"info": {"status": "suspend"}}))
+        assert (refused.error_code, refused.error_name) == (400, "SUSPENDING_FAILED")
+        # It stays suspended: the watch, back at work, does not take a stopped job for an ended one.
+        watched_until = time.monotonic() + 1.5
+        while time.monotonic() < watched_until:
+            assert c2.jobs.get(job.id).info["status"] == "SUSPENDED"
+            assert _group_states(pid) == {"T"}
+
+        c1.job_executions._patch(f"/job-executions/{job.id}", {"info": {"status": "resume"}}, "job_execution")
+        wait_status(lambda: c2.jobs.get(job.id), lambda j: j.info["status"], {"RUNNING"}, 60)
+        wait_until(lambda: "T" not in _group_states(pid) and _group_states(pid), 30, "job continued")
+
+        # Suspend again, then cancel: a stopped job still dies.
+        c2.jobs._patch(f"/jobs/{job.id}", {"info": {"status": "suspend"}})
+        wait_status(lambda: c2.jobs.get(job.id), lambda j: j.info["status"], {"SUSPENDED"}, 60)
+        c2.jobs._patch(f"/jobs/{job.id}", {"info": {"status": "cancel"}})
+        killed = wait_status(lambda: c2.jobs.get(job.id), lambda j: j.info["status"],
+                             {"KILLED", "FAILED", "DONEWITHERROR", "SUCCEEDED"}, 60)
+        assert killed.info["status"] == "KILLED"
+        wait_until(lambda: not _group_states(pid), 30, "job processes gone")
+        c2.jobs.delete(job.id)
+    finally:
+        _delete_cluster(c2, cluster.id)
+        c2.job_templates.delete(template.id)
+        c2.job_binaries.delete(binary.id)
+        c1.job_binary_internals.delete(jbi.id)

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.integration import workflow as wf
-from tests.integration.services import Oasis, processes_under
+from tests.integration.services import Oasis, processes_under, wait_until
 from tests.lab_fixture import built_lab, site_of
+
+UNREACHABLE_GRACE = 8
 
 HOSTNAME_JOB = b"""
 import socket, sys
@@ -35,6 +37,8 @@ def lab() -> Iterator[dict]:
 @pytest.fixture(scope="module")
 def service(lab: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
     oasis = Oasis(tmp_path_factory.mktemp("lab-oasis") / "state")
+    # A short grace for unreachable hosts: the sshd test below sees the wait, then the rollback after it.
+    oasis.env["OASIS_UNREACHABLE_GRACE_SECONDS"] = str(UNREACHABLE_GRACE)
     try:
         oasis.start_api("up")
         key = Path(lab["manifest"]["controller"]["private_key"]).read_text()
@@ -164,8 +168,12 @@ def test_a_host_whose_sshd_died_fails_the_cluster_and_rolls_back(service: Oasis,
     try:
         client = service.client
         cid = wf.create_cluster(client, "dask", "lab-doomed", workers=2, flavor="1", availability_zone="central")
+        # First the operation waits for the host, saying so; past the grace it fails and rolls back.
+        wait_until(lambda: wf.cluster(client, cid)["status_description"].startswith(
+            f"Waiting for site central: host {victim['name']} unreachable since "), 60, "the wait to show", 0.1)
         c = wf.wait_cluster(client, cid, status="Error", timeout=120)
         assert victim["name"] in c["status_description"], c["status_description"]
+        assert f"for more than {UNREACHABLE_GRACE}s" in c["status_description"], c["status_description"]
         # What started on the other hosts was rolled back; only the unreachable host's placement is still
         # recorded, since nobody could look there.
         left = [i["internal_ip"] for ng in c["node_groups"] for i in ng["instances"]]
@@ -179,3 +187,66 @@ def test_a_host_whose_sshd_died_fails_the_cluster_and_rolls_back(service: Oasis,
     wf.wait_gone(client, cid)
     for host in site_of(lab, "central")["hosts"]:
         assert not (Path(host["base_dir"]) / cid).exists()
+
+
+def _ssh_as(host: dict, private_key: str) -> str:
+    """Log in to a lab host over real SSH with a user's key (the host key pinned), and run a command."""
+    import asyncio
+
+    import asyncssh
+
+    async def go() -> str:
+        async with asyncssh.connect(host["addresses"][host["network"]], port=int(host["ssh_port"]),
+                                    username=host["ssh_user"], client_keys=[asyncssh.import_private_key(private_key)],
+                                    known_hosts=([asyncssh.import_public_key(host["host_key"])], [], []),
+                                    agent_path=None, connect_timeout=20) as conn:
+            return (await conn.run("echo user-key-works", check=True)).stdout.strip()
+
+    return asyncio.run(go())
+
+
+def test_user_keypair_on_hosts_update_and_delete(service: Oasis, lab: dict) -> None:
+    """A cluster's user keypair is in authorized_keys on its hosts (a real SSH login with it works), update_keypair
+    swaps it for the keypair's new key, and deleting the cluster removes it."""
+    import asyncssh
+
+    client = service.client
+    first = wf.ok(client.post("/keypairs", json={"name": "lab-user"}), 202)["keypair"]
+    cid = wf.create_cluster(client, "dask", "lab-keyed", workers=2, flavor="1", availability_zone="central",
+                            user_keypair_id="lab-user")
+    hosts = site_of(lab, "central")["hosts"]
+    mark = f"oasis-user-{cid}"
+
+    def line(kp: dict) -> str:
+        return " ".join(kp["public_key"].split()[:2] + [mark])
+
+    def keys(h: dict) -> list[str]:
+        return Path(h["authorized_keys"]).read_text().splitlines()
+
+    try:
+        c = wf.wait_cluster(client, cid)
+        ips = {i["internal_ip"] for ng in c["node_groups"] for i in ng["instances"]}
+        used = [h for h in hosts if h["addresses"][h["network"]] in ips]
+        assert len(used) >= 2
+        assert all(line(first) in keys(h) for h in used), "the user's key is on every host of the cluster"
+        assert _ssh_as(used[0], first["private_key"]) == "user-key-works"
+
+        # Rotate: the keypair is re-created under its name, then update_keypair puts the new key in place.
+        wf.ok(client.delete("/keypairs/lab-user"), 204)
+        second = wf.ok(client.post("/keypairs", json={"name": "lab-user"}), 202)["keypair"]
+        wf.ok(client.patch(f"/clusters/{cid}", json={"update_keypair": True}), 202)
+
+        def updated() -> bool:
+            steps = wf.cluster(client, cid, progress=True)["provision_progress"]
+            return any(s["step_name"] == "Update the user keypair" and s["successful"] for s in steps)
+
+        wait_until(updated, 60, "the keypair update")
+        assert all(line(second) in keys(h) and line(first) not in keys(h) for h in used)
+        assert _ssh_as(used[-1], second["private_key"]) == "user-key-works"
+        with pytest.raises(asyncssh.PermissionDenied):
+            _ssh_as(used[-1], first["private_key"])
+    finally:
+        wf.ok(client.delete(f"/clusters/{cid}"), 204)
+        wf.wait_gone(client, cid)
+        client.delete("/keypairs/lab-user")
+    assert not any(mark in "\n".join(keys(h)) for h in hosts), "the user's key outlived the cluster"

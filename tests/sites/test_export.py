@@ -39,7 +39,7 @@ def edge(world: World) -> World:
 def test_bundle_contents_without_site_secrets(edge: World) -> None:
     with edge.db.session() as s:
         bundle = build_bundle(s, "http://10.0.0.1:8386", "swift+http://tester:testing@10.0.0.5:8080/auth/v1.0"
-                                                         "?container=oasis", "10.0.0.1")
+                                                         "?container=oasis", "10.0.0.1", 1)
     assert set(bundle) == set(BUNDLE_KEYS)
     em = bundle["EndpointMap"]
     assert em["api"] == em["engine_callback"] == "http://10.0.0.1:8386"
@@ -74,7 +74,8 @@ def test_export_versions_admin_only(edge: World) -> None:
     assert r1.status_code == r2.status_code == 202, r1.text
     v1, v2 = r1.json()["export"], r2.json()["export"]
     assert v2["version"] == v1["version"] + 1
-    assert v1["bundle"]["secrets"] == v2["bundle"]["secrets"], "one join token per control plane"
+    assert v1["bundle"]["secrets"] != v2["bundle"]["secrets"], "a join token per bundle version"
+    assert v1["bundle"]["ControlPlaneAccess"] == v2["bundle"]["ControlPlaneAccess"], "one key per control plane"
     assert SITE_KEY.splitlines()[1] not in r1.text
     listed = edge.get("/v2/exports", who="admin").json()["exports"]
     assert [e["version"] for e in listed] == [v1["version"], v2["version"]] and "bundle" not in listed[0]

@@ -66,3 +66,56 @@ def test_cancel_kills_the_whole_tree(tmp_path: Path) -> None:
     status = json.loads(agent("wait", d, "10"))
     assert status["done"] and status["cancelled"]
     assert not any(alive(p) for p in tree)
+
+
+def _group(pid: int) -> list[int]:
+    return [int(p) for p in subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True).stdout.split()]
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _until(condition, seconds: float = 10) -> None:  # noqa: ANN001
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_signal_suspends_and_resumes_the_whole_group(tmp_path: Path) -> None:
+    d = str(tmp_path / "job")
+    pid = int(agent("run", d, "--", "sh", "-c", "sleep 120 & sleep 120; wait"))
+    _until(lambda: len(_group(pid)) >= 3)
+    tree = _group(pid)
+    assert json.loads(agent("signal", d, "STOP")) == {"running": True}
+    _until(lambda: all(_state(p) == "T" for p in tree))
+    # A stopped job has not ended: `wait` keeps saying so.
+    assert json.loads(agent("wait", d, "0.3"))["done"] is False
+    assert json.loads(agent("signal", d, "CONT")) == {"running": True}
+    _until(lambda: all(_state(p) in ("S", "R") for p in tree))
+    agent("cancel", d, "--grace", "5")
+    assert json.loads(agent("wait", d, "10"))["done"]
+    # Once the job has ended there is nothing to signal.
+    assert json.loads(agent("signal", d, "STOP")) == {"running": False}
+
+
+def test_cancel_ends_a_suspended_job_without_waiting_for_the_kill(tmp_path: Path) -> None:
+    d = str(tmp_path / "job")
+    pid = int(agent("run", d, "--", "sh", "-c", "sleep 120 & sleep 120; wait"))
+    _until(lambda: len(_group(pid)) >= 3)
+    tree = _group(pid)
+    agent("signal", d, "STOP")
+    _until(lambda: all(_state(p) == "T" for p in tree))
+    started = time.time()
+    agent("cancel", d, "--grace", "30")  # SIGTERM is acted on only because the group is continued too
+    assert time.time() - started < 10
+    status = json.loads(agent("wait", d, "10"))
+    assert status["done"] and status["cancelled"]
+    assert not any(alive(p) for p in tree)
+
+
+def test_signal_refuses_unknown_signals_and_unlaunched_jobs(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, str(AGENT), "signal", str(tmp_path), "KILL"], capture_output=True, text=True)
+    assert r.returncode == 2 and "STOP or CONT" in r.stderr
+    assert json.loads(agent("signal", str(tmp_path / "never"), "STOP")) == {"running": False}

@@ -103,6 +103,100 @@ def test_s3_grant_on_moto_presigns_inputs_and_planned_outputs(monkeypatch) -> No
     assert sorted(data["s3://bucket-m/out"]["put"]) == ["out", "out/_SUCCESS", "out/part-00000", "out/part-00001",
                                                         "out/part-00002"]
     assert "put" not in data["s3://bucket-m/in"] and "SK-secret" not in grant.env[access.ENV]
-    assert grant.record == [{"data_source_id": "i", "url": "s3://bucket-m/in", "kind": "s3"},
-                            {"data_source_id": "o", "url": "s3://bucket-m/out", "kind": "s3"}]
+    assert grant.record == [{"data_source_id": "i", "url": "s3://bucket-m/in", "kind": "s3", "mode": "r"},
+                            {"data_source_id": "o", "url": "s3://bucket-m/out", "kind": "s3", "mode": "rw"}]
     assert os.environ.get(access.ENV) is None
+
+
+def test_s3_access_is_short_lived_and_renewed_on_a_fake_clock(tmp_path: Path, monkeypatch, caplog) -> None:
+    """The engine's renewal loop on a fake clock: every TTL/3 a fresh grant (moto presigns) is written to the
+    access file; a renewal that fails is logged without secrets and retried sooner, never ending the loop."""
+    moto = pytest.importorskip("moto")
+    import asyncio
+    from urllib.parse import parse_qs, urlsplit
+
+    from oasis.edp import access
+    from oasis.engine.jobs import keep_fresh
+    from oasis.storage import StoreError
+
+    clock = {"now": 1_800_000_000.0}
+    monkeypatch.setattr(access.time, "time", lambda: clock["now"])
+    ttl, deadline = 30, int(clock["now"]) + 3600
+    creds = {"accesskey": "AK", "secretkey": "SK-secret"}
+    sources = [("i", "s3://bucket-r/in", creds, "r"), ("o", "s3://bucket-r/out", creds, "rw")]
+    written: list[dict] = []
+    failures = {"left": 1}
+    target = tmp_path / "access.json"
+
+    async def renew() -> None:
+        if len(written) == 2 and failures["left"]:
+            failures["left"] -= 1
+            raise StoreError("S3 list in/: SlowDown")
+        grant = access.grant("j", sources, None, lifetime_s=3600, output_parts=2, s3_ttl_s=ttl, deadline=deadline)
+        target.write_text(grant.env[access.ENV])
+        written.append(json.loads(grant.env[access.ENV]))
+
+    delays: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        delays.append(seconds)
+        clock["now"] += seconds
+        if len(written) >= 4:
+            raise asyncio.CancelledError
+
+    with moto.mock_aws():
+        from oasis.storage import store_for
+
+        store_for("s3://bucket-r/", creds, create=True).put("in/a", b"1")
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(keep_fresh(renew, ttl / 3, 2.0, first_delay=0.0, what="job j", sleep=fake_sleep))
+    # renewed at once (a resumed watch), then every TTL/3, then 2 s after the failed attempt
+    assert delays[:5] == [0.0, 10.0, 10.0, 2.0, 10.0]
+    assert len(written) == 4
+    for doc in written:
+        entry = doc["s3://bucket-r/in"]
+        url = entry["objects"][0][2]
+        query = parse_qs(urlsplit(url).query)
+        assert query["X-Amz-Expires"] == [str(ttl)]  # short-lived, not the job's deadline
+        assert entry["expires"] <= deadline
+    issued = [doc["s3://bucket-r/in"]["expires"] for doc in written]
+    assert issued == sorted(issued) and issued[-1] - issued[0] == 32  # 10 + 10 + 2 + 10 s later, minus the first
+    assert [r.message for r in caplog.records if "renewing" in r.message] == [
+        "job j: renewing its data access failed, retrying in 2s: S3 list in/: SlowDown"]
+    assert "SK-secret" not in caplog.text and "X-Amz-Signature" not in caplog.text
+
+
+def test_jobkit_reads_the_access_file_again_when_it_changes_and_when_refused(tmp_path: Path, monkeypatch) -> None:
+    from oasis import jobkit
+
+    path = tmp_path / "access.json"
+
+    def entry(sig: str) -> dict:
+        return {"s3://b/in": {"kind": "s3-presigned", "bucket": "b", "key": "in", "prefix": "in/", "expires": 1,
+                              "objects": [["in/a", 1, f"http://s3.invalid/b/in/a?sig={sig}"]]}}
+
+    path.write_text(json.dumps(entry("one")))
+    monkeypatch.setenv(jobkit.FILE_ENV, str(path))
+    monkeypatch.delenv(jobkit.ENV, raising=False)
+    assert jobkit.signed_url("s3://b/in/a").endswith("sig=one")
+    tmp = tmp_path / "new"
+    tmp.write_text(json.dumps(entry("two")))
+    os.replace(tmp, path)  # what the engine's atomic rewrite does
+    assert jobkit.signed_url("s3://b/in/a").endswith("sig=two")
+    # a refused (expired) URL: the file is read again and the request retried once with the new URL
+    seen: list[str] = []
+
+    def fake_http(method: str, url: str, data: bytes | None = None) -> bytes:
+        seen.append(url.rsplit("=", 1)[1])
+        if url.endswith("sig=two"):
+            fresh = tmp_path / "fresh"
+            fresh.write_text(json.dumps(entry("three")))
+            os.replace(fresh, path)
+            raise jobkit.AccessDenied("GET: refused (403)")
+        return b"data"
+
+    monkeypatch.setattr(jobkit, "_http", fake_http)
+    assert jobkit.read_bytes("s3://b/in/a") == b"data" and seen == ["two", "three"]
+    path.unlink()  # the job's end: access withdrawn
+    with pytest.raises(jobkit.AccessDenied):
+        jobkit.signed_url("s3://b/in/a")

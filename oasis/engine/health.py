@@ -1,0 +1,79 @@
+"""Host health: a cheap periodic check (`true` over each host's usual way in) recorded on the host row, so that
+`oasis site show` tells which hosts answer, since when one does not, and why; and the site's overall health
+from its hosts'. Checking never changes an operation: reconcilers find out for themselves and wait."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from sqlalchemy import select
+
+from oasis.db.models import Host, Site, utcnow
+from oasis.db.session import Database
+from oasis.remote.base import Unreachable
+from oasis.remote.hosts import Remotes
+
+log = logging.getLogger(__name__)
+
+CHECK_TIMEOUT = 10.0
+
+
+async def check_hosts(db: Database, remotes: Remotes, site_ids: list[str]) -> None:
+    """Check every host of these sites at once and record the outcome on each host (`spec["health"]`)."""
+    with db.session() as s:
+        pairs = [(h, s.get(Site, h.site_id)) for h in s.scalars(select(Host).where(Host.site_id.in_(site_ids)))]
+        s.expunge_all()
+    if not pairs:
+        return
+
+    async def one(host: Host, site: Site) -> tuple[str, str | None]:
+        try:
+            remote = remotes.for_host(host, site)
+            await asyncio.wait_for(remote.run(["true"], timeout=CHECK_TIMEOUT, check=False), CHECK_TIMEOUT + 20)
+            return host.id, None
+        except Unreachable as e:
+            return host.id, e.reason
+        except Exception as e:  # anything else that stops `true` from answering counts against the host too
+            return host.id, str(e) or type(e).__name__
+
+    outcomes = await asyncio.gather(*(one(h, site) for h, site in pairs))
+    now = utcnow().isoformat()
+    with db.session() as s:
+        for host_id, error in outcomes:
+            host = s.get(Host, host_id)
+            if host is None:
+                continue
+            before = (host.spec or {}).get("health") or {}
+            health = {"reachable": error is None, "checked_at": now,
+                      "last_seen": now if error is None else before.get("last_seen"),
+                      "error": None if error is None else error[:500],
+                      "unreachable_since": None if error is None else (before.get("unreachable_since") or now)}
+            if before.get("reachable", True) != health["reachable"]:
+                log.warning("host %s: %s", host.name, "reachable again" if error is None else f"unreachable: {error}")
+            host.spec = {**(host.spec or {}), "health": health}
+
+
+def host_health(host: Host) -> dict[str, Any]:
+    """What the API shows of a host's health; unchecked hosts say so."""
+    health = (host.spec or {}).get("health")
+    if not health:
+        return {"reachable": None, "checked_at": None, "last_seen": None, "error": None, "unreachable_since": None}
+    return dict(health)
+
+
+def site_health(hosts: list[Host]) -> dict[str, Any]:
+    """healthy (every host answers), degraded (some do not), unreachable (none does), unknown (not checked)."""
+    checked = [host_health(h) for h in hosts if (h.spec or {}).get("health")]
+    up = sum(1 for h in checked if h["reachable"])
+    down = [h.name for h in hosts if host_health(h)["reachable"] is False]
+    if not checked:
+        status = "unknown"
+    elif not down:
+        status = "healthy"
+    elif len(down) == len(hosts):
+        status = "unreachable"
+    else:
+        status = "degraded"
+    return {"status": status, "hosts": len(hosts), "reachable": up, "unreachable": down,
+            "checked_at": max((h["checked_at"] for h in checked), default=None)}
