@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from oasis.api import schemas, views
-from oasis.api.errors import ApiError, bad, not_found
+from oasis.api.errors import bad, not_found
 from oasis.api.routing import V1, Ctx, Reply, Routes
 from oasis.db.models import Image, PluginLabel
 from oasis.plugins import get_plugin, registry

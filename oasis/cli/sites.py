@@ -35,7 +35,7 @@ def show(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID"
     health = site.pop("health", {})
     site["health"] = f"{health.get('status')} ({health.get('reachable')}/{health.get('hosts')} hosts answer)"
     quotas, usage = site.pop("quotas", {}), site.pop("usage", {})
-    site["quotas"] = ", ".join(f"{k} {usage.get(k, 0)}/{quotas[k] if k in quotas else 'unlimited'}"
+    site["quotas"] = ", ".join(f"{k} {usage.get(k, 0)}/{quotas.get(k, 'unlimited')}"
                                for k in ("instances", "vcpus", "ram_mb"))
     record(site, ctx)
 

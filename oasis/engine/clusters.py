@@ -432,7 +432,15 @@ class ClusterReconciler:
         description = ""
         try:
             async with events.step("Update the user keypair", "Engine: update keypair", total):
-                await self._user_key(cluster_id, ("active",), install=True, replace=True)
+                failure = None
+                try:
+                    await self._user_key(cluster_id, ("active",), install=True, replace=True)
+                except OPERATION_ERRORS as e:
+                    failure = e
+                if failure is not None:
+                    # Raised outside the handler, so not tied to an Unreachable: this operation does not wait for
+                    # a host to come back; the step ends failed with the reason, and the update can be asked again.
+                    raise RemoteError(str(failure))
         except OPERATION_ERRORS as e:
             log.warning("cluster %s: update_keypair failed: %s", cluster_id, e)
             description = f"Updating the keypair failed: {e}"[:2000]

@@ -34,7 +34,7 @@ async def check_hosts(db: Database, remotes: Remotes, site_ids: list[str]) -> No
             return host.id, None
         except Unreachable as e:
             return host.id, e.reason
-        except Exception as e:  # anything else that stops `true` from answering counts against the host too
+        except Exception as e:  # noqa: BLE001 - anything else that stops `true` from answering counts against the host too
             return host.id, str(e) or type(e).__name__
 
     outcomes = await asyncio.gather(*(one(h, site) for h, site in pairs))

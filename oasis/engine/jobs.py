@@ -326,6 +326,7 @@ class JobReconciler:
             agent = _agent_for(self.db, self.remotes, runtime) if runtime.get("dir") else None
             if agent is None:
                 raise LookupError("the job's master instance is gone")
+            await agent.install()  # a cluster older than the agent's `signal` command gets it now
             running = await agent.signal_job(runtime["dir"], sig)
         except JOB_ERRORS as e:
             log.warning("job %s: could not %s it: %s", job_id, verb, e)

@@ -7,8 +7,8 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -58,8 +58,13 @@ def cut_off(lab: dict, site: str) -> None:
                 pass
 
 
-def site_health(service: Oasis, name: str) -> dict:
+def site_view(service: Oasis, name: str) -> dict:
     return wf.ok(service.client.get(f"/sites/{name}"))["site"]
+
+
+def site_when(service: Oasis, name: str, condition: Callable[[dict], bool]) -> dict | None:
+    site = site_view(service, name)
+    return site if condition(site) else None
 
 
 def test_an_edge_cut_off_waits_while_other_sites_go_on(service: Oasis, lab: dict) -> None:
@@ -87,13 +92,13 @@ def test_an_edge_cut_off_waits_while_other_sites_go_on(service: Oasis, lab: dict
         run_on_site(service, lab, "central", "iso-central")
         version = wf.ok(client.post("/exports", json={}), 202)["export"]["version"]
         wf.ok(client.post("/sites/central/update", json={"bundle_version": version}), 202)
-        central = wait_until(lambda: (lambda s: s if s["operation"] is None else None)(site_health(service, "central")),
-                             90, "the central site update to end", 0.2)
+        central = wait_until(lambda: site_when(service, "central", lambda s: s["operation"] is None), 90,
+                             "the central site update to end", 0.2)
         assert central["status"] == "Active" and central["bundle_version"] == version, central["status_description"]
 
         # The health check sees the edge's hosts gone, and the others there.
-        edge_site = wait_until(lambda: (lambda s: s if s["health"]["status"] == "unreachable" else None)(
-            site_health(service, "edge-2")), 60, "edge-2 to be seen unreachable", 0.5)
+        edge_site = wait_until(lambda: site_when(service, "edge-2", lambda s: s["health"]["status"] == "unreachable"),
+                               60, "edge-2 to be seen unreachable", 0.5)
         for h in edge_site["hosts"]:
             assert h["health"]["reachable"] is False and h["health"]["error"] and h["health"]["unreachable_since"]
         assert wf.ok(client.get("/sites/central"))["site"]["health"]["status"] == "healthy"
@@ -112,7 +117,7 @@ def test_an_edge_cut_off_waits_while_other_sites_go_on(service: Oasis, lab: dict
     events = [e["event_info"] or "" for s in wf.cluster(client, cid, progress=True)["provision_progress"]
               for e in s.get("events", [])]
     assert any("answers again" in e for e in events), events
-    wait_until(lambda: site_health(service, "edge-2")["health"]["status"] == "healthy", 60,
+    wait_until(lambda: site_view(service, "edge-2")["health"]["status"] == "healthy", 60,
                "edge-2 to be seen healthy again", 0.5)
     wf.ok(client.delete(f"/clusters/{cid}"), 204)
     wf.wait_gone(client, cid)
@@ -131,7 +136,7 @@ def test_a_job_that_ends_while_the_control_plane_is_stopped(service: Oasis, lab:
     up = service.procs[-1]
     up.send_signal(signal.SIGKILL)  # the whole control plane: API and engine are this one process
     up.wait(10)
-    killed = datetime.now(timezone.utc).timestamp()
+    killed = datetime.now(UTC).timestamp()
 
     dirs = [d for h in site_of(lab, "central")["hosts"] for d in (Path(h["base_dir"]) / cid).glob(f"*/jobs/{jid}")]
     assert len(dirs) == 1, dirs
@@ -144,14 +149,14 @@ def test_a_job_that_ends_while_the_control_plane_is_stopped(service: Oasis, lab:
     result = json.loads((job_dir / "result").read_text())
     assert result["rc"] == 0 and killed <= result["ended"]
 
-    restarted = datetime.now(timezone.utc).timestamp()
+    restarted = datetime.now(UTC).timestamp()
     service.client.close()
     service.start_api("up")  # the same state dir and database
     client = service.client
     j = wf.wait_job(client, jid, timeout=120)
     assert j["info"]["status"] == "SUCCEEDED", j
     assert j["return_code"] == 0
-    end = datetime.strptime(j["end_time"], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    end = datetime.strptime(j["end_time"], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
     assert end == int(result["ended"]) and result["ended"] < restarted, (j["end_time"], result, restarted)
     assert wf.logs(client, jid).split() == ["started", "finished"], "the job ran more than once"
     wf.ok(client.delete(f"/clusters/{cid}"), 204)

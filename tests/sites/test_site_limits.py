@@ -10,7 +10,15 @@ import asyncssh
 import pytest
 from sqlalchemy import select
 
-from oasis.db.models import Cluster, Host, Instance, NodeGroup, ProvisionEvent, ProvisionStep, Site
+from oasis.db.models import (
+    Cluster,
+    Host,
+    Instance,
+    NodeGroup,
+    ProvisionEvent,
+    ProvisionStep,
+    Site,
+)
 from oasis.engine import waiting
 from oasis.engine.clusters import ClusterReconciler
 from oasis.engine.events import EventLog
@@ -31,7 +39,7 @@ def site_entry(**extra: Any) -> dict:
             **extra}
 
 
-def register(world: World, entry: dict):  # noqa: ANN201
+def register(world: World, entry: dict):
     return world.post("/v2/sites", {"manifest": {"sites": [entry]}, "private_key": "k"}, who="admin")
 
 
@@ -230,13 +238,13 @@ def test_a_step_waits_for_unreachable_hosts_then_resumes(world: World, monkeypat
     failures = [Unreachable("h1", "connection refused")] * 3
     seen: list[tuple[str, str, dict]] = []
 
-    async def step(self, cluster_id, events, plugin) -> None:  # noqa: ANN001
+    async def step(self, cluster_id, events, plugin) -> None:
         with events.db.session() as s:
             s.add(ProvisionStep(cluster_id=cluster_id, project_id="p", step_name="Start", step_type="t", total=1))
         if failures:
             raise failures.pop()
 
-    async def pause(self) -> None:  # noqa: ANN001 - what the user sees while the step waits
+    async def pause(self) -> None:  # what the user sees while the step waits
         with world.db.session() as s:
             c = s.get(Cluster, cid)
             seen.append((c.status, c.status_description, dict(c.op_target)))
@@ -268,10 +276,10 @@ def test_a_step_waits_for_unreachable_hosts_then_resumes(world: World, monkeypat
 def test_past_the_grace_the_step_fails(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     cid = creating_cluster(world)
 
-    async def step(self, cluster_id, events, plugin) -> None:  # noqa: ANN001
+    async def step(self, cluster_id, events, plugin) -> None:
         raise RemoteError("plugin failed") from Unreachable("h1", "connection timed out")
 
-    async def pause(self) -> None:  # noqa: ANN001
+    async def pause(self) -> None:
         await asyncio.sleep(0.05)
 
     monkeypatch.setattr(ClusterReconciler, "_step_start", step)
@@ -286,7 +294,7 @@ def test_a_real_failure_is_not_waited_for(world: World, monkeypatch: pytest.Monk
     cid = creating_cluster(world)
     calls = []
 
-    async def step(self, cluster_id, events, plugin) -> None:  # noqa: ANN001
+    async def step(self, cluster_id, events, plugin) -> None:
         calls.append(1)
         raise RemoteError("command failed with exit code 1")
 

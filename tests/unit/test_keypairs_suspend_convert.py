@@ -38,7 +38,8 @@ def keypair(world: World, name: str = "mine", public_key: str | None = None, who
 
 def test_plugin_labels_live_in_the_database(world: World) -> None:
     version = version_of("spark")
-    change = {"plugin_labels": {"hidden": {"status": True}}, "version_labels": {version: {"enabled": {"status": False}}}}
+    change = {"plugin_labels": {"hidden": {"status": True}},
+              "version_labels": {version: {"enabled": {"status": False}}}}
     assert world.patch("/v2/plugins/spark", change, who="alice").status_code == 403
     assert world.patch("/v1.1/plugins/spark", change, who="carol").status_code == 403
     r = world.patch("/v2/plugins/spark", change, who="admin")
@@ -160,7 +161,7 @@ def test_update_keypair_is_an_engine_operation(world: World) -> None:
 class _AllLocal(Remotes):
     """Every host, SSH ones included, reached on this machine: the real agent edits a real authorized_keys."""
 
-    def for_host(self, host, site=None, via=None, context=None, client_key=None):  # noqa: ANN001, ANN201
+    def for_host(self, host, site=None, via=None, context=None, client_key=None):
         return LocalRemote(host.address)
 
 
@@ -210,6 +211,8 @@ def test_engine_installs_replaces_and_removes_the_user_key(world: World, tmp_pat
         with world.db.session() as s:
             c = s.get(Cluster, cid)
             assert c.op is None and c.status == "Active" and "no longer exists" in c.status_description
+        steps = world.get(f"/v2/clusters/{cid}").json()["cluster"]["provision_progress"]
+        assert sorted(p["successful"] for p in steps if p["step_name"] == "Update the user keypair") == [False, True]
 
     asyncio.run(go())
 
@@ -373,7 +376,7 @@ CONFIG_XML = b"""<?xml version="1.0"?>
 
 
 def _convert(world: World, name: str, data: bytes, plugin: str = "spark", version: str | None = None,
-             api: str = "v1.1"):  # noqa: ANN202
+             api: str = "v1.1"):
     return world.client.post(f"/{api}/plugins/{plugin}/{version or version_of(plugin)}/convert-config/{name}",
                              content=data, headers={**world.h(), "Content-Type": "application/octet-stream"})
 
@@ -431,7 +434,7 @@ def test_openapi_lists_the_new_paths(world: World) -> None:
 # --- CLI ------------------------------------------------------------------------------------------------------
 
 
-def test_cli_keypair_commands_against_the_app(world: World, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_cli_keypair_commands_against_the_app(world: World, tmp_path: Path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
     from oasis.cli import common
@@ -440,7 +443,7 @@ def test_cli_keypair_commands_against_the_app(world: World, tmp_path: Path, monk
     monkeypatch.setattr(common, "TRANSPORT", world.client._transport)  # the real app, in process
     monkeypatch.setattr(common.console, "width", 200)
 
-    def cli(*args: str):  # noqa: ANN202
+    def cli(*args: str):
         return CliRunner().invoke(app, ["--url", "http://testserver/v2", "--token", world.tokens["alice"], *args])
 
     pub = tmp_path / "id.pub"
