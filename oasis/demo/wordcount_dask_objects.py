@@ -3,7 +3,7 @@ DASK_SCHEDULER_ADDRESS set. INPUT_URL and OUTPUT_URL may be swift://container/pa
 file:///path; without arguments they come from OASIS_INPUT_URL / OASIS_OUTPUT_URL.
 
 The job holds no credential: `oasis.jobkit` reads and writes through the signed URLs oasis gave this job
-(OASIS_DATA_ACCESS). The client lists the input; each worker fetches its own objects and writes its own part of
+(its access file, OASIS_DATA_ACCESS_FILE). The client lists the input; each worker fetches its own objects and writes its own part of
 the output. (The other way, for file:// and shared filesystems only, is wordcount_dask.py.)
 
 Prints the most frequent words as `word<TAB>count` (WORDCOUNT_TOP of them, default 10; ties by word)."""

@@ -3,7 +3,7 @@ INPUT_URL and OUTPUT_URL may be swift://container/path, s3://bucket/key or file:
 come from OASIS_INPUT_URL / OASIS_OUTPUT_URL.
 
 The pyspark wheel has no Hadoop filesystem for S3 or Swift, and the job holds no credential: the driver lists the
-input from the access oasis gave this job (OASIS_DATA_ACCESS), the object URLs are parallelized, and each
+input from the access oasis gave this job (OASIS_DATA_ACCESS_FILE), the object URLs are parallelized, and each
 executor fetches its own objects and writes its own part of the output through signed URLs (`oasis.jobkit`).
 (The other way, through Hadoop's own filesystems such as file:// or hdfs://, is wordcount_spark.py.)
 

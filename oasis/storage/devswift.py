@@ -14,6 +14,7 @@ interface.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import signal
@@ -23,8 +24,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import ipaddress
 
 import httpx
 

@@ -11,7 +11,7 @@ import hmac
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import IO, Any, Union
+from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -21,7 +21,7 @@ from oasis.storage.base import ObjectInfo, ObjectNotFound, StoreError
 LISTING_LIMIT = 10000
 CHUNK = 1 << 20  # bytes per chunk sent or received: large enough that per-chunk costs vanish
 
-Source = Union[bytes, bytearray, memoryview, IO[bytes], Iterable[bytes]]
+Source = bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes]
 
 
 def _chunks(source: Source, size: int = CHUNK) -> Iterator[bytes]:

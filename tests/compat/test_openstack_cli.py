@@ -145,8 +145,10 @@ def test_cluster_update_keypair(oasis: Oasis, tmp_path: Path) -> None:
         oasis.client.delete(f"/keypairs/{kp}")
         err = run(oasis, "cluster", "update", "keypair", name, ok=False)
         assert "Traceback" not in err and "keypair" in err, err
-    finally:
-        run(oasis, "cluster", "delete", "--wait", name)
+    finally:  # through the API, so that a failure above is the one reported
+        oasis.client.delete(f"/clusters/{cluster['Id']}")
+        wait_until(lambda: oasis.client.get(f"/clusters/{cluster['Id']}").status_code == 404, 120, "cluster deleted")
+        oasis.client.delete(f"/keypairs/{kp}")
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ from oasis.db.models import (
     Cluster,
     Host,
     Instance,
+    Job,
     NodeGroup,
     ProvisionEvent,
     ProvisionStep,
@@ -23,6 +24,7 @@ from oasis.engine import waiting
 from oasis.engine.clusters import ClusterReconciler
 from oasis.engine.events import EventLog
 from oasis.engine.health import check_hosts
+from oasis.engine.jobs import JobReconciler
 from oasis.remote.base import RemoteError, Unreachable, unreachable_in
 from oasis.remote.hosts import Remotes
 from oasis.remote.ssh import SshRemote, SshTarget
@@ -305,3 +307,48 @@ def test_a_real_failure_is_not_waited_for(world: World, monkeypatch: pytest.Monk
     assert calls == [1]
     with world.db.session() as s:
         assert "unreachable" not in s.get(Cluster, cid).op_target
+
+
+# --- a job whose host cannot be reached ---------------------------------------------------------------------
+
+
+class CutOffAgent:
+    """The job's agent on a host that does not answer `wait` twice, then does (the job ended meanwhile)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def wait_job(self, d: str, timeout: float) -> dict:
+        self.calls += 1
+        if self.calls <= 2:
+            raise Unreachable("h1", "connection refused")
+        return {"done": True, "rc": 0, "ended": 1700000000.0}
+
+
+def test_a_job_stays_running_while_its_host_cannot_be_reached(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    cid = active_cluster(world, "runs")
+    with world.db.session() as s:
+        job = Job(project_id="p", job_template_id="t", cluster_id=cid, status="RUNNING", op="run", op_step="watch",
+                  info={"kept": "yes"})
+        s.add(job)
+        s.flush()
+        jid = job.id
+    seen: list[tuple[str, dict]] = []
+
+    async def pause(self) -> None:
+        with world.db.session() as s:
+            j = s.get(Job, jid)
+            seen.append((j.status, dict(j.info)))
+
+    monkeypatch.setattr(waiting.Backoff, "pause", pause)
+    reconciler = JobReconciler(world.db, Remotes(), world.store)
+    result = asyncio.run(reconciler._wait_reachable(jid, CutOffAgent(), "/tmp/job"))
+
+    assert result["done"] and len(seen) == 2
+    for status, info in seen:
+        assert status == "RUNNING" and info["kept"] == "yes"
+        assert info["status_description"].startswith("Waiting for site local: host h1 unreachable since ")
+        assert "the job keeps running there" in info["status_description"]
+    with world.db.session() as s:
+        info = s.get(Job, jid).info
+    assert info == {"kept": "yes"}, "the note goes once the host answers"

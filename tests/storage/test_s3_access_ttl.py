@@ -80,7 +80,7 @@ def test_presigned_urls_expire_and_a_longer_job_completes_through_renewed_ones(s
         assert "mode 0o600 env False" in stderr  # a private file, and no signed URL in the job's environment
         assert "first URL refused 403" in stderr and "renewed True" in stderr
         assert src.get("out/part-00000") == b"FIRST LINE\nSECOND LINE\n"
-        probe = re.search(r"^probe (\S+)$", stderr, re.M).group(1)
+        probe = re.search(r"^probe (\S+)$", stderr, re.MULTILINE).group(1)
         assert f"X-Amz-Expires={TTL}&" in probe  # issued for the TTL, not for the job's deadline
         assert httpx.get(probe).status_code == 403  # expired: the store refuses it
         # the job's end removed its access file; no user secret anywhere on the instance

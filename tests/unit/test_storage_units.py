@@ -200,3 +200,11 @@ def test_jobkit_reads_the_access_file_again_when_it_changes_and_when_refused(tmp
     path.unlink()  # the job's end: access withdrawn
     with pytest.raises(jobkit.AccessDenied):
         jobkit.signed_url("s3://b/in/a")
+
+
+def test_the_test_swift_never_listens_on_every_interface() -> None:
+    from oasis.storage.devswift import SwiftServer
+
+    for wildcard in ("0.0.0.0", "::"):
+        with pytest.raises(ValueError, match="every interface"):
+            SwiftServer(bind_ip=wildcard)
