@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,3 +40,26 @@ def built_lab(prefix: str) -> Iterator[dict]:
 
 def site_of(lab: dict, name: str) -> dict:
     return next(s for s in lab["manifest"]["sites"] if s["name"] == name)
+
+
+@contextmanager
+def lab_service(lab: dict, state_dir: Path, register: bool = True, env: dict[str, str] | None = None) -> Iterator:
+    """`oasis up` on `state_dir` with (when `register`) the lab's sites registered from its manifest; on the way
+    out it is stopped and any process a test left on the lab's hosts (they run in the hosts' base dirs) is killed."""
+    from tests.integration.services import Oasis, processes_under
+
+    oasis = Oasis(state_dir)
+    oasis.env.update(env or {})
+    try:
+        oasis.start_api("up")
+        if register:
+            key = Path(lab["manifest"]["controller"]["private_key"]).read_text()
+            r = oasis.client.post("/sites", json={"manifest": lab["manifest"], "private_key": key})
+            assert r.status_code == 202, r.text
+        yield oasis
+    finally:
+        oasis.stop()
+        for site in lab["manifest"]["sites"]:
+            for host in site["hosts"]:
+                for pid in processes_under(Path(host["base_dir"])):
+                    os.kill(pid, signal.SIGKILL)

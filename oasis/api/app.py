@@ -44,7 +44,8 @@ async def openapi_document(request: Request) -> Response:
     """The OpenAPI document of the whole API (no token needed, like the version document)."""
     app = request.app
     if getattr(app.state, "openapi", None) is None:
-        app.state.openapi = openapi.document(app.state.api_routes, keystone.openapi_paths())
+        app.state.openapi = openapi.document(app.state.api_routes,
+                                              {**keystone.openapi_paths(), **site_join.openapi_paths()})
     return JSONResponse(app.state.openapi)
 
 

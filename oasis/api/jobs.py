@@ -284,7 +284,7 @@ def job_logs(ctx: Ctx) -> PlainTextResponse:
 
 
 def register(routes: Routes) -> None:
-    both, v1 = ("v1.1", "v2"), ("v1.1",)
+    v1 = ("v1.1",)
     # v2 job templates; v1.1 calls them jobs.
     for prefix, versions, single, plural in (("/job-templates", ("v2",), "job_template", "job_templates"),
                                              ("/jobs", v1, "job", "jobs")):
@@ -292,7 +292,8 @@ def register(routes: Routes) -> None:
         routes.add("GET", prefix, list_job_templates, "job-template:list", versions=versions,
                    returns=f"{plural}[]:job_template", envelope=envelope)
         routes.add("POST", prefix, create_job_template, "job-template:create", versions=versions,
-                   schema=lambda: schemas.job_template_create(all_job_types()), returns=f"{single}:job_template", envelope=envelope)
+                   schema=lambda: schemas.job_template_create(all_job_types()), returns=f"{single}:job_template",
+                   envelope=envelope)
         routes.add("GET", f"{prefix}/config-hints/{{type}}", job_template_hints, "job-template:get-config-hints",
                    versions=versions, returns="job_config")
         routes.add("GET", f"{prefix}/{{id}}", show_job_template, "job-template:get", versions=versions,

@@ -321,7 +321,8 @@ def document(routes: Routes, extra_paths: dict[str, Any] | None = None) -> dict[
                                 "name. Errors are `{error_code, error_name, error_message}`."},
         "paths": paths,
         "components": {
-            "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}},
+            "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
+                                "join_token": {"type": "apiKey", "in": "header", "name": "X-Oasis-Join-Token"}},
             "schemas": {"Error": ERROR, **{name: schema for name, schema in RESOURCES.items()}},
         },
         "security": [{"token": []}],

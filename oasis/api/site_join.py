@@ -161,3 +161,21 @@ def _drop_hosts_not_in(s, site: Site, names: set[str]) -> list[str]:
         s.execute(delete(HostPort).where(HostPort.host_id == h.id))
         s.delete(h)
     return sorted(h.name for h in gone)
+
+
+def openapi_paths() -> dict[str, Any]:
+    """The join route in the published OpenAPI document: authenticated by the join token, not a Keystone token."""
+    err = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {"/v2/sites/join": {"post": {
+        "operationId": "v2:POST:/sites/join", "tags": ["v2 sites"], "security": [{"join_token": []}],
+        "summary": "A site deployed standalone joins the control plane (oasis site deploy --standalone)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": JOIN_SCHEMA}}},
+        "responses": {"200": {"description": "The site as the control plane now shows it",
+                              "content": {"application/json": {"schema": {
+                                  "type": "object", "required": ["site"],
+                                  "properties": {"site": {"$ref": "#/components/schemas/site"}}}}}},
+                      "400": {"description": "Invalid request", **err},
+                      "401": {"description": "No or wrong join token", **err},
+                      "403": {"description": "Expired join token", **err},
+                      "409": {"description": "The site exists and is managed from the control plane", **err}},
+    }}}

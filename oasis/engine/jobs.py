@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import posixpath
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -62,10 +64,11 @@ def _agent_for(db: Database, remotes: Remotes, runtime: dict[str, Any]):
 
 class JobReconciler:
     def __init__(self, db: Database, remotes: Remotes, store: ObjectStore, on_change=lambda: None,
-                 secrets=None, access_ttl: float = 900.0) -> None:
+                 secrets=None, access_ttl: float = 900.0, unreachable_grace: float = 1800.0) -> None:
         self.db, self.remotes, self.store, self.on_change = db, remotes, store, on_change
         self.secrets = secrets
         self.access_ttl = access_ttl  # S3 presigned requests' lifetime; renewed every third of it
+        self.unreachable_grace = unreachable_grace  # seconds a job not yet launched waits for its host
 
     async def __call__(self, job_id: str) -> None:
         with self.db.session() as s:
@@ -96,11 +99,15 @@ class JobReconciler:
             job = s.get(Job, job_id)
             step = job.op_step or "prepare"
         try:
+            # Both steps are idempotent (the launcher starts a job directory once), so a host that cannot be
+            # reached is waited for, within the grace, and the step is simply run again.
             if step == "prepare":
-                await self._prepare(job_id)
+                await self._until_reachable(job_id, lambda: self._prepare(job_id), self.unreachable_grace,
+                                            "the job starts once it answers")
                 step = "launch"
             if step == "launch":
-                await self._launch(job_id)
+                await self._until_reachable(job_id, lambda: self._launch(job_id), self.unreachable_grace,
+                                            "the job starts once it answers")
             await self._watch(job_id, fresh=step in ("prepare", "launch"))
         except JOB_ERRORS as e:
             log.warning("job %s failed: %s", job_id, e)
@@ -180,7 +187,9 @@ class JobReconciler:
                 min(period, ACCESS_RETRY_SECONDS), first_delay=period if fresh else 0.0, what=f"job {job_id}"))
         try:
             while True:
-                result = await self._wait_reachable(job_id, agent, runtime["dir"])
+                result = await self._until_reachable(
+                    job_id, lambda: agent.wait_job(runtime["dir"], WAIT_SLICE), None,
+                    "the job keeps running there and is recorded once it answers")
                 await self._copy_logs(job_id, agent.remote, runtime["dir"])
                 if result.get("done"):
                     break
@@ -223,25 +232,28 @@ class JobReconciler:
         except RemoteError as e:
             log.warning("job %s: could not remove its access file: %s", job_id, e)
 
-    async def _wait_reachable(self, job_id: str, agent, workdir: str) -> dict[str, Any]:
-        """One `wait` slice. While the job's host cannot be reached (its site cut off) the job goes on there: it
-        stays RUNNING with a note in its info, and the engine asks again with a capped backoff until the host
-        answers. No grace: only the host knows how the job ends, and the launcher records it there."""
+    async def _until_reachable(self, job_id: str, attempt: Callable[[], Awaitable[Any]], grace: float | None,
+                               meanwhile: str) -> Any:
+        """Run `attempt`; while it fails because the job's host cannot be reached (its site cut off), note it on
+        the job (with what happens `meanwhile`) and run it again with a capped backoff. Past `grace` seconds the
+        failure stands. A launched job is waited for without a grace: only the host knows how it ends, and the
+        launcher records that there."""
         backoff = Backoff()
+        started = time.monotonic()
         while True:
             try:
-                result = await agent.wait_job(workdir, WAIT_SLICE)
-            except RemoteError as e:
+                result = await attempt()
+            except JOB_ERRORS as e:
                 gone = unreachable_in(e)
-                if gone is None:
+                if gone is None or (grace is not None and time.monotonic() - started > grace):
                     raise
-                self._note_unreachable(job_id, gone)
+                self._note_unreachable(job_id, gone, meanwhile)
                 await backoff.pause()
                 continue
             self._note_reachable(job_id)
             return result
 
-    def _note_unreachable(self, job_id: str, gone: Unreachable) -> None:
+    def _note_unreachable(self, job_id: str, gone: Unreachable, meanwhile: str) -> None:
         with self.db.session() as s:
             job = s.get(Job, job_id)
             info = dict(job.info or {})
@@ -252,7 +264,7 @@ class JobReconciler:
             now = utcnow()
             message = waiting_message(site.name if site else "?", gone.host, now, gone.reason)
             info["unreachable"] = {"since": now.isoformat(), "host": gone.host, "reason": gone.reason}
-            info["status_description"] = f"{message}; the job keeps running there and is recorded once it answers"
+            info["status_description"] = f"{message}; {meanwhile}"
             job.info = info
         log.warning("job %s: %s", job_id, message)
         self.on_change()

@@ -42,7 +42,8 @@ class Engine:
             (Cluster, ClusterReconciler(db, self.remotes, self.wake,
                                         unreachable_grace=settings.unreachable_grace_seconds)),
             (Job, JobReconciler(db, self.remotes, store, self.wake, secrets_for(settings.state_dir),
-                               access_ttl=settings.s3_access_ttl_seconds)),
+                               access_ttl=settings.s3_access_ttl_seconds,
+                               unreachable_grace=settings.unreachable_grace_seconds)),
             (Site, SiteReconciler(db, self.remotes, self.wake)),
         ]
         self.tasks: dict[str, asyncio.Task] = {}

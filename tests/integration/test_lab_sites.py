@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration import workflow as wf
 from tests.integration.services import Oasis, processes_under, wait_until
-from tests.lab_fixture import built_lab, site_of
+from tests.lab_fixture import built_lab, lab_service, site_of
 
 UNREACHABLE_GRACE = 8
 
@@ -36,22 +36,10 @@ def lab() -> Iterator[dict]:
 
 @pytest.fixture(scope="module")
 def service(lab: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
-    oasis = Oasis(tmp_path_factory.mktemp("lab-oasis") / "state")
     # A short grace for unreachable hosts: the sshd test below sees the wait, then the rollback after it.
-    oasis.env["OASIS_UNREACHABLE_GRACE_SECONDS"] = str(UNREACHABLE_GRACE)
-    try:
-        oasis.start_api("up")
-        key = Path(lab["manifest"]["controller"]["private_key"]).read_text()
-        r = oasis.client.post("/sites", json={"manifest": lab["manifest"], "private_key": key})
-        assert r.status_code == 202, r.text
+    with lab_service(lab, tmp_path_factory.mktemp("lab-oasis") / "state",
+                     env={"OASIS_UNREACHABLE_GRACE_SECONDS": str(UNREACHABLE_GRACE)}) as oasis:
         yield oasis
-    finally:
-        oasis.stop()
-        # processes a test left on lab hosts run in the hosts' base dirs
-        for site in lab["manifest"]["sites"]:
-            for host in site["hosts"]:
-                for pid in processes_under(Path(host["base_dir"])):
-                    os.kill(pid, signal.SIGKILL)
 
 
 def run_on_site(service: Oasis, lab: dict, site: str, name: str, **extra) -> dict:

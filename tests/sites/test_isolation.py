@@ -17,7 +17,7 @@ from oasis.procs import wait_until
 from tests.integration import workflow as wf
 from tests.integration.services import Oasis, processes_under
 from tests.integration.test_lab_sites import run_on_site
-from tests.lab_fixture import built_lab, site_of
+from tests.lab_fixture import built_lab, lab_service, site_of
 
 SHELL_JOB = b"echo started\nsleep 6\necho finished\n"
 
@@ -30,19 +30,8 @@ def lab() -> Iterator[dict]:
 
 @pytest.fixture(scope="module")
 def service(lab: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
-    oasis = Oasis(tmp_path_factory.mktemp("isolation") / "state")
-    try:
-        oasis.start_api("up")
-        key = Path(lab["manifest"]["controller"]["private_key"]).read_text()
-        r = oasis.client.post("/sites", json={"manifest": lab["manifest"], "private_key": key})
-        assert r.status_code == 202, r.text
+    with lab_service(lab, tmp_path_factory.mktemp("isolation") / "state") as oasis:
         yield oasis
-    finally:
-        oasis.stop()
-        for site in lab["manifest"]["sites"]:
-            for host in site["hosts"]:
-                for pid in processes_under(Path(host["base_dir"])):
-                    os.kill(pid, signal.SIGKILL)
 
 
 def cut_off(lab: dict, site: str) -> None:
@@ -159,5 +148,31 @@ def test_a_job_that_ends_while_the_control_plane_is_stopped(service: Oasis, lab:
     end = datetime.strptime(j["end_time"], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
     assert end == int(result["ended"]) and result["ended"] < restarted, (j["end_time"], result, restarted)
     assert wf.logs(client, jid).split() == ["started", "finished"], "the job ran more than once"
+    wf.ok(client.delete(f"/clusters/{cid}"), 204)
+    wf.wait_gone(client, cid)
+
+
+def test_a_job_sent_to_a_cut_off_site_waits_and_then_runs(service: Oasis, lab: dict) -> None:
+    client = service.client
+    cid = wf.create_cluster(client, "dask", "iso-late", workers=1, flavor="1", availability_zone="edge-1")
+    wf.wait_cluster(client, cid)
+    template = wf.job_template(client, "iso-late", "Shell", wf.upload_binary(client, "late.sh", b"echo ran\n"))
+    cut_off(lab, "edge-1")
+    try:
+        jid = wf.run_job(client, template, cid)
+
+        def waiting() -> dict | None:
+            j = wf.job(client, jid)
+            assert j["info"]["status"] not in ("FAILED", "KILLED"), j["info"]
+            return j if (j["info"].get("status_description") or "").startswith("Waiting for site edge-1") else None
+
+        j = wait_until(waiting, 90, "the job to say it waits for its site", 0.2)
+        assert j["info"]["status_description"].endswith("the job starts once it answers"), j["info"]
+        assert j["info"]["status"] != "RUNNING", "nothing runs while the site is cut off"
+    finally:
+        lab["labmod"].up(lab["spec"], lab["state_dir"])
+    j = wf.wait_job(client, jid, timeout=180)
+    assert j["info"]["status"] == "SUCCEEDED" and "status_description" not in j["info"], j
+    assert wf.logs(client, jid).split() == ["ran"]
     wf.ok(client.delete(f"/clusters/{cid}"), 204)
     wf.wait_gone(client, cid)

@@ -342,7 +342,9 @@ def test_a_job_stays_running_while_its_host_cannot_be_reached(world: World, monk
 
     monkeypatch.setattr(waiting.Backoff, "pause", pause)
     reconciler = JobReconciler(world.db, Remotes(), world.store)
-    result = asyncio.run(reconciler._wait_reachable(jid, CutOffAgent(), "/tmp/job"))
+    agent = CutOffAgent()
+    result = asyncio.run(reconciler._until_reachable(jid, lambda: agent.wait_job("/tmp/job", 1.0), None,
+                                                     "the job keeps running there"))
 
     assert result["done"] and len(seen) == 2
     for status, info in seen:
@@ -352,3 +354,29 @@ def test_a_job_stays_running_while_its_host_cannot_be_reached(world: World, monk
     with world.db.session() as s:
         info = s.get(Job, jid).info
     assert info == {"kept": "yes"}, "the note goes once the host answers"
+
+
+def test_a_job_not_yet_launched_waits_within_the_grace(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    cid = active_cluster(world, "prep")
+    with world.db.session() as s:
+        job = Job(project_id="p", job_template_id="t", cluster_id=cid, status="PENDING", op="run", info={})
+        s.add(job)
+        s.flush()
+        jid = job.id
+    notes: list[str] = []
+
+    async def pause(self) -> None:
+        with world.db.session() as s:
+            notes.append(s.get(Job, jid).info["status_description"])
+
+    monkeypatch.setattr(waiting.Backoff, "pause", pause)
+    reconciler = JobReconciler(world.db, Remotes(), world.store)
+    agent = CutOffAgent()
+    assert asyncio.run(reconciler._until_reachable(jid, lambda: agent.wait_job("/tmp/job", 1.0), 3600.0,
+                                                   "the job starts once it answers"))["done"]
+    assert len(notes) == 2 and all(n.endswith("the job starts once it answers") for n in notes)
+    # past the grace the unreachable host is the job's failure, as any other
+    cut_off = CutOffAgent()
+    with pytest.raises(Unreachable):
+        asyncio.run(reconciler._until_reachable(jid, lambda: cut_off.wait_job("/tmp/job", 1.0), -1.0, "x"))
+    assert cut_off.calls == 1

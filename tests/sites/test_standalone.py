@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,8 +20,8 @@ from oasis.db.models import ControlPlaneSecret, Export, Host, Site, SiteEvent
 from oasis.sites.export import SITE_KEY
 from oasis.sites.standalone import KEY_MARK, StandaloneError, load_bundle
 from tests.integration import workflow as wf
-from tests.integration.services import Oasis, processes_under, wait_until
-from tests.lab_fixture import built_lab, site_of
+from tests.integration.services import Oasis, wait_until
+from tests.lab_fixture import built_lab, lab_service, site_of
 from tests.unit.conftest import World
 
 JOIN = "/v2/sites/join"
@@ -186,16 +185,8 @@ def lab() -> Iterator[dict]:
 
 @pytest.fixture(scope="module")
 def service(lab: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
-    oasis = Oasis(tmp_path_factory.mktemp("standalone") / "state")
-    try:
-        oasis.start_api("up")
+    with lab_service(lab, tmp_path_factory.mktemp("standalone") / "state", register=False) as oasis:
         yield oasis
-    finally:
-        oasis.stop()
-        for site in lab["manifest"]["sites"]:
-            for host in site["hosts"]:
-                for pid in processes_under(Path(host["base_dir"])):
-                    os.kill(pid, signal.SIGKILL)
 
 
 def standalone(bundle: Path, manifest: Path, cwd: Path) -> subprocess.CompletedProcess:

@@ -6,9 +6,7 @@ Needs root (CI has it); lab runs take turns through the lab's lock."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import signal
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ from oasis.storage import store_for
 from oasis.storage.devswift import KEY, USER, SwiftServer, memcached_binary
 from tests.integration import workflow as wf
 from tests.integration.services import Oasis, processes_under
-from tests.lab_fixture import built_lab, site_of
+from tests.lab_fixture import built_lab, lab_service, site_of
 
 DEMO = Path(__file__).resolve().parents[2] / "oasis" / "demo"
 SITE = "central"
@@ -56,19 +54,8 @@ def lab_swift(lab: dict) -> Iterator[SwiftServer]:
 
 @pytest.fixture(scope="module")
 def service(lab: dict, lab_swift: SwiftServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
-    oasis = Oasis(tmp_path_factory.mktemp("lab-storage") / "state")
-    try:
-        oasis.start_api("up")
-        key = Path(lab["manifest"]["controller"]["private_key"]).read_text()
-        r = oasis.client.post("/sites", json={"manifest": lab["manifest"], "private_key": key})
-        assert r.status_code == 202, r.text
+    with lab_service(lab, tmp_path_factory.mktemp("lab-storage") / "state") as oasis:
         yield oasis
-    finally:
-        oasis.stop()
-        for site in lab["manifest"]["sites"]:
-            for host in site["hosts"]:
-                for pid in processes_under(Path(host["base_dir"])):
-                    os.kill(pid, signal.SIGKILL)
 
 
 def _expected_counts(texts: list[bytes]) -> list[str]:
