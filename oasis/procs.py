@@ -26,6 +26,20 @@ def processes_under(path: Path) -> list[int]:
     return pids
 
 
+def group_states(pgid: int) -> set[str]:
+    """The states (R, S, T, ...) of the processes of process group `pgid`, from /proc: how a test sees a job's
+    whole group stopped or running."""
+    states = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command: state, ppid, pgrp, ...
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            states.add(fields[0])
+    return states
+
+
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
     """Poll until `predicate` returns something true, and return it; TimeoutError naming `what` otherwise."""
     deadline = time.monotonic() + timeout

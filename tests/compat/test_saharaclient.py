@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from keystoneauth1 import session as ks_session
@@ -13,6 +12,7 @@ from keystoneauth1.identity import v3
 from saharaclient import client as sahara
 from saharaclient.api.base import APIException
 
+from oasis.procs import group_states
 from tests.compat.conftest import cloud
 from tests.integration.services import Oasis, wait_until
 
@@ -431,18 +431,6 @@ while true; do i=$((i+1)); echo "tick $i"; sleep 0.2; done
 """
 
 
-def _group_states(pgid: int) -> set[str]:
-    """States of every process of a process group, from /proc (the local site runs jobs on this machine)."""
-    states = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            states.add(fields[0])
-    return states
-
 
 def test_job_suspend_resume_cancel(c2, c1) -> None:  # noqa: ANN001
     version = dask_version(c2)
@@ -455,24 +443,24 @@ def test_job_suspend_resume_cancel(c2, c1) -> None:  # noqa: ANN001
         job = c2.jobs.create(template.id, cluster.id)
         running = wait_status(lambda: c2.jobs.get(job.id), lambda j: j.info["status"], {"RUNNING"})
         pid = int(running.engine_job_id.split("@")[0])
-        wait_until(lambda: "S" in _group_states(pid) or "R" in _group_states(pid), 30, "job processes")
+        wait_until(lambda: "S" in group_states(pid) or "R" in group_states(pid), 30, "job processes")
 
         # saharaclient has no suspend call: the PATCH its managers make, as Sahara documents it.
         c2.jobs._patch(f"/jobs/{job.id}", {"info": {"status": "suspend"}})
         suspended = wait_status(lambda: c2.jobs.get(job.id), lambda j: j.info["status"], {"SUSPENDED"}, 60)
         assert suspended.end_time is None
-        assert _group_states(pid) == {"T"}, _group_states(pid)  # every process of the job is stopped
+        assert group_states(pid) == {"T"}, group_states(pid)  # every process of the job is stopped
         refused = api_error(lambda: c2.jobs._patch(f"/jobs/{job.id}", {"info": {"status": "suspend"}}))
         assert (refused.error_code, refused.error_name) == (400, "SUSPENDING_FAILED")
         # It stays suspended: the watch, back at work, does not take a stopped job for an ended one.
         watched_until = time.monotonic() + 1.5
         while time.monotonic() < watched_until:
             assert c2.jobs.get(job.id).info["status"] == "SUSPENDED"
-            assert _group_states(pid) == {"T"}
+            assert group_states(pid) == {"T"}
 
         c1.job_executions._patch(f"/job-executions/{job.id}", {"info": {"status": "resume"}}, "job_execution")
         wait_status(lambda: c2.jobs.get(job.id), lambda j: j.info["status"], {"RUNNING"}, 60)
-        wait_until(lambda: "T" not in _group_states(pid) and _group_states(pid), 30, "job continued")
+        wait_until(lambda: "T" not in group_states(pid) and group_states(pid), 30, "job continued")
 
         # Suspend again, then cancel: a stopped job still dies.
         c2.jobs._patch(f"/jobs/{job.id}", {"info": {"status": "suspend"}})
@@ -481,7 +469,7 @@ def test_job_suspend_resume_cancel(c2, c1) -> None:  # noqa: ANN001
         killed = wait_status(lambda: c2.jobs.get(job.id), lambda j: j.info["status"],
                              {"KILLED", "FAILED", "DONEWITHERROR", "SUCCEEDED"}, 60)
         assert killed.info["status"] == "KILLED"
-        wait_until(lambda: not _group_states(pid), 30, "job processes gone")
+        wait_until(lambda: not group_states(pid), 30, "job processes gone")
         c2.jobs.delete(job.id)
     finally:
         _delete_cluster(c2, cluster.id)

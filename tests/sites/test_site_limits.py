@@ -29,6 +29,7 @@ from oasis.remote.base import RemoteError, Unreachable, unreachable_in
 from oasis.remote.hosts import Remotes
 from oasis.remote.ssh import SshRemote, SshTarget
 from tests.unit.conftest import World, cluster_body
+from tests.unit.test_api_edp import active_cluster
 
 # spark: a master (m1.small) and two workers (m1.small): 3 instances, 3 vCPUs, 6144 MB
 BODY = cluster_body()
@@ -67,14 +68,6 @@ def add_instance(world: World, vcpus: int, ram_mb: int) -> None:
                        ram_mb=ram_mb, disk_gb=1))
 
 
-def active_cluster(world: World, name: str) -> str:
-    r = world.post("/v2/clusters", cluster_body(name))
-    assert r.status_code == 202, r.text
-    cid = r.json()["cluster"]["id"]
-    with world.db.session() as s:
-        c = s.get(Cluster, cid)
-        c.status, c.op = "Active", None
-    return cid
 
 
 # --- quotas ----------------------------------------------------------------------------------------------------
@@ -130,7 +123,7 @@ def test_create_over_quota_is_refused_naming_what_is_over(world: World) -> None:
 
 
 def test_scale_over_quota_is_refused(world: World) -> None:
-    cid = active_cluster(world, "grow")
+    cid = active_cluster(world, "grow", workers=2)
     add_instance(world, vcpus=1, ram_mb=2048)
     set_quotas(world, {"instances": 2})
     r = world.put(f"/v2/clusters/{cid}", {"resize_node_groups": [{"name": "worker", "count": 4}]})
@@ -145,7 +138,7 @@ def test_scale_over_quota_is_refused(world: World) -> None:
 
 
 def test_create_and_scale_refused_on_a_site_in_error(world: World) -> None:
-    cid = active_cluster(world, "stays")
+    cid = active_cluster(world, "stays", workers=2)
     with world.db.session() as s:
         site = s.get(Site, world.site_id)
         site.status, site.status_description = "Error", "host h1: connect failed: connection refused"
@@ -326,7 +319,7 @@ class CutOffAgent:
 
 
 def test_a_job_stays_running_while_its_host_cannot_be_reached(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    cid = active_cluster(world, "runs")
+    cid = active_cluster(world, "runs", workers=2)
     with world.db.session() as s:
         job = Job(project_id="p", job_template_id="t", cluster_id=cid, status="RUNNING", op="run", op_step="watch",
                   info={"kept": "yes"})
@@ -357,7 +350,7 @@ def test_a_job_stays_running_while_its_host_cannot_be_reached(world: World, monk
 
 
 def test_a_job_not_yet_launched_waits_within_the_grace(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    cid = active_cluster(world, "prep")
+    cid = active_cluster(world, "prep", workers=2)
     with world.db.session() as s:
         job = Job(project_id="p", job_template_id="t", cluster_id=cid, status="PENDING", op="run", info={})
         s.add(job)

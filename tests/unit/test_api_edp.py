@@ -23,8 +23,8 @@ def binary(world: World, name: str = "wc.py", data: bytes = b"print('hi')\n") ->
     return r.json()["job_binary"]
 
 
-def active_cluster(world: World, name: str = "c1", plugin: str = "spark") -> str:
-    r = world.post("/v2/clusters", cluster_body(name, plugin=plugin, workers=1))
+def active_cluster(world: World, name: str = "c1", plugin: str = "spark", workers: int = 1) -> str:
+    r = world.post("/v2/clusters", cluster_body(name, plugin=plugin, workers=workers))
     assert r.status_code == 202, r.text
     cid = r.json()["cluster"]["id"]
     with world.db.session() as s:

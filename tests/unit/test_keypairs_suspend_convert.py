@@ -10,13 +10,22 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from oasis.db.models import Cluster, ClusterTemplate, Host, Image, Instance, Job, Keypair, PluginLabel
+from oasis.db.models import (
+    Cluster,
+    ClusterTemplate,
+    Host,
+    Image,
+    Instance,
+    Job,
+    Keypair,
+    PluginLabel,
+)
 from oasis.engine.clusters import ClusterReconciler
 from oasis.engine.jobs import JobReconciler
+from oasis.procs import group_states
 from oasis.remote.hosts import Remotes
 from oasis.remote.keys import generate_keypair
 from oasis.remote.local import LocalRemote
-
 from tests.unit.conftest import World, cluster_body, version_of
 from tests.unit.test_api_clusters import set_status
 from tests.unit.test_api_edp import active_cluster, binary, template
@@ -296,17 +305,6 @@ def test_suspend_refusals(world: World) -> None:
         "VALIDATION_ERROR"
 
 
-def _proc_states(pgid: int) -> set[str]:
-    states = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields: state, ppid, pgrp
-            states.add(fields[0])
-    return states
-
 
 def test_engine_suspends_and_resumes_a_real_job(world: World, tmp_path: Path) -> None:
     cid = active_cluster(world)
@@ -327,7 +325,7 @@ def test_engine_suspends_and_resumes_a_real_job(world: World, tmp_path: Path) ->
         pid = await agent.run_job(str(tmp_path / "job"), ["sh", "-c", "sleep 120 & sleep 120; wait"], {})
         try:
             deadline = time.time() + 10
-            while len(_proc_states(pid)) == 0:
+            while len(group_states(pid)) == 0:
                 assert time.time() < deadline
                 await asyncio.sleep(0.02)
             assert world.patch(f"/v2/jobs/{job_id}", {"info": {"status": "suspend"}}).status_code == 202
@@ -335,13 +333,13 @@ def test_engine_suspends_and_resumes_a_real_job(world: World, tmp_path: Path) ->
             with world.db.session() as s:
                 job = s.get(Job, job_id)
                 assert (job.status, job.op, job.op_step) == ("SUSPENDED", "run", "watch")
-            assert _proc_states(pid) == {"T"}
+            assert group_states(pid) == {"T"}
             assert (await agent.wait_job(str(tmp_path / "job"), 0.2))["done"] is False
             assert world.patch(f"/v2/jobs/{job_id}", {"info": {"status": "resume"}}).status_code == 202
             await engine.signal(job_id, "CONT")
             with world.db.session() as s:
                 assert s.get(Job, job_id).status == "RUNNING"
-            assert "T" not in _proc_states(pid)
+            assert "T" not in group_states(pid)
         finally:
             await agent.cancel_job(str(tmp_path / "job"), 1)
         # A job that has ended is not marked suspended: the watch records its end.
