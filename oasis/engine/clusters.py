@@ -185,6 +185,9 @@ class ClusterReconciler:
             gone = [i for i in view.instances if i.id in victims]
             await plugin.decommission(view, gone)
             await self._remove_instances(gone)
+            # A host the cluster leaves keeps neither the user's key nor the cluster's.
+            for mark in (user_key_mark(cluster_id), cluster_key_mark(cluster_id)):
+                await self._host_key(cluster_id, ("decommission",), mark, None, leaving_only=True)
             for inst in gone:
                 st.event(inst.id, inst.name, None)
         with self.db.session() as s:
@@ -240,13 +243,13 @@ class ClusterReconciler:
         the site's key: instance work then runs with the cluster's key, which goes away with the cluster."""
         with self.db.session() as s:
             public = s.get(Cluster, cluster_id).management_public_key
-        await self._host_key(cluster_id, states, f"oasis-cluster-{cluster_id}", public if install else None)
+        await self._host_key(cluster_id, states, cluster_key_mark(cluster_id), public if install else None)
 
     async def _user_key(self, cluster_id: str, states: tuple[str, ...], install: bool, replace: bool = False) -> None:
         """Install (or remove) the user's keypair (`user_keypair_id`) on the SSH hosts of the cluster's instances,
         marked as this cluster's, so that removing it touches no other line. `replace` swaps an installed line
         for the keypair's current public key (update_keypair)."""
-        mark = f"oasis-user-{cluster_id}"
+        mark = user_key_mark(cluster_id)
         if not install:
             await self._host_key(cluster_id, states, mark, None)
             return
@@ -264,13 +267,18 @@ class ClusterReconciler:
             await self._host_key(cluster_id, states, mark, None)
         await self._host_key(cluster_id, states, mark, public)
 
-    async def _host_key(self, cluster_id: str, states: tuple[str, ...], mark: str, public: str | None) -> None:
+    async def _host_key(self, cluster_id: str, states: tuple[str, ...], mark: str, public: str | None,
+                        leaving_only: bool = False) -> None:
         """Add the key line `public` (its type and data, then `mark`) to authorized_keys on the SSH hosts of the
         cluster's instances in `states`, or with `public` None remove the lines carrying `mark`. Hosts reached
-        directly ("local") have no SSH and are skipped."""
+        directly ("local") have no SSH and are skipped. `leaving_only`: only the hosts where no instance of the
+        cluster stays (active or new)."""
         with self.db.session() as s:
             c = s.get(Cluster, cluster_id)
             hosts = [h for h in cluster_hosts(s, c, states) if h.access != "local"]
+            if leaving_only:
+                staying = {h.id for h in cluster_hosts(s, c, ("active", "new"))}
+                hosts = [h for h in hosts if h.id not in staying]
             if not hosts:
                 return
             groups = {ng.id: ng for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == c.id))}
@@ -531,6 +539,16 @@ class ClusterReconciler:
         if ids:
             s.execute(delete(HostPort).where(HostPort.instance_id.in_(ids)))
             s.execute(delete(Instance).where(Instance.id.in_(ids)))
+
+
+def cluster_key_mark(cluster_id: str) -> str:
+    """The comment that marks the cluster's own key line in a host's authorized_keys."""
+    return f"oasis-cluster-{cluster_id}"
+
+
+def user_key_mark(cluster_id: str) -> str:
+    """The comment that marks the cluster's user keypair line in a host's authorized_keys."""
+    return f"oasis-user-{cluster_id}"
 
 
 def _one_per_host(instances: list) -> list:

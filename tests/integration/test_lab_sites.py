@@ -195,13 +195,15 @@ def _ssh_as(host: dict, private_key: str) -> str:
 
 def test_user_keypair_on_hosts_update_and_delete(service: Oasis, lab: dict) -> None:
     """A cluster's user keypair is in authorized_keys on its hosts (a real SSH login with it works), update_keypair
-    swaps it for the keypair's new key, and deleting the cluster removes it."""
+    swaps it for the keypair's new key, a scale-down takes it (and the cluster's own key) from the host it leaves,
+    and deleting the cluster removes it."""
     import asyncssh
 
     client = service.client
     first = wf.ok(client.post("/keypairs", json={"name": "lab-user"}), 202)["keypair"]
+    # workers apart: one of them is then alone on its host, which the scale-down below leaves
     cid = wf.create_cluster(client, "dask", "lab-keyed", workers=2, flavor="1", availability_zone="central",
-                            user_keypair_id="lab-user")
+                            user_keypair_id="lab-user", anti_affinity=["worker"])
     hosts = site_of(lab, "central")["hosts"]
     mark = f"oasis-user-{cid}"
 
@@ -233,6 +235,18 @@ def test_user_keypair_on_hosts_update_and_delete(service: Oasis, lab: dict) -> N
         assert _ssh_as(used[-1], second["private_key"]) == "user-key-works"
         with pytest.raises(asyncssh.PermissionDenied):
             _ssh_as(used[-1], first["private_key"])
+
+        by_host: dict[str, list[dict]] = {}
+        for ng in c["node_groups"]:
+            for i in ng["instances"]:
+                by_host.setdefault(i["internal_ip"], []).append({**i, "group": ng["name"]})
+        ip, alone = next((ip, i[0]) for ip, i in by_host.items() if len(i) == 1 and i[0]["group"] == "worker")
+        wf.ok(client.put(f"/clusters/{cid}", json={"resize_node_groups": [
+            {"name": "worker", "count": 1, "instances": [alone["instance_id"]]}]}), 202)
+        wf.wait_cluster(client, cid)
+        left = next(h for h in used if h["addresses"][h["network"]] == ip)
+        assert not [k for k in keys(left) if cid in k], "keys of the cluster outlived its last instance on the host"
+        assert all(line(second) in keys(h) for h in used if h is not left)
     finally:
         wf.ok(client.delete(f"/clusters/{cid}"), 204)
         wf.wait_gone(client, cid)
