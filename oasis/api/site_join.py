@@ -37,7 +37,7 @@ MAX_EVENTS = 2000
 JOIN_SCHEMA = {
     "type": "object",
     "properties": {
-        "bundle_version": {"type": "integer", "minimum": 1},
+        "bundle_version": site_export.BUNDLE_VERSION_SCHEMA,
         "site": {"type": "object", "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 64},
                                                   "hosts": {"type": "array", "minItems": 1}},
                  "required": ["name", "hosts"]},

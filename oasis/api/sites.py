@@ -107,7 +107,7 @@ DEPLOY_SCHEMA = {
     "properties": {
         "manifest": {"type": "object"},  # a whole manifest (`sites: [...]`) or one site's entry
         "private_key": {"type": "string", "minLength": 1},
-        "bundle_version": {"type": "integer", "minimum": 1},
+        "bundle_version": site_export.BUNDLE_VERSION_SCHEMA,
         "runtime": {"type": "object"},
     },
     "required": ["manifest", "private_key"],
@@ -119,14 +119,14 @@ SCALE_SCHEMA = {
     "properties": {
         "add_hosts": {"type": "array", "items": HOST_ENTRY},
         "remove_hosts": {"type": "array", "items": {"type": "string", "minLength": 1}},
-        "bundle_version": {"type": "integer", "minimum": 1},
+        "bundle_version": site_export.BUNDLE_VERSION_SCHEMA,
     },
     "additionalProperties": False,
 }
 
 UPDATE_SCHEMA = {
     "type": "object",
-    "properties": {"bundle_version": {"type": "integer", "minimum": 1}},
+    "properties": {"bundle_version": site_export.BUNDLE_VERSION_SCHEMA},
     "required": ["bundle_version"],
     "additionalProperties": False,
 }

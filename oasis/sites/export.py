@@ -27,6 +27,9 @@ from sqlalchemy.orm import Session
 
 from oasis.db.models import ControlPlaneSecret, Export, Host, Site, utcnow
 
+MAX_VERSION = 2**31 - 1  # a bundle version fits the database's INTEGER column
+BUNDLE_VERSION_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}
+
 DNS_DOMAIN = "oasis.local"
 JOIN_TOKEN = "join_token"
 SITE_KEY = "site_ssh_private_key"  # ControlPlaneSecret: the control plane's own key to the sites' hosts
@@ -83,7 +86,7 @@ def version_token(session: Session, version: int) -> str:
 def check_join_token(session: Session, version: int, token: str, now: datetime | None = None) -> Export:
     """The export a join names, if `token` is its token and has not expired; JoinRefused otherwise. The
     comparison is in constant time; the token itself is never put in a message."""
-    row = session.get(Export, int(version)) if isinstance(version, int) and version > 0 else None
+    row = session.get(Export, version) if isinstance(version, int) and 0 < version <= MAX_VERSION else None
     expected = version_token(session, row.version) if row is not None else version_token(session, 0)
     # compared even for an unknown version, so that the answer's timing does not tell versions apart
     good = hmac.compare_digest(expected.encode(), (token or "").encode())
@@ -196,7 +199,7 @@ def get_export(session: Session, version: int | None = None) -> Export:
         if latest is None:
             raise ExportError("the control plane has no export yet: run `oasis export` first")
         version = latest
-    row = session.get(Export, int(version))
+    row = session.get(Export, int(version)) if 0 < int(version) <= MAX_VERSION else None
     if row is None:
         raise ExportError(f"export version {version} not found")
     return row

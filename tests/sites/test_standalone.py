@@ -152,6 +152,11 @@ def test_join_refuses_bad_input(world: World) -> None:
     assert r.status_code == 400 and r.json()["error_name"], r.text
     r = world.client.post(JOIN, content=b"not json", headers={HEADER: token})
     assert r.status_code == 400 and r.json()["error_name"] == "MALFORMED_REQUEST_BODY"
+    # a version beyond what the database holds (found by schemathesis as a 500)
+    r = join(world, join_body(2**70, site_entry()), token)
+    assert r.status_code == 400 and r.json()["error_name"] == "VALIDATION_ERROR", r.text
+    r = world.post("/v2/sites/edge/update", {"bundle_version": 2**70}, who="admin")
+    assert r.status_code == 400 and r.json()["error_name"] == "VALIDATION_ERROR", r.text
     with world.db.session() as s:
         assert not list(s.scalars(select(SiteEvent).where(SiteEvent.step == "join")))
 
