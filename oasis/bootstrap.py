@@ -18,7 +18,7 @@ from oasis.config import Settings
 from oasis.db.models import Flavor, Host, Image, Site
 from oasis.db.session import Database
 from oasis.identity import builtin
-from oasis.plugins import registry
+from oasis.plugins import image_tags, registry
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +100,12 @@ def local_runtime() -> dict:
 
 def _local_image(s, site: Site) -> None:
     image_id = str(uuid.uuid5(IMAGE_NAMESPACE, f"{site.name}/local-runtime"))
-    tags = []
-    for plugin in registry().values():
-        for version in plugin.versions():
-            tags += [plugin.name, version]
     image = s.get(Image, image_id)
     if image is None:
         image = Image(id=image_id, site_id=site.id, name="local-runtime", username=os.environ.get("USER", "root"),
                       description="The Python, Java, Spark and Dask of the environment oasis runs in")
         s.add(image)
-    image.tags = sorted(set(tags))
+    image.tags = image_tags()
     image.runtime = local_runtime()
     if "spark_home" not in image.runtime or "java_home" not in image.runtime:
         image.tags = [t for t in image.tags if t not in ("spark", *registry()["spark"].versions())]

@@ -143,7 +143,7 @@ def _authenticate(deps: Deps, request: Request) -> Principal:
     return principal
 
 
-def _parse_json(raw: bytes, optional: bool) -> Any:
+def parse_json(raw: bytes, optional: bool) -> Any:
     if not raw.strip():
         return {} if optional else None
     try:
@@ -155,7 +155,7 @@ def _parse_json(raw: bytes, optional: bool) -> Any:
     return data
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+async def read_limited(request: Request, limit: int) -> bytes:
     """The raw body, refusing early (413-free, Sahara answers 400) once it exceeds the limit."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -251,10 +251,10 @@ class Routes:
                     raise ApiError(403, "FORBIDDEN", str(e)) from None
                 body: Any = None
                 if spec.body == "raw":
-                    body = await _read_limited(request, spec.max_body)
+                    body = await read_limited(request, spec.max_body)
                 elif spec.body == "json" or spec.method == "DELETE":
-                    raw = await _read_limited(request, spec.max_body)
-                    body = _parse_json(raw, optional=True)
+                    raw = await read_limited(request, spec.max_body)
+                    body = parse_json(raw, optional=True)
                 if version in V1 and isinstance(body, dict):
                     body = {_V1_REQUEST_RENAMES.get(k, k): v for k, v in body.items()}
                 if spec.schema is not None:

@@ -20,10 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from oasis.api.errors import ApiError, bad, internal_error, render
-from oasis.api.routing import _parse_json, _read_limited, validate
-from oasis.api.sites import _idle, _site_view
+from oasis.api.routing import parse_json, read_limited, validate
+from oasis.api.sites import require_idle, site_view
 from oasis.db.models import Host, HostPort, Instance, Site, SiteEvent
-from oasis.plugins import registry
 from oasis.sites import export as site_export
 from oasis.sites import manifest as site_manifest
 
@@ -65,7 +64,7 @@ async def join_site(request: Request) -> Response:
         if not token:
             raise ApiError(401, "UNAUTHORIZED", f"Joining a site requires the bundle's join token in "
                                                 f"{JOIN_HEADER.title()}")
-        body = _parse_json(await _read_limited(request, MAX_BODY), optional=False)
+        body = parse_json(await read_limited(request, MAX_BODY), optional=False)
         if body is None:
             raise bad("MALFORMED_REQUEST_BODY", "Malformed message body: a JSON object is required")
         validate(JOIN_SCHEMA, body)
@@ -86,7 +85,6 @@ async def join_site(request: Request) -> Response:
 def _join(deps: Any, token: str, body: dict[str, Any]) -> dict[str, Any]:
     entry, reported = body["site"], body["hosts"]
     name = entry["name"]
-    tags = [t for p in registry().values() for v in p.versions() for t in (p.name, v)]
     try:
         with deps.db.session() as s:
             try:
@@ -100,10 +98,10 @@ def _join(deps: Any, token: str, body: dict[str, Any]) -> dict[str, Any]:
                                    f"Site {name} exists and was not deployed standalone: it is managed from the "
                                    f"control plane (`oasis site deploy`); give the standalone site another name "
                                    f"or delete {name} first")
-                _idle(existing, "a standalone join")
+                require_idle(existing, "a standalone join")
             _check_hosts(entry, reported)
             private_key, _ = site_export.control_plane_key(s)
-            site, = site_manifest.register(s, {"sites": [entry]}, private_key, body["runtime"], tags)
+            site, = site_manifest.register(s, {"sites": [entry]}, private_key, body["runtime"])
             site.spec = {**site.spec, "deployed": STANDALONE}
             removed = _drop_hosts_not_in(s, site, {h["name"] for h in entry["hosts"]})
             for h in s.scalars(select(Host).where(Host.site_id == site.id)):
@@ -126,7 +124,7 @@ def _join(deps: Any, token: str, body: dict[str, Any]) -> dict[str, Any]:
             s.add(SiteEvent(site_id=site.id, generation=site.generation, step="join", host_name=None, info=info))
             s.flush()
             log.info("site %s joined standalone at bundle version %s", name, export.version)
-            return _site_view(s, site, True)
+            return site_view(s, site, True)
     except site_manifest.ManifestError as e:
         raise bad("INVALID_DATA", str(e)) from None
     except (KeyError, TypeError, ValueError) as e:

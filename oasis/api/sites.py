@@ -14,7 +14,6 @@ from oasis.bootstrap import local_runtime
 from oasis.compute.placement import free_capacity, site_usage
 from oasis.db.models import Cluster, Export, Host, Instance, Site, SiteEvent
 from oasis.engine.health import host_health, site_health
-from oasis.plugins import registry
 from oasis.sites import export as site_export
 from oasis.sites import manifest as site_manifest
 
@@ -41,7 +40,7 @@ def _host_view(host: Host, free: dict[str, tuple[float, float, float]]) -> dict:
             "free": {"vcpus": vcpus, "ram_mb": ram, "disk_gb": disk}, "health": host_health(host)}
 
 
-def _site_view(s, site: Site, detail: bool) -> dict:
+def site_view(s, site: Site, detail: bool) -> dict:
     spec = site.spec or {}
     view = {"id": site.id, "name": site.name, "status": site.status, "access": spec.get("access", "local"),
             "proxy_command": spec.get("proxy_command"), "use_floating_ips": bool(spec.get("use_floating_ips")),
@@ -71,7 +70,7 @@ def _site_view(s, site: Site, detail: bool) -> dict:
 
 def list_sites(ctx: Ctx) -> Reply:
     with ctx.db.session() as s:
-        return Reply(200, {"sites": [_site_view(s, site, False)
+        return Reply(200, {"sites": [site_view(s, site, False)
                                      for site in s.scalars(select(Site).order_by(Site.name))]})
 
 
@@ -80,19 +79,18 @@ def show_site(ctx: Ctx) -> Reply:
         site = s.scalars(select(Site).where(or_(Site.id == ctx.path["id"], Site.name == ctx.path["id"]))).first()
         if site is None:
             raise ApiError(404, "NOT_FOUND", f"Site id or name {ctx.path['id']} not found")
-        return Reply(200, {"site": _site_view(s, site, True)})
+        return Reply(200, {"site": site_view(s, site, True)})
 
 
 def register_sites(ctx: Ctx) -> Reply:
     if not ctx.principal.is_admin:
         raise ApiError(403, "FORBIDDEN", "Registering sites requires the admin role")
-    tags = [t for p in registry().values() for v in p.versions() for t in (p.name, v)]
     try:
         with ctx.db.session() as s:
             sites = site_manifest.register(s, ctx.body["manifest"], ctx.body["private_key"],
-                             ctx.body.get("runtime") or local_runtime(), tags)
+                             ctx.body.get("runtime") or local_runtime())
             s.flush()
-            return Reply(202, {"sites": [_site_view(s, site, True) for site in sites]})
+            return Reply(202, {"sites": [site_view(s, site, True) for site in sites]})
     except site_manifest.ManifestError as e:
         raise bad("INVALID_DATA", str(e)) from None
 
@@ -153,7 +151,7 @@ def _bundle_version(s, requested: int | None) -> int:
         raise bad("INVALID_REFERENCE", str(e)) from None
 
 
-def _idle(site: Site, what: str) -> None:
+def require_idle(site: Site, what: str) -> None:
     if site.op is not None:
         raise bad("SITE_BUSY", f"Site {site.name} is busy ({site.op}, status {site.status}); "
                                         f"{what} waits until it ends")
@@ -164,7 +162,7 @@ def _start(ctx: Ctx, s, site: Site, op: str, status: str, target: dict) -> Reply
     site.op, site.op_step, site.op_target = op, None, target
     site.status, site.status_description = status, ""
     s.flush()
-    return Reply(202, {"site": _site_view(s, site, True)})
+    return Reply(202, {"site": site_view(s, site, True)})
 
 
 def _site_entry(manifest: dict, name: str) -> dict:
@@ -183,16 +181,15 @@ def deploy_site(ctx: Ctx) -> Reply:
     _admin(ctx, "Deploying a site")
     name = ctx.path["id"]
     entry = _site_entry(ctx.body["manifest"], name)
-    tags = [t for p in registry().values() for v in p.versions() for t in (p.name, v)]
     try:
         with ctx.db.session() as s:
             existing = s.scalars(select(Site).where(Site.name == name)).first()
             if existing is not None:
-                _idle(existing, "a deploy")
+                require_idle(existing, "a deploy")
             known = set(s.scalars(select(Host.name).where(Host.site_id == existing.id))) if existing else set()
             version = _bundle_version(s, ctx.body.get("bundle_version"))
             site, = site_manifest.register(s, {"sites": [entry]}, ctx.body["private_key"],
-                                           ctx.body.get("runtime") or local_runtime(), tags)
+                                           ctx.body.get("runtime") or local_runtime())
             hosts = [h["name"] for h in entry["hosts"]]
             for h in s.scalars(select(Host).where(Host.site_id == site.id, Host.name.in_(hosts))):
                 if h.name not in known:
@@ -216,7 +213,7 @@ def scale_site(ctx: Ctx) -> Reply:
     try:
         with ctx.db.session() as s:
             site = _find_site(s, ctx.path["id"])
-            _idle(site, "a scale")
+            require_idle(site, "a scale")
             by_name = {h.name: h for h in s.scalars(select(Host).where(Host.site_id == site.id))}
             for n in remove:
                 host = by_name.get(n)
@@ -254,7 +251,7 @@ def update_site(ctx: Ctx) -> Reply:
     _admin(ctx, "Updating a site")
     with ctx.db.session() as s:
         site = _find_site(s, ctx.path["id"])
-        _idle(site, "an update")
+        require_idle(site, "an update")
         version = _bundle_version(s, ctx.body["bundle_version"])
         reply = _start(ctx, s, site, "update", "Updating", {"bundle_version": version, "hosts": None})
     ctx.notify()
@@ -271,7 +268,7 @@ def delete_site(ctx: Ctx) -> Reply:
             raise bad("SITE_IN_USE", f"Site {site.name} still has {len(clusters)} cluster(s) "
                                             f"({', '.join(clusters[:5])}); delete them first")
         if site.op == "delete":
-            return Reply(202, {"site": _site_view(s, site, True)})
+            return Reply(202, {"site": site_view(s, site, True)})
         reply = _start(ctx, s, site, "delete", "Deleting", {})
     ctx.notify()
     return reply

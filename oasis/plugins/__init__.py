@@ -16,3 +16,9 @@ def registry() -> dict[str, Plugin]:
 
 def get_plugin(name: str) -> Plugin | None:
     return registry().get(name)
+
+
+def image_tags() -> list[str]:
+    """The tags of an image that carries every plugin's runtime: each plugin's name and versions (Sahara's
+    required image tags)."""
+    return sorted({t for p in registry().values() for v in p.versions() for t in (p.name, v)})

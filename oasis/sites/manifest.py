@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from oasis.db.models import Host, Image, Site
 from oasis.edp.shares import parse_share
+from oasis.plugins import image_tags
 
 ACCESS_MODES = ("direct", "gateway", "proxy_command")
 QUOTA_KEYS = ("instances", "vcpus", "ram_mb")
@@ -74,20 +75,19 @@ def _need(d: dict[str, Any], key: str, where: str) -> Any:
     return d[key]
 
 
-def register(session: Session, manifest: dict[str, Any], private_key: str, runtime: dict[str, Any],
-             image_tags: list[str]) -> list[Site]:
+def register(session: Session, manifest: dict[str, Any], private_key: str, runtime: dict[str, Any]) -> list[Site]:
     """Create or update every site of the manifest and its hosts. Idempotent: registering the same manifest
     twice changes nothing. `runtime` describes what the hosts provide (their image)."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("sites"), list):
         raise ManifestError("manifest: 'sites' must be a list")
     out = []
     for i, entry in enumerate(manifest["sites"]):
-        out.append(_register_site(session, entry, f"sites[{i}]", private_key, runtime, image_tags))
+        out.append(_register_site(session, entry, f"sites[{i}]", private_key, runtime))
     return out
 
 
 def _register_site(session: Session, entry: dict[str, Any], where: str, private_key: str,
-                   runtime: dict[str, Any], image_tags: list[str]) -> Site:
+                   runtime: dict[str, Any]) -> Site:
     name = _need(entry, "name", where)
     access = _need(entry, "access", where)
     if access not in ACCESS_MODES:
@@ -119,7 +119,7 @@ def _register_site(session: Session, entry: dict[str, Any], where: str, private_
 
     for j, h in enumerate(_need(entry, "hosts", where)):
         _register_host(session, site, h, f"{where}.hosts[{j}]", network)
-    _register_image(session, site, runtime, image_tags)
+    _register_image(session, site, runtime)
     return site
 
 
@@ -144,9 +144,9 @@ def _register_host(session: Session, site: Site, h: dict[str, Any], where: str, 
     return host
 
 
-def _register_image(session: Session, site: Site, runtime: dict[str, Any], tags: list[str]) -> None:
+def _register_image(session: Session, site: Site, runtime: dict[str, Any]) -> None:
     image = session.scalars(select(Image).where(Image.site_id == site.id, Image.name == "site-runtime")).first()
     if image is None:
         image = Image(site_id=site.id, name="site-runtime", description=f"The runtime the hosts of {site.name} provide")
         session.add(image)
-    image.runtime, image.tags = dict(runtime), sorted(set(tags))
+    image.runtime, image.tags = dict(runtime), image_tags()

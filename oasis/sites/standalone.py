@@ -94,12 +94,6 @@ def site_private_key(manifest: dict[str, Any], key_file: Path | None) -> str:
         raise StandaloneError(f"cannot read the site's SSH key {path}: {e}") from None
 
 
-def _tags() -> list[str]:
-    from oasis.plugins import registry
-
-    return [t for p in registry().values() for v in p.versions() for t in (p.name, v)]
-
-
 async def enroll(bundle: dict[str, Any], entry: dict[str, Any], private_key: str, runtime: dict[str, Any],
                  workdir: Path) -> Enrollment:
     """The engine's deploy of this one site, on a scratch database in `workdir`, then the control plane's key
@@ -112,7 +106,7 @@ async def enroll(bundle: dict[str, Any], entry: dict[str, Any], private_key: str
         with db.session() as s:
             # the bundle without its join token: the scratch database needs only what goes onto the hosts
             s.add(Export(version=version, bundle={k: v for k, v in bundle.items() if k != "secrets"}))
-            site, = site_manifest.register(s, {"sites": [entry]}, private_key, runtime, _tags())
+            site, = site_manifest.register(s, {"sites": [entry]}, private_key, runtime)
             for h in s.scalars(select(Host).where(Host.site_id == site.id)):
                 h.status = "enrolling"
             site.generation, site.op, site.op_step = 1, "deploy", None
