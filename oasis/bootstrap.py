@@ -7,12 +7,12 @@ import os
 import secrets
 import shutil
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
 import yaml
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from oasis.config import Settings
 from oasis.db.models import Flavor, Host, Image, Site
@@ -29,19 +29,16 @@ FLAVORS = [("1", "m1.tiny", 1, 512, 1), ("2", "m1.small", 1, 2048, 20), ("3", "m
 IMAGE_NAMESPACE = uuid.UUID("6f1c2a53-3b0e-4c55-9a57-0a5e5d0c1a11")
 
 
-def bootstrap(settings: Settings, db: Database) -> None:
-    for attempt in range(3):  # an `api` and an `engine` starting together may race on the first insert
-        try:
-            with db.session() as s:
-                _flavors(s)
-                site = _local_site(s)
-                _local_host(s, site, settings)
-                _local_image(s, site)
-            _admin(settings, db)
-            return
-        except IntegrityError:
-            if attempt == 2:
-                raise
+def bootstrap(settings: Settings, db: Database, admin: bool = True) -> None:
+    """Idempotent; run under `Database.setup_lock()`, so that replicas starting together do it one at a time.
+    `admin`: also the admin user and its clouds.yaml, which name the API's address (an engine has none)."""
+    with db.session() as s:
+        _flavors(s)
+        site = _local_site(s)
+        _local_host(s, site, settings)
+        _local_image(s, site)
+    if admin:
+        _admin(settings, db)
 
 
 def _flavors(s) -> None:
@@ -140,8 +137,15 @@ def write_clouds_yaml(path: Path, base_url: str, username: str, password: str, p
                  "user_domain_name": "Default", "project_domain_name": "Default"},
         "region_name": "RegionOne", "interface": "public", "identity_api_version": 3,
         "data_processing_api_version": "2"}}}
+    text = yaml.safe_dump(cloud, sort_keys=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        if path.read_text() == text:
+            return  # a replica starting beside the others changes nothing
+    except OSError:
+        pass
+    # A reader (another process logging in) sees the old file or the new one, never a half-written one.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600 from the start
     with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(cloud, f, sort_keys=False)
-    os.chmod(path, 0o600)
+        f.write(text)
+    os.replace(tmp, path)

@@ -17,12 +17,13 @@ from oasis.storage import ObjectStore, open_store
 log = logging.getLogger("oasis")
 
 
-def _prepare(settings: Settings) -> tuple[Database, ObjectStore]:
+def _prepare(settings: Settings, serves_api: bool = True) -> tuple[Database, ObjectStore]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
-    db.migrate()
-    bootstrap(settings, db)
+    with db.setup_lock():  # replicas starting together: one migrates and bootstraps, the others then find it done
+        db.migrate()
+        bootstrap(settings, db, admin=serves_api)
     return db, open_store(settings.object_store, settings.objects_dir)
 
 
@@ -39,7 +40,7 @@ def run_api(settings: Settings) -> None:
 
 
 def run_engine(settings: Settings) -> None:
-    db, store = _prepare(settings)
+    db, store = _prepare(settings, serves_api=False)
     engine = Engine(settings, db, store)
 
     async def main() -> None:

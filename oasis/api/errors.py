@@ -3,7 +3,10 @@ so an operator can find the server-side record of what a user reports."""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
+
+from sqlalchemy.exc import IntegrityError
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -27,6 +30,32 @@ def bad(name: str, message: str) -> ApiError:
 
 def not_found(kind: str, object_id: str) -> ApiError:
     return ApiError(404, "NOT_FOUND", f"{kind} with id '{object_id}' not found")
+
+
+# Tables with unique names, and what the API calls their rows (the words of `ensure_unique_name`'s messages).
+NAMED_KINDS = {"clusters": "Cluster", "cluster_templates": "Cluster template",
+               "node_group_templates": "Node group template", "job_binaries": "Job binary",
+               "job_binary_internals": "Job binary internal", "data_sources": "Data source", "job_templates": "Job",
+               "keypairs": "Keypair", "sites": "Site", "projects": "Project", "users": "User"}
+
+
+def duplicate_entry(error: IntegrityError, name: object) -> ApiError:
+    """Two requests raced past the API's uniqueness check and the database settled it: the loser gets the same
+    answer as if it had come second (`NAME_ALREADY_EXISTS` for a name), never a second kind of error."""
+    text = str(error.orig)
+    # SQLite: "UNIQUE constraint failed: clusters.project_id, clusters.name"; PostgreSQL names the table in
+    # its diagnostics and the columns in "Key (project_id, name)=(...)".
+    table = getattr(getattr(error.orig, "diag", None), "table_name", None)
+    columns = re.search(r"Key \(([^)]*)\)", text)
+    if table is None:
+        failed = re.search(r"UNIQUE constraint failed: (\w+)\.", text)
+        table = failed.group(1) if failed else None
+        names = re.findall(r"\w+\.(\w+)", text.partition("UNIQUE constraint failed:")[2])
+    else:
+        names = [c.strip() for c in columns.group(1).split(",")] if columns else []
+    if table in NAMED_KINDS and "name" in names and isinstance(name, str):
+        return bad("NAME_ALREADY_EXISTS", f"{NAMED_KINDS[table]} with name '{name}' already exists")
+    return bad("DB_DUPLICATE_ENTRY", "Database object already exists")
 
 
 def error_response(status: int, name: str, message: str, extra: dict | None = None,

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -251,6 +252,8 @@ def admin_routes(deps: Deps) -> list[Route]:
                 result = await run_in_threadpool(run)
             except _Denied as e:
                 return _error(e.status, e.title, e.message)
+            except IntegrityError:  # two creates of one name raced past the check: Keystone's answer to the second
+                return _error(409, "Conflict", "Conflict occurred attempting to store the entity - Duplicate entry.")
             if status == 204:
                 return Response(status_code=204)
             return JSONResponse(result, status_code=status)

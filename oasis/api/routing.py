@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from oasis.api.errors import ApiError, bad, internal_error, render
+from oasis.api.errors import ApiError, bad, duplicate_entry, internal_error, render
 from oasis.config import Settings
 from oasis.db.session import Database
 from oasis.identity import builtin
@@ -236,6 +236,8 @@ class Routes:
             headers = {}
             if version == "v2":
                 headers = {"OpenStack-API-Version": f"data-processing {MICROVERSION}", "Vary": "OpenStack-API-Version"}
+            body: Any = None
+            params: dict[str, str] = {}
             try:
                 if version == "v2":
                     _microversion(request)
@@ -249,7 +251,6 @@ class Routes:
                               spec.method in _WRITE_METHODS or spec.action.endswith(_WRITE_ACTIONS))
                 except Forbidden as e:
                     raise ApiError(403, "FORBIDDEN", str(e)) from None
-                body: Any = None
                 if spec.body == "raw":
                     body = await read_limited(request, spec.max_body)
                 elif spec.body == "json" or spec.method == "DELETE":
@@ -263,10 +264,10 @@ class Routes:
                 result = await run_in_threadpool(spec.handler, ctx)
             except ApiError as e:
                 return render(e, headers)
-            except IntegrityError:
-                # Two requests raced past the uniqueness checks; the database settled it.
+            except IntegrityError as e:
                 log.info("integrity error on %s %s", request.method, request.url.path)
-                return render(bad("DB_DUPLICATE_ENTRY", "Database object already exists"), headers)
+                name = body.get("name") if isinstance(body, dict) else None
+                return render(duplicate_entry(e, name or params.get("name")), headers)
             except Exception:
                 log.exception("unhandled error on %s %s", request.method, request.url.path)
                 return internal_error(headers)

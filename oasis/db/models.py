@@ -278,6 +278,7 @@ class JobBinaryInternal(Owned, Base):
     __tablename__ = "job_binary_internals"
     datasize: Mapped[int] = mapped_column(Integer)
     object_key: Mapped[str] = mapped_column(Text)
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_job_binary_internals_project_id_name"),)
 
 
 class JobBinary(Owned, Base):
@@ -359,8 +360,20 @@ class Keypair(Base):
 
 
 class Heartbeat(Base):
-    """Engines alive now: periodic work is sharded over this list."""
+    """Engines alive now: each writes its row every second from a thread of its own. An operation leased by an
+    engine whose row has gone stale is free at once (see engine/leases.py); work is shared out over this list."""
 
     __tablename__ = "engine_heartbeats"
     engine_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class PeriodicRun(Base):
+    """Who did one period's run of a periodic task: the insert of this row is the claim, so each period's run is
+    done by exactly one engine however many run."""
+
+    __tablename__ = "periodic_runs"
+    task: Mapped[str] = mapped_column(String(80), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)  # the period's number since the epoch
+    engine_id: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from oasis.db.models import ProvisionEvent, ProvisionStep
-from oasis.db.session import Database
+from oasis.db.session import Database, LeaseLost
 from oasis.remote.base import unreachable_in
 
 
@@ -57,6 +57,8 @@ class EventLog:
         step = self._open(name, step_type, total)
         try:
             yield step
+        except LeaseLost:
+            raise  # the step is the new owner's now: nothing more is written for it here
         except Exception as e:
             if unreachable_in(e) is None:
                 self._close(step, False, str(e))

@@ -1,10 +1,10 @@
-"""The engine: finds operations nobody holds, takes their lease, and drives each with its reconciler while
-renewing the lease. Any number of engines may run on one database; each operation is driven by one at a time.
+"""The engine: finds operations nobody holds, takes its fair share of them, and drives each with its reconciler
+while renewing the lease. Any number of engines may run on one database; each operation is driven by one at a
+time, every write it makes is fenced by the lease, and each period's periodic work is done by one engine.
 """
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import socket
@@ -12,11 +12,11 @@ import uuid
 from datetime import timedelta
 from typing import Any, Callable
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from oasis.config import Settings
-from oasis.db.models import Cluster, Heartbeat, Job, Site, utcnow
-from oasis.db.session import Database
+from oasis.db.models import Cluster, Job, Site, utcnow
+from oasis.db.session import Database, LeaseLost, fenced
 from oasis.edp.statuses import TERMINAL
 from oasis.engine import leases
 from oasis.engine.clusters import ClusterReconciler
@@ -52,6 +52,7 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_periodic = 0.0
         self._health: asyncio.Task | None = None  # the host health check in progress, if any
+        self.pulse = leases.Pulse(db, self.id)
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll; callable from any thread."""
@@ -61,6 +62,7 @@ class Engine:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         stop = stop or asyncio.Event()
+        await asyncio.to_thread(self.pulse.start)
         log.info("engine %s started", self.id)
         try:
             while not stop.is_set():
@@ -79,18 +81,19 @@ class Engine:
             for task in list(self.tasks.values()):
                 task.cancel()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
-            with self.db.session() as s:
-                s.execute(delete(Heartbeat).where(Heartbeat.engine_id == self.id))
+            await asyncio.to_thread(self.pulse.stop)
             await self.remotes.close()
 
     def _tick(self) -> None:
+        engines = len(leases.alive(self.db))
         for model, reconciler in self.reconcilers:
             # An operation that another one replaced (a delete or cancel asked for meanwhile) stops now; its
             # lease is released once it has, and the new operation is claimed then: the two never overlap.
             mine = {i: op for i, (m, op) in self.driving.items() if m is model}
             for row_id in leases.superseded(self.db, model, mine, self.id):
                 self.tasks[row_id].cancel()
-            for row_id, op in leases.claimable(self.db, model, set(self.tasks)):
+            wanted = leases.share(self.db, model, engines, len(mine))
+            for row_id, op in leases.claimable(self.db, model, set(self.tasks), wanted):
                 if leases.claim(self.db, model, row_id, op, self.id, self.settings.lease_seconds):
                     self.driving[row_id] = (model, op)
                     self.tasks[row_id] = asyncio.create_task(self._drive(model, reconciler, row_id))
@@ -104,9 +107,13 @@ class Engine:
         keeper = asyncio.create_task(self._keep_lease(model, row_id, me))
         release = True
         try:
-            await reconciler(row_id)
+            with fenced(model, row_id, self.id):
+                await reconciler(row_id)
         except asyncio.CancelledError:
             pass  # the lease was lost (another operation preempted this one) or the engine is stopping
+        except LeaseLost as e:
+            log.warning("engine %s: %s; leaving it to its new owner", self.id, e)
+            release = False
         except Exception:
             # An engine bug, not a user error: keep the lease until it expires, so that the retry is not a
             # hot loop, and let whichever engine takes it next try again from the recorded step.
@@ -128,47 +135,38 @@ class Engine:
                 task.cancel()
                 return
 
-    # --- periodic work, sharded over the engines alive ------------------------------------------------------
+    # --- periodic work: each period's run of each task by exactly one engine -------------------------------
 
     def _periodic(self) -> None:
-        now = utcnow()
-        with self.db.session() as s:
-            beat = s.get(Heartbeat, self.id)
-            if beat is None:
-                s.add(Heartbeat(engine_id=self.id, seen_at=now))
-            else:
-                beat.seen_at = now
-            stale = now - timedelta(seconds=max(30.0, 3 * PERIODIC_SECONDS))
-            s.execute(delete(Heartbeat).where(Heartbeat.seen_at < stale))
-        with self.db.session() as s:
-            engines = sorted(s.scalars(select(Heartbeat.engine_id)))
-        self._delete_idle_transient(engines)
-        self._check_health(engines)
+        slot = leases.claim_period(self.db, "transient-clusters", PERIODIC_SECONDS, self.id)
+        if slot is not None:
+            log.info("engine %s: periodic transient-clusters slot %d", self.id, slot)
+            self._delete_idle_transient()
+        self._check_health()
 
-    def _check_health(self, engines: list[str]) -> None:
-        """Check the hosts of this engine's share of the sites, unless the previous check still runs (a site
-        cut off makes a check last up to its timeout)."""
+    def _check_health(self) -> None:
+        """Check the hosts of the sites whose check this engine took for this period, unless its previous
+        check still runs (a site cut off makes a check last up to its timeout)."""
         if self._health is not None and not self._health.done():
             return
         with self.db.session() as s:
-            sites = [i for i in s.scalars(select(Site.id)) if self._mine(i, engines)]
-        self._health = asyncio.create_task(check_hosts(self.db, self.remotes, sites))
-        self._health.add_done_callback(_log_failure)
+            site_ids = list(s.scalars(select(Site.id)))
+        sites = []
+        for site_id in site_ids:
+            slot = leases.claim_period(self.db, f"health:{site_id}", PERIODIC_SECONDS, self.id)
+            if slot is not None:
+                log.info("engine %s: periodic health:%s slot %d", self.id, site_id, slot)
+                sites.append(site_id)
+        if sites:
+            self._health = asyncio.create_task(check_hosts(self.db, self.remotes, sites))
+            self._health.add_done_callback(_log_failure)
 
-    def _mine(self, row_id: str, engines: list[str]) -> bool:
-        if self.id not in engines:
-            return True
-        digest = int(hashlib.md5(row_id.encode()).hexdigest(), 16)
-        return engines[digest % len(engines)] == self.id
-
-    def _delete_idle_transient(self, engines: list[str]) -> None:
+    def _delete_idle_transient(self) -> None:
         """A transient cluster that is Active with no job left to run is deleted (Sahara's periodic task)."""
         idle_since = utcnow() - timedelta(seconds=TRANSIENT_IDLE_SECONDS)
         with self.db.session() as s:
             for c in s.scalars(select(Cluster).where(Cluster.is_transient, Cluster.status == "Active",
                                                      Cluster.op.is_(None))):
-                if not self._mine(c.id, engines):
-                    continue
                 busy = s.scalars(select(Job.id).where(Job.cluster_id == c.id, Job.status.not_in(TERMINAL))).first()
                 if busy is None and (c.updated_at or c.created_at) < idle_since:
                     c.status, c.op, c.op_step, c.op_target = "Deleting", "delete", None, {}
