@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from pathlib import Path
 
 import httpx
@@ -48,10 +49,15 @@ class LocalRemote:
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.unlink(missing_ok=True)
+    # A name of this write's own: two puts of one path at once (two clusters installing a host's agent)
+    # each rename a whole file of their own, and the last one wins.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     # created with its final mode: a private file (a job's access file) is never readable by others
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o777), "wb") as f:
-        f.write(data)
-    tmp.chmod(mode)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o777), "wb") as f:
+            f.write(data)
+        tmp.chmod(mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

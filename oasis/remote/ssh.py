@@ -123,9 +123,10 @@ class SshRemote:
         try:
             sftp = await self._sftp_client()
             await sftp.makedirs(posixpath.dirname(path), exist_ok=True)
-            tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-            # created with its final mode: a private file (a job's access file) is never readable by others
-            async with sftp.open(tmp, "wb", asyncssh.SFTPAttrs(permissions=mode)) as f:
+            # a name of this put's own, created exclusively with its final mode: two puts of one path never
+            # write into one file, and a private file (a job's access file) is never readable by others
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+            async with sftp.open(tmp, "xb", asyncssh.SFTPAttrs(permissions=mode)) as f:
                 await f.write(data)
             await sftp.chmod(tmp, mode)
             await sftp.posix_rename(tmp, path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,17 @@ def load_key(state_dir: Path) -> bytes:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     key = Fernet.generate_key()
-    try:  # O_EXCL: two processes starting at once agree on the first key written
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written whole under a name of its own, then linked to the key's name, which fails if another process got
+    # there first: processes starting at once agree on the first key, and none ever reads a half-written one.
+    tmp = path.with_name(f".{KEY_FILE}.{uuid.uuid4().hex}")
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(key)
+        os.link(tmp, path)
     except FileExistsError:
         return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
+    finally:
+        tmp.unlink(missing_ok=True)
     return key
 
 
