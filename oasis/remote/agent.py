@@ -5,12 +5,15 @@ It keeps processes alive independently of the controller: daemons (framework pro
 their own sessions, record their pid, and a job's supervisor records its exit code. Every command is
 idempotent, so an engine that died half-way can simply run it again.
 
-  start DIR NAME [--env K=V ...] [--ready PATTERN --timeout S] -- ARGV...
+  start DIR NAME [--env K=V ...] [--ready PATTERN [--fail PATTERN ...] --timeout S] -- ARGV...
                                               start a daemon unless it is already running (log in DIR/NAME.log);
-                                              with --ready, return once PATTERN is in its log
+                                              with --ready, return once PATTERN is in its log, and fail at once
+                                              when the daemon exits or a --fail PATTERN is in its log
   stop DIR NAME [--grace S]                   stop a daemon's whole process group
   stop-all DIR [--grace S]                    stop every daemon recorded in DIR
-  wait-log DIR NAME PATTERN TIMEOUT           wait for PATTERN in DIR/NAME.log (fails if the daemon exits)
+  wait-log DIR NAME PATTERN TIMEOUT [--fail PATTERN ...]
+                                              wait for PATTERN in DIR/NAME.log (fails if the daemon exits or a
+                                              --fail PATTERN shows first)
   run DIR [--env K=V ...] -- ARGV...          launch a job once; stdout, stderr, pid and result live in DIR
   wait DIR TIMEOUT                            wait up to TIMEOUT s for a job's end; prints a JSON status
   cancel DIR [--grace S]                      stop a job's whole process tree
@@ -20,6 +23,7 @@ idempotent, so an engine that died half-way can simply run it again.
   authorize FILE KEYLINE                      add an SSH public key line to an authorized_keys file, once
   unauthorize FILE MARK                       remove the key lines that contain MARK
 """
+import fcntl
 import json
 import os
 import signal
@@ -51,20 +55,32 @@ def _read_pid(path):
         return None
 
 
-def _write_atomic(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+def _write_atomic(path, text, mode=0o644):
+    # A temporary name of this call's own (two writers of one path never touch each other's file), created
+    # with the final mode, then renamed over the path: readers see the old content or the new, never a part.
+    tmp = "%s.%d.%s.tmp" % (path, os.getpid(), os.urandom(4).hex())
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w") as f:
         f.write(text)
     os.replace(tmp, path)
 
 
-def _split(args, options=()):
-    """(env, {option: value}, argv) from `[--env K=V ...] [--option value ...] -- argv...`."""
-    env, opts, i = {}, {}, 0
+def _locked(path):
+    """An exclusive lock held as long as the returned file is open (closed on exec: a daemon never holds it)."""
+    lock = open(path, "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
+def _split(args, options=(), repeated=()):
+    """(env, {option: value}, argv) from `[--env K=V ...] [--option value ...] -- argv...`; an option in
+    `repeated` may be given many times and its value is the list of them."""
+    env, opts, i = {}, {k: [] for k in repeated}, 0
     while i < len(args) and args[i] != "--":
         if args[i] == "--env":
             k, _, v = args[i + 1].partition("=")
             env[k] = v
+        elif args[i].lstrip("-") in repeated:
+            opts[args[i].lstrip("-")].append(args[i + 1])
         elif args[i].lstrip("-") in options:
             opts[args[i].lstrip("-")] = args[i + 1]
         else:
@@ -116,30 +132,36 @@ def _grace(args, default=10.0):
 
 
 def cmd_start(d, name, *rest):
-    env, opts, argv = _split(list(rest), ("ready", "timeout"))
+    env, opts, argv = _split(list(rest), ("ready", "timeout"), ("fail",))
     os.makedirs(d, exist_ok=True)
-    pidfile = os.path.join(d, name + ".pid")
-    pid = _read_pid(pidfile)
-    if not (pid and _alive(pid)):
-        log = os.path.join(d, name + ".log")
-        pid = _spawn(argv, env, log, log, d)
-        _write_atomic(pidfile, str(pid))
+    pidfile, log = os.path.join(d, name + ".pid"), os.path.join(d, name + ".log")
+    since = 0
+    # Check, spawn and record under one lock: two callers at once (two engines, one taking over) would
+    # otherwise both see no daemon and start two.
+    with _locked(os.path.join(d, name + ".lock")):
+        pid = _read_pid(pidfile)
+        if not (pid and _alive(pid)):
+            # a new daemon is judged by what it writes, not by what an earlier one left in the log
+            since = os.path.getsize(log) if os.path.exists(log) else 0
+            pid = _spawn(argv, env, log, log, d)
+            _write_atomic(pidfile, str(pid))
     print(pid)
     sys.stdout.flush()
     if "ready" in opts:  # one call instead of two: each costs a Python start on the host
-        return cmd_wait_log(d, name, opts["ready"], opts.get("timeout", "120"))
+        return _wait_log(d, name, opts["ready"], opts.get("timeout", "120"), opts["fail"], since)
     return 0
 
 
 def cmd_stop(d, name, *rest):
     pidfile = os.path.join(d, name + ".pid")
-    pid = _read_pid(pidfile)
-    if pid:
-        _kill_group(pid, _grace(rest))
-    try:
-        os.unlink(pidfile)
-    except FileNotFoundError:
-        pass
+    with _locked(os.path.join(d, name + ".lock")):  # a start at the same time waits, then starts afresh
+        pid = _read_pid(pidfile)
+        if pid:
+            _kill_group(pid, _grace(rest))
+        try:
+            os.unlink(pidfile)
+        except FileNotFoundError:
+            pass
     return 0
 
 
@@ -151,23 +173,40 @@ def cmd_stop_all(d, *rest):
     return 0
 
 
-def cmd_wait_log(d, name, pattern, timeout):
+def cmd_wait_log(d, name, pattern, timeout, *rest):
+    _, opts, _ = _split(list(rest) + ["--"], (), ("fail",))
+    return _wait_log(d, name, pattern, timeout, opts["fail"])
+
+
+def _lines_with(buf, patterns):
+    return [line for line in buf.splitlines() if any(p in line for p in patterns)] if patterns else []
+
+
+def _wait_log(d, name, pattern, timeout, fail=(), pos=0):
     log, pidfile = os.path.join(d, name + ".log"), os.path.join(d, name + ".pid")
     deadline = time.time() + float(timeout)
-    pos, buf = 0, ""
+    buf = ""
     while True:
+        pid = _read_pid(pidfile)
+        gone = not pid or not _alive(pid)  # looked at before the read: a dead daemon's last words are in it
         try:
-            with open(log, errors="replace") as f:
+            with open(log, "rb") as f:
                 f.seek(pos)
-                chunk = f.read()
+                chunk = f.read().decode(errors="replace")
                 pos = f.tell()
         except FileNotFoundError:
             chunk = ""
         buf = (buf + chunk)[-65536:]
+        # A failure first: a daemon may log that it could not bind and go on (Spark), or bind elsewhere and
+        # then say it is ready (Dask); either way it is not the daemon that was asked for.
+        failed = _lines_with(buf, fail)
+        if failed:
+            sys.stderr.write("%s failed to start: %s\nlast log lines:\n%s\n"
+                             % (name, "\n".join(failed[:3])[:1500], buf[-3000:]))
+            return 5
         if pattern in buf:
             return 0
-        pid = _read_pid(pidfile)
-        if not pid or not _alive(pid):
+        if gone:
             sys.stderr.write("%s exited before it was ready; last log lines:\n%s\n" % (name, buf[-3000:]))
             return 3
         if time.time() > deadline:
@@ -179,6 +218,9 @@ def cmd_wait_log(d, name, pattern, timeout):
 def cmd_run(d, *rest):
     env, _, argv = _split(list(rest))
     os.makedirs(d, exist_ok=True)
+    # Two launches at once (two engines) must start the job once: the check and the launch hold one lock,
+    # released when this call returns (the supervisor closes its inherited copy at once).
+    lock = _locked(os.path.join(d, "launch.lock"))
     pidfile = os.path.join(d, "pid")
     if os.path.exists(pidfile) or os.path.exists(os.path.join(d, "result")):
         print(_read_pid(pidfile) or 0)
@@ -189,6 +231,7 @@ def cmd_run(d, *rest):
     sup = os.fork()
     if sup == 0:
         os.close(r)
+        lock.close()  # a forked copy of the lock's file would hold the lock for as long as the job runs
         os.setsid()
         if os.fork() > 0:
             os._exit(0)
@@ -219,6 +262,7 @@ def cmd_run(d, *rest):
     os.close(w)
     os.waitpid(sup, 0)
     pid = os.read(r, 32).decode() or "0"
+    lock.close()
     print(pid)
     return 0
 
@@ -296,12 +340,9 @@ def cmd_busy_ports(address, *ports):
 
 
 def _edit_keys(path, edit):
-    import fcntl
-
     path = os.path.expanduser(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(path + ".lock"):
         try:
             with open(path) as f:
                 lines = f.read().splitlines()
@@ -309,8 +350,8 @@ def _edit_keys(path, edit):
             lines = []
         new = edit(lines)
         if new != lines:
-            _write_atomic(path, "".join(line + "\n" for line in new))
-            os.chmod(path, 0o600)
+            _write_atomic(path, "".join(line + "\n" for line in new), 0o600)
+            os.chmod(path, 0o600)  # the umask may have taken bits off; sshd wants exactly this
     return 0
 
 

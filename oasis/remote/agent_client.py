@@ -1,13 +1,19 @@
 """Calls to oasis-agent (remote/agent.py) on a host, through any Remote."""
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from oasis.remote.base import CommandFailed, Remote, RemoteError
+from oasis.remote.base import CommandFailed, Remote, RemoteError, Unreachable
 
 AGENT_SOURCE = Path(__file__).with_name("agent.py")
+AGENT_CODE = AGENT_SOURCE.read_bytes()
+# Installed under a name of its own version: a new oasis never rewrites the agent that an older one (or a command
+# of its own still running) uses, and a host that has this name has this agent.
+AGENT_NAME = f"oasis-agent-{hashlib.sha256(AGENT_CODE).hexdigest()[:12]}.py"
 
 
 class ProcessNotReady(RemoteError):
@@ -19,20 +25,41 @@ def _env_args(env: dict[str, str]) -> list[str]:
 
 
 class Agent:
-    def __init__(self, remote: Remote, python: str, path: str) -> None:
+    def __init__(self, remote: Remote, python: str, path: str, install_lock: asyncio.Lock | None = None) -> None:
+        """`install_lock`: shared by every Agent of one host and path (Remotes hands them out), so that the
+        clusters of one engine install a host's agent one at a time, and all but the first find it there."""
         self.remote, self.python, self.path = remote, python, path
+        self._install_lock = install_lock or asyncio.Lock()
 
     async def install(self) -> None:
-        await self.remote.put(self.path, AGENT_SOURCE.read_bytes(), 0o755)
+        async with self._install_lock:
+            try:
+                if await self.remote.get(self.path) == AGENT_CODE:
+                    return
+            except Unreachable:
+                raise
+            except RemoteError:  # not there yet
+                pass
+            await self.remote.put(self.path, AGENT_CODE, 0o755)
 
     async def _call(self, *args: str, timeout: float | None = 120) -> str:
         # -S: no site-packages to scan; the agent needs only the standard library, and starts faster
-        return (await self.remote.run([self.python, "-S", self.path, *args], timeout=timeout)).stdout
+        argv = [self.python, "-S", self.path, *args]
+        try:
+            return (await self.remote.run(argv, timeout=timeout)).stdout
+        except CommandFailed as e:
+            if e.result.rc != 2 or "can't open file" not in e.result.stderr:
+                raise
+        # This version of the agent is not on the host yet (oasis was upgraded while the cluster ran): the
+        # command had not started, so it is safe to install and run it now.
+        await self.install()
+        return (await self.remote.run(argv, timeout=timeout)).stdout
 
     async def start(self, d: str, name: str, argv: list[str], env: dict[str, str], ready: str | None = None,
-                    timeout: float = 120) -> int:
-        """Start a daemon unless it runs; with `ready`, return once that pattern is in its log."""
-        wait = ["--ready", ready, "--timeout", str(timeout)] if ready else []
+                    timeout: float = 120, fail: tuple[str, ...] = ()) -> int:
+        """Start a daemon unless it runs; with `ready`, return once that pattern is in its log, and fail as
+        soon as the daemon exits or a `fail` pattern is in its log (the error carries those lines)."""
+        wait = ["--ready", ready, *(a for f in fail for a in ("--fail", f)), "--timeout", str(timeout)] if ready else []
         try:
             out = await self._call("start", d, name, *_env_args(env), *wait, "--", *argv, timeout=timeout + 30)
         except CommandFailed as e:

@@ -8,13 +8,11 @@ import asyncio
 from dataclasses import dataclass
 
 from oasis.db.models import Host, Site
-from oasis.remote.agent_client import Agent
+from oasis.remote.agent_client import AGENT_NAME, Agent
 from oasis.remote.base import Remote
 from oasis.remote.limits import OVERALL, PER_CLUSTER, Limited
 from oasis.remote.local import LocalRemote
 from oasis.remote.ssh import SshRemote, SshTarget
-
-AGENT_NAME = "oasis-agent.py"
 
 
 @dataclass(frozen=True)
@@ -38,6 +36,7 @@ class Remotes:
         self._overall = asyncio.Semaphore(overall)
         self._per_cluster_size = per_cluster
         self._per_cluster: dict[str, asyncio.Semaphore] = {}
+        self._installs: dict[tuple[str, str], asyncio.Lock] = {}
 
     def for_host(self, host: Host, site: Site | None = None, via: Remote | None = None,
                  context: Context = Context(), client_key: str | None = None) -> Remote:
@@ -82,7 +81,10 @@ class Remotes:
         return remote
 
     def agent(self, remote: Remote, host: Host, python: str) -> Agent:
-        return Agent(remote, python, f"{host.base_dir}/{AGENT_NAME}")
+        path = f"{host.base_dir}/{AGENT_NAME}"
+        # keyed by address and path, not by remote: several routes (site key, cluster key) lead to one host
+        lock = self._installs.setdefault((remote.address, path), asyncio.Lock())
+        return Agent(remote, python, path, lock)
 
     async def close(self) -> None:
         for remote in self._remotes.values():
