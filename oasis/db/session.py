@@ -111,11 +111,12 @@ def _check_fence(s: Session) -> None:
     fence: Fence | None = s.info.get("fence")
     if fence is None:
         return
+    connection = s.connection()  # begins the transaction if none has begun
     transaction = s.get_transaction()
     if s.info.get("fenced_in") is transaction:
         return
     m = fence.model
-    res = s.connection().execute(update(m).where(m.id == fence.row_id, m.lease_owner == fence.owner)
+    res = connection.execute(update(m).where(m.id == fence.row_id, m.lease_owner == fence.owner)
                                  .values(lease_owner=m.lease_owner, updated_at=m.updated_at))
     if res.rowcount != 1:
         raise LeaseLost(f"{m.__tablename__} {fence.row_id}: the lease of {fence.owner} was taken over")
