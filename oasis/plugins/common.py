@@ -20,9 +20,12 @@ def installed_version(package: str) -> str | None:
 
 
 async def start_daemon(inst: InstanceView, name: str, argv: list[str], env: dict[str, str],
-                       ready_pattern: str) -> None:
-    """Start one daemon unless it runs already, and return when its log says it is ready."""
-    await inst.agent.start(inst.procdir, name, argv, env, ready=ready_pattern, timeout=READY_TIMEOUT)
+                       ready_pattern: str, fail_patterns: tuple[str, ...] = ()) -> None:
+    """Start one daemon unless it runs already, and return when its log says it is ready. It fails at once,
+    with the log line, if the daemon exits or logs one of `fail_patterns` (a daemon that could not bind a
+    port may well stay alive without ever getting ready)."""
+    await inst.agent.start(inst.procdir, name, argv, env, ready=ready_pattern, timeout=READY_TIMEOUT,
+                           fail=fail_patterns)
 
 
 async def stop_daemons(instances: list[InstanceView], grace: float = 10) -> None:

@@ -13,6 +13,11 @@ from oasis.plugins.common import (
 )
 
 
+# A port that cannot be bound makes the scheduler, worker or nanny exit (the agent sees that), except an HTTP
+# server's: distributed then warns "Port N is already in use" and takes another, which `info` would not show.
+PORT_MOVED = ("is already in use",)
+
+
 class DaskPlugin(Plugin):
     name = "dask"
     title = "Dask distributed"
@@ -29,6 +34,10 @@ class DaskPlugin(Plugin):
         return {"Dask": ["scheduler", "worker"]}
 
     def ports(self, process: str) -> list[str]:
+        # Every listener: scheduler (--port) and its dashboard, worker (--worker-port) and nanny (--nanny-port)
+        # from the instance's allocation. The worker's own HTTP server (/health, /metrics; it runs even with
+        # --no-dashboard) binds the instance's address on port 0: the kernel's ephemeral range lies outside the
+        # hosts' allocation range, and the scheduler learns the port from the worker.
         return {"scheduler": ["scheduler", "dashboard"], "worker": ["worker", "nanny"]}.get(process, [])
 
     def _scheduler(self, cluster: ClusterView) -> InstanceView:
@@ -50,7 +59,7 @@ class DaskPlugin(Plugin):
             await start_daemon(s, "scheduler", [
                 python, "-m", "distributed.cli.dask_scheduler", "--host", s.address,
                 "--port", str(s.ports["scheduler"]), "--dashboard-address", f"{s.address}:{s.ports['dashboard']}",
-            ], {}, "Scheduler at:")
+            ], {}, "Scheduler at:", PORT_MOVED)
         address = self.scheduler_address(cluster)
 
         async def worker(w: InstanceView) -> None:
@@ -58,8 +67,10 @@ class DaskPlugin(Plugin):
                 python, "-m", "distributed.cli.dask_worker", address, "--host", w.address,
                 "--worker-port", str(w.ports["worker"]), "--nanny-port", str(w.ports["nanny"]),
                 "--nthreads", str(w.vcpus), "--memory-limit", f"{worker_memory_mb(w)}MB", "--no-dashboard",
+                # by default that HTTP server listens on every interface of the host
+                "--dashboard-address", f"{w.address}:0",
                 "--name", w.name, "--local-directory", f"{w.workdir}/dask",
-            ], {}, "Registered to:")
+            ], {}, "Registered to:", PORT_MOVED)
 
         await asyncio.gather(*(worker(w) for w in instances if "worker" in w.processes))
 

@@ -14,6 +14,21 @@ from oasis.plugins.common import (
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
+# How a Spark daemon says it could not bind a port: it may exit, or log it and stay up (the master's REST
+# server), never getting ready.
+BIND_FAILED = ("java.net.BindException",)
+
+# Every listener, and where its port comes from (nothing binds a fixed default such as 6066, 7077 or 8080):
+#   master: RPC (--port) and web UI (--webui-port) from the instance's allocation; the REST submission server
+#           (6066 by default) is switched off: jobs go through spark-submit in client mode, and that server
+#           takes unauthenticated submissions.
+#   worker: RPC (--port) and web UI (--webui-port) from the allocation; the external shuffle service (7337) is
+#           off unless a cluster config turns it on.
+#   driver (spark-submit on the master instance): its UI is switched off (see `launch`); its RPC
+#           (spark.driver.port), block manager and py4j/accumulator sockets, and the executors' block managers
+#           on the workers, bind port 0: the kernel picks one from its ephemeral range (32768-60999 on Linux),
+#           outside the hosts' allocation range (20000-29999 by default), and executors learn the driver's
+#           from the master, so nothing needs to know them in advance.
 
 
 class SparkPlugin(Plugin):
@@ -62,7 +77,8 @@ class SparkPlugin(Plugin):
         env = {"SPARK_HOME": rt["spark_home"], "SPARK_LOCAL_IP": inst.address, "SPARK_CONF_DIR": f"{inst.workdir}/conf",
                "PYSPARK_PYTHON": rt["python"], "SPARK_LOG_DIR": inst.procdir,
                # A busy port must fail the start, not move the daemon to a port that `info` does not show.
-               "SPARK_DAEMON_JAVA_OPTS": "-Dspark.port.maxRetries=0"}
+               # System properties win over spark-defaults.conf: a cluster config cannot turn the REST server on.
+               "SPARK_DAEMON_JAVA_OPTS": "-Dspark.port.maxRetries=0 -Dspark.master.rest.enabled=false"}
         if rt.get("java_home"):
             env["JAVA_HOME"] = rt["java_home"]
         return env
@@ -86,14 +102,15 @@ class SparkPlugin(Plugin):
             await start_daemon(m, "master", [spark_class, MASTER_CLASS, "--host", m.address,
                                              "--port", str(m.ports["master"]),
                                              "--webui-port", str(m.ports["master_ui"])],
-                               self._env(cluster, m), "New state: ALIVE")
+                               self._env(cluster, m), "New state: ALIVE", BIND_FAILED)
         url = self.master_url(cluster)
 
         async def worker(w: InstanceView) -> None:
             argv = [spark_class, WORKER_CLASS, "--host", w.address, "--port", str(w.ports["worker"]),
                     "--webui-port", str(w.ports["worker_ui"]), "--cores", str(w.vcpus),
                     "--memory", f"{worker_memory_mb(w)}m", "--work-dir", f"{w.workdir}/work", url]
-            await start_daemon(w, "worker", argv, self._env(cluster, w), "Successfully registered with master")
+            await start_daemon(w, "worker", argv, self._env(cluster, w), "Successfully registered with master",
+                               BIND_FAILED)
 
         await asyncio.gather(*(worker(w) for w in instances if "worker" in w.processes))
 
