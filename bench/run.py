@@ -66,8 +66,11 @@ class Direct:
 
         self.spark_home = str(Path(pyspark.__file__).parent)
         java = shutil.which("java")
+        # The master's REST submission server off, as oasis has it: on by default it takes the fixed port 6066,
+        # which a master kept for the job runs would still hold while the next cluster starts.
         self.env = dict(os.environ, SPARK_HOME=self.spark_home, SPARK_LOCAL_IP="127.0.0.1",
-                        PYSPARK_PYTHON=sys.executable, PYTHONUNBUFFERED="1")
+                        PYSPARK_PYTHON=sys.executable, PYTHONUNBUFFERED="1",
+                        SPARK_DAEMON_JAVA_OPTS="-Dspark.master.rest.enabled=false")
         if java:
             self.env["JAVA_HOME"] = str(Path(os.path.realpath(java)).parent.parent)
         conf = base / "spark-conf"
@@ -87,18 +90,23 @@ class Direct:
         return proc, path
 
     def stop(self, procs: list[subprocess.Popen] | None = None) -> None:
-        for proc in list(procs if procs is not None else self.procs):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for proc in list(procs if procs is not None else self.procs):
+        """Stop each daemon's whole process group and return once every process of it is gone, so that the
+        next repetition finds their ports released (a Dask worker is a child of its nanny, not the leader)."""
+        procs = list(procs if procs is not None else self.procs)
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc in procs:
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            if not _group_gone(proc.pid, 10):  # what the leader started: a nanny's worker, an executor
+                os.killpg(proc.pid, signal.SIGKILL)
+                _group_gone(proc.pid, 10)
             if proc in self.procs:
                 self.procs.remove(proc)
 
@@ -159,6 +167,17 @@ class Direct:
         if r.returncode != 0:
             raise RuntimeError(f"direct {plugin} job failed ({r.returncode}):\n{r.stderr[-3000:]}")
         return elapsed, r.stdout
+
+
+def _group_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _has(path: Path, pattern: str, proc: subprocess.Popen) -> bool:
