@@ -106,6 +106,8 @@ def claim_period(db: Database, task: str, period: float, owner: str) -> int | No
     slot = int(time.time() // period)
     try:
         with db.session() as s:
+            if s.get(PeriodicRun, (task, slot)) is not None:
+                return None  # taken already: the usual case, answered without a failed insert
             s.add(PeriodicRun(task=task, slot=slot, engine_id=owner))
         return slot
     except IntegrityError:

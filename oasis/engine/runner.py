@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from datetime import timedelta
 from typing import Any, Callable
@@ -30,7 +31,9 @@ from oasis.storage.secrets import secrets_for
 log = logging.getLogger(__name__)
 
 TRANSIENT_IDLE_SECONDS = 30.0  # Sahara's min_transient_cluster_active_time
-PERIODIC_SECONDS = 10.0
+PERIODIC_SECONDS = 10.0  # each periodic task runs once per period, on whichever engine claims it first
+PERIODIC_CHECK_SECONDS = 1.0
+LAG_WARNING_SECONDS = 5.0  # how often an engine looks for an unclaimed period: none is missed
 
 
 class Engine:
@@ -72,7 +75,12 @@ class Engine:
                 except Exception:  # a database hiccup must not end the engine
                     log.exception("engine %s: scheduling failed; retrying", self.id)
                 waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+                waited = time.monotonic()
                 await asyncio.wait(waiters, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+                waited = time.monotonic() - waited
+                if waited > LAG_WARNING_SECONDS:  # the loop was busy (CPU-starved host, slow database)
+                    log.warning("engine %s: its loop lagged %.1f s behind; the machine may be overloaded", self.id,
+                                waited)
                 for w in waiters:
                     w.cancel()
         finally:
@@ -98,7 +106,7 @@ class Engine:
                     self.driving[row_id] = (model, op)
                     self.tasks[row_id] = asyncio.create_task(self._drive(model, reconciler, row_id))
         now = asyncio.get_running_loop().time()
-        if now - self._last_periodic >= PERIODIC_SECONDS:
+        if now - self._last_periodic >= PERIODIC_CHECK_SECONDS:
             self._last_periodic = now
             self._periodic()
 

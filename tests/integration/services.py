@@ -83,7 +83,7 @@ class Postgres:
 class Oasis:
     """oasis processes on one state directory and database: `api` and any number of `engine`s, or `up`."""
 
-    def __init__(self, state_dir: Path, database_url: str | None = None, lease_seconds: float = 3) -> None:
+    def __init__(self, state_dir: Path, database_url: str | None = None, lease_seconds: float = 15) -> None:
         self.state_dir, self.database_url = state_dir, database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -93,10 +93,12 @@ class Oasis:
         self.procs: list[subprocess.Popen] = []
         self.client: httpx.Client | None = None
 
-    def _spawn(self, command: str) -> subprocess.Popen:
+    def spawn(self, command: str, port: int | None = None) -> subprocess.Popen:
+        """Start `oasis COMMAND` (api, engine or up) without waiting for it; an API on `port`, else the
+        service's own."""
         argv = [sys.executable, "-m", "oasis.cli.main", command, "--state-dir", str(self.state_dir)]
         if command in ("up", "api"):
-            argv += ["--port", str(self.port)]
+            argv += ["--port", str(port or self.port)]
         if self.database_url:
             argv += ["--database-url", self.database_url]
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -105,31 +107,35 @@ class Oasis:
         self.procs.append(proc)
         return proc
 
-    def start_api(self, command: str = "api") -> None:
-        proc = self._spawn(command)
+    def wait_answering(self, proc: subprocess.Popen, url: str | None = None) -> None:
+        url = url or self.url
 
         def up() -> bool:
             if proc.poll() is not None:
-                raise RuntimeError(f"oasis {command} exited with {proc.returncode}; see {self.state_dir}")
+                raise RuntimeError(f"oasis {proc.args[3]} exited with {proc.returncode}; see {self.state_dir}")
             try:
-                return httpx.get(self.url + "/", timeout=1).status_code in (200, 300)
+                return httpx.get(url + "/", timeout=1).status_code in (200, 300)
             except httpx.TransportError:
                 return False
 
-        wait_until(up, 60, f"oasis {command} to answer")
+        wait_until(up, 60, f"oasis at {url} to answer")
+
+    def start_api(self, command: str = "api") -> None:
+        self.wait_answering(self.spawn(command))
         self.client = self.login()
 
     def start_engine(self) -> subprocess.Popen:
-        return self._spawn("engine")
+        return self.spawn("engine")
 
-    def login(self) -> httpx.Client:
+    def login(self, url: str | None = None) -> httpx.Client:
+        url = url or self.url
         cloud = yaml.safe_load((self.state_dir / "clouds.yaml").read_text())["clouds"]["oasis"]["auth"]
         body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
             "name": cloud["username"], "password": cloud["password"], "domain": {"name": "Default"}}}},
             "scope": {"project": {"name": cloud["project_name"], "domain": {"name": "Default"}}}}}
-        r = httpx.post(self.url + "/v3/auth/tokens", json=body, timeout=10)
+        r = httpx.post(url + "/v3/auth/tokens", json=body, timeout=10)
         r.raise_for_status()
-        return httpx.Client(base_url=self.url + "/v2", headers={"X-Auth-Token": r.headers["X-Subject-Token"]},
+        return httpx.Client(base_url=url + "/v2", headers={"X-Auth-Token": r.headers["X-Subject-Token"]},
                             timeout=30)
 
     def stop(self) -> None:
