@@ -14,9 +14,9 @@ from oasis.plugins.common import (
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
-# How a Spark daemon says it could not bind a port: it may exit, or log it and stay up (the master's REST
-# server), never getting ready.
-BIND_FAILED = ("java.net.BindException",)
+# How a Spark daemon says it could not bind a port (Jetty and the RPC server throw a BindException, Netty's
+# native transport an "Address already in use"): it may exit, or log it and stay up without ever getting ready.
+BIND_FAILED = ("java.net.BindException", "Address already in use")
 
 # Every listener, and where its port comes from (nothing binds a fixed default such as 6066, 7077 or 8080):
 #   master: RPC (--port) and web UI (--webui-port) from the instance's allocation; the REST submission server

@@ -1,6 +1,8 @@
 """A real Spark standalone cluster through the embedded default: few tests, since each costs seconds."""
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 from tests.integration import workflow as wf
@@ -47,4 +49,25 @@ def test_spark_cluster_pyspark_and_shell_jobs(embedded: Oasis, tmp_path: Path) -
 
     wf.ok(client.delete(f"/clusters/{cid}"), 204)
     wf.wait_gone(client, cid)
+    assert_nothing_left(embedded.state_dir, cid)
+
+
+def test_a_daemon_that_cannot_bind_fails_the_create_at_once_with_its_log_line(embedded: Oasis) -> None:
+    # A port oasis does not hand out: the external shuffle service's fixed 7337, which a cluster config turns on.
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", 7337))
+        held.listen()
+    except OSError:
+        pass  # something else holds it already: just as good
+    try:
+        started = time.monotonic()
+        cid = wf.create_cluster(embedded.client, "spark", "no-bind", workers=1, flavor="1",
+                                cluster_configs={"general": {"spark.shuffle.service.enabled": "true"}})
+        c = wf.wait_cluster(embedded.client, cid, status="Error")
+    finally:
+        held.close()
+    assert time.monotonic() - started < 90, "failed at once, not after the 120 s readiness timeout"
+    reason = c["status_description"]
+    assert "worker failed to start: " in reason and "Address already in use" in reason.splitlines()[0], reason
     assert_nothing_left(embedded.state_dir, cid)
