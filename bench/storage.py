@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devtools.devswift import KEY, USER, SwiftServer  # noqa: E402
 from oasis.edp import access  # noqa: E402
 from oasis.storage import store_for  # noqa: E402
-from oasis.storage.devswift import KEY, USER, SwiftServer  # noqa: E402
 
 
 def timed(fn) -> float:

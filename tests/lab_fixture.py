@@ -1,5 +1,5 @@
-"""The default lab, built for one test module and always taken down: shared by the tests that need real SSH
-hosts (root only; CI runs as root)."""
+"""The lab for the tests that need real SSH hosts (root only; CI runs as root): how it is built and taken down,
+and `oasis up` on it. The fixtures (`lab`, built once per session, and `service`) are in tests/conftest.py."""
 from __future__ import annotations
 
 import os

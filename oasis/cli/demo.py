@@ -3,10 +3,13 @@ with their durations, and cleanup. Everything goes through the public API, as an
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +49,41 @@ def top_words(stdout: str) -> list[tuple[str, int]]:
     return [(m.group(1), int(m.group(2))) for m in map(WORD_LINE.match, stdout.splitlines()) if m]
 
 
+class DevSwift:
+    """`--object-store swift`: the development Swift of a source checkout (devtools/devswift.py, beside the
+    `oasis` package and not installed with it), run in a process of its own and stopped by its PID."""
+
+    def __init__(self) -> None:
+        launcher = Path(oasis.__file__).resolve().parent.parent / "devtools" / "devswift.py"
+        if not launcher.exists():
+            raise OasisError("--object-store swift starts the development Swift of a source checkout "
+                             "(devtools/devswift.py), and this oasis does not run from one")
+        self.proc = subprocess.Popen([sys.executable, str(launcher), "--json"], stdout=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # one JSON line once Swift answers (or EOF if it could not start)
+        if not line:
+            raise OasisError(f"the development Swift did not start (exit status {self.proc.wait()})")
+        info = json.loads(line)
+        self.pid: int = self.proc.pid
+        self.auth_url, self.user, self.key = info["auth_url"], info["user"], info["key"]
+        self.url = info["endpoint"]
+
+    def store_spec(self, container: str) -> str:
+        """The deployment's --object-store for this Swift."""
+        user = self.user.replace(":", "%3A")
+        return f"swift+http://{user}:{self.key}@{self.url.removeprefix('http://')}/auth/v1.0?container={container}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 def leftover_pids(state_dir: Path) -> list[int]:
     """Processes still running in the state dir (cluster daemons and jobs run in their instances' dirs)."""
     return processes_under(state_dir)
@@ -63,7 +101,7 @@ class Demo:
         if object_store not in ("file", "swift"):
             raise OasisError("--object-store takes file or swift")
         self.object_store = object_store
-        self.swift: Any = None  # the demo's own Swift, with --object-store swift
+        self.swift: DevSwift | None = None  # the demo's own Swift, with --object-store swift
         self.service: EmbeddedService | None = None
         self.temp_dir: Path | None = None
         self.client: OasisClient | None = None
@@ -132,23 +170,20 @@ class Demo:
     def start_swift(self) -> str:
         """A real OpenStack Swift for the demo: the service keeps its binaries there, and the wordcounts read
         their input from it through per-job temporary URLs."""
-        from oasis.storage.devswift import KEY, USER, SwiftServer
-
         with console.status("starting OpenStack Swift (tempauth, s3api) ..."):
             t0 = time.monotonic()
-            self.swift = SwiftServer().start()
-        console.print(f"started OpenStack Swift at [bold]{self.swift.url}[/] in {time.monotonic() - t0:.1f}s")
-        user = USER.replace(":", "%3A")
-        return f"swift+http://{user}:{KEY}@127.0.0.1:{self.swift.url.rsplit(':', 1)[1]}/auth/v1.0?container=oasis"
+            self.swift = DevSwift()
+        console.print(f"started OpenStack Swift at [bold]{self.swift.url}[/] (pid {self.swift.pid}) "
+                      f"in {time.monotonic() - t0:.1f}s")
+        return self.swift.store_spec("oasis")
 
     def swift_source(self) -> dict[str, Any]:
         """The demo text as an object in the demo's Swift, and a swift:// data source naming it."""
         from oasis.storage import store_for
-        from oasis.storage.devswift import KEY, USER
 
         c = self.client
-        assert c is not None
-        creds = {"user": USER, "password": KEY, "auth_url": self.swift.auth_url}
+        assert c is not None and self.swift is not None
+        creds = {"user": self.swift.user, "password": self.swift.key, "auth_url": self.swift.auth_url}
         store_for("swift://demo/", creds, create=True).put(f"input/{DATA.name}", DATA.read_bytes())
         url = f"swift://demo/input/{DATA.name}"
         source = c.find_optional("data-sources", "demo-text-swift")
@@ -393,7 +428,8 @@ class Demo:
                           f"state in {self.service.state_dir}\n"
                           f"  try: oasis --url {self.service.url} --state-dir {self.service.state_dir}"
                           f" cluster list\n  stop it with: kill {self.service.pid}"
-                          + (f"\n  its Swift keeps running too, at {self.swift.url}" if self.swift else ""))
+                          + (f"\n  its Swift keeps running too, at {self.swift.url}: stop it with kill {self.swift.pid}"
+                             if self.swift else ""))
             return
         self.service.stop()
         leftovers = leftover_pids(self.service.state_dir)

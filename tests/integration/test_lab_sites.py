@@ -7,16 +7,17 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration import workflow as wf
 from tests.integration.services import Oasis, processes_under, wait_until
-from tests.lab_fixture import built_lab, lab_service, site_of
+from tests.lab_fixture import site_of
 
 UNREACHABLE_GRACE = 8
+# A short grace for unreachable hosts: the sshd test below sees the wait, then the rollback after it.
+pytestmark = pytest.mark.service(lab=True, env={"OASIS_UNREACHABLE_GRACE_SECONDS": str(UNREACHABLE_GRACE)})
 
 HOSTNAME_JOB = b"""
 import socket, sys
@@ -26,20 +27,6 @@ names = client.run(socket.gethostname)  # runs on every worker, in its host's na
 print(" ".join(sorted(names.values())))
 print(sum(client.gather(client.map(lambda x: x + 1, range(100)))))
 """
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[dict]:
-    with built_lab("oasis-lab-sites-") as built:
-        yield built
-
-
-@pytest.fixture(scope="module")
-def service(lab: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
-    # A short grace for unreachable hosts: the sshd test below sees the wait, then the rollback after it.
-    with lab_service(lab, tmp_path_factory.mktemp("lab-oasis") / "state",
-                     env={"OASIS_UNREACHABLE_GRACE_SECONDS": str(UNREACHABLE_GRACE)}) as oasis:
-        yield oasis
 
 
 def run_on_site(service: Oasis, lab: dict, site: str, name: str, **extra) -> dict:

@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,21 +17,10 @@ from oasis.procs import wait_until
 from tests.integration import workflow as wf
 from tests.integration.services import Oasis, processes_under
 from tests.integration.test_lab_sites import run_on_site
-from tests.lab_fixture import built_lab, lab_service, site_of
+from tests.lab_fixture import site_of
 
+pytestmark = pytest.mark.service(lab=True)
 SHELL_JOB = b"echo started\nsleep 6\necho finished\n"
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[dict]:
-    with built_lab("oasis-lab-isolation-") as built:
-        yield built
-
-
-@pytest.fixture(scope="module")
-def service(lab: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
-    with lab_service(lab, tmp_path_factory.mktemp("isolation") / "state") as oasis:
-        yield oasis
 
 
 def cut_off(lab: dict, site: str) -> None:

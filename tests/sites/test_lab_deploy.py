@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,25 +13,10 @@ from oasis.db.models import Cluster, Site
 from oasis.db.session import Database
 from oasis.procs import wait_until
 from tests.integration.services import Oasis
-from tests.lab_fixture import built_lab, site_of
+from tests.lab_fixture import site_of
 
+pytestmark = pytest.mark.service(lab=True, register=False)
 BUSY = ("Deploying", "Scaling", "Updating", "Deleting")
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[dict]:
-    with built_lab("oasis-lab-site-ops-") as built:
-        yield built
-
-
-@pytest.fixture(scope="module")
-def service(lab: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
-    oasis = Oasis(tmp_path_factory.mktemp("site-ops") / "state")
-    try:
-        oasis.start_api("up")
-        yield oasis
-    finally:
-        oasis.stop()
 
 
 def deploy(service: Oasis, lab: dict, names: list[str], version: int) -> dict[str, dict]:

@@ -8,7 +8,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,9 +20,10 @@ from oasis.sites.export import SITE_KEY
 from oasis.sites.standalone import KEY_MARK, StandaloneError, load_bundle
 from tests.integration import workflow as wf
 from tests.integration.services import Oasis, wait_until
-from tests.lab_fixture import built_lab, lab_service, site_of
+from tests.lab_fixture import site_of
 from tests.unit.conftest import World
 
+pytestmark = pytest.mark.service(lab=True, register=False)
 JOIN = "/v2/sites/join"
 HEADER = "X-Oasis-Join-Token"
 
@@ -180,18 +180,6 @@ def test_bundle_checks(tmp_path: Path) -> None:
 
 
 # --- the real lab -----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[dict]:
-    with built_lab("oasis-lab-standalone-") as built:
-        yield built
-
-
-@pytest.fixture(scope="module")
-def service(lab: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
-    with lab_service(lab, tmp_path_factory.mktemp("standalone") / "state", register=False) as oasis:
-        yield oasis
 
 
 def standalone(bundle: Path, manifest: Path, cwd: Path) -> subprocess.CompletedProcess:

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.devswift import KEY, USER
 from oasis.storage import store_for
 from tests.integration import workflow as wf
 from tests.integration.services import Oasis
-from oasis.storage.devswift import KEY, USER
 
 # The engine grants and revokes scoped access once it is wired to oasis.edp.access (see oasis/edp/access.py).
 DEMO = Path(__file__).resolve().parents[2] / "oasis" / "demo" / "wordcount_dask_objects.py"

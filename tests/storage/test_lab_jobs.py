@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from devtools.devswift import KEY, USER, SwiftServer, memcached_binary
 from oasis.storage import store_for
-from oasis.storage.devswift import KEY, USER, SwiftServer, memcached_binary
 from tests.integration import workflow as wf
 from tests.integration.services import Oasis, processes_under
-from tests.lab_fixture import built_lab, lab_service, site_of
+from tests.lab_fixture import site_of
 
+# the lab's Swift is up before the service and stops after it
+pytestmark = pytest.mark.service(lab=True, needs=("lab_swift",))
 DEMO = Path(__file__).resolve().parents[2] / "oasis" / "demo"
 SITE = "central"
 BOOKS = [b"the river the city\nthe data river\n", b"a city of data\n", b"the end\n"]
@@ -36,12 +38,6 @@ runpy.run_path({str(DEMO / "wordcount_dask_objects.py")!r}, run_name="__main__")
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[dict]:
-    with built_lab("oasis-lab-storage-") as built:
-        yield built
-
-
-@pytest.fixture(scope="module")
 def lab_swift(lab: dict) -> Iterator[SwiftServer]:
     """The proxy on the root side of the controller link: in the lab range, on no real interface."""
     if memcached_binary() is None:
@@ -50,12 +46,6 @@ def lab_swift(lab: dict) -> Iterator[SwiftServer]:
     assert ipaddress.ip_address(address) in lab["spec"].range
     with SwiftServer(bind_ip=address) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def service(lab: dict, lab_swift: SwiftServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
-    with lab_service(lab, tmp_path_factory.mktemp("lab-storage") / "state") as oasis:
-        yield oasis
 
 
 def _expected_counts(texts: list[bytes]) -> list[str]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.devswift import KEY, USER
 from oasis.storage import store_for
-from oasis.storage.devswift import KEY, USER
 from tests.integration import workflow as wf
 from tests.integration.services import Oasis
 

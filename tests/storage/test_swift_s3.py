@@ -14,12 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.devswift import KEY, USER
 from oasis.edp import access as acc
 from oasis.edp.binaries import fetch
 from oasis.storage import Endpoints, open_store, store_for
 from oasis.storage.base import ObjectNotFound
 from oasis.storage.secrets import Secrets
-from oasis.storage.devswift import KEY, USER
 
 DEMO = Path(__file__).resolve().parents[2] / "oasis" / "demo"
 

@@ -203,7 +203,7 @@ def test_jobkit_reads_the_access_file_again_when_it_changes_and_when_refused(tmp
 
 
 def test_the_test_swift_never_listens_on_every_interface() -> None:
-    from oasis.storage.devswift import SwiftServer
+    from devtools.devswift import SwiftServer
 
     for wildcard in ("0.0.0.0", "::"):
         with pytest.raises(ValueError, match="every interface"):

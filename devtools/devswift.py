@@ -1,7 +1,8 @@
-"""A real OpenStack Swift (from PyPI) on loopback, for the tests and `oasis demo --object-store swift`: account, container, object and proxy servers plus
-memcached, tempauth and s3api in the proxy pipeline, in a temporary directory on free ports. Started here, stopped
-by PID, directory removed. One user `test:tester` / `testing` (an admin of account AUTH_test) and a second,
-`other:user` / `secret`, of another account.
+"""A real OpenStack Swift (from PyPI) on loopback, for development: the tests, the benchmarks and
+`oasis demo --object-store swift`. Account, container, object and proxy servers plus memcached, tempauth and s3api
+in the proxy pipeline, in a temporary directory on free ports. Started here, stopped by PID, directory removed.
+It lives outside the `oasis` package: a deployment brings its own Swift. One user `test:tester` / `testing` (an
+admin of account AUTH_test) and a second, `other:user` / `secret`, of another account.
 
     with SwiftServer() as swift:
         swift.auth_url  # http://127.0.0.1:PORT/auth/v1.0   (native Swift, tempauth)
@@ -11,10 +12,15 @@ by PID, directory removed. One user `test:tester` / `testing` (an admin of accou
 lab's controller link (root side), so that hosts in the lab's namespaces reach it; the account, container and
 object servers and memcached stay on loopback. A wildcard address is refused: nothing here listens on every
 interface.
+
+From a shell (or another program, as `oasis demo` does): `python devtools/devswift.py [--json]` starts one,
+prints its endpoints (`--json`: one JSON line with auth_url, endpoint, user, key) and stops it on SIGTERM or
+Ctrl-C.
 """
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -235,10 +241,22 @@ use = egg:swift#symlink
         self.stop()
 
 
-if __name__ == "__main__":  # a manual run: start, print the endpoints, wait for Ctrl-C
+def main(argv: list[str]) -> int:
+    """Start a Swift, print where it is, serve until SIGTERM / SIGINT, stop it."""
+    as_json = "--json" in argv
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SystemExit: the `with` below stops the servers
     with SwiftServer() as server:
-        print(f"swift auth: {server.auth_url} ({USER} / {KEY}); s3 endpoint: {server.endpoint}", flush=True)
+        if as_json:
+            print(json.dumps({"auth_url": server.auth_url, "endpoint": server.endpoint, "user": USER, "key": KEY,
+                              "pid": os.getpid()}), flush=True)
+        else:
+            print(f"swift auth: {server.auth_url} ({USER} / {KEY}); s3 endpoint: {server.endpoint}", flush=True)
         try:
             signal.pause()
         except KeyboardInterrupt:
             pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
