@@ -24,7 +24,7 @@ import httpx
 import yaml
 from sqlalchemy import select
 
-from oasis.bootstrap import local_runtime
+from oasis.runtime import local_runtime
 from oasis.db.models import Export, Host, Site, SiteEvent
 from oasis.db.session import Database
 from oasis.engine.clusters import OPERATION_ERRORS
