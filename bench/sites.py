@@ -35,10 +35,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from oasis.bootstrap import local_runtime  # noqa: E402
+from oasis.cli import standalone  # noqa: E402
 from oasis.cli.client import OasisClient, OasisError  # noqa: E402
 from oasis.cli.embedded import EmbeddedService  # noqa: E402
-from oasis.sites import standalone  # noqa: E402
+from oasis.runtime import local_runtime  # noqa: E402
 
 POLL = 0.05
 SITE = "bench"

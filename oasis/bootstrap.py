@@ -6,7 +6,6 @@ import logging
 import os
 import secrets
 import shutil
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -19,6 +18,7 @@ from oasis.db.models import Flavor, Host, Image, Site
 from oasis.db.session import Database
 from oasis.identity import builtin
 from oasis.plugins import image_tags, registry
+from oasis.runtime import local_runtime
 
 log = logging.getLogger(__name__)
 
@@ -78,21 +78,6 @@ def _total_ram_mb() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) // 1024
     return 1024
-
-
-def local_runtime() -> dict:
-    """What the running environment provides to instances on this machine."""
-    runtime: dict = {"python": sys.executable}
-    try:
-        import pyspark
-
-        runtime["spark_home"] = str(Path(pyspark.__file__).parent)
-    except ImportError:
-        pass
-    java = shutil.which("java")
-    if java:
-        runtime["java_home"] = str(Path(os.path.realpath(java)).parent.parent)
-    return runtime
 
 
 def _local_image(s, site: Site) -> None:

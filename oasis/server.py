@@ -8,6 +8,7 @@ import threading
 
 import uvicorn
 
+from oasis.api.app import create_app
 from oasis.bootstrap import bootstrap
 from oasis.config import Settings
 from oasis.db.session import Database
@@ -32,8 +33,6 @@ def _serve(settings: Settings, app) -> None:  # type: ignore[no-untyped-def]
 
 
 def run_api(settings: Settings) -> None:
-    from oasis.api.app import create_app
-
     db, store = _prepare(settings)
     log.info("oasis api on %s", settings.public_url)
     _serve(settings, create_app(settings, db, store))
@@ -56,8 +55,6 @@ def run_engine(settings: Settings) -> None:
 def run_up(settings: Settings) -> None:
     """The embedded default: API and engine in one process, the engine on its own thread and event loop so
     that neither can stall the other."""
-    from oasis.api.app import create_app
-
     db, store = _prepare(settings)
     engine = Engine(settings, db, store)
     loop = asyncio.new_event_loop()

@@ -17,8 +17,8 @@ from oasis.api.routing import Ctx, Reply, Routes
 from oasis.api.templates import check_cluster_groups
 from oasis.db.models import Cluster, ClusterTemplate, Flavor, Host, Instance, NodeGroup, Site, new_id, utcnow
 from oasis.identity.principal import Principal
+from oasis.keys import generate_keypair
 from oasis.plugins.base import NodeGroupShape, Plugin
-from oasis.remote.keys import generate_keypair
 
 KIND = "Cluster"
 ACTIVE, DELETING, VALIDATING = "Active", "Deleting", "Validating"

@@ -1,10 +1,12 @@
 """Errors in Sahara's shape: `{"error_code", "error_name", "error_message"}` with an Error ID that is also logged,
-so an operator can find the server-side record of what a user reports."""
+so an operator can find the server-side record of what a user reports; and in Keystone's shape,
+`{"error": {"code", "title", "message"}}`, for the identity routes (/v3), which Keystone clients read."""
 from __future__ import annotations
 
 import logging
 import re
 import uuid
+from http import HTTPStatus
 
 from sqlalchemy.exc import IntegrityError
 
@@ -71,9 +73,28 @@ def render(e: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
     return error_response(e.status, e.name, e.message, e.extra, headers)
 
 
+# For a bug: the traceback goes to the log (by the caller), never to the client.
+INTERNAL = ApiError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+
+
 def internal_error(headers: dict[str, str] | None = None) -> JSONResponse:
-    """For a bug: the traceback goes to the log (by the caller), never to the client."""
-    return error_response(500, "INTERNAL_SERVER_ERROR", "Internal server error", headers=headers)
+    return render(INTERNAL, headers)
+
+
+def render_keystone(e: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Keystone's envelope: the title is the status's reason phrase ("Not Found", "Conflict"), as Keystone's."""
+    message = e.message
+    if e.status >= 500:
+        error_id = uuid.uuid4()
+        log.error("Error ID %s: %s %s", error_id, e.name, e.message)
+        message = f"{message}\nError ID: {error_id}"
+    body = {"error": {"code": e.status, "title": HTTPStatus(e.status).phrase, "message": message}}
+    return JSONResponse(body, status_code=e.status, headers=headers)
+
+
+def keystone_conflict(error: IntegrityError, name: object) -> ApiError:
+    """Two creates of one name raced past the check: Keystone's answer to the second."""
+    return ApiError(409, "CONFLICT", "Conflict occurred attempting to store the entity - Duplicate entry.")
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:

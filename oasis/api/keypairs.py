@@ -13,7 +13,7 @@ from oasis.api.errors import bad, not_found
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.api.views import ts
 from oasis.db.models import Keypair
-from oasis.remote.keys import generate_keypair, parse_public_key
+from oasis.keys import generate_keypair, parse_public_key
 
 KIND = "Keypair"
 

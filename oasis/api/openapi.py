@@ -1,6 +1,6 @@
-"""The OpenAPI 3.0 document of the whole API, generated from the operation table (`app.state.api_routes`) and the
-same JSON schemas that validate requests, so it cannot drift from what the server does. Served without a token
-at `GET /openapi.json`.
+"""The OpenAPI 3.0 document of the whole API, generated from the operation table (`app.state.api_routes`: Sahara's
+resources, the version documents, the site join and Keystone's identity subset) and the same JSON schemas that
+validate requests, so it cannot drift from what the server does. Served without a token at `GET /openapi.json`.
 
 Every operation is listed once per API version under its canonical path (`/v2/clusters`); the server also
 answers `/v2/{project_id}/clusters` and `…/clusters.json`, as Sahara does, which the description says."""
@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from oasis.api import schemas
-from oasis.api.routing import MICROVERSION, V1, Routes, RouteSpec
+from oasis.api.routing import KEYSTONE, MICROVERSION, V1, Routes, RouteSpec, dialect
 from oasis.api.views import _V1_RENAMES
 
 TITLE = "oasis: OpenStack Sahara's data processing API (v2, v1.1, v1.0) and a Keystone v3 subset"
@@ -75,6 +75,17 @@ RESOURCES: dict[str, dict[str, Any]] = {
                      "required_image_tags": {"type": "array", "items": _str}}),
     "job_type": _item(["name", "plugins"], {"name": _str, "plugins": {"type": "array", "items": _obj}}),
     "site": _item(["id", "name", "status"], {"id": _str, "name": _str, "status": _str}),
+    "version": _item(["id", "status", "links"], {"id": _str, "status": _str,
+                                                  "links": {"type": "array", "items": _obj}}),
+    # Keystone's
+    "token": _item(["expires_at", "user", "project", "catalog", "roles"], {
+        "methods": {"type": "array", "items": _str}, "expires_at": _str, "issued_at": _str, "user": _obj,
+        "project": _obj, "catalog": {"type": "array", "items": _obj}, "roles": {"type": "array", "items": _obj}}),
+    "project": _item(["id", "name", "domain_id", "enabled"],
+                     {"id": _str, "name": _str, "domain_id": _str, "enabled": _bool, "description": _str}),
+    "user": _item(["id", "name", "domain_id", "enabled"],
+                  {"id": _str, "name": _str, "domain_id": _str, "enabled": _bool, "default_project_id": _nstr}),
+    "role": _item(["id", "name"], {"id": _str, "name": _str}),
     "keypair": _item(["id", "name", "project_id", "public_key", "fingerprint", "created_at"],
                      {"id": _str, "name": _str, "project_id": _str, "public_key": _str, "fingerprint": _str,
                       "created_at": _ts,
@@ -85,12 +96,19 @@ RESOURCES: dict[str, dict[str, Any]] = {
 _ENVELOPES = {**{k: k for k in RESOURCES}, "job_execution": "job", "binaries": "job_binary", "plugins": "plugin",
               "job_types": "job_type", "sites": "site"}
 
+_ROUTING_ERROR = {"type": "object", "required": ["error", "error_message"],  # unknown path, wrong method
+                  "properties": {"error": _int, "error_message": _str}}
 ERROR = {"oneOf": [
     {"type": "object", "required": ["error_code", "error_name", "error_message"],
      "properties": {"error_code": _int, "error_name": _str, "error_message": _str}},
-    {"type": "object", "required": ["error", "error_message"],
-     "properties": {"error": _int, "error_message": _str}},
+    _ROUTING_ERROR,
 ]}
+KEYSTONE_ERROR = {"oneOf": [
+    _item(["error"], {"error": _item(["code", "title", "message"], {"code": _int, "title": _str, "message": _str})}),
+    _ROUTING_ERROR,
+]}
+# How each `auth` of a route is published (absent: the document's default, a Keystone token).
+_SECURITY = {"public": [], "join_token": [{"join_token": []}]}
 MARKERS = {"type": "object", "properties": {"prev": _nstr, "next": _nstr}}
 
 # Query parameters a list (or show) accepts, besides the paging ones (Sahara v2's whitelists).
@@ -110,6 +128,8 @@ _OTHER_PARAMS = {
     ("GET", "/job-types"): {"type": _str, "plugin_name": _str, "plugin_version": _str, "plugin": _str,
                             "version": _str, "hints": _bool},
     ("GET", "/jobs/{id}/logs"): {"stream": {"type": "string", "enum": ["stdout", "stderr"]}},
+    ("GET", "/projects"): {"name": _str},
+    ("GET", "/users"): {"name": _str},
     ("GET", "/job-executions/{id}/logs"): {"stream": {"type": "string", "enum": ["stdout", "stderr"]}},
 }
 _PAGED = {"limit": {"type": "integer", "minimum": 1}, "marker": _str, "sort_by": _str}
@@ -189,6 +209,7 @@ def _response(spec: RouteSpec, version: str, status: int) -> dict[str, Any]:
 def _operation(spec: RouteSpec, version: str) -> dict[str, Any]:
     params: list[dict[str, Any]] = [{"name": name, "in": "path", "required": True, "schema": _str}
                                     for name in re.findall(r"{(\w+)}", spec.path)]
+    params += [{"name": name, "in": "header", "required": True, "schema": _str} for name in spec.headers]
     query: dict[str, Any] = {}
     if spec.method == "GET" and spec.returns and spec.returns.endswith("[]") and spec.path in _LIST_FILTERS:
         query.update(_PAGED)
@@ -199,21 +220,29 @@ def _operation(spec: RouteSpec, version: str) -> dict[str, Any]:
         params.append({"name": "OpenStack-API-Version", "in": "header", "required": False,
                        "schema": {"type": "string", "enum": [f"data-processing {MICROVERSION}",
                                                              "data-processing latest"]}})
+    segment = spec.path.strip("/").split("/")[0] or "versions"
     op: dict[str, Any] = {
-        "operationId": f"{version}:{spec.method}:{spec.path}",
+        "operationId": f"{version}:{spec.method}:{spec.path}" if version else f"{spec.method}:{spec.path}",
         "summary": (spec.summary or "").strip().split("\n")[0] or f"{spec.action} ({version})",
-        "tags": [f"{version} {spec.path.split('/')[1]}"],
+        "tags": [f"{version} {segment}" if version else segment],
         "x-policy-action": spec.action,
         "parameters": params,
         "responses": {str(status): _response(spec, version, status) for status in (spec.status, *spec.extra_status)},
     }
-    for status, what in ((400, "Invalid request"), (401, "No valid token"), (403, "Not allowed"),
-                         (404, "Not found"), (405, "Method not allowed")):
-        op["responses"][str(status)] = {"description": what,
-                                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    if spec.auth in _SECURITY:
+        op["security"] = _SECURITY[spec.auth]
+    keystone = dialect(version) is KEYSTONE
+    error = {"content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/KeystoneError" if keystone else "#/components/schemas/Error"}}}}
+    errors = [(400, "Invalid request"), (401, "No valid token"), (403, "Not allowed"), (404, "Not found"),
+              (405, "Method not allowed")]
     if version == "v2":
-        op["responses"]["406"] = {"description": "Unsupported microversion",
-                                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        errors.append((406, "Unsupported microversion"))
+    if keystone or 409 in spec.errors:
+        errors.append((409, "Conflict"))
+    errors += [(status, "Refused") for status in spec.errors if status != 409]
+    for status, what in errors:
+        op["responses"][str(status)] = {"description": what, **error}
     if spec.body == "raw":
         op["requestBody"] = {"required": True, "content": {"application/octet-stream": {
             "schema": {"type": "string", "format": "binary", "maxLength": spec.max_body}}}}
@@ -260,70 +289,25 @@ def _applies(keyword: str, kind: str) -> bool:
     return (kind == "string") == (keyword in ("maxLength", "minLength", "pattern"))
 
 
-def _keystone_paths() -> dict[str, Any]:
-    err = {"content": {"application/json": {"schema": _obj}}}
-    token_req = {"type": "object", "required": ["auth"], "properties": {"auth": {
-        "type": "object", "required": ["identity"], "properties": {
-            "identity": {"type": "object", "required": ["methods"], "properties": {
-                "methods": {"type": "array", "items": {"type": "string", "enum": ["password", "token"]}},
-                "password": _obj, "token": _obj}},
-            "scope": _obj}}}}
-    token_resp = _item(["token"], {"token": _item(["expires_at", "user", "project", "catalog", "roles"], {
-        "expires_at": _str, "user": _obj, "project": _obj, "catalog": {"type": "array", "items": _obj},
-        "roles": {"type": "array", "items": _obj}})})
-    subject = [{"name": "X-Subject-Token", "in": "header", "required": True, "schema": _str}]
-    return {
-        "/v3": {"get": {"operationId": "identity:version", "tags": ["identity"], "security": [],
-                        "summary": "The Keystone v3 version document",
-                        "responses": {"200": {"description": "Version", "content": {"application/json": {
-                            "schema": _item(["version"], {"version": _obj})}}}}}},
-        "/v3/auth/tokens": {
-            "post": {"operationId": "identity:token-create", "tags": ["identity"], "security": [],
-                     "summary": "Issue a project-scoped token (password or token method); it is in X-Subject-Token",
-                     "requestBody": {"required": True, "content": {"application/json": {"schema": token_req}}},
-                     "responses": {"201": {"description": "Token", "content": {"application/json": {
-                         "schema": token_resp}}},
-                                   "400": {"description": "Malformed", **err},
-                                   "401": {"description": "Unauthorized", **err}}},
-            "get": {"operationId": "identity:token-validate", "tags": ["identity"], "parameters": subject,
-                    "summary": "Validate the token in X-Subject-Token",
-                    "responses": {"200": {"description": "Token", "content": {"application/json": {
-                        "schema": token_resp}}},
-                                  "401": {"description": "Unauthorized", **err},
-                                  "404": {"description": "Unknown token", **err}}},
-            "delete": {"operationId": "identity:token-revoke", "tags": ["identity"], "parameters": subject,
-                       "summary": "Revoke the token in X-Subject-Token",
-                       "responses": {"204": {"description": "Revoked"},
-                                     "401": {"description": "Unauthorized", **err}}}},
-    }
-
-
-def document(routes: Routes, extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
-    paths: dict[str, Any] = {
-        "/": {"get": {"operationId": "versions", "tags": ["versions"], "security": [],
-                      "summary": "The API versions (Sahara answers 300 Multiple Choices)",
-                      "responses": {"300": {"description": "Versions", "content": {"application/json": {
-                          "schema": _item(["versions"], {"versions": {"type": "array", "items": _item(
-                              ["id", "status", "links"], {"id": _str, "status": _str,
-                                                          "links": {"type": "array", "items": _obj}})}})}}}}}},
-    }
-    paths.update(_keystone_paths())
-    paths.update(extra_paths or {})
+def document(routes: Routes) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
     for spec in routes.specs:
-        for version in spec.versions:
-            paths.setdefault(f"/{version}{spec.path}", {})[spec.method.lower()] = _operation(spec, version)
+        for version in spec.versions or ("",):
+            paths.setdefault(spec.path_in(version), {})[spec.method.lower()] = _operation(spec, version)
     return {
         "openapi": "3.0.3",
         "info": {"title": TITLE, "version": MICROVERSION,
-                 "description": "Every `/v2/...`, `/v1.1/...` and `/v1.0/...` path is also served with the caller's "
-                                "project id after the version (`/v2/{project_id}/clusters`) and with a `.json` "
-                                "suffix. Request bodies are bare objects; responses are wrapped in the resource "
-                                "name. Errors are `{error_code, error_name, error_message}`."},
+                 "description": "Every `/v2/...`, `/v1.1/...` and `/v1.0/...` path that takes a token is also served "
+                                "with the caller's project id after the version (`/v2/{project_id}/clusters`) and "
+                                "with a `.json` suffix. Request bodies are bare objects; responses are wrapped in "
+                                "the resource name. Errors are `{error_code, error_name, error_message}`; under "
+                                "`/v3` (identity), Keystone's `{error: {code, title, message}}`."},
         "paths": paths,
         "components": {
             "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
                                 "join_token": {"type": "apiKey", "in": "header", "name": "X-Oasis-Join-Token"}},
-            "schemas": {"Error": ERROR, **{name: schema for name, schema in RESOURCES.items()}},
+            "schemas": {"Error": ERROR, "KeystoneError": KEYSTONE_ERROR,
+                        **{name: schema for name, schema in RESOURCES.items()}},
         },
         "security": [{"token": []}],
     }

@@ -1,7 +1,10 @@
-"""How an endpoint is served: every route is registered as Sahara registers it (with and without the
-`/{project_id}` segment after the version, and with a `.json` suffix), and one wrapper does for every request
-what Sahara's middleware and decorators do: microversion header, token, project check, policy, body parsing and
-JSON-schema validation, then runs the (synchronous) handler in a thread and renders errors in Sahara's shape."""
+"""How an endpoint is served. One table of operations (RouteSpec) holds every route of the server: Sahara's (v2,
+v1.1, v1.0 and the version list at /), Keystone's identity subset (v3) and the site join; the OpenAPI document is
+generated from the same table (oasis.api.openapi). Sahara's routes are registered as Sahara registers them (with
+and without the `/{project_id}` segment after the version, and with a `.json` suffix). One wrapper does for every
+request what Sahara's middleware and decorators do: microversion header, authentication, project check, policy,
+body parsing and JSON-schema validation, then runs the (synchronous) handler in a thread and renders errors in
+the envelope of the route's API (Sahara's, or Keystone's for /v3), a database conflict and a bug included."""
 from __future__ import annotations
 
 import json
@@ -19,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from oasis.api.errors import ApiError, bad, duplicate_entry, internal_error, render
+from oasis.api.errors import INTERNAL, ApiError, bad, duplicate_entry, keystone_conflict, render, render_keystone
+from oasis.api.views import for_version
 from oasis.config import Settings
 from oasis.db.session import Database
 from oasis.identity import builtin
@@ -50,8 +54,8 @@ class Ctx:
 
     deps: Deps
     request: Request
-    principal: Principal
-    version: str  # "v2", "v1.1" or "v1.0"
+    principal: Principal | None  # None on a route that takes no Keystone token (auth "public" or "join_token")
+    version: str  # "v2", "v1.1", "v1.0", "v3", or "" (the version list at /)
     path: dict[str, str]
     query: QueryParams
     body: Any = None
@@ -132,6 +136,14 @@ def _microversion(request: Request) -> str:
     return MICROVERSION
 
 
+# How a route is authenticated, and the header that carries its credential:
+#   "token"       a Keystone token (X-Auth-Token), checked here; then the project check and the policy
+#   "public"      nothing (the version documents; issuing a token, whose body carries the credentials)
+#   "join_token"  a bundle's join token (X-Oasis-Join-Token): required here, checked by the handler against the
+#                 bundle version its body names; never logged (it is in a header, not in the path or the body)
+AUTH_HEADERS = {"token": "X-Auth-Token", "public": None, "join_token": "X-Oasis-Join-Token"}
+
+
 def _authenticate(deps: Deps, request: Request) -> Principal:
     token = request.headers.get("x-auth-token", "")
     if not token:
@@ -143,14 +155,20 @@ def _authenticate(deps: Deps, request: Request) -> Principal:
     return principal
 
 
-def parse_json(raw: bytes, optional: bool) -> Any:
+def _require_join_token(request: Request) -> None:
+    header = AUTH_HEADERS["join_token"]
+    if not request.headers.get(header):
+        raise ApiError(401, "UNAUTHORIZED", f"Joining a site requires the bundle's join token in {header}")
+
+
+def parse_json(raw: bytes, optional: bool, objects_only: bool = True) -> Any:
     if not raw.strip():
         return {} if optional else None
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise bad("MALFORMED_REQUEST_BODY", f"Malformed message body: {e}") from None
-    if not isinstance(data, dict):
+    if objects_only and not isinstance(data, dict):
         raise bad("MALFORMED_REQUEST_BODY", "Malformed message body: the body must be a JSON object")
     return data
 
@@ -172,7 +190,25 @@ async def read_limited(request: Request, limit: int) -> bytes:
 V1 = ("v1.0", "v1.1")
 # v1.x request fields spelled the v2 way before validation (v2 names are used everywhere inside oasis).
 _V1_REQUEST_RENAMES = {"hadoop_version": "plugin_version"}
-_DEFAULT_STATUS = {"GET": 200, "POST": 202, "PUT": 202, "PATCH": 202, "DELETE": 204}
+_DEFAULT_STATUS = {"GET": 200, "HEAD": 200, "POST": 202, "PUT": 202, "PATCH": 202, "DELETE": 204}
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the two APIs in the one table: how errors look, what a database conflict answers,
+    and whether paths get Sahara's `/{project_id}` segment and `.json` suffix."""
+
+    render: Callable[[ApiError, dict[str, str]], Response]
+    conflict: Callable[[IntegrityError, object], ApiError]
+    sahara_paths: bool
+
+
+SAHARA = Dialect(render, duplicate_entry, sahara_paths=True)
+KEYSTONE = Dialect(render_keystone, keystone_conflict, sahara_paths=False)
+
+
+def dialect(version: str) -> Dialect:
+    return KEYSTONE if version == "v3" else SAHARA
 
 
 @dataclass
@@ -180,11 +216,11 @@ class RouteSpec:
     """One API operation; kept so that the OpenAPI document can be generated from the same table."""
 
     method: str
-    path: str
+    path: str  # after the version: "/clusters/{id}"; "" is the version's own document
     handler: Handler
     action: str
-    versions: tuple[str, ...]
-    body: str  # "none", "json" (object or empty → {}), "raw"
+    versions: tuple[str, ...]  # () : served at `path` itself, under no version (the version list at /)
+    body: str  # "none", "json" (an object; empty → {}), "any" (any JSON value; empty → {}), "raw"
     schema: dict | Callable[[], dict] | None
     json_suffix: bool
     max_body: int
@@ -196,6 +232,15 @@ class RouteSpec:
     media: str = "application/json"
     summary: str = ""
     extra_status: tuple[int, ...] = ()
+    auth: str = "token"  # see AUTH_HEADERS
+    # The status of a body its schema refuses (Keystone's token issue answers 401 to an auth document it cannot use).
+    invalid_status: int = 400
+    errors: tuple[int, ...] = ()  # error statuses beyond the usual ones, for the OpenAPI document
+    headers: tuple[str, ...] = ()  # request headers the handler reads (besides the credential), for the document
+
+    def path_in(self, version: str) -> str:
+        """The operation's path under one of its versions, as the OpenAPI document lists it."""
+        return f"/{version}{self.path}" if version else self.path
 
 
 class Routes:
@@ -209,30 +254,44 @@ class Routes:
             body: str = "none", schema: dict | Callable[[], dict] | None = None, json_suffix: bool = True,
             max_body: int | None = None, status: int | None = None, returns: str | None = None,
             envelope: dict[str, str] | None = None, media: str = "application/json", summary: str = "",
-            extra_status: tuple[int, ...] = ()) -> None:
+            extra_status: tuple[int, ...] = (), auth: str = "token", invalid_status: int = 400,
+            errors: tuple[int, ...] = (), headers: tuple[str, ...] = ()) -> None:
+        if auth not in AUTH_HEADERS:
+            raise ValueError(f"{method} {path}: unknown auth {auth!r}")
         if body == "none" and method in ("POST", "PUT", "PATCH"):
             body = "json"
         self.specs.append(RouteSpec(method, path, handler, action, versions, body, schema, json_suffix,
                                     max_body or self.MAX_JSON_BODY, status or _DEFAULT_STATUS[method], returns,
-                                    envelope or {}, media, summary or handler.__doc__ or "", extra_status))
+                                    envelope or {}, media, summary or handler.__doc__ or "", extra_status, auth,
+                                    invalid_status, errors, headers))
 
     def starlette_routes(self) -> list[Route]:
         # `.json` variants first: a plain `{id}` parameter would otherwise swallow "x.json".
         suffixed, plain = [], []
         for spec in self.specs:
-            endpoint = self._endpoint(spec)
-            for version in spec.versions:
-                for prefix in (f"/{version}", f"/{version}/{{project_id}}"):
+            for version in spec.versions or ("",):
+                sahara = dialect(version).sahara_paths
+                path = spec.path_in(version)
+                plain.append(Route(path, self._endpoint(spec, version, False), methods=[spec.method]))
+                if spec.path == "":  # a version's own document answers with and without the trailing slash
+                    plain.append(Route(f"{path}/", self._endpoint(spec, version, False), methods=[spec.method]))
+                if sahara and spec.json_suffix:
+                    suffixed.append(Route(f"{path}.json", self._endpoint(spec, version, False),
+                                          methods=[spec.method]))
+                # The project segment is checked against the token's project: only token routes have one.
+                if sahara and version and spec.auth == "token":
+                    with_project = f"/{version}/{{project_id}}{spec.path}"
+                    plain.append(Route(with_project, self._endpoint(spec, version, True), methods=[spec.method]))
                     if spec.json_suffix:
-                        suffixed.append(Route(f"{prefix}{spec.path}.json", endpoint, methods=[spec.method]))
-                    plain.append(Route(f"{prefix}{spec.path}", endpoint, methods=[spec.method]))
+                        suffixed.append(Route(f"{with_project}.json", self._endpoint(spec, version, True),
+                                              methods=[spec.method]))
         return suffixed + plain
 
-    def _endpoint(self, spec: RouteSpec) -> Callable[[Request], Any]:
+    def _endpoint(self, spec: RouteSpec, version: str, project_segment: bool) -> Callable[[Request], Any]:
         deps = self.deps
+        api = dialect(version)
 
         async def endpoint(request: Request) -> Response:
-            version = request.url.path.split("/")[1]
             headers = {}
             if version == "v2":
                 headers = {"OpenStack-API-Version": f"data-processing {MICROVERSION}", "Vary": "OpenStack-API-Version"}
@@ -241,39 +300,45 @@ class Routes:
             try:
                 if version == "v2":
                     _microversion(request)
-                principal = await run_in_threadpool(_authenticate, deps, request)
+                principal = None
+                if spec.auth == "token":
+                    principal = await run_in_threadpool(_authenticate, deps, request)
+                elif spec.auth == "join_token":
+                    _require_join_token(request)
                 params = dict(request.path_params)
-                project = params.pop("project_id", None)
-                if project is not None and project != principal.project_id and not principal.is_admin:
-                    raise ApiError(401, "UNAUTHORIZED", "The project in the URL is not the token's project")
-                try:
-                    authorize(principal, spec.action,
-                              spec.method in _WRITE_METHODS or spec.action.endswith(_WRITE_ACTIONS))
-                except Forbidden as e:
-                    raise ApiError(403, "FORBIDDEN", str(e)) from None
+                if project_segment:
+                    project = params.pop("project_id")
+                    if project != principal.project_id and not principal.is_admin:
+                        raise ApiError(401, "UNAUTHORIZED", "The project in the URL is not the token's project")
+                if principal is not None:
+                    try:
+                        authorize(principal, spec.action,
+                                  spec.method in _WRITE_METHODS or spec.action.endswith(_WRITE_ACTIONS))
+                    except Forbidden as e:
+                        raise ApiError(403, "FORBIDDEN", str(e)) from None
                 if spec.body == "raw":
                     body = await read_limited(request, spec.max_body)
-                elif spec.body == "json" or spec.method == "DELETE":
+                elif spec.body in ("json", "any") or spec.method == "DELETE":
                     raw = await read_limited(request, spec.max_body)
-                    body = parse_json(raw, optional=True)
+                    body = parse_json(raw, optional=True, objects_only=spec.body != "any")
                 if version in V1 and isinstance(body, dict):
                     body = {_V1_REQUEST_RENAMES.get(k, k): v for k, v in body.items()}
                 if spec.schema is not None:
-                    validate(spec.schema() if callable(spec.schema) else spec.schema, body)
+                    problems = schema_errors(spec.schema() if callable(spec.schema) else spec.schema, body)
+                    if problems:
+                        raise ApiError(spec.invalid_status, "VALIDATION_ERROR", problems)
                 ctx = Ctx(deps, request, principal, version, params, request.query_params, body)
                 result = await run_in_threadpool(spec.handler, ctx)
             except ApiError as e:
-                return render(e, headers)
+                return api.render(e, headers)
             except IntegrityError as e:
                 log.info("integrity error on %s %s", request.method, request.url.path)
                 name = body.get("name") if isinstance(body, dict) else None
-                return render(duplicate_entry(e, name or params.get("name")), headers)
-            except Exception:
+                return api.render(api.conflict(e, name or params.get("name")), headers)
+            except Exception:  # the path and method only: a credential is never in either
                 log.exception("unhandled error on %s %s", request.method, request.url.path)
-                return internal_error(headers)
+                return api.render(INTERNAL, headers)
             if version in V1 and isinstance(result, Reply) and isinstance(result.body, dict):
-                from oasis.api.views import for_version
-
                 result.body = for_version({spec.envelope.get(k, k): v for k, v in result.body.items()}, version)
             return _to_response(result, headers)
 

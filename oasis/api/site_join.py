@@ -1,8 +1,9 @@
 """POST /v2/sites/join: a site deployed standalone (`oasis site deploy --standalone`) joins the control plane.
 
-Authenticated by the join token of the bundle version the site was deployed with (header X-Oasis-Join-Token),
-not by a Keystone token: the site has the bundle and nothing else. The token is compared in constant time, is
-good for its own bundle version only and expires (oasis.sites.export.check_join_token); it is never logged.
+Authenticated by the join token of the bundle version the site was deployed with (header X-Oasis-Join-Token,
+the route's `join_token` auth), not by a Keystone token: the site has the bundle and nothing else. The token is
+compared in constant time, is good for its own bundle version only and expires
+(oasis.sites.export.check_join_token); it is never logged.
 
 The site did the enrollment itself; the control plane records the result: the site from its manifest entry with
 the control plane's own key as the way in (the site authorized its public half), hosts up with their measured
@@ -15,12 +16,9 @@ import logging
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
-from oasis.api.errors import ApiError, bad, internal_error, render
-from oasis.api.routing import parse_json, read_limited, validate
+from oasis.api.errors import ApiError, bad
+from oasis.api.routing import Ctx, Deps, Reply, Routes
 from oasis.api.sites import require_idle, site_view
 from oasis.db.models import Host, HostPort, Instance, Site, SiteEvent
 from oasis.sites import export as site_export
@@ -57,32 +55,14 @@ JOIN_SCHEMA = {
 }
 
 
-async def join_site(request: Request) -> Response:
-    deps = request.app.state.deps
-    try:
-        token = request.headers.get(JOIN_HEADER, "")
-        if not token:
-            raise ApiError(401, "UNAUTHORIZED", f"Joining a site requires the bundle's join token in "
-                                                f"{JOIN_HEADER.title()}")
-        body = parse_json(await read_limited(request, MAX_BODY), optional=False)
-        if body is None:
-            raise bad("MALFORMED_REQUEST_BODY", "Malformed message body: a JSON object is required")
-        validate(JOIN_SCHEMA, body)
-        site = await run_in_threadpool(_join, deps, token, body)
-    except ApiError as e:
-        return render(e)
-    except Exception:  # the token is in a header, never in the message or the traceback's locals printed here
-        log.exception("unhandled error on POST /v2/sites/join")
-        return internal_error()
-    if deps.notify is not None:
-        try:
-            deps.notify()
-        except Exception:
-            log.exception("engine notify failed")
-    return JSONResponse({"site": site}, status_code=200)
+def join_site(ctx: Ctx) -> Reply:
+    """A site deployed standalone joins the control plane (oasis site deploy --standalone)"""
+    site = _join(ctx.deps, ctx.request.headers[JOIN_HEADER], ctx.body)
+    ctx.notify()
+    return Reply(200, {"site": site})
 
 
-def _join(deps: Any, token: str, body: dict[str, Any]) -> dict[str, Any]:
+def _join(deps: Deps, token: str, body: dict[str, Any]) -> dict[str, Any]:
     entry, reported = body["site"], body["hosts"]
     name = entry["name"]
     try:
@@ -161,19 +141,6 @@ def _drop_hosts_not_in(s, site: Site, names: set[str]) -> list[str]:
     return sorted(h.name for h in gone)
 
 
-def openapi_paths() -> dict[str, Any]:
-    """The join route in the published OpenAPI document: authenticated by the join token, not a Keystone token."""
-    err = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    return {"/v2/sites/join": {"post": {
-        "operationId": "v2:POST:/sites/join", "tags": ["v2 sites"], "security": [{"join_token": []}],
-        "summary": "A site deployed standalone joins the control plane (oasis site deploy --standalone)",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": JOIN_SCHEMA}}},
-        "responses": {"200": {"description": "The site as the control plane now shows it",
-                              "content": {"application/json": {"schema": {
-                                  "type": "object", "required": ["site"],
-                                  "properties": {"site": {"$ref": "#/components/schemas/site"}}}}}},
-                      "400": {"description": "Invalid request", **err},
-                      "401": {"description": "No or wrong join token", **err},
-                      "403": {"description": "Expired join token", **err},
-                      "409": {"description": "The site exists and is managed from the control plane", **err}},
-    }}}
+def register(routes: Routes) -> None:
+    routes.add("POST", "/sites/join", join_site, "site:join", auth="join_token", schema=JOIN_SCHEMA,
+               max_body=MAX_BODY, json_suffix=False, status=200, returns="site", errors=(409,))

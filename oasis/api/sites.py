@@ -10,10 +10,10 @@ from sqlalchemy import func, or_, select
 
 from oasis.api.errors import ApiError, bad
 from oasis.api.routing import Ctx, Reply, Routes
-from oasis.bootstrap import local_runtime
-from oasis.compute.placement import free_capacity, site_usage
+from oasis.db.capacity import free_capacity, site_usage
+from oasis.db.health import host_health, site_health
 from oasis.db.models import Cluster, Export, Host, Instance, Site, SiteEvent
-from oasis.engine.health import host_health, site_health
+from oasis.runtime import local_runtime
 from oasis.sites import export as site_export
 from oasis.sites import manifest as site_manifest
 

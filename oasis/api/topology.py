@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from oasis.api.errors import bad
 from oasis.api.query import get_visible
+from oasis.db.capacity import PlacementError, check_fits, site_usage
 from oasis.db.models import Flavor, Image, NodeGroupTemplate, Site
 from oasis.identity.principal import Principal
 from oasis.plugins import get_plugin
@@ -170,8 +171,6 @@ def check_quota(s: Session, site: Site, demands: list[tuple[int, int, int]]) -> 
     quotas = (site.spec or {}).get("quotas") or {}
     if not quotas or not demands:
         return
-    from oasis.compute.placement import site_usage
-
     used = site_usage(s, site.id)
     requested = {"instances": len(demands), "vcpus": sum(d[0] for d in demands), "ram_mb": sum(d[1] for d in demands)}
     over = [f"{key}: requested {requested[key]}, used {used[key]}, limit {limit}"
@@ -187,9 +186,6 @@ def check_capacity(s: Session, site: Site, demands: list[tuple[int, int, int]]) 
     check_quota(s, site, demands)
     if not demands:
         return
-    # Imported here: placement is the engine side's module, and the API needs only this one check.
-    from oasis.compute.placement import PlacementError, check_fits
-
     try:
         check_fits(s, site.id, demands)
     except PlacementError as e:

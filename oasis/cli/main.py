@@ -7,8 +7,11 @@ from typing import Optional
 
 import typer
 
-from oasis.cli import binaries, clusters, datasources, export, identity, jobs, keypairs, plugins, sites, templates
+from oasis.cli import (binaries, clusters, datasources, export, identity, jobs, keypairs, lab, plugins, sites,
+                       templates)
 from oasis.cli.common import Options, command, options
+from oasis.cli.demo import Demo
+from oasis.config import Settings
 
 app = typer.Typer(help="oasis: Spark and Dask clusters and jobs, behind OpenStack Sahara's API.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -26,9 +29,7 @@ def main(ctx: typer.Context,
 
 
 def _settings(state_dir: Optional[Path], database_url: Optional[str], host: str, port: int,
-              object_store: Optional[str] = None):
-    from oasis.config import Settings
-
+              object_store: Optional[str] = None) -> Settings:
     kwargs: dict = {"database_url": database_url, "host": host, "port": port, "object_store": object_store}
     if state_dir is not None:
         kwargs["state_dir"] = state_dir
@@ -50,7 +51,7 @@ PORT = typer.Option(8386, help="Port to listen on")
 def up(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Optional[Path] = STATE_DIR,
        database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE) -> None:
     """Run the API and the engine in one process (the embedded default: SQLite, the `local` site)."""
-    from oasis.server import run_up
+    from oasis.server import run_up  # lazy for start-up: the client commands never load the server
 
     run_up(_settings(state_dir or options(ctx).state_dir, database_url, host, port, object_store))
 
@@ -59,7 +60,7 @@ def up(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Option
 def api(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Optional[Path] = STATE_DIR,
         database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE) -> None:
     """Run the HTTP API only (stateless: run as many as you like on one database)."""
-    from oasis.server import run_api
+    from oasis.server import run_api  # lazy for start-up: the client commands never load the server
 
     run_api(_settings(state_dir or options(ctx).state_dir, database_url, host, port, object_store))
 
@@ -68,7 +69,7 @@ def api(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Optio
 def engine(ctx: typer.Context, state_dir: Optional[Path] = STATE_DIR,
            database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE) -> None:
     """Run the engine only: reconcilers and periodic work (run as many as you like on one database)."""
-    from oasis.server import run_engine
+    from oasis.server import run_engine  # lazy for start-up: the client commands never load the server
 
     run_engine(_settings(state_dir or options(ctx).state_dir, database_url, "127.0.0.1", 8386, object_store))
 
@@ -91,8 +92,6 @@ def demo(ctx: typer.Context,
 
     Uses a running service if one is found (--url, --os-cloud, or ~/.oasis/clouds.yaml); otherwise starts an
     embedded `oasis up` for the duration of the demo."""
-    from oasis.cli.demo import Demo
-
     root = options(ctx)
     Demo(os_cloud=os_cloud or root.os_cloud, explicit_cloud=os_cloud is not None, url=url or root.url,
          token=token or root.token, state_dir=state_dir, keep=keep, workers=workers, only=only,
@@ -111,12 +110,7 @@ app.add_typer(identity.projects, name="project")
 app.add_typer(identity.users, name="user")
 export.register(app)  # `oasis export`
 
-try:  # the network-namespace lab (oasis/lab): optional, so that the CLI works without it
-    from oasis.lab.cli import lab_app
-except ImportError:  # pragma: no cover
-    lab_app = None
-if lab_app is not None:
-    app.add_typer(lab_app, name="lab")
+app.add_typer(lab.lab_app, name="lab")
 
 
 if __name__ == "__main__":

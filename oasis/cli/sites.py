@@ -158,7 +158,7 @@ def deploy(ctx: typer.Context,
 def _deploy_standalone(bundle: Path | None, manifest_path: Path, site: list[str] | None,
                        key_file: Path | None) -> None:
     """Enrollment runs here, to the end, before the join: the command always waits (--wait changes nothing)."""
-    from oasis.sites import standalone
+    from oasis.cli import standalone  # lazy for start-up: the engine's modules load for this command only
 
     if bundle is None:
         raise fail("--standalone needs --bundle (the file `oasis export` wrote)")

@@ -19,7 +19,7 @@ from oasis.identity.policy import ROLES
 from oasis.identity.principal import Principal
 
 __all__ = ["Principal", "hash_password", "verify_password", "ensure_project", "ensure_user", "assign_role",
-           "issue_token", "check_token", "revoke_token", "roles_of", "authenticate", "unassign_role"]
+           "issue_token", "check_token", "revoke_token", "roles_of", "authenticate", "unassign_role", "token_project"]
 
 # scrypt cost: ~16 MB and tens of milliseconds per hash; enough to make offline guessing expensive.
 _N, _R, _P = 2**14, 8, 1
@@ -87,6 +87,20 @@ def unassign_role(session: Session, user: User, project: Project, role: str) -> 
 def roles_of(session: Session, user_id: str, project_id: str) -> list[str]:
     return sorted(session.scalars(select(RoleAssignment.role).where(
         RoleAssignment.user_id == user_id, RoleAssignment.project_id == project_id)))
+
+
+def token_project(session: Session, user: User, project_id: str | None = None,
+                  project_name: str | None = None) -> Project | None:
+    """The project a new token of the user is for: the one named (by id, else by name) if the user has a role on
+    it; with neither, the user's first project by name that it has a role on. None: no such project."""
+    if project_id is not None or project_name is not None:
+        if project_id is not None:
+            project = session.get(Project, project_id)
+        else:
+            project = session.scalars(select(Project).where(Project.name == project_name)).first()
+        return project if project is not None and roles_of(session, user.id, project.id) else None
+    return next((p for p in session.scalars(select(Project).order_by(Project.name))
+                 if roles_of(session, user.id, p.id)), None)
 
 
 def _digest(token: str) -> str:

@@ -10,9 +10,11 @@ ROLES = (ADMIN, MEMBER, READER)
 # Keystone's historical name for the member role is accepted as a synonym.
 _WRITERS = {ADMIN, MEMBER, "_member_"}
 # Actions only an administrator may take (Sahara: plugin label updates; oasis: whatever is shared by every
-# project: the site image registry and the identity of others).
+# project: the site image registry and the identity of others: projects, users, role assignments).
 ADMIN_ONLY = frozenset({"plugins:update", "plugin:update", "image:register", "image:unregister", "image:add-tags",
                         "image:remove-tags", "image:set-tags", "identity:admin"})
+# Actions on the caller's own credentials: any role may take them (a reader may check and revoke its tokens).
+SELF_SERVICE = frozenset({"identity:token-validate", "identity:token-revoke"})
 
 
 class Forbidden(Exception):
@@ -22,6 +24,8 @@ class Forbidden(Exception):
 def authorize(principal: Principal, action: str, write: bool) -> None:
     """Raise Forbidden unless the principal may take the action. `write` is any change of state."""
     roles = set(principal.roles)
+    if action in SELF_SERVICE and roles:
+        return
     if action in ADMIN_ONLY and ADMIN not in roles:
         raise Forbidden(f"Action '{action}' requires the admin role")
     if write and not roles & _WRITERS:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oasis.lab import net
+from oasis.lab.manifest import write_known_hosts, write_manifest
 from oasis.lab.model import (
     BRIDGE,
     HOST_LINK,
@@ -35,11 +36,12 @@ from oasis.lab.model import (
     Host,
     Lab,
     Leaf,
+    load_lab,
 )
+from oasis.lab.paths import SSH_PORT, Paths
 
 DEFAULT_STATE_DIR = Path("/var/lib/oasis-lab")
 SSHD = "/usr/sbin/sshd"
-SSH_PORT = 22
 NETNS_ETC = Path("/etc/netns")  # per-namespace files that `ip netns exec` bind-mounts over /etc
 GLOBAL_LOCK = Path("/run/oasis-lab.lock")  # namespaces are machine-wide, so is the lock
 USE_LOCK = Path("/run/oasis-lab-use.lock")  # held by a test run for as long as it uses a lab
@@ -60,41 +62,7 @@ def require_root() -> None:
         raise LabError("oasis lab needs root (it creates network namespaces, links and routes); run it with sudo")
 
 
-# --- paths and state -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Paths:
-    root: Path
-
-    @property
-    def state_file(self) -> Path:
-        return self.root / "state.json"
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / "manifest.yaml"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.root / "known_hosts"
-
-    @property
-    def client_key(self) -> Path:
-        return self.root / "keys" / "controller_ed25519"
-
-    def host_dir(self, host: str) -> Path:
-        return self.root / "hosts" / host
-
-    def sshd_dir(self, host: str) -> Path:
-        return self.host_dir(host) / "sshd"
-
-    def host_key(self, host: str) -> Path:
-        return self.sshd_dir(host) / "ssh_host_ed25519_key"
-
-    def base_dir(self, host: str) -> Path:
-        # namespaces share one filesystem, so each host gets its own writable tree
-        return self.host_dir(host) / "base"
+# --- state -------------------------------------------------------------------------------------
 
 
 class State:
@@ -350,7 +318,7 @@ class _Builder:
     # --- keys and sshd
 
     def keys(self) -> None:
-        import asyncssh
+        import asyncssh  # lazy for start-up: `status` and `down` never make keys
 
         def ensure(path: Path, comment: str) -> None:
             if path.exists() and path.with_suffix(".pub").exists():
@@ -504,8 +472,6 @@ def up(
     log: Callable[[str], None] = lambda _msg: None,
 ) -> UpResult:
     """Build (or complete) the lab; return where the manifest is. Idempotent."""
-    from oasis.lab.manifest import write_known_hosts, write_manifest
-
     require_root()
     t0 = time.monotonic()
     paths = Paths(state_dir_from_env(state_dir))
@@ -561,8 +527,6 @@ def down(
         created = state.created if state else []
         rng = (state.data.get("range") if state else None) or (str(lab.range) if lab else None)
         if rng is None:
-            from oasis.lab.model import load_lab
-
             rng = str(load_lab().range)
 
         # 1. processes: recorded daemons first (only if still the same process), then anything

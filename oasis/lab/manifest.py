@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from oasis.lab.lab import SSH_PORT, Paths
 from oasis.lab.model import Host, Lab, Leaf
+from oasis.lab.paths import SSH_PORT, Paths
 
 MANIFEST_VERSION = 1
 

@@ -26,6 +26,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from oasis.db.models import ControlPlaneSecret, Export, Host, Site, utcnow
+from oasis.keys import generate_keypair, public_key_line
+from oasis.plugins import registry
 
 MAX_VERSION = 2**31 - 1  # a bundle version fits the database's INTEGER column
 BUNDLE_VERSION_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}
@@ -33,6 +35,7 @@ BUNDLE_VERSION_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_VERSION
 DNS_DOMAIN = "oasis.local"
 JOIN_TOKEN = "join_token"
 SITE_KEY = "site_ssh_private_key"  # ControlPlaneSecret: the control plane's own key to the sites' hosts
+CONTROL_PLANE_KEY_COMMENT = "oasis-control-plane"
 BUNDLE_KEYS = ("EndpointMap", "HostsEntry", "GlobalConfig", "AllNodesConfig", "ControlPlaneAccess", "secrets")
 # How long a bundle's join token is accepted after its export (seconds); a later export makes a new token.
 JOIN_TOKEN_TTL = float(os.environ.get("OASIS_JOIN_TOKEN_TTL") or 7 * 24 * 3600)
@@ -109,19 +112,16 @@ class JoinRefused(Exception):
 def control_plane_key(session: Session) -> tuple[str, str]:
     """(private, public) OpenSSH key the control plane reaches the hosts of standalone-deployed sites with: made
     once. Only the public half leaves the control plane (in the bundle); a standalone deploy authorizes it."""
-    import asyncssh
-
     row = session.get(ControlPlaneSecret, SITE_KEY)
     if row is None:
-        key = asyncssh.generate_private_key("ssh-ed25519", comment="oasis-control-plane")
+        private, _ = generate_keypair(CONTROL_PLANE_KEY_COMMENT)
         try:
             with session.begin_nested():
-                session.add(ControlPlaneSecret(name=SITE_KEY, value=key.export_private_key().decode()))
+                session.add(ControlPlaneSecret(name=SITE_KEY, value=private))
         except IntegrityError:  # another API replica made it first
             pass
         row = session.get(ControlPlaneSecret, SITE_KEY)
-    public = asyncssh.import_private_key(row.value).export_public_key().decode().split()
-    return row.value, f"{public[0]} {public[1]} oasis-control-plane"
+    return row.value, public_key_line(row.value, CONTROL_PLANE_KEY_COMMENT)
 
 
 def _fqdn(name: str, site: str | None = None) -> str:
@@ -155,8 +155,6 @@ def all_nodes(session: Session) -> dict[str, Any]:
 
 
 def global_config(settings_host: str) -> dict[str, Any]:
-    from oasis.plugins import registry
-
     return {
         "dns_domain": DNS_DOMAIN,
         "time_server": os.environ.get("OASIS_TIME_SERVER") or settings_host,

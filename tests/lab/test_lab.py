@@ -152,7 +152,7 @@ def test_lab_file_errors_name_the_field(mutate, field) -> None:
 def test_cli_refuses_without_root(monkeypatch) -> None:
     from typer.testing import CliRunner
 
-    from oasis.lab.cli import lab_app
+    from oasis.cli.lab import lab_app
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     for cmd in (["up"], ["status"], ["down"]):
@@ -312,7 +312,7 @@ def test_status_all_up(built) -> None:
 def test_cli_status_and_a_second_lab_is_refused(built, tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from oasis.lab.cli import lab_app
+    from oasis.cli.lab import lab_app
 
     result = CliRunner().invoke(lab_app, ["status", "--state-dir", str(built["state_dir"])])
     assert result.exit_code == 0, result.output

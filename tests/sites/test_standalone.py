@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from oasis.db.models import ControlPlaneSecret, Export, Host, Site, SiteEvent
 from oasis.sites.export import SITE_KEY
-from oasis.sites.standalone import KEY_MARK, StandaloneError, load_bundle
+from oasis.cli.standalone import KEY_MARK, StandaloneError, load_bundle
 from tests.integration import workflow as wf
 from tests.integration.services import Oasis, wait_until
 from tests.lab_fixture import site_of

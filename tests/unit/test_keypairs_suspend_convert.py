@@ -24,7 +24,7 @@ from oasis.engine.clusters import ClusterReconciler
 from oasis.engine.jobs import JobReconciler
 from oasis.procs import group_states
 from oasis.remote.hosts import Remotes
-from oasis.remote.keys import generate_keypair
+from oasis.keys import generate_keypair
 from oasis.remote.local import LocalRemote
 from tests.unit.conftest import World, cluster_body, version_of
 from tests.unit.test_api_clusters import set_status

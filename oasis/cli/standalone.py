@@ -1,5 +1,6 @@
 """`oasis site deploy --standalone`: deploy a site at the site itself, from the bundle and the site manifest
-alone (TripleO DCN's standalone stacks), then join the control plane.
+alone (TripleO DCN's standalone stacks), then join the control plane. A command's orchestration: it drives the
+engine's reconciler, so it sits above the engine, in the CLI.
 
 The enrollment is the engine's own: the SiteReconciler's `deploy` (connect with the pinned host keys, check the
 runtime, write the bundle's files, measure capacity) run here on a scratch SQLite database that holds only this
@@ -24,13 +25,13 @@ import httpx
 import yaml
 from sqlalchemy import select
 
-from oasis.bootstrap import local_runtime
 from oasis.db.models import Export, Host, Site, SiteEvent
 from oasis.db.session import Database
 from oasis.engine.clusters import OPERATION_ERRORS
 from oasis.engine.sites import SiteReconciler
 from oasis.remote.hosts import Remotes
 from oasis.remote.ssh import SshRemote, SshTarget
+from oasis.runtime import local_runtime
 from oasis.sites import manifest as site_manifest
 from oasis.sites.export import BUNDLE_KEYS, JOIN_TOKEN
 

@@ -1,8 +1,9 @@
-"""`oasis lab up|status|down`: a typer sub-app; the main CLI mounts it with
-`app.add_typer(lab_app, name="lab")`."""
+"""`oasis lab up|status|down`: the CLI of the network-namespace lab (oasis/lab), a typer sub-app that the main
+CLI mounts as `oasis lab`. `up` hands the manifest to the running service as `oasis site register` does."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -11,8 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from oasis.cli.client import OasisError
+from oasis.cli.sites import register_manifest
 from oasis.lab import lab as labmod
 from oasis.lab.model import LabFileError, load_lab
+from oasis.lab.paths import Paths
+from oasis.lab.requirements import ensure_packages
 
 lab_app = typer.Typer(help="Build sites of SSH hosts in network namespaces on this machine (needs root).", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -38,10 +43,8 @@ def _root() -> None:
 def _lab(file: Optional[Path], state_dir: Path):
     # status/down without --file use the lab file `up` was given, as recorded in the state
     if file is None:
-        st = labmod.Paths(state_dir).state_file
+        st = Paths(state_dir).state_file
         if st.exists():
-            import json
-
             recorded = json.loads(st.read_text()).get("lab_file")
             if recorded:
                 file = Path(recorded)
@@ -59,8 +62,6 @@ def up(ctx: typer.Context, file: Optional[Path] = FileOpt, state_dir: Optional[P
     _root()
     sd = labmod.state_dir_from_env(state_dir)
     lab, lab_file = _lab(file, sd)
-    from oasis.lab.requirements import ensure_packages
-
     try:
         installed = ensure_packages()
         if installed:
@@ -69,7 +70,7 @@ def up(ctx: typer.Context, file: Optional[Path] = FileOpt, state_dir: Optional[P
     except (labmod.LabError, RuntimeError) as exc:
         _fail(f"{exc} (run `oasis lab down` to clean up)")
     out.print(f"manifest: {result.manifest}", highlight=False)
-    out.print(f"client key: {labmod.Paths(sd).client_key}   known_hosts: {labmod.Paths(sd).known_hosts}", highlight=False)
+    out.print(f"client key: {Paths(sd).client_key}   known_hosts: {Paths(sd).known_hosts}", highlight=False)
     out.print(f"up in {result.seconds:.2f}s", highlight=False)
     if register:
         _register(ctx, result.manifest)
@@ -77,9 +78,6 @@ def up(ctx: typer.Context, file: Optional[Path] = FileOpt, state_dir: Optional[P
 
 def _register(ctx: typer.Context, manifest: Path) -> None:
     """Hand the manifest to the running service; without one, say how to do it later."""
-    from oasis.cli.client import OasisError
-    from oasis.cli.sites import register_manifest
-
     try:
         for site in register_manifest(ctx, manifest):
             out.print(f"registered site {site['name']} ({site['access']}, {site['hosts_count']} hosts)", highlight=False)
