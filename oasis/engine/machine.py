@@ -161,6 +161,10 @@ class Machine(Generic[W]):
             raise RuntimeError(f"{work.model.__tablename__} {row_id}: no operation '{op}' is declared")
         names = [step.name for step in operation.steps]
         start = names.index(at) if at in names else 0
+        if at not in names:  # a new operation: when it began, so that what it logs can be told from before
+            with work.db.session() as s:
+                row = work.row(s)
+                row.op_target = {**(row.op_target or {}), "begun": utcnow().isoformat()}
         try:
             for step in operation.steps[start:]:
                 values: dict[str, object] = {"op_step": step.name}

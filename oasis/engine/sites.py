@@ -50,9 +50,13 @@ class SiteWork(Work):
             self.op, self.generation = site.op, site.generation
 
     def _event(self, step: str, host: str | None, info: str = "", successful: bool = True) -> None:
+        """An event of this generation; once: a step run again after a crash does not log it twice."""
+        values = dict(site_id=self.id, generation=self.generation, step=step, host_name=host, info=info[:4000],
+                      successful=successful)
         with self.db.session() as s:
-            s.add(SiteEvent(site_id=self.id, generation=self.generation, step=step, host_name=host,
-                            info=info[:4000], successful=successful))
+            same = select(SiteEvent.id).filter_by(**values)
+            if s.scalars(same).first() is None:
+                s.add(SiteEvent(**values))
 
     def _hosts(self, s, site: Site, names: list[str] | None) -> list[Host]:  # noqa: ANN001
         q = select(Host).where(Host.site_id == site.id).order_by(Host.name)
