@@ -2,7 +2,7 @@
 alone (TripleO DCN's standalone stacks), then join the control plane. A command's orchestration: it drives the
 engine's reconciler, so it sits above the engine, in the CLI.
 
-The enrollment is the engine's own: the SiteReconciler's `deploy` (connect with the pinned host keys, check the
+The enrollment is the engine's own: the site machine's `deploy` (connect with the pinned host keys, check the
 runtime, write the bundle's files, measure capacity) run here on a scratch SQLite database that holds only this
 site and the bundle, the way TripleO runs an ephemeral Heat at the site. Same steps, same events, no second copy;
 the scratch database goes away with the command, so nothing of the control plane's state is needed or kept.
@@ -27,8 +27,7 @@ from sqlalchemy import select
 
 from oasis.db.models import Export, Host, Site, SiteEvent
 from oasis.db.session import Database
-from oasis.engine.clusters import OPERATION_ERRORS
-from oasis.engine.sites import SiteReconciler
+from oasis.engine.sites import HOST_FAILURES, site_machine
 from oasis.remote.hosts import Remotes
 from oasis.remote.ssh import SshRemote, SshTarget
 from oasis.runtime import local_runtime
@@ -121,7 +120,7 @@ async def enroll(bundle: dict[str, Any], entry: dict[str, Any], private_key: str
 
     remotes = Remotes()
     try:
-        await SiteReconciler(db, remotes)(site_id)
+        await site_machine(db, remotes)(site_id)
         with db.session() as s:
             failed = s.get(Site, site_id).status != "Active"
         if not failed:
@@ -168,7 +167,7 @@ async def _authorize_control_plane(db: Database, remotes: Remotes, site_id: str,
     results = await asyncio.gather(*(on_host(h) for h in hosts), *gateway_jobs, return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
-        if not isinstance(errors[0], (*OPERATION_ERRORS, ValueError, KeyError)):
+        if not isinstance(errors[0], (*HOST_FAILURES, KeyError)):
             raise errors[0]
         with db.session() as s:
             site = s.get(Site, site_id)

@@ -1,14 +1,17 @@
 """Placement: which host of a site takes an instance, by capacity with overcommit (Nova's defaults: CPU 16,
-RAM 1.5), and which ports it gets. Placement never crosses sites."""
+RAM 1.5), and which ports it gets. Placement never crosses sites, and is safe between engines: `place` locks
+the site's hosts before it reads their free capacity, so two engines placing at once never overcommit a host."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from collections.abc import Callable
+
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from oasis.db.models import Host, HostPort, Instance, Site
+from oasis.db.models import Cluster, Flavor, Host, HostPort, Instance, NodeGroup, Site
 
 
 class PlacementError(Exception):
@@ -104,3 +107,41 @@ def allocate_ports(session: Session, host: Host, instance_id: str, names: list[s
             except IntegrityError:
                 taken.add(candidate)
     return ports
+
+
+def lock_site(session: Session, site_id: str) -> None:
+    """Hold the site's hosts until the session commits: a no-op UPDATE of their rows, which on PostgreSQL locks
+    them (another engine placing on the site waits here) and on SQLite takes the database's write lock at once
+    (an immediate transaction). The capacity read after it is then what the commit will find."""
+    session.execute(update(Host).where(Host.site_id == site_id).values(name=Host.name, updated_at=Host.updated_at))
+
+
+def place(session: Session, cluster: Cluster, ports_of: Callable[[str], list[str]], state: str,
+          address_of: Callable[[Host], str]) -> None:
+    """Create the instance rows that the cluster's node groups' counts call for and do not have yet, each on a
+    host with room, with its ports. `ports_of(process)` names the ports a process needs; `address_of(host)` is
+    the host's management address for the cluster."""
+    lock_site(session, cluster.site_id)
+    free = free_capacity(session, cluster.site_id)
+    anti = set(cluster.spec.get("anti_affinity") or [])
+    groups = session.scalars(select(NodeGroup).where(NodeGroup.cluster_id == cluster.id).order_by(NodeGroup.created_at))
+    for ng in groups:
+        have = {i.index: i for i in session.scalars(select(Instance).where(Instance.node_group_id == ng.id))}
+        flavor = session.get(Flavor, str(ng.spec.get("flavor_id")))
+        if flavor is None:
+            raise PlacementError(f"node group {ng.name}: flavor {ng.spec.get('flavor_id')} does not exist")
+        avoid = {i.host_id for i in have.values()} if anti & set(ng.spec["node_processes"]) else set()
+        # New instances take indexes after the highest one: a removed instance's name is not reused.
+        first = max(have, default=0) + 1
+        for index in range(first, first + max(0, ng.count - len(have))):
+            f = choose_host(free, flavor.vcpus, flavor.ram_mb, flavor.disk_gb, avoid)
+            avoid.add(f.host.id)
+            name = f"{cluster.name}-{ng.name}-{index:03d}".lower()
+            inst = Instance(cluster_id=cluster.id, node_group_id=ng.id, host_id=f.host.id, index=index, name=name,
+                            internal_ip=f.host.address, management_ip=address_of(f.host),
+                            workdir=f"{f.host.base_dir}/{cluster.id}/{name}", vcpus=flavor.vcpus,
+                            ram_mb=flavor.ram_mb, disk_gb=flavor.disk_gb, state=state)
+            session.add(inst)
+            session.flush()
+            names = [f"{p}:{port}" for p in ng.spec["node_processes"] for port in ports_of(p)]
+            inst.ports = {k.split(":", 1)[1]: v for k, v in allocate_ports(session, f.host, inst.id, names).items()}

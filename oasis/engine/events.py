@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
-from oasis.db.models import ProvisionEvent, ProvisionStep
+from oasis.db.models import Cluster, ProvisionEvent, ProvisionStep
 from oasis.db.session import Database, LeaseLost
 from oasis.remote.base import unreachable_in
 
@@ -21,9 +22,14 @@ class Step:
 
     def event(self, instance_id: str | None, instance_name: str | None, node_group_id: str | None,
               info: str | None = None, successful: bool = True) -> None:
+        """An event of the step; once: a step run again after a crash does not log it twice."""
         with self.db.session() as s:
-            s.add(ProvisionEvent(step_id=self.id, instance_id=instance_id, instance_name=instance_name,
-                                 node_group_id=node_group_id, event_info=info, successful=successful))
+            seen = s.scalars(select(ProvisionEvent.id).where(
+                ProvisionEvent.step_id == self.id, ProvisionEvent.instance_id == instance_id,
+                ProvisionEvent.event_info == info, ProvisionEvent.successful == successful)).first()
+            if seen is None:
+                s.add(ProvisionEvent(step_id=self.id, instance_id=instance_id, instance_name=instance_name,
+                                     node_group_id=node_group_id, event_info=info, successful=successful))
 
 
 class EventLog:
@@ -32,10 +38,16 @@ class EventLog:
 
     def _open(self, name: str, step_type: str, total: int) -> Step:
         with self.db.session() as s:
-            # An engine that resumes re-runs the step it died in: it continues the same row.
+            # An engine that resumes re-runs the step it died in (or the one it had just finished): it continues
+            # the same row, the one of that name that is open or that this operation made.
+            cluster = s.get(Cluster, self.cluster_id)
+            begun = _begun(cluster.op_target if cluster else None)
+            mine = ProvisionStep.successful.is_(None)
+            if begun is not None:
+                mine = or_(mine, ProvisionStep.created_at >= begun)
             row = s.scalars(select(ProvisionStep).where(
-                ProvisionStep.cluster_id == self.cluster_id, ProvisionStep.step_name == name,
-                ProvisionStep.successful.is_(None))).first()
+                ProvisionStep.cluster_id == self.cluster_id, ProvisionStep.step_name == name, mine)
+                .order_by(ProvisionStep.created_at.desc())).first()
             if row is None:
                 row = ProvisionStep(cluster_id=self.cluster_id, project_id=self.project_id, step_name=name,
                                     step_type=step_type, total=total)
@@ -78,3 +90,11 @@ class EventLog:
             s.add(ProvisionEvent(step_id=row.id, event_info=info[:4000], successful=successful))
             if end:
                 row.successful = successful
+
+
+def _begun(op_target: dict | None) -> datetime | None:
+    """When the operation in progress began (the machine records it as it enters its first step)."""
+    try:
+        return datetime.fromisoformat(str((op_target or {})["begun"]))
+    except (KeyError, ValueError):
+        return None

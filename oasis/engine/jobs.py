@@ -1,4 +1,5 @@
-"""The job reconciler: run (prepare, launch, watch), cancel and delete.
+"""Job operations: run (prepare, launch, watch), cancel, delete, suspend and resume, declared at the bottom as
+steps of the one operation machine (oasis/engine/machine.py).
 
 The launcher (oasis-agent `run`) keeps the job alive on the master instance whatever happens to the
 controller; the engine watches it with `wait`, which returns the moment the job's result is written, so the
@@ -8,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import posixpath
-import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -17,16 +16,17 @@ from sqlalchemy import select
 
 from oasis.db.models import Cluster, Instance, Job, JobBinary, JobTemplate, Site, utcnow
 from oasis.db.session import Database
+from oasis.db.states import ClusterOp, ClusterStatus, JobOp
 from oasis.edp import access
 from oasis.edp import statuses as st
 from oasis.edp.binaries import BinaryError, fetch
 from oasis.edp.datasources import resolve_job
 from oasis.edp.shares import check_file_sources, shares_for_cluster
+from oasis.engine.machine import Machine, Operation, OperationError, Step, Wait, Work
 from oasis.engine.views import build_view, cluster_runtime
-from oasis.engine.waiting import Backoff, waiting_message
 from oasis.plugins import get_plugin
 from oasis.plugins.base import PluginError
-from oasis.remote.base import RemoteError, Unreachable, unreachable_in
+from oasis.remote.base import RemoteError
 from oasis.remote.hosts import Remotes
 from oasis.storage import StoreError, endpoints_of
 from oasis.storage.base import ObjectNotFound, ObjectStore
@@ -34,8 +34,12 @@ from oasis.storage.base import ObjectNotFound, ObjectStore
 log = logging.getLogger(__name__)
 
 WAIT_SLICE = 20.0  # seconds one `wait` call blocks; between slices the logs are copied to the store
-JOB_ERRORS = (RemoteError, PluginError, BinaryError, ObjectNotFound, LookupError, OSError, access.AccessError,
-              StoreError)
+# Failures that are the job's, not the engine's: they end the operation with a reason for the user.
+JOB_FAILURES = (RemoteError, PluginError, BinaryError, ObjectNotFound, access.AccessError, StoreError,
+                asyncio.TimeoutError)
+# What a job waiting for its host does meanwhile, by step.
+MEANWHILE = {"prepare": "the job starts once it answers", "launch": "the job starts once it answers",
+             "watch": "the job keeps running there and is recorded once it answers"}
 ACCESS_SECONDS = 7 * 24 * 3600  # scoped access lasts until the job ends, at most this long
 ACCESS_RETRY_SECONDS = 5.0  # a failed renewal of a job's S3 access is tried again this soon (or at TTL/3)
 
@@ -62,70 +66,59 @@ def _agent_for(db: Database, remotes: Remotes, runtime: dict[str, Any]):
     return next((i.agent for i in view.instances if i.id == inst.id), None)
 
 
-class JobReconciler:
-    def __init__(self, db: Database, remotes: Remotes, store: ObjectStore, on_change=lambda: None,
-                 secrets=None, access_ttl: float = 900.0, unreachable_grace: float = 1800.0) -> None:
-        self.db, self.remotes, self.store, self.on_change = db, remotes, store, on_change
-        self.secrets = secrets
+class JobWork(Work):
+    model = Job
+
+    def __init__(self, db: Database, job_id: str, on_change, remotes: Remotes, store: ObjectStore,  # noqa: ANN001
+                 secrets, access_ttl: float) -> None:  # noqa: ANN001
+        super().__init__(db, job_id, on_change)
+        self.remotes, self.store, self.secrets = remotes, store, secrets
         self.access_ttl = access_ttl  # S3 presigned requests' lifetime; renewed every third of it
-        self.unreachable_grace = unreachable_grace  # seconds a job not yet launched waits for its host
+        self.launched_now = False  # this engine launched the job: its access is fresh
 
-    async def __call__(self, job_id: str) -> None:
-        with self.db.session() as s:
-            job = s.get(Job, job_id)
-            op = job.op if job else None
-        if op == "run":
-            await self.run(job_id)
-        elif op == "cancel":
-            await self.cancel(job_id)
-        elif op == "delete":
-            await self.delete(job_id)
-        elif op == "suspend":
-            await self.signal(job_id, "STOP")
-        elif op == "resume":
-            await self.signal(job_id, "CONT")
+    # --- how a wait shows on a job ----------------------------------------------------------------------
 
-    def _set(self, job_id: str, **values: Any) -> None:
+    def site_name(self) -> str:
         with self.db.session() as s:
-            job = s.get(Job, job_id)
-            for k, v in values.items():
-                setattr(job, k, v)
+            cluster = s.get(Cluster, self.row(s).cluster_id or "")
+            site = s.get(Site, cluster.site_id) if cluster else None
+            return site.name if site else "?"
+
+    def show_waiting(self, message: str, first: bool) -> None:
+        with self.db.session() as s:
+            job = self.row(s)
+            job.info = {**(job.info or {}), "status_description": f"{message}; {MEANWHILE.get(job.op_step, '')}"}
         self.on_change()
 
-    # --- run ----------------------------------------------------------------------------------------------------
-
-    async def run(self, job_id: str) -> None:
+    def show_resumed(self, message: str) -> None:
         with self.db.session() as s:
-            job = s.get(Job, job_id)
-            step = job.op_step or "prepare"
-        try:
-            # Both steps are idempotent (the launcher starts a job directory once), so a host that cannot be
-            # reached is waited for, within the grace, and the step is simply run again.
-            if step == "prepare":
-                await self._until_reachable(job_id, lambda: self._prepare(job_id), self.unreachable_grace,
-                                            "the job starts once it answers")
-                step = "launch"
-            if step == "launch":
-                await self._until_reachable(job_id, lambda: self._launch(job_id), self.unreachable_grace,
-                                            "the job starts once it answers")
-            await self._watch(job_id, fresh=step in ("prepare", "launch"))
-        except JOB_ERRORS as e:
-            log.warning("job %s failed: %s", job_id, e)
-            self._set(job_id, status=st.FAILED, end_time=utcnow(), op=None, op_step=None,
-                      start_time=_or_now(job_id, self.db), info={"status_description": str(e)[:2000]})
-            self._after_end(job_id)
-            await self._drop_access_file(job_id)
+            job = self.row(s)
+            job.info = {k: v for k, v in (job.info or {}).items() if k != "status_description"}
+        self.on_change()
 
-    async def _prepare(self, job_id: str) -> None:
+    def _runtime(self) -> dict[str, Any]:
+        with self.db.session() as s:
+            return dict(self.row(s).runtime or {})
+
+    def _agent(self, runtime: dict[str, Any]):  # noqa: ANN202
+        agent = _agent_for(self.db, self.remotes, runtime) if runtime.get("dir") else None
+        if agent is None:
+            raise OperationError("the job's master instance is gone")
+        return agent
+
+    # --- run: prepare, launch, watch --------------------------------------------------------------------
+
+    async def prepare(self) -> None:
         """Put the job's files on the master instance and work out its command."""
+        job_id = self.id
         with self.db.session() as s:
-            job = s.get(Job, job_id)
+            job = self.row(s)
             cluster = s.get(Cluster, job.cluster_id or "")
-            if cluster is None or cluster.status != "Active":
-                raise LookupError("the job's cluster is not Active")
+            if cluster is None or cluster.status != ClusterStatus.ACTIVE:
+                raise OperationError("the job's cluster is not Active")
             template = s.get(JobTemplate, job.job_template_id)
             if template is None:
-                raise LookupError("the job's template no longer exists")
+                raise OperationError("the job's template no longer exists")
             plugin = get_plugin(cluster.plugin_name)
             view = build_view(s, self.remotes, cluster, ("active",))
             master = view.having(plugin.master_process)[0]
@@ -145,52 +138,46 @@ class JobReconciler:
         # The job's scoped access (signed URLs), recorded before anything can fail after it, so revoke finds it.
         grant = await asyncio.to_thread(access.grant, job_id, sources, self.secrets, endpoints_of(self.store),
                                         ACCESS_SECONDS, parts, self.access_ttl)
-        self._set(job_id, runtime={"access": grant.record})
+        self.set(runtime={"access": grant.record})
         await master.remote.run(["mkdir", "-p", workdir])
         if grant.env:  # the signed URLs go in a file only the job's user reads, never in the job's row or env
             access_file = posixpath.join(workdir, access.FILE_NAME)
             await master.remote.put(access_file, grant.env[access.ENV].encode(), 0o600)
             env[access.FILE_ENV] = access_file
         paths = {}
-        for bid, (name, data) in files.items():
+        for bid, (name, content) in files.items():
             paths[bid] = posixpath.join(workdir, posixpath.basename(name) or bid)
-            await master.remote.put(paths[bid], data, 0o755)
-        launch = plugin.launch(view, job_type, paths.get(mains[0]) if mains else None, [paths[b] for b in libs if b in paths],
-                               configs.get("configs") or {}, [str(a) for a in configs.get("args") or []], workdir)
+            await master.remote.put(paths[bid], content, 0o755)
+        launch = plugin.launch(view, job_type, paths.get(mains[0]) if mains else None,
+                               [paths[b] for b in libs if b in paths], configs.get("configs") or {},
+                               [str(a) for a in configs.get("args") or []], workdir)
         if job_type == "Shell":
             env.update({str(k): str(v) for k, v in (configs.get("params") or {}).items()})
         runtime = {"instance_id": master.id, "dir": workdir, "python": python, "argv": launch.argv,
                    "env": {**launch.env, **env}, "access": grant.record, "access_deadline": grant.expires}
-        self._set(job_id, runtime=runtime, data_source_urls=urls, op_step="launch")
+        self.set(runtime=runtime, data_source_urls=urls)
 
-    async def _launch(self, job_id: str) -> None:
-        with self.db.session() as s:
-            runtime = dict(s.get(Job, job_id).runtime)
-        agent = _agent_for(self.db, self.remotes, runtime)
-        if agent is None:
-            raise LookupError("the job's master instance is gone")
-        pid = await agent.run_job(runtime["dir"], runtime["argv"], runtime["env"])
-        self._set(job_id, status=st.RUNNING, engine_job_id=f"{pid}@{runtime['instance_id']}", start_time=utcnow(),
-                  op_step="watch")
+    async def launch(self) -> None:
+        runtime = self._runtime()
+        pid = await self._agent(runtime).run_job(runtime["dir"], runtime["argv"], runtime["env"])
+        self.launched_now = True
+        self.set(status=st.RUNNING, engine_job_id=f"{pid}@{runtime['instance_id']}", start_time=utcnow())
 
-    async def _watch(self, job_id: str, fresh: bool = False) -> None:
-        with self.db.session() as s:
-            runtime = dict(s.get(Job, job_id).runtime)
-        agent = _agent_for(self.db, self.remotes, runtime)
-        if agent is None:
-            raise LookupError("the job's master instance is gone")
+    async def watch(self) -> None:
+        """Wait for the job's end, slice by slice, copying its logs between slices; its S3 access is renewed
+        meanwhile. The result is kept on the operation for `ended`, so a resumed watch finds it again."""
+        runtime = self._runtime()
+        agent = self._agent(runtime)
         renewer = None
         if access.needs_renewal(runtime.get("access") or []):
             period = max(1.0, self.access_ttl / 3)
             renewer = asyncio.create_task(keep_fresh(
-                lambda: self._renew_access(job_id, runtime, agent.remote), period,
-                min(period, ACCESS_RETRY_SECONDS), first_delay=period if fresh else 0.0, what=f"job {job_id}"))
+                lambda: self._renew_access(runtime, agent.remote), period, min(period, ACCESS_RETRY_SECONDS),
+                first_delay=period if self.launched_now else 0.0, what=f"job {self.id}"))
         try:
             while True:
-                result = await self._until_reachable(
-                    job_id, lambda: agent.wait_job(runtime["dir"], WAIT_SLICE), None,
-                    "the job keeps running there and is recorded once it answers")
-                await self._copy_logs(job_id, agent.remote, runtime["dir"])
+                result = await agent.wait_job(runtime["dir"], WAIT_SLICE)
+                await self._copy_logs(agent.remote, runtime["dir"])
                 if result.get("done"):
                     break
         finally:
@@ -198,27 +185,54 @@ class JobReconciler:
                 renewer.cancel()
                 await asyncio.gather(renewer, return_exceptions=True)
         # the access file goes before the job shows as ended: whoever sees the end sees the access withdrawn
-        await self._drop_access_file(job_id, agent.remote, force=True)
-        self._finish(job_id, result)
+        await self._drop_access_file(agent.remote, force=True)
+        with self.db.session() as s:
+            job = self.row(s)
+            job.op_target = {**(job.op_target or {}), "result": result}
 
-    async def _renew_access(self, job_id: str, runtime: dict[str, Any], remote) -> None:
+    async def ended(self) -> None:
+        with self.db.session() as s:
+            result = dict((self.row(s).op_target or {}).get("result") or {})
+        self._record_end(result)
+
+    async def failed(self, error: Exception) -> None:
+        self.done(status=st.FAILED, end_time=utcnow(), start_time=_or_now(self.id, self.db),
+                  info={"status_description": str(error)[:2000]})
+        self._after_end()
+        await self._drop_access_file()
+
+    # --- the end of a job -------------------------------------------------------------------------------
+
+    def _record_end(self, result: dict[str, Any]) -> None:
+        rc = result.get("rc")
+        if result.get("cancelled"):
+            status = st.KILLED
+        elif result.get("lost"):
+            status = st.FAILED
+        else:
+            status = st.SUCCEEDED if rc == 0 else st.DONEWITHERROR
+        end = datetime.utcfromtimestamp(result["ended"]) if result.get("ended") else utcnow()
+        self.done(status=status, return_code=rc, end_time=end)
+        self._after_end()
+
+    async def _renew_access(self, runtime: dict[str, Any], remote) -> None:  # noqa: ANN001
         """Grant the job's access again (fresh S3 presigned requests) and rewrite its access file."""
         with self.db.session() as s:
-            job = s.get(Job, job_id)
+            job = self.row(s)
             if job is None or job.status in st.TERMINAL:
                 return
             sources = access.sources_for_record(s, runtime.get("access") or [])
             parts = access.output_parts(job.job_configs)
-        grant = await asyncio.to_thread(access.grant, job_id, sources, self.secrets, endpoints_of(self.store),
+        grant = await asyncio.to_thread(access.grant, self.id, sources, self.secrets, endpoints_of(self.store),
                                         ACCESS_SECONDS, parts, self.access_ttl, runtime.get("access_deadline"))
         if grant.env:
             await remote.put(posixpath.join(runtime["dir"], access.FILE_NAME), grant.env[access.ENV].encode(),
                              0o600)
 
-    async def _drop_access_file(self, job_id: str, remote=None, force: bool = False) -> None:
+    async def _drop_access_file(self, remote=None, force: bool = False) -> None:  # noqa: ANN001
         """An ended job's access file goes (its S3 URLs then die by expiry). Best effort: the host may be gone."""
         with self.db.session() as s:
-            job = s.get(Job, job_id)
+            job = self.row(s)
             runtime = dict(job.runtime or {}) if job else {}
             ended = job is None or job.status in st.TERMINAL
         if not (ended or force) or not runtime.get("dir"):
@@ -230,163 +244,153 @@ class JobReconciler:
             if remote is not None:
                 await remote.run(["rm", "-f", posixpath.join(runtime["dir"], access.FILE_NAME)])
         except RemoteError as e:
-            log.warning("job %s: could not remove its access file: %s", job_id, e)
+            log.warning("job %s: could not remove its access file: %s", self.id, e)
 
-    async def _until_reachable(self, job_id: str, attempt: Callable[[], Awaitable[Any]], grace: float | None,
-                               meanwhile: str) -> Any:
-        """Run `attempt`; while it fails because the job's host cannot be reached (its site cut off), note it on
-        the job (with what happens `meanwhile`) and run it again with a capped backoff. Past `grace` seconds the
-        failure stands. A launched job is waited for without a grace: only the host knows how it ends, and the
-        launcher records that there."""
-        backoff = Backoff()
-        started = time.monotonic()
-        while True:
-            try:
-                result = await attempt()
-            except JOB_ERRORS as e:
-                gone = unreachable_in(e)
-                if gone is None or (grace is not None and time.monotonic() - started > grace):
-                    raise
-                self._note_unreachable(job_id, gone, meanwhile)
-                await backoff.pause()
-                continue
-            self._note_reachable(job_id)
-            return result
-
-    def _note_unreachable(self, job_id: str, gone: Unreachable, meanwhile: str) -> None:
-        with self.db.session() as s:
-            job = s.get(Job, job_id)
-            info = dict(job.info or {})
-            if "unreachable" in info:
-                return
-            cluster = s.get(Cluster, job.cluster_id or "")
-            site = s.get(Site, cluster.site_id) if cluster else None
-            now = utcnow()
-            message = waiting_message(site.name if site else "?", gone.host, now, gone.reason)
-            info["unreachable"] = {"since": now.isoformat(), "host": gone.host, "reason": gone.reason}
-            info["status_description"] = f"{message}; {meanwhile}"
-            job.info = info
-        log.warning("job %s: %s", job_id, message)
-        self.on_change()
-
-    def _note_reachable(self, job_id: str) -> None:
-        with self.db.session() as s:
-            job = s.get(Job, job_id)
-            info = dict(job.info or {})
-            if "unreachable" not in info:
-                return
-            del info["unreachable"]
-            info.pop("status_description", None)
-            job.info = info
-        self.on_change()
-
-    def _finish(self, job_id: str, result: dict[str, Any]) -> None:
-        rc = result.get("rc")
-        if result.get("cancelled"):
-            status = st.KILLED
-        elif result.get("lost"):
-            status = st.FAILED
-        else:
-            status = st.SUCCEEDED if rc == 0 else st.DONEWITHERROR
-        ended = datetime.utcfromtimestamp(result["ended"]) if result.get("ended") else utcnow()
-        self._set(job_id, status=status, return_code=rc, end_time=ended, op=None, op_step=None)
-        self._after_end(job_id)
-
-    async def _copy_logs(self, job_id: str, remote, workdir: str) -> None:
+    async def _copy_logs(self, remote, workdir: str) -> None:  # noqa: ANN001
         for stream in ("stdout", "stderr"):
             try:
                 data = await remote.get(f"{workdir}/{stream}")
             except RemoteError:
                 continue
-            await asyncio.to_thread(self.store.put, log_key(job_id, stream), data)
+            await asyncio.to_thread(self.store.put, log_key(self.id, stream), data)
 
-    def _revoke(self, job_id: str) -> None:
+    def _revoke(self) -> None:
         """Withdraw the job's scoped data access (Swift: rotate the temp-URL key once no live job uses it)."""
         with self.db.session() as s:
-            job = s.get(Job, job_id)
+            job = self.row(s)
             record = list((job.runtime or {}).get("access") or []) if job else []
             located = access.located_for_job(s, record)
         if located:
-            access.revoke(job_id, located, self.secrets, endpoints_of(self.store))
+            access.revoke(self.id, located, self.secrets, endpoints_of(self.store))
 
-    def _after_end(self, job_id: str) -> None:
+    def _after_end(self) -> None:
         """A transient cluster is deleted once its last job has ended."""
-        self._revoke(job_id)
+        self._revoke()
         with self.db.session() as s:
-            job = s.get(Job, job_id)
+            job = self.row(s)
             cluster = s.get(Cluster, job.cluster_id or "") if job else None
             if cluster is None or not cluster.is_transient or cluster.op is not None:
                 return
             busy = s.scalars(select(Job.id).where(Job.cluster_id == cluster.id, Job.status.not_in(st.TERMINAL))).first()
             if busy is None:
-                cluster.status, cluster.op, cluster.op_step, cluster.op_target = "Deleting", "delete", None, {}
+                cluster.status, cluster.op, cluster.op_step, cluster.op_target = (
+                    ClusterStatus.DELETING, ClusterOp.DELETE, None, {})
         self.on_change()
 
-    # --- suspend and resume -------------------------------------------------------------------------------------
+    # --- suspend and resume -----------------------------------------------------------------------------
+    # A stopped job is alive: both go back to watching it, which keeps the status written here. If the signal
+    # cannot be sent, the job stays as it was (RUNNING or SUSPENDED) and the reason is in its info: the job
+    # itself goes on, so it is not given Sahara's terminal SUSPENDFAILED.
 
-    async def signal(self, job_id: str, sig: str) -> None:
-        """Suspend (STOP) or resume (CONT) a launched job's whole process group, then go back to watching it: a
-        stopped job is alive, so the watch goes on and keeps the status written here. If the signal cannot be
-        sent, the job stays as it was (RUNNING or SUSPENDED) and the reason is in its info: the job itself goes
-        on, so it is not given Sahara's terminal SUSPENDFAILED."""
+    async def stop_group(self) -> None:
+        await self._signal("STOP")
+
+    async def continue_group(self) -> None:
+        await self._signal("CONT")
+
+    async def _signal(self, sig: str) -> None:
+        runtime = self._runtime()
+        running = await self._agent(runtime).signal_job(runtime["dir"], sig)
         with self.db.session() as s:
-            job = s.get(Job, job_id)
-            runtime, info = dict(job.runtime), dict(job.info or {})
-        done, failed = (st.SUSPENDED, st.RUNNING) if sig == "STOP" else (st.RUNNING, st.SUSPENDED)
-        verb = "suspend" if sig == "STOP" else "resume"
-        try:
-            agent = _agent_for(self.db, self.remotes, runtime) if runtime.get("dir") else None
-            if agent is None:
-                raise LookupError("the job's master instance is gone")
-            await agent.install()  # a cluster older than the agent's `signal` command gets it now
-            running = await agent.signal_job(runtime["dir"], sig)
-        except JOB_ERRORS as e:
-            log.warning("job %s: could not %s it: %s", job_id, verb, e)
-            self._set(job_id, status=failed, info={**info, "status_description": f"Could not {verb}: {e}"[:2000]},
-                      op="run", op_step="watch")
-            return
-        info.pop("status_description", None)
+            job = self.row(s)
+            job.op_target = {"running": running}
+
+    async def signalled(self) -> None:
+        with self.db.session() as s:
+            job = self.row(s)
+            running = bool((job.op_target or {}).get("running"))
+            done = st.SUSPENDED if job.op == JobOp.SUSPEND else st.RUNNING
+            info = {k: v for k, v in (job.info or {}).items() if k != "status_description"}
         # A job that ended meanwhile is not marked: the watch records how it ended.
-        values = {"status": done} if running else {}
-        self._set(job_id, **values, info=info, op="run", op_step="watch")
+        self._watch_again(info, status=done if running else None)
 
-    # --- cancel and delete --------------------------------------------------------------------------------------
-
-    async def cancel(self, job_id: str) -> None:
+    async def not_signalled(self, error: Exception) -> None:
         with self.db.session() as s:
-            job = s.get(Job, job_id)
-            runtime = dict(job.runtime)
+            job = self.row(s)
+            suspending = job.op == JobOp.SUSPEND
+            info = dict(job.info or {})
+        verb = "suspend" if suspending else "resume"
+        log.warning("job %s: could not %s it: %s", self.id, verb, error)
+        info["status_description"] = f"Could not {verb}: {error}"[:2000]
+        self._watch_again(info, status=st.RUNNING if suspending else st.SUSPENDED)
+
+    def _watch_again(self, info: dict[str, Any], status: str | None) -> None:
+        values: dict[str, Any] = {"status": status} if status is not None else {}
+        self.set(**values, info=info, op=JobOp.RUN, op_step="watch", op_target={})
+
+    # --- cancel and delete ------------------------------------------------------------------------------
+
+    async def cancel(self) -> None:
+        runtime = self._runtime()
         agent = _agent_for(self.db, self.remotes, runtime) if runtime.get("dir") else None
-        if agent is None:
-            self._set(job_id, status=st.KILLED, end_time=utcnow(), op=None, op_step=None)
-            self._after_end(job_id)
-            return
-        await agent.cancel_job(runtime["dir"])
-        result = await agent.wait_job(runtime["dir"], 60)
-        await self._copy_logs(job_id, agent.remote, runtime["dir"])
-        await self._drop_access_file(job_id, agent.remote, force=True)
-        self._finish(job_id, {**result, "cancelled": True} if result.get("done") else result)
-
-    async def delete(self, job_id: str) -> None:
+        if agent is None:  # never launched
+            result: dict[str, Any] = {"cancelled": True}
+        else:
+            await agent.cancel_job(runtime["dir"])
+            result = await agent.wait_job(runtime["dir"], 60)
+            await self._copy_logs(agent.remote, runtime["dir"])
+            await self._drop_access_file(agent.remote, force=True)
+            if result.get("done"):
+                result = {**result, "cancelled": True}
         with self.db.session() as s:
-            job = s.get(Job, job_id)
+            job = self.row(s)
+            job.op_target = {**(job.op_target or {}), "result": result}
+
+    async def not_cancelled(self, error: Exception) -> None:
+        with self.db.session() as s:
+            info = dict(self.row(s).info or {})
+        self._watch_again({**info, "status_description": f"Could not cancel: {error}"[:2000]}, status=None)
+
+    async def delete(self) -> None:
+        with self.db.session() as s:
+            job = self.row(s)
             running = job.status not in st.TERMINAL and job.runtime.get("dir")
             runtime = dict(job.runtime)
         if running:
             try:
                 await kill_on_instance(self.db, self.remotes, runtime)
             except RemoteError as e:  # deleting a job must not hang on an unreachable host
-                log.warning("job %s: could not stop it before deleting: %s", job_id, e)
-        if running:
-            self._revoke(job_id)
-            await self._drop_access_file(job_id, force=True)
+                log.warning("job %s: could not stop it before deleting: %s", self.id, e)
+            self._revoke()
+            await self._drop_access_file(force=True)
         for stream in ("stdout", "stderr"):
-            self.store.delete(log_key(job_id, stream))
+            self.store.delete(log_key(self.id, stream))
+
+    async def deleted(self) -> None:
         with self.db.session() as s:
-            job = s.get(Job, job_id)
+            job = self.row(s)
             if job is not None:
                 s.delete(job)
         self.on_change()
+
+    async def not_deleted(self, error: Exception) -> None:
+        self.set(info={"status_description": f"Deleting failed: {error}"[:2000]})
+
+
+OPERATIONS: dict[str, Operation[JobWork]] = {
+    # Both steps before the watch are idempotent (the launcher starts a job directory once), so a host that
+    # cannot be reached is waited for, within the grace; a launched job is waited for without one: only the
+    # host knows how it ends, and the launcher records that there.
+    JobOp.RUN: Operation(
+        steps=(Step("prepare", JobWork.prepare), Step("launch", JobWork.launch),
+               Step("watch", JobWork.watch, wait=Wait.FOREVER)),
+        finish=JobWork.ended, rollback=JobWork.failed),
+    JobOp.CANCEL: Operation(steps=(Step("cancel", JobWork.cancel, wait=Wait.FOREVER),),
+                            finish=JobWork.ended, rollback=JobWork.not_cancelled),
+    JobOp.DELETE: Operation(steps=(Step("delete", JobWork.delete, wait=Wait.NO),),
+                            finish=JobWork.deleted, rollback=JobWork.not_deleted),
+    JobOp.SUSPEND: Operation(steps=(Step("signal", JobWork.stop_group, wait=Wait.NO),),
+                             finish=JobWork.signalled, rollback=JobWork.not_signalled),
+    JobOp.RESUME: Operation(steps=(Step("signal", JobWork.continue_group, wait=Wait.NO),),
+                            finish=JobWork.signalled, rollback=JobWork.not_signalled),
+}
+
+
+def job_machine(db: Database, remotes: Remotes, store: ObjectStore, on_change=lambda: None,  # noqa: ANN001
+                secrets=None, *, access_ttl: float = 900.0, unreachable_grace: float = 1800.0,  # noqa: ANN001
+                probe=None) -> Machine[JobWork]:  # noqa: ANN001
+    return Machine(lambda jid: JobWork(db, jid, on_change, remotes, store, secrets, access_ttl), OPERATIONS,
+                   JOB_FAILURES, unreachable_grace, probe)
 
 
 async def keep_fresh(renew, period: float, retry: float, *, first_delay: float = 0.0, what: str = "",

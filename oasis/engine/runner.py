@@ -1,5 +1,5 @@
-"""The engine: finds operations nobody holds, takes its fair share of them, and drives each with its reconciler
-while renewing the lease. Any number of engines may run on one database; each operation is driven by one at a
+"""The engine: finds operations nobody holds, takes its fair share of them, and drives each with its model's
+operation machine while renewing the lease. Any number of engines may run on one database; each operation is driven by one at a
 time, every write it makes is fenced by the lease, and each period's periodic work is done by one engine.
 """
 from __future__ import annotations
@@ -18,12 +18,13 @@ from sqlalchemy import select
 from oasis.config import Settings
 from oasis.db.models import Cluster, Job, Site, utcnow
 from oasis.db.session import Database, LeaseLost, fenced
+from oasis.db.states import ClusterOp, ClusterStatus
 from oasis.edp.statuses import TERMINAL
 from oasis.engine import leases
-from oasis.engine.clusters import ClusterReconciler
+from oasis.engine.clusters import cluster_machine
 from oasis.engine.health import check_hosts
-from oasis.engine.jobs import JobReconciler
-from oasis.engine.sites import SiteReconciler
+from oasis.engine.jobs import job_machine
+from oasis.engine.sites import site_machine
 from oasis.remote.hosts import Remotes
 from oasis.storage.base import ObjectStore
 from oasis.storage.secrets import secrets_for
@@ -32,8 +33,8 @@ log = logging.getLogger(__name__)
 
 TRANSIENT_IDLE_SECONDS = 30.0  # Sahara's min_transient_cluster_active_time
 PERIODIC_SECONDS = 10.0  # each periodic task runs once per period, on whichever engine claims it first
-PERIODIC_CHECK_SECONDS = 1.0
-LAG_WARNING_SECONDS = 5.0  # how often an engine looks for an unclaimed period: none is missed
+PERIODIC_CHECK_SECONDS = 1.0  # how often an engine looks for an unclaimed period: none is missed
+LAG_WARNING_SECONDS = 5.0  # a loop this late is worth a warning: the machine or the database is overloaded
 
 
 class Engine:
@@ -41,13 +42,12 @@ class Engine:
         self.settings, self.db = settings, db
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.remotes = Remotes()
-        self.reconcilers: list[tuple[Any, Callable]] = [
-            (Cluster, ClusterReconciler(db, self.remotes, self.wake,
-                                        unreachable_grace=settings.unreachable_grace_seconds)),
-            (Job, JobReconciler(db, self.remotes, store, self.wake, secrets_for(settings.state_dir),
-                               access_ttl=settings.s3_access_ttl_seconds,
-                               unreachable_grace=settings.unreachable_grace_seconds)),
-            (Site, SiteReconciler(db, self.remotes, self.wake)),
+        grace = settings.unreachable_grace_seconds
+        self.machines: list[tuple[Any, Callable]] = [
+            (Cluster, cluster_machine(db, self.remotes, self.wake, unreachable_grace=grace)),
+            (Job, job_machine(db, self.remotes, store, self.wake, secrets_for(settings.state_dir),
+                              access_ttl=settings.s3_access_ttl_seconds, unreachable_grace=grace)),
+            (Site, site_machine(db, self.remotes, self.wake)),
         ]
         self.tasks: dict[str, asyncio.Task] = {}
         self.driving: dict[str, tuple[Any, str]] = {}  # row id -> (model, the op being driven)
@@ -94,7 +94,7 @@ class Engine:
 
     def _tick(self) -> None:
         engines = len(leases.alive(self.db))
-        for model, reconciler in self.reconcilers:
+        for model, machine in self.machines:
             # An operation that another one replaced (a delete or cancel asked for meanwhile) stops now; its
             # lease is released once it has, and the new operation is claimed then: the two never overlap.
             mine = {i: op for i, (m, op) in self.driving.items() if m is model}
@@ -104,19 +104,19 @@ class Engine:
             for row_id, op in leases.claimable(self.db, model, set(self.tasks), wanted):
                 if leases.claim(self.db, model, row_id, op, self.id, self.settings.lease_seconds):
                     self.driving[row_id] = (model, op)
-                    self.tasks[row_id] = asyncio.create_task(self._drive(model, reconciler, row_id))
+                    self.tasks[row_id] = asyncio.create_task(self._drive(model, machine, row_id))
         now = asyncio.get_running_loop().time()
         if now - self._last_periodic >= PERIODIC_CHECK_SECONDS:
             self._last_periodic = now
             self._periodic()
 
-    async def _drive(self, model: Any, reconciler: Callable, row_id: str) -> None:
+    async def _drive(self, model: Any, machine: Callable, row_id: str) -> None:
         me = asyncio.current_task()
         keeper = asyncio.create_task(self._keep_lease(model, row_id, me))
         release = True
         try:
             with fenced(model, row_id, self.id):
-                await reconciler(row_id)
+                await machine(row_id)
         except asyncio.CancelledError:
             pass  # the lease was lost (another operation preempted this one) or the engine is stopping
         except LeaseLost as e:
@@ -173,11 +173,11 @@ class Engine:
         """A transient cluster that is Active with no job left to run is deleted (Sahara's periodic task)."""
         idle_since = utcnow() - timedelta(seconds=TRANSIENT_IDLE_SECONDS)
         with self.db.session() as s:
-            for c in s.scalars(select(Cluster).where(Cluster.is_transient, Cluster.status == "Active",
+            for c in s.scalars(select(Cluster).where(Cluster.is_transient, Cluster.status == ClusterStatus.ACTIVE,
                                                      Cluster.op.is_(None))):
                 busy = s.scalars(select(Job.id).where(Job.cluster_id == c.id, Job.status.not_in(TERMINAL))).first()
                 if busy is None and (c.updated_at or c.created_at) < idle_since:
-                    c.status, c.op, c.op_step, c.op_target = "Deleting", "delete", None, {}
+                    c.status, c.op, c.op_step, c.op_target = ClusterStatus.DELETING, ClusterOp.DELETE, None, {}
 
 
 def _log_failure(task: asyncio.Task) -> None:

@@ -1,5 +1,6 @@
-"""The site reconciler: deploy, scale, update and delete one site, each a sequence of idempotent steps recorded
-on the site (`op_step`), so that an engine taking over a dead engine's lease resumes where it stopped.
+"""Site operations: deploy, scale, update and delete one site, declared at the bottom as steps of the one
+operation machine (oasis/engine/machine.py), so that an engine taking over a dead engine's lease resumes where
+it stopped.
 
 Each operation is a new `generation` of the site with its own events (SiteEvent). A host that fails fails its
 own site's operation only: the site goes to Error with the reason naming the host; no other site is touched."""
@@ -16,20 +17,16 @@ from sqlalchemy import delete, select
 
 from oasis.db.models import Cluster, Host, HostPort, Image, Instance, Site, SiteEvent
 from oasis.db.session import Database
-from oasis.engine.clusters import OPERATION_ERRORS
+from oasis.db.states import SiteOp, SiteStatus
+from oasis.engine.machine import Machine, Operation, OperationError, Step, Wait, Work
+from oasis.remote.base import RemoteError
 from oasis.remote.hosts import Remotes
 from oasis.sites.export import ExportError, all_nodes, get_export, hosts_file
 
 log = logging.getLogger(__name__)
 
 SITE_DIR = "oasis-site"
-ENROLL_STEPS = ["connect", "runtime", "files", "capacity"]
-STEPS = {
-    "deploy": ENROLL_STEPS,
-    "scale": ["remove"] + ENROLL_STEPS,
-    "update": ["connect", "files"],
-}
-DONE_STATUS = {"deploy": "Active", "scale": "Active", "update": "Active"}
+HOST_FAILURES = (RemoteError, asyncio.TimeoutError, ValueError)  # ValueError: a host's answer that makes no sense
 
 
 class HostFailed(Exception):
@@ -42,76 +39,36 @@ def site_dir(host: Host) -> str:
     return posixpath.join(host.base_dir, SITE_DIR)
 
 
-class SiteReconciler:
-    def __init__(self, db: Database, remotes: Remotes, on_change: Callable[[], None] = lambda: None) -> None:
-        self.db, self.remotes, self.on_change = db, remotes, on_change
+class SiteWork(Work):
+    model = Site
 
-    async def __call__(self, site_id: str) -> None:
-        with self.db.session() as s:
+    def __init__(self, db: Database, site_id: str, on_change, remotes: Remotes) -> None:  # noqa: ANN001
+        super().__init__(db, site_id, on_change)
+        self.remotes = remotes
+        with db.session() as s:
             site = s.get(Site, site_id)
-            op = site.op if site else None
-        if op in STEPS:
-            await self._run(site_id, op)
-        elif op == "delete":
-            await self._delete(site_id)
+            self.op, self.generation = site.op, site.generation
 
-    # --- machinery ----------------------------------------------------------------------------------------------
-
-    def _event(self, site_id: str, generation: int, step: str, host: str | None, info: str = "",
-               successful: bool = True) -> None:
+    def _event(self, step: str, host: str | None, info: str = "", successful: bool = True) -> None:
+        """An event of this generation; once: a step run again after a crash does not log it twice."""
+        values = dict(site_id=self.id, generation=self.generation, step=step, host_name=host, info=info[:4000],
+                      successful=successful)
         with self.db.session() as s:
-            s.add(SiteEvent(site_id=site_id, generation=generation, step=step, host_name=host, info=info[:4000],
-                            successful=successful))
+            same = select(SiteEvent.id).filter_by(**values)
+            if s.scalars(same).first() is None:
+                s.add(SiteEvent(**values))
 
-    def _hosts(self, s, site: Site, names: list[str] | None) -> list[Host]:
+    def _hosts(self, s, site: Site, names: list[str] | None) -> list[Host]:  # noqa: ANN001
         q = select(Host).where(Host.site_id == site.id).order_by(Host.name)
         hosts = list(s.scalars(q))
         return hosts if names is None else [h for h in hosts if h.name in names]
 
-    async def _run(self, site_id: str, op: str) -> None:
-        steps = STEPS[op]
-        with self.db.session() as s:
-            site = s.get(Site, site_id)
-            start = steps.index(site.op_step) if site.op_step in steps else 0
-            generation = site.generation
-        try:
-            for step in steps[start:]:
-                with self.db.session() as s:
-                    s.get(Site, site_id).op_step = step
-                self.on_change()
-                await getattr(self, f"_step_{step}")(site_id, generation)
-        except HostFailed as e:
-            log.warning("site %s: %s failed: %s", site_id, op, e)
-            self._finish(site_id, "Error", str(e))
-            return
-        except (*OPERATION_ERRORS, ExportError) as e:
-            self._event(site_id, generation, op, None, str(e), successful=False)
-            self._finish(site_id, "Error", f"{op} failed: {e}")
-            return
-        with self.db.session() as s:
-            site = s.get(Site, site_id)
-            version = site.op_target.get("bundle_version")
-            if version is not None:
-                site.bundle_version = version
-            for h in self._hosts(s, site, None):
-                if h.status == "enrolling":
-                    h.status = "up"
-        self._event(site_id, generation, op, None, f"{op} done")
-        self._finish(site_id, DONE_STATUS[op], "")
-
-    def _finish(self, site_id: str, status: str, description: str) -> None:
-        with self.db.session() as s:
-            site = s.get(Site, site_id)
-            site.status, site.status_description = status, description
-            site.op, site.op_step, site.op_target = None, None, {}
-        self.on_change()
-
-    async def _each_host(self, site_id: str, generation: int, step: str,
-                         work: Callable[[Site, Host, Any], Any], names: list[str] | None = None) -> None:
+    async def _each_host(self, step: str, work: Callable[[Site, Host, Any], Any],
+                         names: list[str] | None = None) -> None:
         """Run `work` on every host of the operation; every host gets its chance and its event, then the first
         failure (naming its host) fails the operation."""
         with self.db.session() as s:
-            site = s.get(Site, site_id)
+            site = self.row(s)
             if names is None:
                 names = site.op_target.get("hosts")
             hosts = self._hosts(s, site, names)
@@ -121,32 +78,53 @@ class SiteReconciler:
             try:
                 remote = self.remotes.for_host(host, site)
                 info = await work(site, host, remote)
-            except (*OPERATION_ERRORS, ValueError) as e:  # ValueError: a host's answer that makes no sense
-                self._event(site_id, generation, step, host.name, str(e), successful=False)
+            except HOST_FAILURES as e:
+                self._event(step, host.name, str(e), successful=False)
                 raise HostFailed(host.name, f"{step} failed: {e}") from e
-            self._event(site_id, generation, step, host.name, info or "ok")
+            self._event(step, host.name, info or "ok")
 
         results = await asyncio.gather(*(one(h) for h in hosts), return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):
                 raise r
 
+    # --- ends -----------------------------------------------------------------------------------------------
+
+    async def enrolled(self) -> None:
+        with self.db.session() as s:
+            site = self.row(s)
+            version = site.op_target.get("bundle_version")
+            if version is not None:
+                site.bundle_version = version
+            for h in self._hosts(s, site, None):
+                if h.status == "enrolling":
+                    h.status = "up"
+        self._event(self.op, None, f"{self.op} done")
+        self.done(status=SiteStatus.ACTIVE, status_description="")
+
+    async def not_enrolled(self, error: Exception) -> None:
+        if isinstance(error, HostFailed):  # its host's event says what happened
+            self.done(status=SiteStatus.ERROR, status_description=str(error))
+            return
+        self._event(self.op, None, str(error), successful=False)
+        self.done(status=SiteStatus.ERROR, status_description=f"{self.op} failed: {error}")
+
     # --- steps --------------------------------------------------------------------------------------------------
 
-    async def _step_connect(self, site_id: str, generation: int) -> None:
+    async def connect(self) -> None:
         async def work(site: Site, host: Host, remote) -> str:
             r = await remote.run(["hostname"], timeout=30)
             return f"connected with the pinned host key; hostname {r.stdout.strip()}"
 
-        await self._each_host(site_id, generation, "connect", work)
+        await self._each_host("connect", work)
 
-    def _runtime(self, site_id: str) -> dict[str, Any]:
+    def _runtime(self) -> dict[str, Any]:
         with self.db.session() as s:
-            image = s.scalars(select(Image).where(Image.site_id == site_id, Image.name == "site-runtime")).first()
+            image = s.scalars(select(Image).where(Image.site_id == self.id, Image.name == "site-runtime")).first()
             return dict(image.runtime) if image is not None else {}
 
-    async def _step_runtime(self, site_id: str, generation: int) -> None:
-        runtime = self._runtime(site_id)
+    async def runtime(self) -> None:
+        runtime = self._runtime()
         python = runtime.get("python") or "python3"
         java = posixpath.join(runtime["java_home"], "bin", "java") if runtime.get("java_home") else "java"
 
@@ -158,11 +136,11 @@ class SiteReconciler:
             dv, sv = r.stdout.split()[:2]
             return f"distributed {dv}, pyspark {sv}, {jv}"
 
-        await self._each_host(site_id, generation, "runtime", work)
+        await self._each_host("runtime", work)
 
-    async def _step_files(self, site_id: str, generation: int) -> None:
+    async def files(self) -> None:
         with self.db.session() as s:
-            site = s.get(Site, site_id)
+            site = self.row(s)
             version = site.op_target.get("bundle_version")
             export = get_export(s, version)
             bundle, version = dict(export.bundle), export.version
@@ -183,9 +161,9 @@ class SiteReconciler:
                              0o644)
             return f"wrote {d}/hosts and {d}/global.yaml (bundle version {version})"
 
-        await self._each_host(site_id, generation, "files", work)
+        await self._each_host("files", work)
 
-    async def _step_capacity(self, site_id: str, generation: int) -> None:
+    async def capacity(self) -> None:
         measured: dict[str, dict[str, int]] = {}
 
         async def work(site: Site, host: Host, remote) -> str:
@@ -196,7 +174,7 @@ class SiteReconciler:
             return f"measured {cpus} CPUs, {kb // 1024} MB of memory"
 
         try:
-            await self._each_host(site_id, generation, "capacity", work)
+            await self._each_host("capacity", work)
         finally:
             with self.db.session() as s:
                 for host_id, m in measured.items():
@@ -204,10 +182,9 @@ class SiteReconciler:
                     if h is not None:
                         h.spec = {**(h.spec or {}), "measured": m}
 
-    async def _step_remove(self, site_id: str, generation: int) -> None:
+    async def remove(self) -> None:
         with self.db.session() as s:
-            site = s.get(Site, site_id)
-            names = list(site.op_target.get("remove") or [])
+            names = list(self.row(s).op_target.get("remove") or [])
         if not names:
             return
 
@@ -215,47 +192,64 @@ class SiteReconciler:
             await remote.run(["rm", "-rf", site_dir(host)], timeout=60)
             return f"removed {site_dir(host)}"
 
-        await self._each_host(site_id, generation, "remove", work, names)
+        await self._each_host("remove", work, names)
         with self.db.session() as s:
-            for h in self._hosts(s, s.get(Site, site_id), names):
+            for h in self._hosts(s, self.row(s), names):
                 if s.scalars(select(Instance.id).where(Instance.host_id == h.id)).first() is None:
                     s.execute(delete(HostPort).where(HostPort.host_id == h.id))
                     s.delete(h)
 
-    # --- delete -------------------------------------------------------------------------------------------------
+    # --- delete -------------------------------------------------------------------------------------------
 
-    async def _delete(self, site_id: str) -> None:
-        """Best effort on the hosts (an unreachable host must not keep a site forever), then the rows."""
+    async def cleanup(self) -> None:
+        """Best effort on the hosts (an unreachable host must not keep a site forever)."""
         with self.db.session() as s:
-            site = s.get(Site, site_id)
-            generation = site.generation
-            if s.scalars(select(Cluster.id).where(Cluster.site_id == site_id)).first() is not None:
-                busy = True
-            else:
-                busy = False
-                site.op_step = "cleanup"
-                s.flush()
+            site = self.row(s)
+            if s.scalars(select(Cluster.id).where(Cluster.site_id == self.id)).first() is not None:
+                # a cluster was created after the delete was asked for: the site stays
+                raise OperationError("clusters live on this site")
             hosts = self._hosts(s, site, None)
             s.expunge_all()
-        if busy:  # a cluster was created after the delete was asked for: the site stays
-            self._event(site_id, generation, "delete", None, "refused: clusters live on this site", False)
-            self._finish(site_id, "Active", "delete refused: clusters live on this site")
-            return
 
         async def one(host: Host) -> None:
             try:
                 await self.remotes.for_host(host, site).run(["rm", "-rf", site_dir(host)], timeout=60)
-                self._event(site_id, generation, "cleanup", host.name, f"removed {site_dir(host)}")
-            except OPERATION_ERRORS as e:
-                self._event(site_id, generation, "cleanup", host.name, f"left behind: {e}", successful=False)
+                self._event("cleanup", host.name, f"removed {site_dir(host)}")
+            except HOST_FAILURES as e:
+                self._event("cleanup", host.name, f"left behind: {e}", successful=False)
 
         await asyncio.gather(*(one(h) for h in hosts))
+
+    async def deleted(self) -> None:
         with self.db.session() as s:
-            host_ids = list(s.scalars(select(Host.id).where(Host.site_id == site_id)))
+            host_ids = list(s.scalars(select(Host.id).where(Host.site_id == self.id)))
             if host_ids:
                 s.execute(delete(HostPort).where(HostPort.host_id.in_(host_ids)))
-            s.execute(delete(Host).where(Host.site_id == site_id))
-            s.execute(delete(Image).where(Image.site_id == site_id))
-            s.execute(delete(SiteEvent).where(SiteEvent.site_id == site_id))
-            s.execute(delete(Site).where(Site.id == site_id))
+            s.execute(delete(Host).where(Host.site_id == self.id))
+            s.execute(delete(Image).where(Image.site_id == self.id))
+            s.execute(delete(SiteEvent).where(SiteEvent.site_id == self.id))
+            s.execute(delete(Site).where(Site.id == self.id))
         self.on_change()
+
+    async def not_deleted(self, error: Exception) -> None:
+        self._event("delete", None, f"refused: {error}", False)
+        self.done(status=SiteStatus.ACTIVE, status_description=f"delete refused: {error}")
+
+
+# Failures that are the site's, not the engine's. A host that fails fails this site's operation only.
+SITE_FAILURES = (HostFailed, *HOST_FAILURES, ExportError)
+ENROLL = (Step("connect", SiteWork.connect, wait=Wait.NO), Step("runtime", SiteWork.runtime, wait=Wait.NO),
+          Step("files", SiteWork.files, wait=Wait.NO), Step("capacity", SiteWork.capacity, wait=Wait.NO))
+
+OPERATIONS: dict[str, Operation[SiteWork]] = {
+    SiteOp.DEPLOY: Operation(steps=ENROLL, finish=SiteWork.enrolled, rollback=SiteWork.not_enrolled),
+    SiteOp.SCALE: Operation(steps=(Step("remove", SiteWork.remove, wait=Wait.NO), *ENROLL),
+                            finish=SiteWork.enrolled, rollback=SiteWork.not_enrolled),
+    SiteOp.UPDATE: Operation(steps=(ENROLL[0], ENROLL[2]), finish=SiteWork.enrolled, rollback=SiteWork.not_enrolled),
+    SiteOp.DELETE: Operation(steps=(Step("cleanup", SiteWork.cleanup, wait=Wait.NO),),
+                             finish=SiteWork.deleted, rollback=SiteWork.not_deleted),
+}
+
+
+def site_machine(db: Database, remotes: Remotes, on_change=lambda: None, probe=None) -> Machine[SiteWork]:  # noqa: ANN001
+    return Machine(lambda sid: SiteWork(db, sid, on_change, remotes), OPERATIONS, SITE_FAILURES, 0.0, probe)

@@ -17,9 +17,12 @@ class LocalRemote:
 
     async def run(self, argv: list[str], *, timeout: float | None = 300, check: bool = True,
                   stdin: bytes | None = None) -> Result:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except OSError as e:  # no such program, or no process left: the host's failure, as on SSH
+            raise RemoteError(f"cannot run {quote(argv)}: {e}") from e
         try:
             out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError):
@@ -32,7 +35,10 @@ class LocalRemote:
         return result
 
     async def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        await asyncio.to_thread(_write_atomic, Path(path), data, mode)
+        try:
+            await asyncio.to_thread(_write_atomic, Path(path), data, mode)
+        except OSError as e:  # a full disk, a directory in the way: the host's failure, as on SSH
+            raise RemoteError(f"cannot write {path}: {e}") from e
 
     async def get(self, path: str) -> bytes:
         try:
@@ -41,10 +47,13 @@ class LocalRemote:
             raise RemoteError(str(e)) from e
 
     async def http_get(self, port: int, path: str, timeout: float = 10) -> bytes:
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            r = await client.get(f"http://{self.address}:{port}{path}")
-            r.raise_for_status()
-            return r.content
+        try:
+            async with httpx.AsyncClient(timeout=timeout) as client:
+                r = await client.get(f"http://{self.address}:{port}{path}")
+                r.raise_for_status()
+                return r.content
+        except httpx.HTTPError as e:
+            raise RemoteError(f"GET {path} on port {port}: {e}") from e
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:

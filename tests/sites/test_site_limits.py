@@ -1,5 +1,5 @@
 """Per-site limits and failure handling without the lab: quotas from the manifest, refusals on a site in Error or
-being deleted, host health, and the cluster reconciler waiting for (not rolling back on) unreachable hosts."""
+being deleted, host health, and the operation machine waiting for (not rolling back on) unreachable hosts."""
 from __future__ import annotations
 
 import asyncio
@@ -20,11 +20,12 @@ from oasis.db.models import (
     ProvisionStep,
     Site,
 )
+from oasis.db.states import ClusterStatus
 from oasis.engine import waiting
-from oasis.engine.clusters import ClusterReconciler
-from oasis.engine.events import EventLog
+from oasis.engine.clusters import CLUSTER_FAILURES, ClusterWork
 from oasis.engine.health import check_hosts
-from oasis.engine.jobs import JobReconciler
+from oasis.engine.jobs import JOB_FAILURES, JobWork
+from oasis.engine.machine import Machine, Operation, Step, Wait
 from oasis.remote.base import RemoteError, Unreachable, unreachable_in
 from oasis.remote.hosts import Remotes
 from oasis.remote.ssh import SshRemote, SshTarget
@@ -215,7 +216,7 @@ def test_a_refused_connection_is_unreachable_not_a_failure() -> None:
     assert unreachable_in(wrapped) is e.value and unreachable_in(RemoteError("exit 1")) is None
 
 
-# --- the cluster reconciler waits -----------------------------------------------------------------------------
+# --- the operation machine waits for unreachable hosts -----------------------------------------------------
 
 
 def creating_cluster(world: World) -> str:
@@ -228,14 +229,35 @@ def creating_cluster(world: World) -> str:
     return cid
 
 
+class Outcome:
+    """What an operation of one step ended with: finished, or rolled back with which error."""
+
+    def __init__(self) -> None:
+        self.finished, self.error = False, None
+
+    async def finish(self, work) -> None:
+        self.finished = True
+
+    async def rollback(self, work, error: Exception) -> None:
+        self.error = error
+
+
+def one_step_cluster_machine(world: World, step, outcome: Outcome, grace: float = 600) -> Machine:
+    """The real cluster work and machine, with a create of the one step `start` run by `step`."""
+    operation = Operation(steps=(Step("start", step, ClusterStatus.STARTING),), finish=outcome.finish,
+                          rollback=outcome.rollback)
+    return Machine(lambda cid: ClusterWork(world.db, cid, lambda: None, Remotes()), {"create": operation},
+                   CLUSTER_FAILURES, grace)
+
+
 def test_a_step_waits_for_unreachable_hosts_then_resumes(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     cid = creating_cluster(world)
     failures = [Unreachable("h1", "connection refused")] * 3
     seen: list[tuple[str, str, dict]] = []
 
-    async def step(self, cluster_id, events, plugin) -> None:
-        with events.db.session() as s:
-            s.add(ProvisionStep(cluster_id=cluster_id, project_id="p", step_name="Start", step_type="t", total=1))
+    async def step(work) -> None:
+        with world.db.session() as s:
+            s.add(ProvisionStep(cluster_id=work.id, project_id="p", step_name="Start", step_type="t", total=1))
         if failures:
             raise failures.pop()
 
@@ -245,13 +267,11 @@ def test_a_step_waits_for_unreachable_hosts_then_resumes(world: World, monkeypat
             seen.append((c.status, c.status_description, dict(c.op_target)))
         self.next = min(self.next * 2, self.cap)
 
-    monkeypatch.setattr(ClusterReconciler, "_step_start", step)
     monkeypatch.setattr(waiting.Backoff, "pause", pause)
-    reconciler = ClusterReconciler(world.db, Remotes(), unreachable_grace=600)
-    with world.db.session() as s:
-        project = s.get(Cluster, cid).project_id
-    asyncio.run(reconciler._step_until_reachable(cid, "start", EventLog(world.db, cid, project), None))
+    outcome = Outcome()
+    asyncio.run(one_step_cluster_machine(world, step, outcome)(cid))
 
+    assert outcome.finished and outcome.error is None
     assert len(seen) == 3
     for status, description, target in seen:
         assert status == "Starting"
@@ -268,38 +288,48 @@ def test_a_step_waits_for_unreachable_hosts_then_resumes(world: World, monkeypat
     assert any("answers again" in i for i in infos)
 
 
+def test_the_grace_counts_from_the_row(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine that takes over a waiting operation keeps counting from when the wait began."""
+    cid = creating_cluster(world)
+    with world.db.session() as s:
+        c = s.get(Cluster, cid)
+        c.op_target = {**c.op_target, "unreachable": {"since": "2026-01-01T00:00:00", "host": "h1",
+                                                      "reason": "connection refused"}}
+
+    async def step(work) -> None:
+        raise Unreachable("h1", "connection refused")
+
+    outcome = Outcome()
+    asyncio.run(one_step_cluster_machine(world, step, outcome, grace=3600)(cid))
+    assert isinstance(outcome.error, RemoteError) and "for more than 3600s" in str(outcome.error)
+
+
 def test_past_the_grace_the_step_fails(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     cid = creating_cluster(world)
 
-    async def step(self, cluster_id, events, plugin) -> None:
+    async def step(work) -> None:
         raise RemoteError("plugin failed") from Unreachable("h1", "connection timed out")
 
     async def pause(self) -> None:
         await asyncio.sleep(0.05)
 
-    monkeypatch.setattr(ClusterReconciler, "_step_start", step)
     monkeypatch.setattr(waiting.Backoff, "pause", pause)
-    reconciler = ClusterReconciler(world.db, Remotes(), unreachable_grace=0.2)
-    with pytest.raises(RemoteError) as e:
-        asyncio.run(reconciler._step_until_reachable(cid, "start", EventLog(world.db, cid, "p"), None))
-    assert "h1: unreachable (connection timed out) for more than 0.2s" in str(e.value)
+    outcome = Outcome()
+    asyncio.run(one_step_cluster_machine(world, step, outcome, grace=0.2)(cid))
+    assert "h1: unreachable (connection timed out) for more than 0.2s" in str(outcome.error)
 
 
 def test_a_real_failure_is_not_waited_for(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     cid = creating_cluster(world)
     calls = []
 
-    async def step(self, cluster_id, events, plugin) -> None:
+    async def step(work) -> None:
         calls.append(1)
         raise RemoteError("command failed with exit code 1")
 
-    monkeypatch.setattr(ClusterReconciler, "_step_start", step)
-    reconciler = ClusterReconciler(world.db, Remotes())
-    with pytest.raises(RemoteError):
-        asyncio.run(reconciler._step_until_reachable(cid, "start", EventLog(world.db, cid, "p"), None))
-    assert calls == [1]
-    with world.db.session() as s:
-        assert "unreachable" not in s.get(Cluster, cid).op_target
+    outcome = Outcome()
+    asyncio.run(one_step_cluster_machine(world, step, outcome)(cid))
+    assert calls == [1] and str(outcome.error) == "command failed with exit code 1"
 
 
 # --- a job whose host cannot be reached ---------------------------------------------------------------------
@@ -318,6 +348,17 @@ class CutOffAgent:
         return {"done": True, "rc": 0, "ended": 1700000000.0}
 
 
+def one_step_job_machine(world: World, name: str, agent: CutOffAgent, outcome: Outcome, grace: float,
+                         wait: Wait) -> Machine:
+    """The real job work and machine, with a run of the one step `name` that waits on `agent`."""
+    async def step(work) -> None:
+        await agent.wait_job("/tmp/job", 1.0)
+
+    operation = Operation(steps=(Step(name, step, wait=wait),), finish=outcome.finish, rollback=outcome.rollback)
+    return Machine(lambda jid: JobWork(world.db, jid, lambda: None, Remotes(), world.store, None, 900.0),
+                   {"run": operation}, JOB_FAILURES, grace)
+
+
 def test_a_job_stays_running_while_its_host_cannot_be_reached(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     cid = active_cluster(world, "runs", workers=2)
     with world.db.session() as s:
@@ -334,12 +375,10 @@ def test_a_job_stays_running_while_its_host_cannot_be_reached(world: World, monk
             seen.append((j.status, dict(j.info)))
 
     monkeypatch.setattr(waiting.Backoff, "pause", pause)
-    reconciler = JobReconciler(world.db, Remotes(), world.store)
-    agent = CutOffAgent()
-    result = asyncio.run(reconciler._until_reachable(jid, lambda: agent.wait_job("/tmp/job", 1.0), None,
-                                                     "the job keeps running there"))
+    agent, outcome = CutOffAgent(), Outcome()
+    asyncio.run(one_step_job_machine(world, "watch", agent, outcome, 0.0, Wait.FOREVER)(jid))
 
-    assert result["done"] and len(seen) == 2
+    assert outcome.finished and agent.calls == 3 and len(seen) == 2
     for status, info in seen:
         assert status == "RUNNING" and info["kept"] == "yes"
         assert info["status_description"].startswith("Waiting for site local: host h1 unreachable since ")
@@ -363,13 +402,12 @@ def test_a_job_not_yet_launched_waits_within_the_grace(world: World, monkeypatch
             notes.append(s.get(Job, jid).info["status_description"])
 
     monkeypatch.setattr(waiting.Backoff, "pause", pause)
-    reconciler = JobReconciler(world.db, Remotes(), world.store)
-    agent = CutOffAgent()
-    assert asyncio.run(reconciler._until_reachable(jid, lambda: agent.wait_job("/tmp/job", 1.0), 3600.0,
-                                                   "the job starts once it answers"))["done"]
+    outcome = Outcome()
+    asyncio.run(one_step_job_machine(world, "prepare", CutOffAgent(), outcome, 3600.0, Wait.GRACE)(jid))
+    assert outcome.finished
     assert len(notes) == 2 and all(n.endswith("the job starts once it answers") for n in notes)
     # past the grace the unreachable host is the job's failure, as any other
-    cut_off = CutOffAgent()
-    with pytest.raises(Unreachable):
-        asyncio.run(reconciler._until_reachable(jid, lambda: cut_off.wait_job("/tmp/job", 1.0), -1.0, "x"))
+    cut_off, outcome = CutOffAgent(), Outcome()
+    asyncio.run(one_step_job_machine(world, "prepare", cut_off, outcome, -1.0, Wait.GRACE)(jid))
+    assert "h1: unreachable (connection refused) for more than -1s" in str(outcome.error)
     assert cut_off.calls == 1

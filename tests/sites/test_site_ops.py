@@ -10,7 +10,7 @@ import yaml
 from sqlalchemy import select
 
 from oasis.db.models import Cluster, Host, Instance, NodeGroup, Site, SiteEvent
-from oasis.engine.sites import SiteReconciler
+from oasis.engine.sites import site_machine
 from oasis.remote.hosts import Remotes
 from tests.unit.conftest import World
 
@@ -57,7 +57,7 @@ def test_deploy_resumes_at_its_recorded_step(world: World, tmp_path: Path) -> No
         site.op_target = {"bundle_version": version, "hosts": ["h1"]}
         base = s.scalars(select(Host.base_dir).where(Host.site_id == site.id)).first()
 
-    asyncio.run(SiteReconciler(world.db, Remotes())(world.site_id))
+    asyncio.run(site_machine(world.db, Remotes())(world.site_id))
 
     with world.db.session() as s:
         site = s.get(Site, world.site_id)

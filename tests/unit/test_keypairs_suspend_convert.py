@@ -20,8 +20,8 @@ from oasis.db.models import (
     Keypair,
     PluginLabel,
 )
-from oasis.engine.clusters import ClusterReconciler
-from oasis.engine.jobs import JobReconciler
+from oasis.engine.clusters import ClusterWork, cluster_machine
+from oasis.engine.jobs import job_machine
 from oasis.procs import group_states
 from oasis.remote.hosts import Remotes
 from oasis.keys import generate_keypair
@@ -186,14 +186,15 @@ def test_engine_installs_replaces_and_removes_the_user_key(world: World, tmp_pat
         for h in s.scalars(select(Host)):
             h.access, h.spec = "ssh", {"authorized_keys": str(keys)}
         s.get(Image, world.image_id).runtime = {"python": sys.executable}
-    engine = ClusterReconciler(world.db, _AllLocal())
+    work = ClusterWork(world.db, cid, lambda: None, _AllLocal())
+    engine = cluster_machine(world.db, _AllLocal())
 
     async def go() -> None:
-        await engine._user_key(cid, ("active",), install=True)
+        await work.user_key(("active",), install=True)
         lines = keys.read_text().splitlines()
         assert lines[0] == "ssh-ed25519 AAAAothers someone-else"
         assert lines[1] == " ".join(first.split()[:2] + [f"oasis-user-{cid}"])
-        await engine._user_key(cid, ("active",), install=True)  # idempotent
+        await work.user_key(("active",), install=True)  # idempotent
         assert len(keys.read_text().splitlines()) == 2
         # Rotate: the keypair is re-created with a new key, then update_keypair.
         assert world.delete("/v2/keypairs/mine").status_code == 204
@@ -210,7 +211,7 @@ def test_engine_installs_replaces_and_removes_the_user_key(world: World, tmp_pat
             assert (c.op, c.status, c.status_description) == (None, "Active", "")
         steps = world.get(f"/v2/clusters/{cid}").json()["cluster"]["provision_progress"]
         assert [(p["step_name"], p["successful"]) for p in steps] == [("Update the user keypair", True)]
-        await engine._user_key(cid, ("active",), install=False)
+        await work.user_key(("active",), install=False)
         assert keys.read_text().splitlines() == ["ssh-ed25519 AAAAothers someone-else"]
         # A keypair gone when the operation runs: the failure is kept, the cluster stays Active.
         world.delete("/v2/keypairs/mine")
@@ -233,7 +234,7 @@ def test_local_hosts_are_skipped(world: World) -> None:
     with world.db.session() as s:
         s.get(Image, world.image_id).runtime = {"python": sys.executable}
         s.get(Cluster, cid).op = "update_keypair"
-    asyncio.run(ClusterReconciler(world.db, Remotes())(cid))
+    asyncio.run(cluster_machine(world.db, Remotes())(cid))
     with world.db.session() as s:
         c = s.get(Cluster, cid)
         assert (c.op, c.status_description) == (None, "")
@@ -317,7 +318,7 @@ def test_engine_suspends_and_resumes_a_real_job(world: World, tmp_path: Path) ->
         inst_id = inst.id
     job_id, _ = _job(world, runtime={"instance_id": inst_id, "dir": str(tmp_path / "job")}, cid=cid)
     remotes = Remotes()
-    engine = JobReconciler(world.db, remotes, world.store)
+    engine = job_machine(world.db, remotes, world.store)
 
     async def go() -> None:
         agent = remotes.agent(LocalRemote(), host, sys.executable)
@@ -329,14 +330,14 @@ def test_engine_suspends_and_resumes_a_real_job(world: World, tmp_path: Path) ->
                 assert time.time() < deadline
                 await asyncio.sleep(0.02)
             assert world.patch(f"/v2/jobs/{job_id}", {"info": {"status": "suspend"}}).status_code == 202
-            await engine.signal(job_id, "STOP")
+            await engine(job_id)
             with world.db.session() as s:
                 job = s.get(Job, job_id)
                 assert (job.status, job.op, job.op_step) == ("SUSPENDED", "run", "watch")
             assert group_states(pid) == {"T"}
             assert (await agent.wait_job(str(tmp_path / "job"), 0.2))["done"] is False
             assert world.patch(f"/v2/jobs/{job_id}", {"info": {"status": "resume"}}).status_code == 202
-            await engine.signal(job_id, "CONT")
+            await engine(job_id)
             with world.db.session() as s:
                 assert s.get(Job, job_id).status == "RUNNING"
             assert "T" not in group_states(pid)
@@ -344,8 +345,9 @@ def test_engine_suspends_and_resumes_a_real_job(world: World, tmp_path: Path) ->
             await agent.cancel_job(str(tmp_path / "job"), 1)
         # A job that has ended is not marked suspended: the watch records its end.
         with world.db.session() as s:
-            s.get(Job, job_id).status = "TOBESUSPENDED"
-        await engine.signal(job_id, "STOP")
+            job = s.get(Job, job_id)
+            job.status, job.op = "TOBESUSPENDED", "suspend"
+        await engine(job_id)
         with world.db.session() as s:
             assert s.get(Job, job_id).status == "TOBESUSPENDED"
 
@@ -355,7 +357,7 @@ def test_engine_suspends_and_resumes_a_real_job(world: World, tmp_path: Path) ->
 def test_engine_suspend_failure_keeps_the_job_running(world: World) -> None:
     job_id, _ = _job(world, runtime={"instance_id": "gone", "dir": "/tmp/nowhere"})
     world.patch(f"/v2/jobs/{job_id}", {"info": {"status": "suspend"}})
-    asyncio.run(JobReconciler(world.db, Remotes(), world.store).signal(job_id, "STOP"))
+    asyncio.run(job_machine(world.db, Remotes(), world.store)(job_id))
     with world.db.session() as s:
         job = s.get(Job, job_id)
         assert (job.status, job.op, job.op_step) == ("RUNNING", "run", "watch")
