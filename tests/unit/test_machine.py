@@ -28,7 +28,7 @@ from oasis.engine.machine import Machine
 from oasis.engine.sites import OPERATIONS as SITE_OPERATIONS
 from oasis.engine.sites import site_machine
 from oasis.storage.filesystem import FilesystemStore
-from tests.unit.conftest import World, cluster_body, seed
+from tests.world import Template, World, cluster_body, issue_tokens
 from tests.unit.fake_host import FakeHost, FakeRemotes
 
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@x"
@@ -59,8 +59,9 @@ class Run:
 
 
 @pytest.fixture
-def make_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    """Worlds whose ids are the same from one to the next (a counter), so that two runs compare row by row."""
+def make_world(tmp_path: Path, world_template: Template, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """Worlds that are copies of one template (the same seeded rows) whose new ids come from a counter, so that
+    two runs compare row by row."""
     from starlette.testclient import TestClient
 
     made: list[TestClient] = []
@@ -69,17 +70,19 @@ def make_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
         counter = itertools.count(1)
         monkeypatch.setattr(models.uuid, "uuid4", lambda: uuid.UUID(int=next(counter)))
         settings = Settings(state_dir=tmp_path / name)
+        world_template.copy_to(settings.database_url)
         db = Database(settings.database_url)
-        db.migrate()
         store = FilesystemStore(settings.objects_dir)
-        site_id, image_id, tokens, projects = seed(db, Path("/srv/hosts"))
         with db.session() as s:
-            s.get(Image, image_id).runtime = {"python": "/usr/bin/python3"}
+            s.get(Image, world_template.image_id).runtime = {"python": "/usr/bin/python3"}
             for h in s.scalars(select(Host)):  # reached over (fake) SSH: the cluster's and the user's keys go in
-                h.access, h.spec = "ssh", {"authorized_keys": "/root/.ssh/authorized_keys"}
+                h.access, h.base_dir = "ssh", "/srv/hosts"
+                h.spec = {"authorized_keys": "/root/.ssh/authorized_keys"}
+        tokens = issue_tokens(db)
         client = TestClient(create_app(settings, db, store), raise_server_exceptions=True)
         made.append(client)
-        return World(settings, db, store, client, tokens, projects, site_id, image_id)
+        return World(settings, db, store, client, tokens, dict(world_template.projects), world_template.site_id,
+                     world_template.image_id)
 
     yield make
     for client in made:
