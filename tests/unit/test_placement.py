@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from oasis.compute.placement import PlacementError, allocate_ports, check_fits, choose_host, free_capacity
+from oasis.compute.placement import allocate_ports
+from oasis.db.capacity import PlacementError, check_fits, choose_host, free_capacity
 from oasis.db.models import Host, HostPort, Site
 from oasis.db.session import Database
 
