@@ -16,12 +16,13 @@ from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.api.templates import check_cluster_groups
 from oasis.db.models import Cluster, ClusterTemplate, Flavor, Host, Instance, NodeGroup, Site, new_id, utcnow
+from oasis.db.states import ClusterOp, ClusterStatus
 from oasis.identity.principal import Principal
 from oasis.keys import generate_keypair
 from oasis.plugins.base import NodeGroupShape, Plugin
 
 KIND = "Cluster"
-ACTIVE, DELETING, VALIDATING = "Active", "Deleting", "Validating"
+ACTIVE, DELETING, VALIDATING = ClusterStatus.ACTIVE, ClusterStatus.DELETING, ClusterStatus.VALIDATING
 # What a cluster inherits from its cluster template when the request does not say.
 _FROM_TEMPLATE = ("description", "node_groups", "anti_affinity", "default_image_id", "neutron_management_network",
                   "use_autoconfig", "shares", "domain_name")
@@ -143,7 +144,7 @@ def _write_cluster(s: Session, principal: Principal, name: str, data: dict[str, 
                       is_transient=bool(data.get("is_transient", False)), is_public=bool(data.get("is_public", False)),
                       is_protected=bool(data.get("is_protected", False)), spec=spec, info={},
                       management_public_key=public, management_private_key=private,
-                      op="create", op_step=None, op_target={})
+                      op=ClusterOp.CREATE, op_step=None, op_target={})
     s.add(cluster)
     s.flush()
     for g in groups:
@@ -221,10 +222,10 @@ def _update_keypair(s: Session, cluster: Cluster) -> None:
     if cluster.status != ACTIVE:
         raise bad("INVALID_DATA", f"Cluster {cluster.id} is not in 'Active' status, its keypair can't be updated "
                                   f"(status: {cluster.status})")
-    if cluster.op is not None and cluster.op != "update_keypair":
+    if cluster.op is not None and cluster.op != ClusterOp.UPDATE_KEYPAIR:
         raise bad("INVALID_DATA", f"Cluster {cluster.id} is busy with another operation ({cluster.op})")
     keypairs.require(s, cluster.project_id, ref)
-    cluster.op, cluster.op_step, cluster.op_target = "update_keypair", None, {}
+    cluster.op, cluster.op_step, cluster.op_target = ClusterOp.UPDATE_KEYPAIR, None, {}
 
 
 def _verify(s: Session, cluster: Cluster) -> None:
@@ -290,7 +291,7 @@ def scale_cluster(ctx: Ctx) -> Reply:
         if cluster.status != ACTIVE:
             raise bad("INVALID_DATA", f"Cluster cannot be scaled not in 'Active' status. Cluster status: "
                                       f"{cluster.status}")
-        if cluster.op == "update_keypair":  # Active meanwhile, but its nodes are being changed
+        if cluster.op == ClusterOp.UPDATE_KEYPAIR:  # Active meanwhile, but its nodes are being changed
             raise bad("INVALID_DATA", f"Cluster {cluster.id} is updating its keypair; scale it once that is done")
         plugin = topology.plugin_for(cluster.plugin_name, cluster.plugin_version)
         version = cluster.plugin_version
@@ -339,7 +340,7 @@ def scale_cluster(ctx: Ctx) -> Reply:
             s.add(row)
         cluster.status = VALIDATING
         cluster.status_description = ""
-        cluster.op, cluster.op_step = "scale", None
+        cluster.op, cluster.op_step = ClusterOp.SCALE, None
         cluster.op_target = {"resize": resize, "add": {g["name"]: g["count"] for g in added}, "remove": remove}
         s.flush()
         out = views.cluster(s, cluster)
@@ -358,7 +359,7 @@ def delete_cluster(ctx: Ctx) -> Reply:
         row.status, row.status_description = DELETING, ""
         # A delete replaces whatever was in flight (a stuck create included). The lease stays: the engine
         # driving the old operation stops it and lets go, so the two never overlap; a dead engine's lease expires.
-        row.op, row.op_step, row.op_target = "delete", None, {"force": force}
+        row.op, row.op_step, row.op_target = ClusterOp.DELETE, None, {"force": force}
         stack_name = f"{row.name}{row.id[:8]}"
     ctx.notify()
     if force:

@@ -15,6 +15,7 @@ from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_
                              page, require_owner)
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.db.models import Cluster, DataSource, Job, JobBinary, JobTemplate
+from oasis.db.states import ClusterStatus, JobOp
 from oasis.edp import statuses as st
 from oasis.edp.shares import ShareError, check_file_sources, shares_for_cluster
 from oasis.identity.principal import Principal
@@ -122,7 +123,7 @@ def create_job(ctx: Ctx) -> Reply:
             template = get_visible(s, JobTemplate, ctx.path["id"], principal, JT)
         cluster = get_visible(s, Cluster, data["cluster_id"], principal, "Cluster", status=400)
         require_enabled(s, cluster.plugin_name, cluster.plugin_version)
-        if cluster.status != "Active":
+        if cluster.status != ClusterStatus.ACTIVE:
             raise bad("INVALID_DATA", f"Cluster with id '{cluster.id}' is not Active (status: {cluster.status})")
         plugin = get_plugin(cluster.plugin_name)
         if plugin is None or template.type not in plugin.job_types:
@@ -145,7 +146,7 @@ def create_job(ctx: Ctx) -> Reply:
                   input_id=data.get("input_id"), output_id=data.get("output_id"), job_configs=job_configs,
                   interface=data.get("interface") or {}, status=st.PENDING, engine_job_id=None, info={},
                   is_public=data.get("is_public", False), is_protected=data.get("is_protected", False),
-                  op="run", op_step=None, op_target={})
+                  op=JobOp.RUN, op_step=None, op_target={})
         s.add(job)
         s.flush()
         out = views.job(job)
@@ -182,7 +183,7 @@ def cancel_job(ctx: Ctx) -> Reply:
         job = get_visible(s, Job, ctx.path["id"], ctx.principal, JOB)
         require_owner(job, ctx.principal, JOB)
         _cancel(job)
-        woke = job.op == "cancel"
+        woke = job.op == JobOp.CANCEL
         s.flush()
         out = views.job(job)
     if woke:
@@ -195,11 +196,11 @@ def _cancel(job: Job) -> None:
         raise bad("CANCELING_FAILED", f"Job with id '{job.id}' cannot be canceled because it's marked as protected")
     if job.status in st.TERMINAL:
         raise bad("CANCELING_FAILED", f"Job with id '{job.id}' has already finished ({job.status})")
-    if job.op in ("cancel", "delete"):
+    if job.op in (JobOp.CANCEL, JobOp.DELETE):
         return
     job.status = st.TOBEKILLED
     # Taken from whichever engine runs it: the cancel is a new operation any engine may claim at once.
-    job.op, job.op_step = "cancel", None
+    job.op, job.op_step = JobOp.CANCEL, None
 
 
 def _suspend(s: Session, job: Job) -> None:
@@ -211,7 +212,7 @@ def _suspend(s: Session, job: Job) -> None:
     if not (job.runtime or {}).get("dir"):
         raise bad("SUSPENDING_FAILED", f"Job with id '{job.id}' has not been launched yet")
     job.status = st.TOBESUSPENDED
-    job.op, job.op_step, job.op_target = "suspend", None, {}
+    job.op, job.op_step, job.op_target = JobOp.SUSPEND, None, {}
 
 
 def _resume(s: Session, job: Job) -> None:
@@ -220,12 +221,12 @@ def _resume(s: Session, job: Job) -> None:
     if job.status != st.SUSPENDED:
         raise bad("INVALID_JOB_STATUS", f"Resuming operation can only be performed on status {st.SUSPENDED}, "
                                         f"not on {job.status}")
-    job.op, job.op_step, job.op_target = "resume", None, {}
+    job.op, job.op_step, job.op_target = JobOp.RESUME, None, {}
 
 
 def _require_active_cluster(s: Session, job: Job, what: str) -> None:
     cluster = s.get(Cluster, job.cluster_id) if job.cluster_id else None
-    if cluster is None or cluster.status != "Active":
+    if cluster is None or cluster.status != ClusterStatus.ACTIVE:
         raise bad("INVALID_DATA", f"{what} operation can not be performed on an inactive or non-existent cluster")
 
 
@@ -263,7 +264,7 @@ def delete_job(ctx: Ctx) -> Reply:
         job = get_visible(s, Job, ctx.path["id"], ctx.principal, JOB)
         check_delete_allowed(job, ctx.principal, JOB)
         # The engine cancels a running job, then removes the row and its logs.
-        job.op, job.op_step = "delete", None
+        job.op, job.op_step = JobOp.DELETE, None
     ctx.notify()
     return Reply(204)
 

@@ -21,6 +21,7 @@ from oasis.api.errors import ApiError, bad
 from oasis.api.routing import Ctx, Deps, Reply, Routes
 from oasis.api.sites import require_idle, site_view
 from oasis.db.models import Host, HostPort, Instance, Site, SiteEvent
+from oasis.db.states import SiteStatus
 from oasis.sites import export as site_export
 from oasis.sites import manifest as site_manifest
 
@@ -90,7 +91,7 @@ def _join(deps: Deps, token: str, body: dict[str, Any]) -> dict[str, Any]:
                 if measured:
                     h.spec = {**(h.spec or {}), "measured": dict(measured)}
             site.generation = (site.generation or 0) + 1
-            site.status, site.status_description = "Active", ""
+            site.status, site.status_description = SiteStatus.ACTIVE, ""
             site.op, site.op_step, site.op_target = None, None, {}
             site.bundle_version = export.version
             s.flush()

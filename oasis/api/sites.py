@@ -2,7 +2,7 @@
 `oasis lab up` writes; anyone may look at sites, their hosts and free capacity. Credentials are never shown.
 
 Site operations (deploy, scale, update, delete) are desired state: the API checks them, writes the operation on
-the site with a new generation and answers 202; the engine's SiteReconciler does the work host by host.
+the site with a new generation and answers 202; the engine's site operations do the work host by host.
 Exports (`/exports`) are the control plane's versioned bundle for sites (admin only)."""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from oasis.api.routing import Ctx, Reply, Routes
 from oasis.db.capacity import free_capacity, site_usage
 from oasis.db.health import host_health, site_health
 from oasis.db.models import Cluster, Export, Host, Instance, Site, SiteEvent
+from oasis.db.states import SiteOp, SiteStatus
 from oasis.runtime import local_runtime
 from oasis.sites import export as site_export
 from oasis.sites import manifest as site_manifest
@@ -194,7 +195,7 @@ def deploy_site(ctx: Ctx) -> Reply:
             for h in s.scalars(select(Host).where(Host.site_id == site.id, Host.name.in_(hosts))):
                 if h.name not in known:
                     h.status = "enrolling"  # placed on once enrolled
-            reply = _start(ctx, s, site, "deploy", "Deploying", {"bundle_version": version, "hosts": hosts})
+            reply = _start(ctx, s, site, SiteOp.DEPLOY, SiteStatus.DEPLOYING, {"bundle_version": version, "hosts": hosts})
     except site_manifest.ManifestError as e:
         raise bad("INVALID_DATA", str(e)) from None
     except (KeyError, TypeError) as e:
@@ -236,7 +237,7 @@ def scale_site(ctx: Ctx) -> Reply:
             for n in remove:
                 by_name[n].status = "removing"  # nothing new is placed there
             version = _bundle_version(s, ctx.body.get("bundle_version") or site.bundle_version)
-            reply = _start(ctx, s, site, "scale", "Scaling",
+            reply = _start(ctx, s, site, SiteOp.SCALE, SiteStatus.SCALING,
                            {"bundle_version": version, "hosts": added, "remove": remove})
     except site_manifest.ManifestError as e:
         raise bad("INVALID_DATA", str(e)) from None
@@ -253,7 +254,7 @@ def update_site(ctx: Ctx) -> Reply:
         site = _find_site(s, ctx.path["id"])
         require_idle(site, "an update")
         version = _bundle_version(s, ctx.body["bundle_version"])
-        reply = _start(ctx, s, site, "update", "Updating", {"bundle_version": version, "hosts": None})
+        reply = _start(ctx, s, site, SiteOp.UPDATE, SiteStatus.UPDATING, {"bundle_version": version, "hosts": None})
     ctx.notify()
     return reply
 
@@ -267,9 +268,9 @@ def delete_site(ctx: Ctx) -> Reply:
         if clusters:
             raise bad("SITE_IN_USE", f"Site {site.name} still has {len(clusters)} cluster(s) "
                                             f"({', '.join(clusters[:5])}); delete them first")
-        if site.op == "delete":
+        if site.op == SiteOp.DELETE:
             return Reply(202, {"site": site_view(s, site, True)})
-        reply = _start(ctx, s, site, "delete", "Deleting", {})
+        reply = _start(ctx, s, site, SiteOp.DELETE, SiteStatus.DELETING, {})
     ctx.notify()
     return reply
 

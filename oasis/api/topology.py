@@ -12,6 +12,7 @@ from oasis.api.errors import bad
 from oasis.api.query import get_visible
 from oasis.db.capacity import PlacementError, check_fits, site_usage
 from oasis.db.models import Flavor, Image, NodeGroupTemplate, Site
+from oasis.db.states import SiteOp, SiteStatus
 from oasis.identity.principal import Principal
 from oasis.plugins import get_plugin
 from oasis.plugins.base import NodeGroupShape, Plugin, PluginError
@@ -158,10 +159,10 @@ def check_hostnames(cluster_name: str, groups: list[tuple[str, int]], domain: st
 
 def check_site_open(site: Site) -> None:
     """Clusters are not created or grown on a site that failed its last operation or is being deleted."""
-    if site.status == "Error" or site.op == "delete" or site.status == "Deleting":
-        why = f": {site.status_description}" if site.status == "Error" and site.status_description else ""
+    if site.status == SiteStatus.ERROR or site.op == SiteOp.DELETE or site.status == SiteStatus.DELETING:
+        why = f": {site.status_description}" if site.status == SiteStatus.ERROR and site.status_description else ""
         raise bad("SITE_UNAVAILABLE", f"Availability zone '{site.name}' is {site.status}"
-                                      f"{' (being deleted)' if site.op == 'delete' else ''}{why}; clusters cannot "
+                                      f"{' (being deleted)' if site.op == SiteOp.DELETE else ''}{why}; clusters cannot "
                                       f"be created or scaled there until it is Active again"[:2000])
 
 

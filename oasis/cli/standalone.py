@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from oasis.db.models import Export, Host, Site, SiteEvent
 from oasis.db.session import Database
+from oasis.db.states import SiteStatus
 from oasis.engine.sites import HOST_FAILURES, site_machine
 from oasis.remote.hosts import Remotes
 from oasis.remote.ssh import SshRemote, SshTarget
@@ -111,7 +112,7 @@ async def enroll(bundle: dict[str, Any], entry: dict[str, Any], private_key: str
                 h.status = "enrolling"
             site.generation, site.op, site.op_step = 1, "deploy", None
             site.op_target = {"bundle_version": version, "hosts": names}
-            site.status = "Deploying"
+            site.status = SiteStatus.DEPLOYING
             site_id = site.id
     except site_manifest.ManifestError as e:
         raise StandaloneError(str(e)) from None
@@ -122,7 +123,7 @@ async def enroll(bundle: dict[str, Any], entry: dict[str, Any], private_key: str
     try:
         await site_machine(db, remotes)(site_id)
         with db.session() as s:
-            failed = s.get(Site, site_id).status != "Active"
+            failed = s.get(Site, site_id).status != SiteStatus.ACTIVE
         if not failed:
             await _authorize_control_plane(db, remotes, site_id, entry, bundle, runtime)
     finally:
@@ -171,7 +172,7 @@ async def _authorize_control_plane(db: Database, remotes: Remotes, site_id: str,
             raise errors[0]
         with db.session() as s:
             site = s.get(Site, site_id)
-            site.status, site.status_description = "Error", f"authorizing the control plane's key failed: {errors[0]}"
+            site.status, site.status_description = SiteStatus.ERROR, f"authorizing the control plane's key failed: {errors[0]}"
         _event(db, site_id, "authorize", None, str(errors[0]), successful=False)
 
 
@@ -230,6 +231,6 @@ def deploy(bundle_path: Path, manifest_path: Path, site: str | None = None,
     entry = {k: v for k, v in entry.items() if k != "runtime"}
     with tempfile.TemporaryDirectory(prefix="oasis-standalone-") as work:
         enrollment = asyncio.run(enroll(bundle, entry, key, runtime, Path(work)))
-    if enrollment.status != "Active":
+    if enrollment.status != SiteStatus.ACTIVE:
         raise StandaloneError(f"site {enrollment.site}: {enrollment.status}: {enrollment.description}")
     return enrollment, join(bundle, entry, runtime, enrollment)

@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from oasis.db.states import ClusterStatus, SiteStatus
+
 
 def new_id() -> str:
     return str(uuid.uuid4())
@@ -89,7 +91,7 @@ class Site(Stamped, Leased, Base):
     __tablename__ = "sites"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    status: Mapped[str] = mapped_column(String(32), default="Active")
+    status: Mapped[str] = mapped_column(String(32), default=SiteStatus.ACTIVE)
     cpu_allocation_ratio: Mapped[float] = mapped_column(Float, default=16.0)
     ram_allocation_ratio: Mapped[float] = mapped_column(Float, default=1.5)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # networks, access, proxy_command ...
@@ -206,7 +208,7 @@ class Cluster(Owned, Leased, Base):
     plugin_version: Mapped[str] = mapped_column(String(32))
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
     cluster_template_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
-    status: Mapped[str] = mapped_column(String(40), default="Validating")
+    status: Mapped[str] = mapped_column(String(40), default=ClusterStatus.VALIDATING)
     status_description: Mapped[str] = mapped_column(Text, default="")
     is_transient: Mapped[bool] = mapped_column(Boolean, default=False)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
