@@ -5,6 +5,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from oasis.db.models import Cluster, Host, Image, Instance, NodeGroup, Site
+from oasis.engine.machine import OperationError
 from oasis.plugins.base import ClusterView, InstanceView
 from oasis.remote.base import Remote
 from oasis.remote.hosts import Context, Remotes
@@ -15,7 +16,7 @@ def cluster_runtime(session: Session, cluster: Cluster) -> dict:
     if image is None:
         image = session.scalars(select(Image).where(Image.site_id == cluster.site_id)).first()
     if image is None:
-        raise LookupError(f"cluster {cluster.name}: its site has no image")
+        raise OperationError(f"cluster {cluster.name}: its site has no image")
     return dict(image.runtime)
 
 
