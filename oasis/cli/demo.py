@@ -34,6 +34,7 @@ from oasis.cli.embedded import EmbeddedService, answers
 from oasis.cli.plugins import latest_version
 from oasis.cli.watch import job_status, wait_clusters, wait_gone, wait_jobs
 from oasis.procs import processes_under
+from oasis.storage import store_for
 
 DEMO_DIR = Path(oasis.demo.__file__).parent
 DATA = DEMO_DIR / "data" / "rivers-cities-and-data.txt"
@@ -179,8 +180,6 @@ class Demo:
 
     def swift_source(self) -> dict[str, Any]:
         """The demo text as an object in the demo's Swift, and a swift:// data source naming it."""
-        from oasis.storage import store_for
-
         c = self.client
         assert c is not None and self.swift is not None
         creds = {"user": self.swift.user, "password": self.swift.key, "auth_url": self.swift.auth_url}

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from oasis.db.models import DataSource
 from oasis.storage import Endpoints, StoreError, store_for
 from oasis.storage.secrets import Secrets
 from oasis.storage.swift import SwiftStore, sign_prefix
@@ -212,8 +213,6 @@ def revoke(job_id: str, located: list[tuple[str, dict[str, Any]]], secrets: Secr
 def sources_for_job(session: Any, data: Any) -> list[tuple[str, str, dict[str, Any], str]]:
     """What `grant` needs, read from the rows (credentials as stored: encrypted); call inside the session, then
     `grant` outside it (it talks to the stores)."""
-    from oasis.db.models import DataSource
-
     sources = []
     for ds_id, url in data.urls.items():
         ds = session.get(DataSource, ds_id)
@@ -225,8 +224,6 @@ def sources_for_job(session: Any, data: Any) -> list[tuple[str, str, dict[str, A
 def sources_for_record(session: Any, record: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any], str]]:
     """What `grant` needs to renew a job's access, from its `runtime["access"]` record (the runtime URLs it was
     granted, placeholders already expanded)."""
-    from oasis.db.models import DataSource
-
     sources = []
     for r in record or []:
         ds = session.get(DataSource, r.get("data_source_id") or "")
@@ -242,8 +239,6 @@ def needs_renewal(record: list[dict[str, Any]]) -> bool:
 
 def located_for_job(session: Any, record: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """What `revoke` needs for a job's `runtime["access"]` record."""
-    from oasis.db.models import DataSource
-
     located = []
     for r in record or []:
         ds = session.get(DataSource, r.get("data_source_id") or "")

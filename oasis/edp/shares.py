@@ -16,6 +16,9 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+
+from oasis.db.models import Host, Site
 from oasis.edp.access import AccessError
 from oasis.storage.urls import parse
 
@@ -99,10 +102,6 @@ def check_file_sources(sources: list[tuple[str, str]], shares: list[Share] | Non
 def shares_for_cluster(session: Any, cluster: Any) -> tuple[list[Share] | None, str]:
     """The shares a cluster's jobs may use (None: any local path, on a site whose hosts are all this machine),
     and its site's name."""
-    from sqlalchemy import select
-
-    from oasis.db.models import Host, Site
-
     site = session.get(Site, cluster.site_id)
     if site is None:
         return None, ""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -258,7 +259,6 @@ def store_lines(url: str, lines: Iterable[Any]) -> int:
 
 def _by_value() -> None:
     """Ship this module inside the tasks, so that workers need nothing of oasis installed."""
-    import sys
     for name in ("cloudpickle", "pyspark.cloudpickle"):
         try:
             module = __import__(name, fromlist=["register_pickle_by_value"])
@@ -273,7 +273,7 @@ def _by_value() -> None:
 def dask_bag_from(url: str):
     """A dask bag of the lines of every object of a data source: one partition per object, each fetched on a
     worker through its signed URL."""
-    import dask.bag as db
+    import dask.bag as db  # only in a Dask job: jobkit itself needs the standard library alone
     from dask import delayed
 
     _by_value()
@@ -285,7 +285,7 @@ def dask_bag_from(url: str):
 
 def dask_write_text(bag: Any, url: str) -> int:
     """Write each partition of a bag of lines to url/part-NNNNN from the workers; returns the line count."""
-    import dask
+    import dask  # only in a Dask job, as above
 
     _by_value()
     parts = bag.to_delayed()

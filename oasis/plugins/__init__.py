@@ -4,13 +4,12 @@ from __future__ import annotations
 from functools import cache
 
 from oasis.plugins.base import Plugin
+from oasis.plugins.dask import DaskPlugin
+from oasis.plugins.spark import SparkPlugin
 
 
 @cache
 def registry() -> dict[str, Plugin]:
-    from oasis.plugins.dask import DaskPlugin
-    from oasis.plugins.spark import SparkPlugin
-
     return {p.name: p for p in (SparkPlugin(), DaskPlugin())}
 
 

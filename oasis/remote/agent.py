@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -324,8 +325,6 @@ def cmd_signal(d, sig):
 
 
 def cmd_busy_ports(address, *ports):
-    import socket
-
     busy = []
     for port in ports:
         s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from oasis.storage import s3
 from oasis.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, StoreError
+from oasis.storage.filesystem import FilesystemStore
+from oasis.storage.swift import SwiftConnection, SwiftStore
 from oasis.storage.urls import Location, parse
 
 __all__ = ["Endpoints", "ObjectInfo", "ObjectNotFound", "ObjectStore", "StoreError", "open_store", "store_for",
@@ -38,8 +41,6 @@ def open_store(spec: str | None, objects_dir: Path) -> ObjectStore:
     """The deployment's store from `--object-store` / OASIS_OBJECT_STORE. Secrets in the spec are never logged;
     the returned store's repr shows the endpoint only."""
     if not spec or spec == "file" or spec.startswith("file://"):
-        from oasis.storage.filesystem import FilesystemStore
-
         root = Path(spec[len("file://"):]) if spec and spec.startswith("file://") else objects_dir
         store: Any = FilesystemStore(root)
         store.endpoints = Endpoints()
@@ -51,8 +52,6 @@ def open_store(spec: str | None, objects_dir: Path) -> ObjectStore:
     user, secret = unquote(parts.username or ""), unquote(parts.password or "")
     host = f"{transport}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     if kind == "swift":
-        from oasis.storage.swift import SwiftConnection, SwiftStore
-
         auth_url = host + (parts.path or "/auth/v1.0")
         conn = SwiftConnection(auth_url, user, secret, project=query.get("project"),
                                domain=query.get("domain", "Default"))
@@ -60,8 +59,6 @@ def open_store(spec: str | None, objects_dir: Path) -> ObjectStore:
         store.endpoints = Endpoints(swift_auth_url=auth_url)
         return store
     if kind == "s3":
-        from oasis.storage import s3
-
         client = s3.client(host, user, secret, region=query.get("region", "us-east-1"),
                            path_style=query.get("path_style", "true").lower() != "false")
         store = s3.S3Store(client, query.get("bucket", "oasis"))
@@ -84,8 +81,6 @@ def s3_endpoint(credentials: dict[str, Any], defaults: Endpoints) -> str | None:
 
 
 def swift_connection(credentials: dict[str, Any], defaults: Endpoints):
-    from oasis.storage.swift import SwiftConnection
-
     auth_url = credentials.get("auth_url") or defaults.swift_auth_url
     user = credentials.get("user") or credentials.get("username")
     key = credentials.get("password") or credentials.get("key")
@@ -103,12 +98,8 @@ def store_for(location: Location | str, credentials: dict[str, Any], defaults: E
     loc = parse(location) if isinstance(location, str) else location
     defaults = defaults or Endpoints()
     if loc.kind == "swift":
-        from oasis.storage.swift import SwiftStore
-
         return SwiftStore(swift_connection(credentials, defaults), loc.container, create=create)
     if loc.kind == "s3":
-        from oasis.storage import s3
-
         access, secret = credentials.get("accesskey"), credentials.get("secretkey")
         if not (access and secret):
             raise StoreError("an s3:// location needs credentials accesskey and secretkey")

@@ -6,6 +6,9 @@ from typing import Any
 
 from oasis.storage.base import ObjectInfo, ObjectNotFound, StoreError
 
+# boto3 and botocore are imported where they are used (lazy for start-up: they take a third of a second, and most
+# processes and commands never reach S3).
+
 
 def client(endpoint: str | None, access_key: str, secret_key: str, *, region: str = "us-east-1",
            path_style: bool = True, verify: bool | str = True) -> Any:
