@@ -44,6 +44,8 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from oasis.bootstrap import FLAVORS  # noqa: E402
 from oasis.engine.leases import DEAD_AFTER_SECONDS, HEARTBEAT_SECONDS  # noqa: E402
+from oasis.procs import log_has  # noqa: E402
+from oasis.runtime import total_ram_mb  # noqa: E402
 from tests.integration import workflow as wf  # noqa: E402
 from tests.integration.cluster_checks import assert_clean_processes  # noqa: E402
 from tests.integration.services import Oasis, Postgres, free_port, stop_process, wait_until  # noqa: E402
@@ -206,13 +208,13 @@ class Direct:
         sched, slog = self._start(f"{tag}-scheduler", [
             sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
             "--dashboard-address", f"127.0.0.1:{dash}"])
-        wait_until(lambda: _has(slog, "Scheduler at", sched), 180, "a Dask scheduler", 0.02)
+        wait_until(lambda: log_has(slog, "Scheduler at", sched), 180, "a Dask scheduler", 0.02)
         worker, wlog = self._start(f"{tag}-worker", [
             sys.executable, "-m", "distributed.cli.dask_worker", f"tcp://127.0.0.1:{port}", "--host", "127.0.0.1",
             "--worker-port", str(free_port()), "--nanny-port", str(free_port()), "--nthreads", str(self.nthreads),
             "--memory-limit", f"{self.worker_mb}MB", "--no-dashboard", "--name", f"{tag}-worker",
             "--local-directory", str(self.base / f"{tag}-worker" / "dask")])
-        wait_until(lambda: _has(wlog, "Registered to", worker), 180, "a Dask worker", 0.02)
+        wait_until(lambda: log_has(wlog, "Registered to", worker), 180, "a Dask worker", 0.02)
         return time.monotonic() - t0
 
     def burst(self, n: int, tag: str) -> tuple[float, list[float]]:
@@ -235,15 +237,6 @@ class Direct:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.procs.clear()
-
-
-def _has(path: Path, pattern: str, proc: subprocess.Popen) -> bool:
-    if proc.poll() is not None:
-        raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode}: {path.read_text()[-2000:]}")
-    try:
-        return pattern in path.read_text(errors="replace")
-    except FileNotFoundError:
-        return False
 
 
 # --- (a) takeover ------------------------------------------------------------------------------------------------
@@ -438,21 +431,13 @@ def pick_flavor(clusters: int) -> tuple[str, int, int]:
     """The smallest flavor with which a burst of `clusters` x 2 instances fits on this machine (the local host
     has the machine's cpu count and RAM, with the site's overcommit): (id, vcpus, ram_mb)."""
     vcpus = (os.cpu_count() or 1) * CPU_RATIO
-    ram = _total_ram_mb() * RAM_RATIO
+    ram = total_ram_mb() * RAM_RATIO
     disk = shutil.disk_usage(tempfile.gettempdir()).total >> 30
     n = clusters * 2
     for fid, _name, cpu, mb, gb in FLAVORS:
         if n * cpu <= vcpus and n * mb <= ram and n * gb <= disk:
             return fid, cpu, mb
     raise SystemExit(f"{n} instances of even the smallest flavor do not fit on this machine")
-
-
-def _total_ram_mb() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) // 1024
-    return 1024
 
 
 def run(args: argparse.Namespace, work: Path, pg_base: Path, problems: list[str]) -> dict[str, Any]:
@@ -533,7 +518,7 @@ def render(res: dict[str, Any], args: argparse.Namespace, wall: float, problems:
     lines = [
         "# oasis replicas benchmark", "",
         f"Run {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `bench/replicas.py` on "
-        f"{os.cpu_count()} cores and {_total_ram_mb() // 1024} GB RAM, Python {platform.python_version()}, Dask "
+        f"{os.cpu_count()} cores and {total_ram_mb() // 1024} GB RAM, Python {platform.python_version()}, Dask "
         f"distributed {metadata.version('distributed')}, PostgreSQL {res.get('postgres', '?')}, oasis "
         f"{res.get('code', '?')}; "
         f"{wall / 60:.1f} min in all. Everything on 127.0.0.1: a throwaway PostgreSQL, one `oasis api` and "

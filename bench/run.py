@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from oasis.cli.client import OasisClient, OasisError, authenticate, endpoint_for  # noqa: E402
 from oasis.cli.demo import DATA, DEMO_DIR, leftover_pids, top_words  # noqa: E402
 from oasis.cli.embedded import EmbeddedService, free_port  # noqa: E402
-from oasis.procs import wait_until  # noqa: E402
+from oasis.procs import log_has, wait_until  # noqa: E402
 
 POLL = 0.05  # how often the API is polled, as the brief for (d) asks
 TERMINAL = {"SUCCEEDED", "FAILED", "KILLED", "DONEWITHERROR"}
@@ -117,7 +117,7 @@ class Direct:
         sched, slog = self.start(f"{tag}-scheduler", [
             sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
             "--dashboard-address", f"127.0.0.1:{dash}"])
-        wait_until(lambda: _has(slog, "Scheduler at", sched), 60, "the Dask scheduler", 0.01)
+        wait_until(lambda: log_has(slog, "Scheduler at", sched), 60, "the Dask scheduler", 0.01)
         address = f"tcp://127.0.0.1:{port}"
         workers = []
         for i in (1, 2):
@@ -127,7 +127,7 @@ class Direct:
                 "--memory-limit", f"{WORKER_MB}MB", "--no-dashboard", "--name", f"{tag}-worker{i}",
                 "--local-directory", str(self.base / f"{tag}-worker{i}" / "dask")])
             workers.append((w, wlog))
-        wait_until(lambda: all(_has(p, "Registered to", w) for w, p in workers), 60, "the Dask workers", 0.01)
+        wait_until(lambda: all(log_has(p, "Registered to", w) for w, p in workers), 60, "the Dask workers", 0.01)
         return time.monotonic() - t0, address, [sched, *(w for w, _ in workers)]
 
     # Spark: master first, then the workers together; ready = the master's /json/ shows 2 alive workers
@@ -178,15 +178,6 @@ def _group_gone(pgid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def _has(path: Path, pattern: str, proc: subprocess.Popen) -> bool:
-    if proc.poll() is not None:
-        raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode}: {path.read_text()[-2000:]}")
-    try:
-        return pattern in path.read_text(errors="replace")
-    except FileNotFoundError:
-        return False
 
 
 def _json(url: str, proc: subprocess.Popen) -> dict | None:

@@ -18,7 +18,7 @@ from oasis.db.models import Flavor, Host, Image, Site
 from oasis.db.session import Database
 from oasis.identity import builtin
 from oasis.plugins import image_tags, registry
-from oasis.runtime import local_runtime
+from oasis.runtime import local_runtime, total_ram_mb
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _local_host(s, site: Site, settings: Settings) -> None:
     base = settings.hosts_dir / "localhost"
     base.mkdir(parents=True, exist_ok=True)
     low, _, high = settings.local_ports.partition("-")
-    capacity = dict(vcpus=os.cpu_count() or 1, ram_mb=_total_ram_mb(), disk_gb=shutil.disk_usage(base).total >> 30,
+    capacity = dict(vcpus=os.cpu_count() or 1, ram_mb=total_ram_mb(), disk_gb=shutil.disk_usage(base).total >> 30,
                     port_min=int(low), port_max=int(high))
     if host is None:
         s.add(Host(site_id=site.id, name="localhost", access="local", address="127.0.0.1", base_dir=str(base),
@@ -70,14 +70,6 @@ def _local_host(s, site: Site, settings: Settings) -> None:
         for k, v in capacity.items():
             setattr(host, k, v)
         host.base_dir = str(base)
-
-
-def _total_ram_mb() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) // 1024
-    return 1024
 
 
 def _local_image(s, site: Site) -> None:

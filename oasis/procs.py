@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,3 +51,13 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: 
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def log_has(path: Path, pattern: str, proc: subprocess.Popen) -> bool:
+    """Whether the log of a process started by hand holds `pattern` yet; an error if the process has ended."""
+    if proc.poll() is not None:
+        raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode}: {path.read_text()[-2000:]}")
+    try:
+        return pattern in path.read_text(errors="replace")
+    except FileNotFoundError:
+        return False

@@ -1,5 +1,5 @@
 """What the environment oasis runs in provides to instances on this machine: its Python, and Spark and Java
-where they are installed. Used by the first start (the `local` site's image) and wherever a site registered
+where they are installed, and its memory. Used by the first start (the `local` site's image) and wherever a site registered
 without its own runtime falls back to this machine's."""
 from __future__ import annotations
 
@@ -21,3 +21,12 @@ def local_runtime() -> dict:
     if java:
         runtime["java_home"] = str(Path(os.path.realpath(java)).parent.parent)
     return runtime
+
+
+def total_ram_mb() -> int:
+    """This machine's memory (the `local` host's capacity)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return 1024
