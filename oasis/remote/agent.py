@@ -108,6 +108,35 @@ def _spawn(argv, env, stdout, stderr, cwd):
     return pid
 
 
+def _group_alive(pgid):
+    """Whether a process of the group still runs. Zombies do not count: they have ended and only wait for their
+    parent (init, for a daemon) to reap them, which some inits do seconds later."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    seen = False
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                state, _ppid, pgrp = f.read().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(pgrp) == pgid:
+            if state != "Z":
+                return True
+            seen = True
+    return not seen  # the group exists but /proc shows none of it (not this PID namespace's /proc): trust killpg
+
+
 def _kill_group(pid, grace):
     """SIGTERM the process group, then SIGKILL whatever is left after `grace` seconds."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -121,9 +150,7 @@ def _kill_group(pid, grace):
             pass
         deadline = time.time() + (grace if sig == signal.SIGTERM else 5)
         while time.time() < deadline:
-            try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
+            if not _group_alive(pid):
                 return
             time.sleep(POLL)
 
