@@ -307,6 +307,13 @@ def test_suspend_refusals(world: World) -> None:
 
 
 
+async def until(condition, what: str, timeout: float = 10) -> None:  # noqa: ANN001
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"waited {timeout}s for {what}"
+        await asyncio.sleep(0.02)
+
+
 def test_engine_suspends_and_resumes_a_real_job(world: World, tmp_path: Path) -> None:
     cid = active_cluster(world)
     set_status(world, cid, "Active", with_instances=True)
@@ -325,22 +332,20 @@ def test_engine_suspends_and_resumes_a_real_job(world: World, tmp_path: Path) ->
         await agent.install()
         pid = await agent.run_job(str(tmp_path / "job"), ["sh", "-c", "sleep 120 & sleep 120; wait"], {})
         try:
-            deadline = time.time() + 10
-            while len(group_states(pid)) == 0:
-                assert time.time() < deadline
-                await asyncio.sleep(0.02)
+            await until(lambda: group_states(pid), "the job's processes")
             assert world.patch(f"/v2/jobs/{job_id}", {"info": {"status": "suspend"}}).status_code == 202
             await engine(job_id)
             with world.db.session() as s:
                 job = s.get(Job, job_id)
                 assert (job.status, job.op, job.op_step) == ("SUSPENDED", "run", "watch")
-            assert group_states(pid) == {"T"}
+            # a stop signal is delivered to each process of the group as it next runs: seen within moments
+            await until(lambda: group_states(pid) == {"T"}, "the whole group stopped")
             assert (await agent.wait_job(str(tmp_path / "job"), 0.2))["done"] is False
             assert world.patch(f"/v2/jobs/{job_id}", {"info": {"status": "resume"}}).status_code == 202
             await engine(job_id)
             with world.db.session() as s:
                 assert s.get(Job, job_id).status == "RUNNING"
-            assert "T" not in group_states(pid)
+            await until(lambda: "T" not in group_states(pid), "the whole group going again")
         finally:
             await agent.cancel_job(str(tmp_path / "job"), 1)
         # A job that has ended is not marked suspended: the watch records its end.
