@@ -20,6 +20,7 @@ from tests.integration.test_lab_sites import run_on_site
 from tests.lab_fixture import site_of
 
 pytestmark = pytest.mark.service(lab=True)
+
 SHELL_JOB = b"echo started\nsleep 6\necho finished\n"
 
 

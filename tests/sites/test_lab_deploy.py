@@ -16,6 +16,7 @@ from tests.integration.services import Oasis
 from tests.lab_fixture import site_of
 
 pytestmark = pytest.mark.service(lab=True, register=False)
+
 BUSY = ("Deploying", "Scaling", "Updating", "Deleting")
 
 

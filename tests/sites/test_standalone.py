@@ -24,6 +24,7 @@ from tests.lab_fixture import site_of
 from tests.unit.conftest import World
 
 pytestmark = pytest.mark.service(lab=True, register=False)
+
 JOIN = "/v2/sites/join"
 HEADER = "X-Oasis-Join-Token"
 

@@ -22,6 +22,7 @@ from tests.lab_fixture import site_of
 
 # the lab's Swift is up before the service and stops after it
 pytestmark = pytest.mark.service(lab=True, needs=("lab_swift",))
+
 DEMO = Path(__file__).resolve().parents[2] / "oasis" / "demo"
 SITE = "central"
 BOOKS = [b"the river the city\nthe data river\n", b"a city of data\n", b"the end\n"]
