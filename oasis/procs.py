@@ -30,15 +30,20 @@ def processes_under(path: Path) -> list[int]:
 def group_states(pgid: int) -> set[str]:
     """The states (R, S, T, ...) of the processes of process group `pgid`, from /proc: how a test sees a job's
     whole group stopped or running."""
-    states = set()
+    return set(group_members(pgid))
+
+
+def group_members(pgid: int) -> list[str]:
+    """The state of each process of process group `pgid`, one per process, sorted."""
+    states = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command: state, ppid, pgrp, ...
         except OSError:
             continue
         if int(fields[2]) == pgid:
-            states.add(fields[0])
-    return states
+            states.append(fields[0])
+    return sorted(states)
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:

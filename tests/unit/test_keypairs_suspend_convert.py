@@ -22,7 +22,7 @@ from oasis.db.models import (
 )
 from oasis.engine.clusters import ClusterWork, cluster_machine
 from oasis.engine.jobs import job_machine
-from oasis.procs import group_states
+from oasis.procs import group_members, group_states
 from oasis.remote.hosts import Remotes
 from oasis.keys import generate_keypair
 from oasis.remote.local import LocalRemote
@@ -332,7 +332,9 @@ def test_engine_suspends_and_resumes_a_real_job(world: World, tmp_path: Path) ->
         await agent.install()
         pid = await agent.run_job(str(tmp_path / "job"), ["sh", "-c", "sleep 120 & sleep 120; wait"], {})
         try:
-            await until(lambda: group_states(pid), "the job's processes")
+            # The shell and both of its sleeps, running: a stop that lands while the shell is between its vfork
+            # and its child's exec leaves the shell waiting in state D for a child that is stopped.
+            await until(lambda: group_members(pid) == ["S", "S", "S"], "the job's three processes to sleep")
             assert world.patch(f"/v2/jobs/{job_id}", {"info": {"status": "suspend"}}).status_code == 202
             await engine(job_id)
             with world.db.session() as s:
