@@ -68,7 +68,7 @@ def api(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Optio
 @app.command()
 def engine(ctx: typer.Context, state_dir: Optional[Path] = STATE_DIR,
            database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE) -> None:
-    """Run the engine only: reconcilers and periodic work (run as many as you like on one database)."""
+    """Run the engine only: the operation machines and periodic work (run as many as you like on one database)."""
     from oasis.server import run_engine  # lazy for start-up: the client commands never load the server
 
     run_engine(_settings(state_dir or options(ctx).state_dir, database_url, "127.0.0.1", 8386, object_store))

@@ -1,6 +1,6 @@
 """`oasis site deploy --standalone`: deploy a site at the site itself, from the bundle and the site manifest
 alone (TripleO DCN's standalone stacks), then join the control plane. A command's orchestration: it drives the
-engine's reconciler, so it sits above the engine, in the CLI.
+engine's site operations, so it sits above the engine, in the CLI.
 
 The enrollment is the engine's own: the site machine's `deploy` (connect with the pinned host keys, check the
 runtime, write the bundle's files, measure capacity) run here on a scratch SQLite database that holds only this

@@ -1,6 +1,6 @@
 """Host health: a cheap periodic check (`true` over each host's usual way in) recorded on the host row, so that
 `oasis site show` tells which hosts answer, since when one does not, and why; and the site's overall health
-from its hosts'. Checking never changes an operation: reconcilers find out for themselves and wait."""
+from its hosts'. Checking never changes an operation: the operation machine finds out for itself and waits."""
 from __future__ import annotations
 
 import asyncio

@@ -1,6 +1,6 @@
-"""Waiting for hosts that cannot be reached (their site cut off: sshd down, gateway or proxy down), shared by the
-reconcilers: the capped backoff between attempts, the probe that tells "a host is gone" from "a command failed",
-and the words the user sees while an operation waits."""
+"""Waiting for hosts that cannot be reached (their site cut off: sshd down, gateway or proxy down), for the
+operation machine (oasis/engine/machine.py): the capped backoff between attempts, the probe that tells "a host
+is gone" from "a command failed", and the words the user sees while an operation waits."""
 from __future__ import annotations
 
 import asyncio

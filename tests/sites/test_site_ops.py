@@ -1,4 +1,4 @@
-"""Site operations against the API and the reconciler without the lab: validation, refusals, and a deploy that
+"""Site operations against the API and the site machine without the lab: validation, refusals, and a deploy that
 resumes at its recorded step (the `local` site's host, reached without SSH)."""
 from __future__ import annotations
 
