@@ -216,6 +216,8 @@ class Cluster(Owned, Leased, Base):
     management_public_key: Mapped[str] = mapped_column(Text, default="")
     # Never serialised by any API view.
     management_private_key: Mapped[str] = mapped_column(Text, default="")
+    # The cluster's own credentials (CA, certificates, framework secrets): never serialised by any API view.
+    secrets: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
     __table_args__ = (UniqueConstraint("project_id", "name"),)
 
 
@@ -245,6 +247,8 @@ class Instance(Stamped, Base):
     disk_gb: Mapped[int] = mapped_column(Integer)
     # active, or decommission when a scale-down picked it
     state: Mapped[str] = mapped_column(String(16), default="active")
+    # The Unix user its processes run as on the host ({"name", "uid", "gid"}); None: the agent's own user.
+    owner: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class ProvisionStep(Stamped, Base):

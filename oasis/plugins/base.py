@@ -39,6 +39,13 @@ class InstanceView:
     ram_mb: int
     remote: Remote
     agent: Agent
+    # The Unix user of the cluster's project that the instance's processes run as ({"name", "uid", "gid"});
+    # None where the host cannot switch users (the agent's own user then runs them).
+    owner: dict[str, Any] | None = None
+
+    async def write(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        """Put a file into the instance's directory, readable by the instance's processes (and nobody else)."""
+        await self.remote.put(path, data, mode)
 
     @property
     def procdir(self) -> str:
