@@ -98,7 +98,7 @@ def _admin(settings: Settings, db: Database) -> None:
             user.password_hash = builtin.hash_password(password)
             log.info("admin credentials written to %s", path)
     # Rewritten on every start: the service may listen on another address than last time.
-    write_clouds_yaml(path, settings.public_url, "admin", password, "admin")
+    write_clouds_yaml(path, settings.public_url, "admin", password, "admin", cacert=settings.tls_ca)
 
 
 def _known_password(path: Path) -> str | None:
@@ -108,12 +108,17 @@ def _known_password(path: Path) -> str | None:
         return None
 
 
-def write_clouds_yaml(path: Path, base_url: str, username: str, password: str, project: str) -> None:
+def write_clouds_yaml(path: Path, base_url: str, username: str, password: str, project: str,
+                      cacert: Path | None = None) -> None:
+    """`cacert`: the CA the API's certificate is verified with (openstacksdk's and keystoneauth's key), so that
+    every client of this file verifies the TLS endpoint rather than trusting it blindly."""
     cloud = {"clouds": {"oasis": {
         "auth": {"auth_url": f"{base_url}/v3", "username": username, "password": password, "project_name": project,
                  "user_domain_name": "Default", "project_domain_name": "Default"},
         "region_name": "RegionOne", "interface": "public", "identity_api_version": 3,
         "data_processing_api_version": "2"}}}
+    if cacert is not None:
+        cloud["clouds"]["oasis"]["cacert"] = str(cacert)
     text = yaml.safe_dump(cloud, sort_keys=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+TLS_OFF = ("", "off", "no", "false", "0")  # values of `tls` (OASIS_TLS) that mean plain HTTP
+
 
 @dataclass
 class Settings:
@@ -24,6 +26,12 @@ class Settings:
     # How long a job's S3 presigned requests live; the engine renews them every third of it while the job runs,
     # so a job's S3 access ends at most this long after the job (see oasis.edp.access).
     s3_access_ttl_seconds: float = float(os.environ.get("OASIS_S3_ACCESS_TTL_SECONDS", "900"))
+    # TLS on the API (oasis.tls): "auto" makes a CA in the state dir and serves with a certificate from it; or
+    # the operator's certificate and key, with the CA that signed them. `tls_ca` is what clients verify with.
+    tls: str = os.environ.get("OASIS_TLS", "")
+    tls_cert: Path | None = field(default_factory=lambda: _path_env("OASIS_TLS_CERT"))
+    tls_key: Path | None = field(default_factory=lambda: _path_env("OASIS_TLS_KEY"))
+    tls_ca: Path | None = field(default_factory=lambda: _path_env("OASIS_TLS_CA"))
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser().resolve()
@@ -40,5 +48,14 @@ class Settings:
         return self.state_dir / "hosts"
 
     @property
+    def tls_on(self) -> bool:
+        return self.tls_cert is not None or self.tls.strip().lower() not in TLS_OFF
+
+    @property
     def public_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls_on else 'http'}://{self.host}:{self.port}"
+
+
+def _path_env(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else None

@@ -8,6 +8,7 @@ import threading
 
 import uvicorn
 
+from oasis import tls
 from oasis.api.app import create_app
 from oasis.bootstrap import bootstrap
 from oasis.config import Settings
@@ -29,10 +30,15 @@ def _prepare(settings: Settings, serves_api: bool = True) -> tuple[Database, Obj
 
 
 def _serve(settings: Settings, app) -> None:  # type: ignore[no-untyped-def]
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    """Serve `app`; over TLS when the settings (made by oasis.tls.prepare) name a certificate."""
+    ssl: dict = {}
+    if settings.tls_cert is not None:
+        ssl = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False, **ssl)
 
 
 def run_api(settings: Settings) -> None:
+    settings = tls.prepare(settings)  # before the first start writes clouds.yaml, which names the CA
     db, store = _prepare(settings)
     log.info("oasis api on %s", settings.public_url)
     _serve(settings, create_app(settings, db, store))
@@ -55,6 +61,7 @@ def run_engine(settings: Settings) -> None:
 def run_up(settings: Settings) -> None:
     """The embedded default: API and engine in one process, the engine on its own thread and event loop so
     that neither can stall the other."""
+    settings = tls.prepare(settings)  # before the first start writes clouds.yaml, which names the CA
     db, store = _prepare(settings)
     engine = Engine(settings, db, store)
     loop = asyncio.new_event_loop()

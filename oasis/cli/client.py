@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,22 @@ def load_cloud(name: str, state_dir: Path | None = None, path: Path | None = Non
                       "start a service with `oasis up`, or pass --url and --token")
 
 
+def verify_for(cloud: dict[str, Any] | None, cacert: str | Path | None = None) -> ssl.SSLContext | bool:
+    """How HTTPS to the service is verified: with `cacert` (--os-cacert, OS_CACERT), else the cloud's `cacert`
+    (what `oasis up --tls auto` writes), else the system's CAs; `verify: false` in clouds.yaml turns it off, as
+    it does for openstacksdk."""
+    cloud = cloud or {}
+    path = cacert or cloud.get("cacert")
+    if not path:
+        return cloud.get("verify", True) is not False
+    path = Path(str(path)).expanduser()
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as e:
+        where = f" (cacert in {cloud['_path']})" if not cacert and cloud.get("_path") else ""
+        raise ConfigError(f"cannot use the CA file {path}{where}: {getattr(e, 'strerror', None) or e}") from None
+
+
 def error_from(response: httpx.Response) -> ApiError:
     """Sahara's {"error_code","error_name","error_message"}, Werkzeug's {"error","error_message"} and
     Keystone's {"error": {"code","title","message"}}, or whatever text came back."""
@@ -122,8 +139,12 @@ class Session:
 
 
 def authenticate(cloud: dict[str, Any], transport: httpx.BaseTransport | None = None,
-                 auth_url: str | None = None, timeout: float = 30) -> Session:
-    """Keystone v3 password auth scoped to a project; the data-processing endpoint from the catalog."""
+                 auth_url: str | None = None, timeout: float = 30,
+                 verify: ssl.SSLContext | bool | None = None) -> Session:
+    """Keystone v3 password auth scoped to a project; the data-processing endpoint from the catalog. HTTPS is
+    verified as `verify` says (default: as the cloud says, see verify_for)."""
+    if verify is None:
+        verify = verify_for(cloud)
     auth = cloud.get("auth") or {}
     auth_url = (auth_url or auth.get("auth_url") or "").rstrip("/")
     if not auth_url:
@@ -148,7 +169,7 @@ def authenticate(cloud: dict[str, Any], transport: httpx.BaseTransport | None = 
     body = {"auth": {"identity": {"methods": ["password"], "password": {"user": user}},
                      "scope": {"project": project}}}
     try:
-        with httpx.Client(transport=transport, timeout=timeout) as http:
+        with httpx.Client(transport=transport, timeout=timeout, verify=verify) as http:
             r = http.post(f"{auth_url}/auth/tokens", json=body)
     except httpx.TransportError as e:
         raise UnreachableError(f"cannot reach the identity service at {auth_url}: {_reason(e)}") from None
@@ -182,29 +203,35 @@ def _catalog_endpoint(catalog: list[dict[str, Any]], interface: str, region: str
 
 def _reason(e: Exception) -> str:
     text = str(e) or type(e).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        why = re.search(r"certificate verify failed: ([^(]+)", text)
+        return (f"its TLS certificate is not trusted ({why.group(1).strip() if why else 'verify failed'}); give "
+                "the CA that signed it: cacert in clouds.yaml, --os-cacert or OS_CACERT")
     return text.split("] ")[-1] if text.startswith("[Errno") else text
 
 
 class OasisClient:
     def __init__(self, endpoint: str, token: str, transport: httpx.BaseTransport | None = None,
-                 timeout: float = 30) -> None:
+                 timeout: float = 30, verify: ssl.SSLContext | bool = True) -> None:
         self.endpoint = endpoint_for(endpoint)
         self.token = token
-        self.http = httpx.Client(base_url=self.endpoint, transport=transport, timeout=timeout,
+        self.http = httpx.Client(base_url=self.endpoint, transport=transport, timeout=timeout, verify=verify,
                                  headers={"X-Auth-Token": token, "User-Agent": "oasis-cli"})
 
     @classmethod
     def connect(cls, os_cloud: str = "oasis", url: str | None = None, token: str | None = None,
                 state_dir: Path | None = None, transport: httpx.BaseTransport | None = None,
-                clouds_path: Path | None = None) -> OasisClient:
-        """--url and --token as given; otherwise the cloud's credentials (against --url's /v3 if one is given)."""
+                clouds_path: Path | None = None, cacert: str | Path | None = None) -> OasisClient:
+        """--url and --token as given; otherwise the cloud's credentials (against --url's /v3 if one is given).
+        HTTPS is verified with `cacert`, else the cloud's `cacert`, else the system's CAs."""
         if url and token:
-            return cls(url, token, transport)
+            return cls(url, token, transport, verify=verify_for(None, cacert))
         if token and not url:
             raise ConfigError("--token needs --url")
         cloud = load_cloud(os_cloud, state_dir, clouds_path)
-        session = authenticate(cloud, transport, auth_url=f"{_origin(url)}/v3" if url else None)
-        return cls(endpoint_for(url) if url else session.endpoint, session.token, transport)
+        verify = verify_for(cloud, cacert)
+        session = authenticate(cloud, transport, auth_url=f"{_origin(url)}/v3" if url else None, verify=verify)
+        return cls(endpoint_for(url) if url else session.endpoint, session.token, transport, verify=verify)
 
     def close(self) -> None:
         self.http.close()

@@ -31,12 +31,13 @@ class Options:
     token: str | None = None
     state_dir: Path | None = None
     as_json: bool = False
+    cacert: Path | None = None  # the CA to verify the service's HTTPS with (else the cloud's `cacert`)
     _client: OasisClient | None = field(default=None, repr=False)
 
     def client(self) -> OasisClient:
         if self._client is None:
             self._client = OasisClient.connect(self.os_cloud, self.url, self.token, self.state_dir,
-                                               transport=TRANSPORT)
+                                               transport=TRANSPORT, cacert=self.cacert)
         return self._client
 
 

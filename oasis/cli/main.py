@@ -9,7 +9,7 @@ import typer
 
 from oasis.cli import (binaries, clusters, datasources, export, identity, jobs, keypairs, lab, plugins, sites,
                        templates)
-from oasis.cli.common import Options, command, options
+from oasis.cli.common import Options, command, fail, options
 from oasis.cli.demo import Demo
 from oasis.config import Settings
 
@@ -24,16 +24,34 @@ def main(ctx: typer.Context,
          token: Optional[str] = typer.Option(None, envvar="OS_TOKEN", help="Token to use with --url"),
          state_dir: Optional[Path] = typer.Option(None, envvar="OASIS_STATE_DIR",
                                                   help="Where `oasis up` keeps its clouds.yaml (default ~/.oasis)"),
+         os_cacert: Optional[Path] = typer.Option(None, "--os-cacert", envvar="OS_CACERT",
+                                                  help="CA certificate to verify the service's HTTPS with "
+                                                       "(default: the cloud's cacert, else the system's CAs)"),
          as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables")) -> None:
-    ctx.obj = Options(os_cloud=os_cloud, url=url, token=token, state_dir=state_dir, as_json=as_json)
+    ctx.obj = Options(os_cloud=os_cloud, url=url, token=token, state_dir=state_dir, as_json=as_json,
+                      cacert=os_cacert)
 
 
 def _settings(state_dir: Optional[Path], database_url: Optional[str], host: str, port: int,
-              object_store: Optional[str] = None) -> Settings:
+              object_store: Optional[str] = None, tls: Optional[str] = None, tls_cert: Optional[Path] = None,
+              tls_key: Optional[Path] = None, tls_ca: Optional[Path] = None) -> Settings:
     kwargs: dict = {"database_url": database_url, "host": host, "port": port, "object_store": object_store}
     if state_dir is not None:
         kwargs["state_dir"] = state_dir
+    # unset options keep the settings' own defaults (the OASIS_TLS* environment)
+    given = {"tls": tls, "tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca}
+    kwargs.update({k: v for k, v in given.items() if v is not None})
     return Settings(**kwargs)
+
+
+def _run(run, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """Start a server process; TLS settings that cannot be used are one line, not a traceback."""
+    from oasis.tls import TlsError
+
+    try:
+        run(settings)
+    except TlsError as e:
+        raise fail(str(e), 2) from None
 
 
 STATE_DIR = typer.Option(None, "--state-dir", help="State directory (default ~/.oasis or $OASIS_STATE_DIR)")
@@ -45,24 +63,41 @@ OBJECT_STORE = typer.Option(None, "--object-store", envvar="OASIS_OBJECT_STORE",
                                  "s3+http://access:secret@host:port?bucket=B")
 HOST = typer.Option("127.0.0.1", help="Address to listen on")
 PORT = typer.Option(8386, help="Port to listen on")
+TLS = typer.Option(None, "--tls", envvar="OASIS_TLS", show_envvar=False, metavar="auto",
+                   help="Serve HTTPS with a certificate from a CA made once in the state dir; clouds.yaml names "
+                        "the CA (cacert) so that clients verify it")
+TLS_CERT = typer.Option(None, "--tls-cert", envvar="OASIS_TLS_CERT", show_envvar=False, metavar="FILE",
+                        help="Serve HTTPS with this certificate (PEM, with its chain); needs --tls-key")
+TLS_KEY = typer.Option(None, "--tls-key", envvar="OASIS_TLS_KEY", show_envvar=False, metavar="FILE",
+                       help="The private key of --tls-cert (PEM)")
+TLS_CA = typer.Option(None, "--tls-ca", envvar="OASIS_TLS_CA", show_envvar=False, metavar="FILE",
+                      help="The CA certificate that signed --tls-cert, for clients and sites to verify with "
+                           "(default: the certificate itself if it is self-signed, else the system's CAs)")
 
 
 @app.command()
 def up(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Optional[Path] = STATE_DIR,
-       database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE) -> None:
+       database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE,
+       tls: Optional[str] = TLS, tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY,
+       tls_ca: Optional[Path] = TLS_CA) -> None:
     """Run the API and the engine in one process (the embedded default: SQLite, the `local` site)."""
     from oasis.server import run_up  # lazy for start-up: the client commands never load the server
 
-    run_up(_settings(state_dir or options(ctx).state_dir, database_url, host, port, object_store))
+    _run(run_up, _settings(state_dir or options(ctx).state_dir, database_url, host, port, object_store,
+                           tls, tls_cert, tls_key, tls_ca))
 
 
 @app.command()
 def api(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Optional[Path] = STATE_DIR,
-        database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE) -> None:
-    """Run the HTTP API only (stateless: run as many as you like on one database)."""
+        database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE,
+        tls: Optional[str] = TLS, tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY,
+        tls_ca: Optional[Path] = TLS_CA) -> None:
+    """Run the HTTP API only (stateless: run as many as you like on one database; replicas behind one name
+    share one certificate: give them --tls-cert/--tls-key)."""
     from oasis.server import run_api  # lazy for start-up: the client commands never load the server
 
-    run_api(_settings(state_dir or options(ctx).state_dir, database_url, host, port, object_store))
+    _run(run_api, _settings(state_dir or options(ctx).state_dir, database_url, host, port, object_store,
+                            tls, tls_cert, tls_key, tls_ca))
 
 
 @app.command()
