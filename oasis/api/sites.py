@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, or_, select
 
+from oasis import tls
 from oasis.api.errors import ApiError, bad
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.db.capacity import free_capacity, site_usage
@@ -291,7 +292,7 @@ def create_export(ctx: Ctx) -> Reply:
     settings = ctx.deps.settings
     api_url = str(ctx.request.base_url).rstrip("/")
     with ctx.db.session() as s:
-        row = site_export.create_export(s, api_url, settings.object_store, settings.host)
+        row = site_export.create_export(s, api_url, settings.object_store, settings.host, tls.ca_pem(settings))
         return Reply(202, {"export": _export_view(row, True)})
 
 

@@ -12,10 +12,15 @@ up`) is used here only and never sent anywhere. The control plane reaches the ho
 its public half comes in the bundle (`ControlPlaneAccess.ssh_public_key`) and is authorized here on every host
 (and on the site's gateway host, where the site is reached through one); the control plane keeps the private
 half. The join (POST /v2/sites/join) carries the bundle version's join token in a header, the site entry (public
-host keys, addresses, capacity) and the enrollment's results; it never carries a private key."""
+host keys, addresses, capacity) and the enrollment's results; it never carries a private key.
+
+Transport: the join goes the way the bundle's `Transport` says. From a TLS control plane it is HTTPS verified
+with the bundle's CA (or the system's CAs when the bundle carries none), never plain HTTP, and a control plane
+whose certificate the CA did not sign gets neither the join token nor the site entry."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +38,7 @@ from oasis.remote.hosts import Remotes
 from oasis.remote.ssh import SshRemote, SshTarget
 from oasis.runtime import local_runtime
 from oasis.sites import manifest as site_manifest
-from oasis.sites.export import BUNDLE_KEYS, JOIN_TOKEN
+from oasis.sites.export import BUNDLE_KEYS, JOIN_TOKEN, TRANSPORT, BundleError, check_transport
 
 JOIN_HEADER = "X-Oasis-Join-Token"
 KEY_MARK = "oasis-control-plane"  # the comment of the control plane's key line: how it is found again
@@ -59,15 +64,34 @@ def load_bundle(path: Path) -> dict[str, Any]:
         raise StandaloneError(f"{path}: cannot read the bundle: {e}") from None
     if not isinstance(bundle, dict):
         raise StandaloneError(f"{path}: not a bundle (a YAML mapping written by `oasis export`)")
+    newer = ("ControlPlaneAccess", TRANSPORT)  # what bundles of older control planes lack
     missing = [k for k in ("version", *BUNDLE_KEYS) if k not in bundle]
-    if missing == ["ControlPlaneAccess"]:
-        raise StandaloneError(f"{path}: bundle version {bundle.get('version')} has no ControlPlaneAccess (it was "
-                              f"exported by an older control plane): run `oasis export` again")
-    if missing:
+    if [k for k in missing if k not in newer]:
         raise StandaloneError(f"{path}: not a complete bundle, missing {', '.join(missing)}")
     if not (bundle.get("secrets") or {}).get(JOIN_TOKEN):
         raise StandaloneError(f"{path}: the bundle has no join token")
+    if missing:
+        raise StandaloneError(f"{path}: bundle version {bundle.get('version')} has no {' or '.join(missing)} (it "
+                              f"was exported by an older control plane): run `oasis export` again")
+    try:
+        check_transport(bundle)
+    except BundleError as e:
+        raise StandaloneError(f"{path}: {e}") from None
     return bundle
+
+
+def control_plane_tls(bundle: dict[str, Any]) -> ssl.SSLContext | None:
+    """How the site verifies the control plane: a context trusting the bundle's CA alone (or the system's CAs
+    when the bundle names none), or None for a plain-HTTP control plane."""
+    try:
+        transport = check_transport(bundle)
+    except BundleError as e:
+        raise StandaloneError(f"bundle: {e}") from None
+    if not transport["join_use_tls"]:
+        return None
+    if transport["ca_cert"]:
+        return ssl.create_default_context(cadata=transport["ca_cert"])
+    return ssl.create_default_context()
 
 
 def site_entry(manifest: dict[str, Any], name: str | None) -> dict[str, Any]:
@@ -200,11 +224,20 @@ def join(bundle: dict[str, Any], entry: dict[str, Any], runtime: dict[str, Any],
          timeout: float = 60) -> dict[str, Any]:
     """Tell the control plane the site is deployed; its answer is the site as the control plane now shows it."""
     url = bundle["EndpointMap"]["data_processing"].rstrip("/") + "/sites/join"
+    verify = control_plane_tls(bundle)
+    if verify is not None and not url.startswith("https://"):  # check_transport refuses it too: never send
+        raise StandaloneError(f"the bundle says the control plane uses TLS, but its join URL {url} is plain HTTP")
     body = {"bundle_version": int(bundle["version"]), "site": entry, "runtime": runtime,
             "hosts": enrollment.hosts, "events": enrollment.events}
     try:
-        r = httpx.post(url, json=body, headers={JOIN_HEADER: bundle["secrets"][JOIN_TOKEN]}, timeout=timeout)
+        r = httpx.post(url, json=body, headers={JOIN_HEADER: bundle["secrets"][JOIN_TOKEN]}, timeout=timeout,
+                       verify=verify if verify is not None else True)
     except httpx.HTTPError as e:
+        if "CERTIFICATE_VERIFY_FAILED" in str(e):
+            raise StandaloneError(f"the control plane at {url} is not the bundle's: its TLS certificate is not "
+                                  f"signed by the CA in the bundle's {TRANSPORT} ({_reason(e)}); nothing was sent "
+                                  f"to it. Check the address, or export the bundle again from the control "
+                                  f"plane") from None
         raise StandaloneError(f"cannot reach the control plane at {url}: {e}; the site is enrolled, run the "
                               f"same command again once it is reachable") from None
     if r.status_code != 200:
@@ -214,6 +247,11 @@ def join(bundle: dict[str, Any], entry: dict[str, Any], runtime: dict[str, Any],
             message = r.text
         raise StandaloneError(f"the control plane refused the join ({r.status_code}): {message}")
     return r.json()["site"]
+
+
+def _reason(e: Exception) -> str:
+    text = str(e)
+    return text.split("certificate verify failed:")[-1].split("(_ssl")[0].strip() or "verify failed"
 
 
 def deploy(bundle_path: Path, manifest_path: Path, site: str | None = None,

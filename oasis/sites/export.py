@@ -3,7 +3,9 @@
 `EndpointMap` (where the API, identity, object store and engine callback are), `HostsEntry` (host lines for the
 control plane's names), `GlobalConfig` (framework defaults), `AllNodesConfig` (every site's hosts, for name
 resolution across sites), `ControlPlaneAccess` (the public key the control plane reaches standalone-deployed
-sites' hosts with) and `secrets` (the bundle version's join token, derived from a secret generated once per
+sites' hosts with), `Transport` (how a site talks to the control plane: the API's scheme and URL, the CA that
+signed its certificate, whether the join and the callbacks use TLS: the seed's messaging-SSL overrides, as data
+a site reads; `check_transport` is how a site reads it) and `secrets` (the bundle version's join token, derived from a secret generated once per
 control plane). A site's own credentials (Site.secrets) are never read here: they cannot end up in a bundle.
 
 Every export is a new version kept in the database: a site not yet updated still needs the one it was
@@ -21,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from cryptography import x509
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -36,7 +39,11 @@ DNS_DOMAIN = "oasis.local"
 JOIN_TOKEN = "join_token"
 SITE_KEY = "site_ssh_private_key"  # ControlPlaneSecret: the control plane's own key to the sites' hosts
 CONTROL_PLANE_KEY_COMMENT = "oasis-control-plane"
-BUNDLE_KEYS = ("EndpointMap", "HostsEntry", "GlobalConfig", "AllNodesConfig", "ControlPlaneAccess", "secrets")
+TRANSPORT = "Transport"
+BUNDLE_KEYS = ("EndpointMap", "HostsEntry", "GlobalConfig", "AllNodesConfig", "ControlPlaneAccess", TRANSPORT,
+               "secrets")
+# the EndpointMap entries a site reaches the control plane at: all of them on the API's own scheme and address
+_CONTROL_PLANE_ENDPOINTS = ("api", "data_processing", "identity", "engine_callback")
 # How long a bundle's join token is accepted after its export (seconds); a later export makes a new token.
 JOIN_TOKEN_TTL = float(os.environ.get("OASIS_JOIN_TOKEN_TTL") or 7 * 24 * 3600)
 # Query parameters of a store URL that only say where, never who.
@@ -162,8 +169,62 @@ def global_config(settings_host: str) -> dict[str, Any]:
     }
 
 
+def transport(api_url: str, ca_pem: str | None) -> dict[str, Any]:
+    """The bundle's `Transport`: what the control plane serves on, and the CA a site verifies it with (None: a
+    certificate from a CA the sites' systems already trust)."""
+    scheme = urlsplit(api_url).scheme
+    tls = scheme == "https"
+    if ca_pem is not None and "PRIVATE KEY" in ca_pem:
+        raise ValueError("the control plane's CA file holds a private key: it must never go into a bundle")
+    return {"scheme": scheme, "api_url": api_url, "ca_cert": ca_pem if tls else None,
+            "join_use_tls": tls, "callbacks_use_tls": tls}
+
+
+class BundleError(ValueError):
+    """A bundle a site cannot use; the message names the field."""
+
+
+def check_transport(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's `Transport`, checked: a known scheme, an API URL on it, the join and the callbacks on TLS
+    exactly when the API is (a TLS control plane serves nothing plain), a CA that parses as certificates and holds
+    no private key, and the EndpointMap's control-plane entries on the same scheme and address."""
+    t = bundle.get(TRANSPORT)
+    if not isinstance(t, dict):
+        raise BundleError(f"{TRANSPORT}: not a mapping")
+    scheme, api_url = t.get("scheme"), t.get("api_url")
+    if scheme not in ("http", "https"):
+        raise BundleError(f"{TRANSPORT}.scheme: {scheme!r} is neither http nor https")
+    if not isinstance(api_url, str) or urlsplit(api_url).scheme != scheme or not urlsplit(api_url).hostname:
+        raise BundleError(f"{TRANSPORT}.api_url: {api_url!r} is not an {scheme}:// URL")
+    tls = scheme == "https"
+    for key in ("join_use_tls", "callbacks_use_tls"):
+        if t.get(key) is not tls:
+            raise BundleError(f"{TRANSPORT}.{key}: must be {str(tls).lower()} for an {scheme} control plane")
+    ca = t.get("ca_cert")
+    if ca is not None:
+        if not tls:
+            raise BundleError(f"{TRANSPORT}.ca_cert: an http control plane has no certificate to verify")
+        if not isinstance(ca, str) or "PRIVATE KEY" in ca:
+            raise BundleError(f"{TRANSPORT}.ca_cert: must be the CA's certificate (PEM) and nothing else")
+        try:
+            x509.load_pem_x509_certificates(ca.encode())
+        except ValueError:
+            raise BundleError(f"{TRANSPORT}.ca_cert: not a PEM certificate") from None
+    endpoints = bundle.get("EndpointMap")
+    if not isinstance(endpoints, dict):
+        raise BundleError("EndpointMap: not a mapping")
+    base = api_url.rstrip("/")
+    for key in _CONTROL_PLANE_ENDPOINTS:
+        url = endpoints.get(key)
+        if not isinstance(url, str) or not (url.rstrip("/") == base or url.startswith(base + "/")):
+            raise BundleError(f"EndpointMap.{key}: {url!r} is not on the control plane's {TRANSPORT}.api_url "
+                              f"{api_url}")
+    return t
+
+
 def build_bundle(session: Session, api_url: str, object_store: str | None, settings_host: str,
-                 version: int) -> dict[str, Any]:
+                 version: int, ca_pem: str | None = None) -> dict[str, Any]:
+    """`ca_pem`: the CA that signed the API's certificate (oasis.tls.ca_pem), for a TLS control plane."""
     api_url = api_url.rstrip("/")
     return {
         "EndpointMap": {
@@ -177,15 +238,17 @@ def build_bundle(session: Session, api_url: str, object_store: str | None, setti
         "GlobalConfig": global_config(settings_host),
         "AllNodesConfig": all_nodes(session),
         "ControlPlaneAccess": {"ssh_public_key": control_plane_key(session)[1]},
+        TRANSPORT: transport(api_url, ca_pem),
         "secrets": {JOIN_TOKEN: version_token(session, version)},
     }
 
 
-def create_export(session: Session, api_url: str, object_store: str | None, settings_host: str) -> Export:
+def create_export(session: Session, api_url: str, object_store: str | None, settings_host: str,
+                  ca_pem: str | None = None) -> Export:
     row = Export(bundle={})
     session.add(row)
     session.flush()  # the version first: the bundle's join token is that version's
-    row.bundle = build_bundle(session, api_url, object_store, settings_host, row.version)
+    row.bundle = build_bundle(session, api_url, object_store, settings_host, row.version, ca_pem)
     session.flush()
     return row
 
