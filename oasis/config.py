@@ -28,7 +28,7 @@ class Settings:
     s3_access_ttl_seconds: float = float(os.environ.get("OASIS_S3_ACCESS_TTL_SECONDS", "900"))
     # TLS on the API (oasis.tls): "auto" makes a CA in the state dir and serves with a certificate from it; or
     # the operator's certificate and key, with the CA that signed them. `tls_ca` is what clients verify with.
-    tls: str = os.environ.get("OASIS_TLS", "")
+    tls: str = field(default_factory=lambda: os.environ.get("OASIS_TLS", ""))
     tls_cert: Path | None = field(default_factory=lambda: _path_env("OASIS_TLS_CERT"))
     tls_key: Path | None = field(default_factory=lambda: _path_env("OASIS_TLS_KEY"))
     tls_ca: Path | None = field(default_factory=lambda: _path_env("OASIS_TLS_CA"))
