@@ -59,3 +59,7 @@ def register(app: typer.Typer) -> None:
         except FileExistsError:
             raise fail(f"{path} exists; use --force to overwrite it") from None
         console.print(f"exported version [bold]{exp['version']}[/] to {path}")
+        transport = exp["bundle"].get("Transport") or {}
+        if transport.get("join_use_tls"):
+            how = "the CA in the bundle" if transport.get("ca_cert") else "their system's CAs"
+            console.print(f"sites reach the control plane at {transport['api_url']} over TLS, verified with {how}")
