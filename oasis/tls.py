@@ -70,9 +70,8 @@ def server_names(host: str) -> list[str]:
     """The names the API is reached by on this machine: loopback, the host's names, and the listen address
     unless it is a wildcard."""
     names = ["127.0.0.1", "localhost", "::1"]
-    for name in (socket.gethostname(), socket.getfqdn()):
-        if name:
-            names.append(name)
+    if socket.gethostname():  # the name as configured: no resolver is asked (getfqdn would)
+        names.append(socket.gethostname())
     try:
         if not ipaddress.ip_address(host).is_unspecified:
             names.append(host)

@@ -5,8 +5,8 @@ control plane's names), `GlobalConfig` (framework defaults), `AllNodesConfig` (e
 resolution across sites), `ControlPlaneAccess` (the public key the control plane reaches standalone-deployed
 sites' hosts with), `Transport` (how a site talks to the control plane: the API's scheme and URL, the CA that
 signed its certificate, whether the join and the callbacks use TLS: the seed's messaging-SSL overrides, as data
-a site reads; `check_transport` is how a site reads it) and `secrets` (the bundle version's join token, derived from a secret generated once per
-control plane). A site's own credentials (Site.secrets) are never read here: they cannot end up in a bundle.
+a site reads; `check_transport` is how a site reads it) and `secrets` (the bundle version's join token,
+derived from a secret generated once per control plane). A site's own credentials (Site.secrets) are never read here: they cannot end up in a bundle.
 
 Every export is a new version kept in the database: a site not yet updated still needs the one it was
 deployed with."""

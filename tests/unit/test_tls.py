@@ -100,7 +100,8 @@ def test_given_files_are_checked_and_name_their_ca(tmp_path: Path) -> None:
     assert (given.tls_cert, given.tls_key, given.tls_ca) == (files["cert.pem"], files["key.pem"], files["ca.pem"])
     assert not (tmp_path / "state" / "tls").exists(), "nothing made when the operator gives the files"
     # a certificate from a CA the clients already trust: no CA to hand out
-    assert tls.prepare(Settings(**base, tls_cert=files["cert.pem"], tls_key=files["key.pem"], tls_ca=None)).tls_ca is None
+    public = tls.prepare(Settings(**base, tls_cert=files["cert.pem"], tls_key=files["key.pem"], tls_ca=None))
+    assert public.tls_ca is None
     # a self-signed certificate is its own CA
     self_signed = tmp_path / "self.pem"
     self_signed.write_text(ca.cert)
@@ -128,6 +129,15 @@ def test_given_files_are_checked_and_name_their_ca(tmp_path: Path) -> None:
                              tls_key=files["key.pem"]))
     with pytest.raises(tls.TlsError, match="takes 'auto'"):
         tls.prepare(Settings(state_dir=tmp_path / "s", tls="yes please"))
+
+
+def test_the_environment_turns_tls_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OASIS_TLS", "auto")
+    settings = Settings(state_dir=tmp_path / "state")
+    assert settings.tls_on and settings.public_url.startswith("https://")
+    assert tls.prepare(settings).tls_ca == tmp_path / "state" / "tls" / "ca.pem"
+    monkeypatch.setenv("OASIS_TLS", "off")
+    assert not Settings(state_dir=tmp_path / "state").tls_on
 
 
 def test_cli_refuses_unusable_tls_settings_in_one_line(tmp_path: Path) -> None:
