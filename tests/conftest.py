@@ -48,6 +48,18 @@ def project_users_cleaned_up() -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A directory for a test's file:// data that jobs can read: they run as their project's user, who cannot
+    pass through pytest's own temporary directories (0700)."""
+    d = Path(tempfile.mkdtemp(prefix="oasis-data-"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 # --- tiers ------------------------------------------------------------------------------------------------------
 
 
