@@ -167,8 +167,8 @@ def _kill_group(pid, grace):
                 os.killpg(pid, signal.SIGCONT)
         except ProcessLookupError:
             return
-        except PermissionError:
-            pass
+        except PermissionError:  # none of the group is this user's (a pid file that points elsewhere): not ours
+            return
         deadline = time.time() + (grace if sig == signal.SIGTERM else 5)
         while time.time() < deadline:
             if not _group_alive(pid):
@@ -525,13 +525,13 @@ def cmd_prepare(d, name, key):
         os.chmod(d, 0o700)
         print("null")
         return 0
+    _traversable_parents(d)  # before anything is made: a directory the user could not reach is an error
     with _users_lock():
         # The reference first: a release of another instance at the same time cannot delete the user under us,
         # and a crash after it leaves a record that the instance's release removes.
         os.makedirs(os.path.join(USERS_DIR, name), mode=0o700, exist_ok=True)
         _write_atomic(os.path.join(USERS_DIR, name, key), d + "\n", 0o600)
         pw = _ensure_user(name)
-    _traversable_parents(d)
     _own_dir(d, pw)
     _own_dir(os.path.join(d, "proc"), pw)
     print(json.dumps({"name": name, "uid": pw.pw_uid, "gid": pw.pw_gid}))
