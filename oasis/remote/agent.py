@@ -478,8 +478,9 @@ def _kill_user(uid, gid):
 def _delete_user(pw):
     _kill_user(pw.pw_uid, pw.pw_gid)
     for _ in range(50):  # a process that has just been killed may still be on its way out
-        if subprocess.run(["userdel", pw.pw_name], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode in (0, 6):
-            return  # 6: no such user (gone meanwhile)
+        rc = subprocess.run(["userdel", pw.pw_name], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode
+        if rc in (0, 6):  # 6: no such user (gone meanwhile)
+            return
         time.sleep(0.1)
     subprocess.run(["userdel", "--force", pw.pw_name], check=True, stdout=subprocess.DEVNULL)
 
@@ -498,7 +499,8 @@ def _traversable_parents(path):
     while True:
         if not os.stat(d).st_mode & 0o001:
             raise SystemExit("%s is mode %o: the project users of this host cannot reach their instance "
-                             "directories under it (let others traverse it: chmod o+x)" % (d, os.stat(d).st_mode & 0o777))
+                             "directories under it (let others traverse it: chmod o+x)"
+                             % (d, os.stat(d).st_mode & 0o777))
         if d == os.path.dirname(d):
             return
         d = os.path.dirname(d)

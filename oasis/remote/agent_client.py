@@ -79,7 +79,8 @@ class Agent:
         soon as the daemon exits or a `fail` pattern is in its log (the error carries those lines)."""
         wait = ["--ready", ready, *(a for f in fail for a in ("--fail", f)), "--timeout", str(timeout)] if ready else []
         try:
-            out = await self._call("start", *self._as(), d, name, *_env_args(env), *wait, "--", *argv, timeout=timeout + 30)
+            out = await self._call("start", *self._as(), d, name, *_env_args(env), *wait, "--", *argv,
+                                   timeout=timeout + 30)
         except CommandFailed as e:
             raise ProcessNotReady(e.result.stderr.strip() or str(e)) from None
         return int(out.split()[0])
