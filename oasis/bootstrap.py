@@ -2,6 +2,7 @@
 environment, Nova's default flavors, and an admin user whose credentials go to `<state dir>/clouds.yaml`."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -27,6 +28,8 @@ LOCAL_SITE = "local"
 FLAVORS = [("1", "m1.tiny", 1, 512, 1), ("2", "m1.small", 1, 2048, 20), ("3", "m1.medium", 2, 4096, 40),
            ("4", "m1.large", 4, 8192, 80), ("5", "m1.xlarge", 8, 16384, 160)]
 IMAGE_NAMESPACE = uuid.UUID("6f1c2a53-3b0e-4c55-9a57-0a5e5d0c1a11")
+# The `local` host's instances when oasis runs as root: beside the agent's records of the machine's users.
+LOCAL_INSTANCES = Path("/var/lib/oasis-agent/local")
 
 
 def bootstrap(settings: Settings, db: Database, admin: bool = True) -> None:
@@ -56,20 +59,68 @@ def _local_site(s) -> Site:
     return site
 
 
+def local_single_user() -> bool:
+    """Whether the `local` site runs every instance as oasis's own user: only root can switch users."""
+    return os.geteuid() != 0
+
+
+def local_base_dir(settings: Settings) -> Path:
+    """Where the `local` host keeps its instances. Unprivileged: under the state directory, as before. As root,
+    instances run as their projects' users, who must be able to pass through to their own directories, which
+    they cannot under the state directory (0700) or a home or a temporary directory made 0700: the base is then
+    a directory of the machine's agent, one per state directory, and `<state>/hosts/localhost` links to it."""
+    link = settings.hosts_dir / "localhost"
+    if local_single_user():
+        link.mkdir(parents=True, exist_ok=True)
+        return link
+    digest = hashlib.sha256(str(settings.state_dir).encode()).hexdigest()[:16]
+    base = LOCAL_INSTANCES / digest
+    base.mkdir(parents=True, exist_ok=True)
+    for d in (LOCAL_INSTANCES.parent, LOCAL_INSTANCES, base):
+        d.chmod(0o711)  # traversable, not listable: a project user reaches only the directory it is given
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        if link.is_dir():
+            link.rmdir()  # an empty base from an unprivileged start (a full one is a real base: kept as is)
+        link.symlink_to(base)
+    return base
+
+
+def unreachable_runtime(runtime: dict) -> list[str]:
+    """The runtime paths (Python, Spark, Java) that a project user cannot reach: a directory on the way that
+    others cannot pass through (say a 0700 /root holding a pyenv Python)."""
+    blocked = []
+    for key in ("python", "spark_home", "java_home"):
+        if key not in runtime:
+            continue
+        path = Path(runtime[key])
+        for d in [*reversed(path.parents), path]:
+            try:
+                mode = d.stat().st_mode
+            except OSError:
+                break
+            if not mode & 0o001:
+                blocked.append(f"{key} {path}: {d} is mode {mode & 0o777:o} (chmod o+x {d})")
+                break
+    return blocked
+
+
 def _local_host(s, site: Site, settings: Settings) -> None:
     host = s.scalars(select(Host).where(Host.site_id == site.id, Host.name == "localhost")).first()
-    base = settings.hosts_dir / "localhost"
-    base.mkdir(parents=True, exist_ok=True)
+    base = local_base_dir(settings)
     low, _, high = settings.local_ports.partition("-")
     capacity = dict(vcpus=os.cpu_count() or 1, ram_mb=total_ram_mb(), disk_gb=shutil.disk_usage(base).total >> 30,
                     port_min=int(low), port_max=int(high))
     if host is None:
-        s.add(Host(site_id=site.id, name="localhost", access="local", address="127.0.0.1", base_dir=str(base),
-                   **capacity))
+        host = Host(site_id=site.id, name="localhost", access="local", address="127.0.0.1", base_dir=str(base),
+                    **capacity)
+        s.add(host)
     else:  # the machine may have been resized since the last start
         for k, v in capacity.items():
             setattr(host, k, v)
         host.base_dir = str(base)
+    # shown by `oasis site show` and GET /v2/sites: whether its instances run as their projects' users
+    host.spec = {**(host.spec or {}), "single_user": local_single_user()}
 
 
 def _local_image(s, site: Site) -> None:
@@ -81,6 +132,9 @@ def _local_image(s, site: Site) -> None:
         s.add(image)
     image.tags = image_tags()
     image.runtime = local_runtime()
+    if not local_single_user():
+        for blocked in unreachable_runtime(image.runtime):
+            log.warning("the local site's project users cannot reach the runtime: %s", blocked)
     if "spark_home" not in image.runtime or "java_home" not in image.runtime:
         image.tags = [t for t in image.tags if t not in ("spark", *registry()["spark"].versions())]
 

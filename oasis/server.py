@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import signal
 import threading
@@ -10,7 +11,7 @@ import uvicorn
 
 from oasis import tls
 from oasis.api.app import create_app
-from oasis.bootstrap import bootstrap
+from oasis.bootstrap import bootstrap, local_single_user
 from oasis.config import Settings
 from oasis.db.session import Database
 from oasis.engine.runner import Engine
@@ -26,6 +27,9 @@ def _prepare(settings: Settings, serves_api: bool = True) -> tuple[Database, Obj
     with db.setup_lock():  # replicas starting together: one migrates and bootstraps, the others then find it done
         db.migrate()
         bootstrap(settings, db, admin=serves_api)
+    if local_single_user():
+        log.warning("the local site is single-user: oasis runs unprivileged, so its instances run as this user "
+                    "(%s), not as their projects' users; run oasis as root to keep projects apart", getpass.getuser())
     return db, open_store(settings.object_store, settings.objects_dir)
 
 

@@ -34,10 +34,30 @@ import yaml
 from devtools.devswift import KEY, USER, SwiftServer, memcached_binary
 from tests.integration.services import Oasis, Postgres
 from tests.lab_fixture import built_lab, lab_service
+from tests.project_users import removing_new_project_users
 from tests.world import Template, World, make_world
 
 TESTS = Path(__file__).resolve().parent
 TIERS = ("unit", "integration", "compat", "lab")  # also the order of a run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def project_users_cleaned_up() -> Iterator[None]:
+    """The project users that instances of this session's tests ran as are gone at its end (tests/project_users.py)."""
+    with removing_new_project_users():
+        yield
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A directory for a test's file:// data that jobs can read: they run as their project's user, who cannot
+    pass through pytest's own temporary directories (0700)."""
+    d = Path(tempfile.mkdtemp(prefix="oasis-data-"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 # --- tiers ------------------------------------------------------------------------------------------------------

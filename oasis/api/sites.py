@@ -31,6 +31,15 @@ REGISTER_SCHEMA = {
 }
 
 
+def single_user(host: Host) -> bool:
+    """Whether the host runs every instance as its agent's own user, not as the instance's project's: an SSH
+    user other than root cannot switch users, nor can an unprivileged oasis on the `local` site."""
+    spec = host.spec or {}
+    if "single_user" in spec:
+        return bool(spec["single_user"])
+    return host.access != "local" and spec.get("ssh_user", "root") != "root"
+
+
 def _host_view(host: Host, free: dict[str, tuple[float, float, float]]) -> dict:
     vcpus, ram, disk = free.get(host.id, (0, 0, 0))
     return {"id": host.id, "name": host.name, "access": host.access, "address": host.address,
@@ -39,7 +48,8 @@ def _host_view(host: Host, free: dict[str, tuple[float, float, float]]) -> dict:
             "host_key": (host.spec or {}).get("host_key"), "status": host.status,
             "capacity": {"vcpus": host.vcpus, "ram_mb": host.ram_mb, "disk_gb": host.disk_gb},
             "measured": (host.spec or {}).get("measured"),
-            "free": {"vcpus": vcpus, "ram_mb": ram, "disk_gb": disk}, "health": host_health(host)}
+            "free": {"vcpus": vcpus, "ram_mb": ram, "disk_gb": disk}, "health": host_health(host),
+            "single_user": single_user(host)}
 
 
 def site_view(s, site: Site, detail: bool) -> dict:
@@ -53,6 +63,7 @@ def site_view(s, site: Site, detail: bool) -> dict:
     hosts = list(s.scalars(select(Host).where(Host.site_id == site.id).order_by(Host.name)))
     view["hosts_count"] = len(hosts)
     view["health"] = site_health(hosts)
+    view["single_user"] = any(single_user(h) for h in hosts)  # some instances run as the agent's user
     if detail:
         view["quotas"] = dict(spec.get("quotas") or {})  # absent: unlimited
         view["shares"] = list(spec.get("shares") or [])  # where file:// data of its jobs may lie

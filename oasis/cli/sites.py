@@ -37,6 +37,9 @@ def show(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID"
     quotas, usage = site.pop("quotas", {}), site.pop("usage", {})
     site["quotas"] = ", ".join(f"{k} {usage.get(k, 0)}/{quotas.get(k, 'unlimited')}"
                                for k in ("instances", "vcpus", "ram_mb"))
+    if site.get("single_user"):  # said in words: a project's jobs there are not kept from each other's files
+        site["single_user"] = ("yes: instances of the hosts marked single-user run as the agent's own user, "
+                               "not as their project's")
     record(site, ctx)
 
     def reach(h: dict) -> str:
@@ -51,7 +54,8 @@ def show(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID"
             "capacity": f"{h['capacity']['vcpus']} vCPU, {h['capacity']['ram_mb']} MB", "reachable": reach(h)}
            for h in hosts],
           [("Host", "name"), ("Address", "address"), ("Floating", "floating_address"), ("Capacity", "capacity"),
-           ("Free", "free"), ("Status", "status"), ("Reachable", "reachable")], ctx=ctx)
+           ("Free", "free"), ("Status", "status"), ("Reachable", "reachable"),
+           ("Single-user", lambda h: "yes" if h.get("single_user") else "no")], ctx=ctx)
     if events:
         table(events[-20:], [("Gen", "generation"), ("Step", "step"), ("Host", "host"),
                              ("OK", "successful"), ("Info", "info"), ("At", "created_at")], ctx=ctx)

@@ -23,7 +23,7 @@ from oasis.engine.waiting import Backoff, probe
 from oasis.plugins import get_plugin
 from oasis.plugins.base import ClusterView, PluginError
 from oasis.remote.base import RemoteError, Unreachable, unreachable_in
-from oasis.remote.hosts import Remotes, management_address
+from oasis.remote.hosts import Remotes, management_address, project_user
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +178,15 @@ class ClusterWork(Work):
                 inst.ports = dict(row.ports)
         raise PlacementError(f"{inst.name}: could not find free ports on its host")
 
+    def project_user(self) -> str:
+        """The Unix user of the cluster's project that its instances run as (where the host can switch users)."""
+        with self.db.session() as s:
+            return project_user(self.row(s).project_id)
+
     async def remove_instances(self, instances: list) -> None:
         await asyncio.gather(*(i.agent.stop_all(i.procdir, 5) for i in instances))
-        await asyncio.gather(*(i.remote.run(["rm", "-rf", i.workdir]) for i in instances))
+        user = self.project_user()
+        await asyncio.gather(*(i.agent.release(i.workdir, user, i.id) for i in instances))
 
     def forget_instances(self, ids: list[str]) -> None:
         if ids:
@@ -202,8 +208,18 @@ class ClusterWork(Work):
             await self.plugin.stop(view, view.instances)
         except CLUSTER_FAILURES:  # some host did not answer: stop what can be stopped, one instance at a time
             await asyncio.gather(*(i.agent.stop_all(i.procdir, grace) for i in view.instances), return_exceptions=True)
-        by_dir = {(id(i.remote), posixpath.dirname(i.workdir)): i.remote for i in view.instances}
-        outcome = dict(zip(by_dir, await asyncio.gather(*(r.run(["rm", "-rf", d]) for (_, d), r in by_dir.items()),
+        by_dir: dict[tuple[int, str], list] = {}
+        for i in view.instances:
+            by_dir.setdefault((id(i.remote), posixpath.dirname(i.workdir)), []).append(i)
+        user = self.project_user()
+
+        async def clear(d: str, instances: list) -> None:
+            # each instance gives back its reference to the project's user (the last one deletes it), then the
+            # cluster's directory goes
+            await asyncio.gather(*(i.agent.release(i.workdir, user, i.id) for i in instances))
+            await instances[0].remote.run(["rm", "-rf", d])
+
+        outcome = dict(zip(by_dir, await asyncio.gather(*(clear(d, insts) for (_, d), insts in by_dir.items()),
                                                        return_exceptions=True)))
         failed = {key: e for key, e in outcome.items() if isinstance(e, Exception)}
         try:
@@ -275,8 +291,15 @@ class ClusterWork(Work):
             await self.user_key((state,), install=True)
             await asyncio.gather(*(agent.install() for agent in _one_per_host(view.instances)))
 
+            user = self.project_user()
+
             async def make(inst) -> None:  # noqa: ANN001
-                await inst.remote.run(["mkdir", "-p", inst.procdir])
+                # its directory and procdir, owned by the project's user (made on the project's first instance
+                # of the machine); the owner is recorded for every later step (None: a single-user host)
+                owner = await inst.agent.prepare(inst.workdir, user, inst.id)
+                if owner != inst.owner:
+                    with self.db.session() as s:
+                        s.get(Instance, inst.id).owner = owner
                 await self.ensure_free_ports(inst)
                 st.event(inst.id, inst.name, None)
 
@@ -298,7 +321,7 @@ class ClusterWork(Work):
         hosts = "".join(f"{i.address} {i.name}\n" for i in view.instances)
         async with self.events.step("Configure instances", "Engine: create cluster", len(view.instances)) as st:
             async def prepare(inst) -> None:  # noqa: ANN001
-                await inst.remote.put(f"{inst.workdir}/hosts", hosts.encode())
+                await inst.write(f"{inst.workdir}/hosts", hosts.encode(), 0o644)
                 st.event(inst.id, inst.name, None)
 
             await asyncio.gather(*(prepare(i) for i in view.instances))

@@ -56,7 +56,8 @@ async def kill_on_instance(db: Database, remotes: Remotes, runtime: dict[str, An
 
 
 def _agent_for(db: Database, remotes: Remotes, runtime: dict[str, Any]):
-    """The agent of the instance a job was launched on, reached the way its cluster is."""
+    """The agent of the instance a job was launched on, reached the way its cluster is, acting as the instance's
+    Unix user (build_view gives each instance's agent its recorded owner)."""
     with db.session() as s:
         inst = s.get(Instance, runtime.get("instance_id") or "")
         cluster = s.get(Cluster, inst.cluster_id) if inst else None
@@ -172,7 +173,7 @@ class JobWork(Work):
         if access.needs_renewal(runtime.get("access") or []):
             period = max(1.0, self.access_ttl / 3)
             renewer = asyncio.create_task(keep_fresh(
-                lambda: self._renew_access(runtime, agent.remote), period, min(period, ACCESS_RETRY_SECONDS),
+                lambda: self._renew_access(runtime, agent.remote, agent.owner_ids), period, min(period, ACCESS_RETRY_SECONDS),
                 first_delay=period if self.launched_now else 0.0, what=f"job {self.id}"))
         try:
             while True:
@@ -215,7 +216,7 @@ class JobWork(Work):
         self.done(status=status, return_code=rc, end_time=end)
         self._after_end()
 
-    async def _renew_access(self, runtime: dict[str, Any], remote) -> None:  # noqa: ANN001
+    async def _renew_access(self, runtime: dict[str, Any], remote, owner=None) -> None:  # noqa: ANN001
         """Grant the job's access again (fresh S3 presigned requests) and rewrite its access file."""
         with self.db.session() as s:
             job = self.row(s)
@@ -227,7 +228,7 @@ class JobWork(Work):
                                         ACCESS_SECONDS, parts, self.access_ttl, runtime.get("access_deadline"))
         if grant.env:
             await remote.put(posixpath.join(runtime["dir"], access.FILE_NAME), grant.env[access.ENV].encode(),
-                             0o600)
+                             0o600, owner)  # the job's user reads it
 
     async def _drop_access_file(self, remote=None, force: bool = False) -> None:  # noqa: ANN001
         """An ended job's access file goes (its S3 URLs then die by expiry). Best effort: the host may be gone."""

@@ -67,5 +67,6 @@ def build_view(session: Session, remotes: Remotes, cluster: Cluster, states: tup
         view.instances.append(InstanceView(
             id=inst.id, name=inst.name, node_group=ng.name, processes=list(ng.spec["node_processes"]),
             address=inst.internal_ip, workdir=inst.workdir, ports=dict(inst.ports), vcpus=inst.vcpus,
-            ram_mb=inst.ram_mb, remote=remote, agent=remotes.agent(remote, host, runtime["python"])))
+            ram_mb=inst.ram_mb, remote=remote, owner=inst.owner,
+            agent=remotes.agent(remote, host, runtime["python"], inst.owner, inst.workdir)))
     return view

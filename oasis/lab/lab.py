@@ -338,6 +338,9 @@ class _Builder:
                 with open(ak, "a") as fh:
                     fh.write(client_pub if client_pub.endswith("\n") else client_pub + "\n")
             self.paths.base_dir(host.name).mkdir(parents=True, exist_ok=True)
+            # instances run as their projects' users, who pass through (not list) the way to their directories
+            for d in (self.paths.root, self.paths.root / "hosts", self.paths.host_dir(host.name)):
+                d.chmod(d.stat().st_mode | 0o111)
 
     def sshd_config(self, host: Host) -> Path:
         d = self.paths.sshd_dir(host.name)

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from oasis.remote.agent_client import Agent
+from oasis.remote.agent_client import Agent, owner_ids
 from oasis.remote.base import Remote
 
 
@@ -45,7 +45,7 @@ class InstanceView:
 
     async def write(self, path: str, data: bytes, mode: int = 0o600) -> None:
         """Put a file into the instance's directory, readable by the instance's processes (and nobody else)."""
-        await self.remote.put(path, data, mode)
+        await self.remote.put(path, data, mode, owner_ids(self.owner))
 
     @property
     def procdir(self) -> str:

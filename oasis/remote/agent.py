@@ -22,16 +22,37 @@ idempotent, so an engine that died half-way can simply run it again.
   busy-ports ADDRESS PORT...                  print (JSON) which of these ports something already listens on
   authorize FILE KEYLINE                      add an SSH public key line to an authorized_keys file, once
   unauthorize FILE MARK                       remove the key lines that contain MARK
+  prepare DIR USER KEY                        make an instance's directory (and DIR/proc), mode 0700, owned by
+                                              USER, a Unix user of the cluster's project (created on its first
+                                              instance of this machine); prints JSON {"name","uid","gid"}, or
+                                              null where the agent cannot switch users (not root)
+  release DIR USER KEY                        remove an instance's directory and its reference to USER; the
+                                              user (and any process of it) goes with its last reference
+
+Options before any other argument of start, stop, stop-all, wait, run, cancel and signal:
+  --user NAME --home DIR                      act as NAME (a user made by `prepare`), with HOME=DIR: daemons and
+                                              jobs run as that user, and can only be stopped, signalled or read
+                                              with its rights (a pid file it rewrote cannot aim the agent at
+                                              anyone else's process)
 """
 import fcntl
 import json
 import os
+import pwd
+import re
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 
 POLL = 0.05
+# Machine-wide, not under a host's base directory: the lab's hosts are namespaces of one machine that share one
+# /etc/passwd, so a project user is shared by every host of the machine and counted here across all of them.
+USERS_DIR = "/var/lib/oasis-agent/users"
+USER_NAME = re.compile(r"oasis-[a-z0-9]{1,26}\Z")  # only users oasis makes: never root or a person's account
+KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 
 
 def _alive(pid):
@@ -146,8 +167,8 @@ def _kill_group(pid, grace):
                 os.killpg(pid, signal.SIGCONT)
         except ProcessLookupError:
             return
-        except PermissionError:
-            pass
+        except PermissionError:  # none of the group is this user's (a pid file that points elsewhere): not ours
+            return
         deadline = time.time() + (grace if sig == signal.SIGTERM else 5)
         while time.time() < deadline:
             if not _group_alive(pid):
@@ -389,12 +410,236 @@ def cmd_unauthorize(path, mark):
     return _edit_keys(path, lambda lines: [line for line in lines if mark not in line])
 
 
+# --- project users ------------------------------------------------------------------------------------------
+
+
+def _check_user(name):
+    if not USER_NAME.match(name):
+        raise SystemExit("not a project user name: %r" % name)
+
+
+def _user(name):
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def _users_lock():
+    os.makedirs(USERS_DIR, mode=0o700, exist_ok=True)
+    return _locked(os.path.join(os.path.dirname(USERS_DIR), "users.lock"))
+
+
+def _ensure_user(name):
+    pw = _user(name)
+    if pw is None:
+        # A system user of its own group, with no home and no login: only the agent starts its processes.
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", name], check=True, stdout=subprocess.DEVNULL)
+        pw = pwd.getpwnam(name)
+    return pw
+
+
+def _uid_processes(uid):
+    """Pids of the live (not zombie) processes whose real uid is `uid`."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/status" % pid) as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except (OSError, ValueError):
+            continue
+        if int(fields.get("Uid", "-1").split()[0]) == uid and not fields.get("State", "").strip().startswith("Z"):
+            out.append(int(pid))
+    return out
+
+
+def _kill_user(uid, gid):
+    """SIGKILL every process of `uid`, from a child that has become `uid`: kill(-1) then reaches exactly the
+    processes that user may signal, its own, and the kernel rather than this code decides which they are."""
+    deadline = time.time() + 10
+    while _uid_processes(uid) and time.time() < deadline:
+        child = os.fork()
+        if child == 0:
+            try:
+                os.setgroups([])
+                os.setgid(gid)
+                os.setuid(uid)
+                os.kill(-1, signal.SIGKILL)
+            except BaseException:  # noqa: BLE001 - nothing left to kill is fine
+                pass
+            os._exit(0)
+        os.waitpid(child, 0)
+        time.sleep(POLL)
+
+
+def _delete_user(pw):
+    _kill_user(pw.pw_uid, pw.pw_gid)
+    for _ in range(50):  # a process that has just been killed may still be on its way out
+        rc = subprocess.run(["userdel", pw.pw_name], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode
+        if rc in (0, 6):  # 6: no such user (gone meanwhile)
+            return
+        time.sleep(0.1)
+    subprocess.run(["userdel", "--force", pw.pw_name], check=True, stdout=subprocess.DEVNULL)
+
+
+def _traversable_parents(path):
+    """Make the instance's parents (the cluster's directory, the host's base directory) 0711 where this agent owns
+    them: a project user can pass through to its own directory but list nothing. Higher directories are the
+    operator's; one the user cannot pass through is an error that says which."""
+    cluster_dir = os.path.dirname(path)
+    os.makedirs(cluster_dir, mode=0o711, exist_ok=True)
+    for d in (cluster_dir, os.path.dirname(cluster_dir)):
+        st = os.lstat(d)
+        if st.st_uid == os.geteuid() and (st.st_mode & 0o7777) != 0o711:
+            os.chmod(d, 0o711)
+    d = cluster_dir
+    while True:
+        if not os.stat(d).st_mode & 0o001:
+            raise SystemExit("%s is mode %o: the project users of this host cannot reach their instance "
+                             "directories under it (let others traverse it: chmod o+x)"
+                             % (d, os.stat(d).st_mode & 0o777))
+        if d == os.path.dirname(d):
+            return
+        d = os.path.dirname(d)
+
+
+def _own_dir(path, pw, mode=0o700):
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        pass
+    if os.path.islink(path) or not os.path.isdir(path):
+        raise SystemExit("%s is not a directory" % path)
+    os.lchown(path, pw.pw_uid, pw.pw_gid)
+    os.chmod(path, mode)
+
+
+def cmd_prepare(d, name, key):
+    _check_user(name)
+    if not KEY.match(key):
+        raise SystemExit("not an instance key: %r" % key)
+    d = os.path.abspath(d)
+    if os.geteuid() != 0:  # cannot switch users: the instance runs as this agent's user (a single-user host)
+        os.makedirs(os.path.join(d, "proc"), exist_ok=True)
+        os.chmod(d, 0o700)
+        print("null")
+        return 0
+    _traversable_parents(d)  # before anything is made: a directory the user could not reach is an error
+    with _users_lock():
+        # The reference first: a release of another instance at the same time cannot delete the user under us,
+        # and a crash after it leaves a record that the instance's release removes.
+        os.makedirs(os.path.join(USERS_DIR, name), mode=0o700, exist_ok=True)
+        _write_atomic(os.path.join(USERS_DIR, name, key), d + "\n", 0o600)
+        pw = _ensure_user(name)
+    _own_dir(d, pw)
+    _own_dir(os.path.join(d, "proc"), pw)
+    print(json.dumps({"name": name, "uid": pw.pw_uid, "gid": pw.pw_gid}))
+    return 0
+
+
+def _remove_tree(d):
+    if os.path.islink(d):
+        os.unlink(d)
+    elif os.path.isdir(d):
+        shutil.rmtree(d)
+
+
+def cmd_release(d, name, key):
+    _check_user(name)
+    if not KEY.match(key):
+        raise SystemExit("not an instance key: %r" % key)
+    d = os.path.abspath(d)
+    if os.geteuid() != 0:
+        _remove_tree(d)
+        return 0
+    with _users_lock():
+        records = os.path.join(USERS_DIR, name)
+        try:
+            os.unlink(os.path.join(records, key))
+        except FileNotFoundError:
+            pass
+        last = not (os.path.isdir(records) and os.listdir(records))
+        pw = _user(name)
+        if last and pw is not None:  # its processes go before its files: none can write there meanwhile
+            _kill_user(pw.pw_uid, pw.pw_gid)
+        _remove_tree(d)
+        if last:
+            if pw is not None:
+                _delete_user(pw)
+            try:
+                os.rmdir(records)
+            except FileNotFoundError:
+                pass
+    return 0
+
+
+def _chown_tree(d, pw):
+    """Give a job's directory (made by the engine) to the job's user; links are changed, never followed."""
+    if os.path.islink(d) or not os.path.isdir(d):
+        return
+    os.lchown(d, pw.pw_uid, pw.pw_gid)
+    for root, dirs, files in os.walk(d):
+        for n in dirs + files:
+            os.lchown(os.path.join(root, n), pw.pw_uid, pw.pw_gid)
+
+
+def _become(pw, home):
+    """Switch this process to a project user for good (supplementary groups, group, then user)."""
+    os.initgroups(pw.pw_name, pw.pw_gid)
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    os.environ.update(HOME=home or "/nonexistent", USER=pw.pw_name, LOGNAME=pw.pw_name)
+
+
+# What a command answers for a user that no longer exists: it has no process left to stop or wait for.
+GONE = {"stop": "", "stop-all": "", "cancel": "", "signal": '{"running": false}',
+        "wait": '{"done": true, "rc": null, "lost": true}'}
+
+
+def _as_user(command, args):
+    """Take `--user NAME [--home DIR]` off the front of a command's arguments and become that user; returns
+    the remaining arguments, or None when the user is gone and `command` has nothing to do."""
+    if not args or args[0] != "--user":
+        return args
+    name, rest = args[1], args[2:]
+    home = None
+    if rest[:1] == ["--home"]:
+        home, rest = rest[1], rest[2:]
+    _check_user(name)
+    pw = _user(name)
+    if pw is None:
+        if command in GONE:
+            return None
+        raise SystemExit("no such user: %s (the instance was not prepared on this host)" % name)
+    if os.geteuid() == pw.pw_uid:
+        return rest
+    if os.geteuid() != 0:
+        raise SystemExit("cannot act as %s: this agent is not root" % name)
+    if command == "run" and rest:
+        os.makedirs(rest[0], exist_ok=True)
+        _chown_tree(rest[0], pw)
+    _become(pw, home)
+    return rest
+
+
 COMMANDS = {"start": cmd_start, "stop": cmd_stop, "stop-all": cmd_stop_all, "wait-log": cmd_wait_log,
             "run": cmd_run, "wait": cmd_wait, "cancel": cmd_cancel, "signal": cmd_signal,
-            "busy-ports": cmd_busy_ports, "authorize": cmd_authorize, "unauthorize": cmd_unauthorize}
+            "busy-ports": cmd_busy_ports, "authorize": cmd_authorize, "unauthorize": cmd_unauthorize,
+            "prepare": cmd_prepare, "release": cmd_release}
+AS_USER = ("start", "stop", "stop-all", "wait", "wait-log", "run", "cancel", "signal")
 
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] not in COMMANDS:
         sys.stderr.write(__doc__)
         sys.exit(2)
-    sys.exit(COMMANDS[sys.argv[1]](*sys.argv[2:]))
+    command, args = sys.argv[1], sys.argv[2:]
+    if command in AS_USER:
+        args = _as_user(command, args)
+        if args is None:
+            if GONE[command]:
+                print(GONE[command])
+            sys.exit(0)
+    sys.exit(COMMANDS[command](*args))

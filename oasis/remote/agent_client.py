@@ -24,12 +24,30 @@ def _env_args(env: dict[str, str]) -> list[str]:
     return [a for k, v in env.items() for a in ("--env", f"{k}={v}")]
 
 
+def owner_ids(owner: dict[str, Any] | None) -> tuple[int, int] | None:
+    """(uid, gid) of an instance's recorded owner ({"name", "uid", "gid"}), for `Remote.put`."""
+    return (int(owner["uid"]), int(owner["gid"])) if owner else None
+
+
 class Agent:
-    def __init__(self, remote: Remote, python: str, path: str, install_lock: asyncio.Lock | None = None) -> None:
+    def __init__(self, remote: Remote, python: str, path: str, install_lock: asyncio.Lock | None = None,
+                 owner: dict[str, Any] | None = None, home: str | None = None) -> None:
         """`install_lock`: shared by every Agent of one host and path (Remotes hands them out), so that the
-        clusters of one engine install a host's agent one at a time, and all but the first find it there."""
+        clusters of one engine install a host's agent one at a time, and all but the first find it there.
+        `owner`: the instance's Unix user ({"name", "uid", "gid"}), and `home` its directory: daemons and jobs
+        are started, stopped and watched as that user (None: as the agent's own user)."""
         self.remote, self.python, self.path = remote, python, path
         self._install_lock = install_lock or asyncio.Lock()
+        self.owner, self.home = owner, home
+
+    @property
+    def owner_ids(self) -> tuple[int, int] | None:
+        return owner_ids(self.owner)
+
+    def _as(self) -> list[str]:
+        if not self.owner:
+            return []
+        return ["--user", str(self.owner["name"]), *(["--home", self.home] if self.home else [])]
 
     async def install(self) -> None:
         async with self._install_lock:
@@ -61,29 +79,40 @@ class Agent:
         soon as the daemon exits or a `fail` pattern is in its log (the error carries those lines)."""
         wait = ["--ready", ready, *(a for f in fail for a in ("--fail", f)), "--timeout", str(timeout)] if ready else []
         try:
-            out = await self._call("start", d, name, *_env_args(env), *wait, "--", *argv, timeout=timeout + 30)
+            out = await self._call("start", *self._as(), d, name, *_env_args(env), *wait, "--", *argv,
+                                   timeout=timeout + 30)
         except CommandFailed as e:
             raise ProcessNotReady(e.result.stderr.strip() or str(e)) from None
         return int(out.split()[0])
 
     async def stop(self, d: str, name: str, grace: float = 10) -> None:
-        await self._call("stop", d, name, "--grace", str(grace), timeout=grace + 60)
+        await self._call("stop", *self._as(), d, name, "--grace", str(grace), timeout=grace + 60)
 
     async def stop_all(self, d: str, grace: float = 10) -> None:
-        await self._call("stop-all", d, "--grace", str(grace), timeout=grace + 120)
+        await self._call("stop-all", *self._as(), d, "--grace", str(grace), timeout=grace + 120)
 
     async def run_job(self, d: str, argv: list[str], env: dict[str, str]) -> int:
-        return int(await self._call("run", d, *_env_args(env), "--", *argv) or 0)
+        return int(await self._call("run", *self._as(), d, *_env_args(env), "--", *argv) or 0)
 
     async def wait_job(self, d: str, timeout: float) -> dict[str, Any]:
-        return json.loads(await self._call("wait", d, str(timeout), timeout=timeout + 60))
+        return json.loads(await self._call("wait", *self._as(), d, str(timeout), timeout=timeout + 60))
 
     async def cancel_job(self, d: str, grace: float = 5) -> None:
-        await self._call("cancel", d, "--grace", str(grace), timeout=grace + 60)
+        await self._call("cancel", *self._as(), d, "--grace", str(grace), timeout=grace + 60)
 
     async def signal_job(self, d: str, sig: str) -> bool:
         """Send STOP (suspend) or CONT (resume) to a job's process group; False if the job is no longer running."""
-        return bool(json.loads(await self._call("signal", d, sig)).get("running"))
+        return bool(json.loads(await self._call("signal", *self._as(), d, sig)).get("running"))
+
+    async def prepare(self, d: str, user: str, key: str) -> dict[str, Any] | None:
+        """Make an instance's directory and its procdir, owned by `user` of the cluster's project (made on the
+        project's first instance of the machine); the owner to record, or None where the host cannot switch
+        users (the agent's user then runs the instance)."""
+        return json.loads(await self._call("prepare", d, user, key))
+
+    async def release(self, d: str, user: str, key: str) -> None:
+        """Remove an instance's directory and its reference to `user` (deleted with its last). Idempotent."""
+        await self._call("release", d, user, key)
 
     async def busy_ports(self, address: str, ports: list[int]) -> list[int]:
         if not ports:

@@ -5,7 +5,10 @@ node when it has one. One pooled Remote per route, reused by every operation of 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 from dataclasses import dataclass
+from typing import Any
 
 from oasis.db.models import Host, Site
 from oasis.remote.agent_client import AGENT_NAME, Agent
@@ -28,6 +31,15 @@ def management_address(host: Host, site: Site | None) -> str:
     if site is not None and floating and site.spec.get("use_floating_ips"):
         return floating
     return host.address
+
+
+def project_user(project_id: str) -> str:
+    """The Unix user a project's instances run as on a host: `oasis-` and 12 hex digits of the project id (of
+    its hash when the id is not hex), a valid system user name on every Linux (at most 32 characters)."""
+    digits = project_id.replace("-", "").lower()
+    if not re.fullmatch(r"[0-9a-f]{12,}", digits):
+        digits = hashlib.sha256(project_id.encode()).hexdigest()
+    return f"oasis-{digits[:12]}"
 
 
 class Remotes:
@@ -80,11 +92,14 @@ class Remotes:
             remote = self._remotes[key] = make()
         return remote
 
-    def agent(self, remote: Remote, host: Host, python: str) -> Agent:
+    def agent(self, remote: Remote, host: Host, python: str, owner: dict[str, Any] | None = None,
+              home: str | None = None) -> Agent:
+        """`owner` (an instance's recorded Unix user) and `home` (its directory): the agent starts, stops and
+        watches that instance's daemons and jobs as that user."""
         path = f"{host.base_dir}/{AGENT_NAME}"
         # keyed by address and path, not by remote: several routes (site key, cluster key) lead to one host
         lock = self._installs.setdefault((remote.address, path), asyncio.Lock())
-        return Agent(remote, python, path, lock)
+        return Agent(remote, python, path, lock, owner, home)
 
     async def close(self) -> None:
         for remote in self._remotes.values():

@@ -30,8 +30,8 @@ class Limited:
                   stdin: bytes | None = None) -> Result:
         return await self._hold(self.remote.run(argv, timeout=timeout, check=check, stdin=stdin))
 
-    async def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        await self._hold(self.remote.put(path, data, mode))
+    async def put(self, path: str, data: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
+        await self._hold(self.remote.put(path, data, mode, owner))
 
     async def get(self, path: str) -> bytes:
         return await self._hold(self.remote.get(path))

@@ -34,15 +34,15 @@ class LocalRemote:
             raise CommandFailed(quote(argv), result)
         return result
 
-    async def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
+    async def put(self, path: str, data: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
         try:
-            await asyncio.to_thread(_write_atomic, Path(path), data, mode)
+            await asyncio.to_thread(_write_atomic, Path(path), data, mode, owner)
         except OSError as e:  # a full disk, a directory in the way: the host's failure, as on SSH
             raise RemoteError(f"cannot write {path}: {e}") from e
 
     async def get(self, path: str) -> bytes:
         try:
-            return await asyncio.to_thread(Path(path).read_bytes)
+            return await asyncio.to_thread(_read_no_link, path)
         except OSError as e:
             raise RemoteError(str(e)) from e
 
@@ -56,8 +56,28 @@ class LocalRemote:
             raise RemoteError(f"GET {path} on port {port}: {e}") from e
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _read_no_link(path: str) -> bytes:
+    # Files read back from instances (job logs) are in directories their project user owns: a link planted
+    # there in place of a log must not make this process (root, or the controller's user) read what it points to.
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
+        return f.read()
+
+
+def _make_parents(path: Path, owner: tuple[int, int] | None) -> None:
+    """The missing parents of `path`; those made for an owner's file are the owner's too."""
+    missing = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for d in reversed(missing):
+        d.mkdir(exist_ok=True)
+        if owner is not None:
+            os.lchown(d, *owner)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None = None) -> None:
+    _make_parents(path, owner)
     # A name of this write's own: two puts of one path at once (two clusters installing a host's agent)
     # each rename a whole file of their own, and the last one wins.
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -65,6 +85,8 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     try:
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o777), "wb") as f:
             f.write(data)
+            if owner is not None:  # before the rename: the file has the owner's name only once it is theirs
+                os.fchown(f.fileno(), *owner)
         tmp.chmod(mode)
         os.replace(tmp, path)
     except BaseException:

@@ -144,7 +144,8 @@ class Oasis:
         for proc in reversed(self.procs):
             stop_process(proc)
         # Clusters outlive their engine by design; whatever a test left running under its state dir ends here.
-        for pid in processes_under(self.state_dir):
+        # (as root the local host's base is outside the state dir, linked from it: processes_under resolves it)
+        for pid in processes_under(self.state_dir) + processes_under(self.state_dir / "hosts" / "localhost"):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -34,9 +34,9 @@ time.sleep(300)
 """
 
 
-def test_wordcount_logs_and_datasource_substitution(embedded: Oasis, tmp_path: Path) -> None:
+def test_wordcount_logs_and_datasource_substitution(embedded: Oasis, data_dir: Path) -> None:
     client = embedded.client
-    text = tmp_path / "input.txt"
+    text = data_dir / "input.txt"
     text.write_text("the river the city\nthe data river\n" * 50)
     cid = wf.create_cluster(client, "dask", "wc")
     c = wf.wait_cluster(client, cid)

@@ -27,9 +27,9 @@ echo "greeting=$GREETING args=$*"
 """
 
 
-def test_spark_cluster_pyspark_and_shell_jobs(embedded: Oasis, tmp_path: Path) -> None:
+def test_spark_cluster_pyspark_and_shell_jobs(embedded: Oasis, data_dir: Path) -> None:
     client = embedded.client
-    text = tmp_path / "input.txt"
+    text = data_dir / "input.txt"
     text.write_text("spark oasis spark\n" * 300)
     cid = wf.create_cluster(client, "spark", "spark", workers=1)
     c = wf.wait_cluster(client, cid)

@@ -17,11 +17,13 @@ class FakeHost:
         self.dirs: set[str] = set()
         self.daemons: dict[str, int] = {}  # "DIR/NAME" -> pid
         self.jobs: dict[str, dict[str, Any]] = {}  # DIR -> its launch
+        self.users: dict[str, set[str]] = {}  # project user -> the instances (keys) that hold it
         self._pid = 1000
 
     def state(self) -> dict[str, Any]:
         """What can be compared between two runs (pids are not: they count starts, compared by `starts`)."""
         return {"files": dict(self.files), "dirs": set(self.dirs), "daemons": set(self.daemons),
+                "users": {u: set(keys) for u, keys in self.users.items()},
                 "jobs": {d: (j["argv"], j.get("stopped", False), j.get("cancelled", False))
                          for d, j in self.jobs.items()}}
 
@@ -42,6 +44,23 @@ class FakeHost:
 
     def agent(self, args: list[str]) -> str:
         command, rest = args[0], args[1:]
+        if rest[:1] == ["--user"]:  # acting as an instance's user: the fake has no users to switch to
+            rest = rest[2:]
+            if rest[:1] == ["--home"]:
+                rest = rest[2:]
+        if command == "prepare":  # the instance's directories, owned by its project's user (made on first use)
+            d, user, key = rest
+            self.dirs.update({d, f"{d}/proc"})
+            self.users.setdefault(user, set()).add(key)
+            return json.dumps({"name": user, "uid": 2000 + sorted(self.users).index(user), "gid": 2000})
+        if command == "release":
+            d, user, key = rest
+            self.remove(d)
+            keys = self.users.get(user, set())
+            keys.discard(key)
+            if not keys:
+                self.users.pop(user, None)
+            return ""
         if command == "start":
             d, name = rest[0], rest[1]
             key = f"{d}/{name}"
@@ -126,7 +145,7 @@ class FakeRemote:
             raise CommandFailed(quote(argv), result)
         return result
 
-    async def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
+    async def put(self, path: str, data: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
         self.host.files[path] = data
 
     async def get(self, path: str) -> bytes:

@@ -3,10 +3,19 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+
+from tests.project_users import USERS_DIR, processes_of, project_users, remove_user
 
 AGENT = Path(__file__).parents[2] / "oasis" / "remote" / "agent.py"
 
@@ -252,3 +261,173 @@ def test_agent_install_is_once_per_host_and_version_and_on_demand(tmp_path: Path
     asyncio.run(main())
     assert AGENT_NAME.startswith("oasis-agent-") and (tmp_path / AGENT_NAME).read_bytes() == AGENT_CODE
     assert Counting.puts == 2
+
+
+# --- project users (root only, as CI runs) --------------------------------------------------------------------
+
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root (CI runs as root)")
+
+
+def run_agent(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(AGENT), *args], capture_output=True, text=True)
+
+
+@pytest.fixture
+def users() -> Iterator[list[str]]:
+    """Names for project users of this test only; whichever of them exist at its end are removed."""
+    names = [f"oasis-t{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    yield names
+    for name, uid in project_users().items():
+        if name in names:
+            remove_user(name, uid)
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A host base directory that project users can pass through to (pytest's tmp_path is under a 0700 one)."""
+    d = Path(tempfile.mkdtemp(prefix="oasis-agent-test-"))
+    d.chmod(0o755)
+    yield d / "base"
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _uid_of(pid: int) -> int:
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(status["Uid"].split()[0])
+
+
+@as_root
+def test_a_project_user_lives_as_long_as_an_instance_of_it(users: list[str], base: Path) -> None:
+    user = users[0]
+    one, two = base / "c1" / "i1", base / "c2" / "i2"
+    owner = json.loads(agent("prepare", str(one), user, "k1"))
+    pw = pwd.getpwnam(user)
+    assert owner == {"name": user, "uid": pw.pw_uid, "gid": pw.pw_gid}
+    assert pw.pw_dir == "/nonexistent" and pw.pw_shell == "/usr/sbin/nologin" and pw.pw_uid < 1000  # a system user
+    assert json.loads(agent("prepare", str(two), user, "k2")) == owner  # the same user for the same project
+    assert json.loads(agent("prepare", str(one), user, "k1")) == owner  # prepare again: no change
+    for d in (one, one / "proc", two):
+        st = d.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (pw.pw_uid, pw.pw_gid, 0o700)
+    for d in (base, base / "c1"):  # parents: the agent's, traversable by the user, listable by nobody else
+        assert (d.stat().st_uid, d.stat().st_mode & 0o777) == (0, 0o711)
+    assert sorted(p.name for p in (USERS_DIR / user).iterdir()) == ["k1", "k2"]
+
+    agent("release", str(one), user, "k1")
+    assert not one.exists() and pwd.getpwnam(user).pw_uid == pw.pw_uid  # the other instance still uses it
+    agent("release", str(one), user, "k1")  # twice is fine
+    agent("release", str(two), user, "k2")
+    assert not two.exists() and user not in project_users() and not (USERS_DIR / user).exists()
+    agent("release", str(two), user, "k2")  # after the user is gone too
+
+
+@as_root
+def test_the_last_release_ends_every_process_of_the_user(users: list[str], base: Path) -> None:
+    user = users[0]
+    inst = base / "c" / "i"
+    agent("prepare", str(inst), user, "k")
+    pid = int(agent("start", "--user", user, "--home", str(inst), str(inst / "proc"), "svc", "--",
+                    "sh", "-c", "setsid sleep 300 & sleep 300"))
+    _until(lambda: len(processes_of_user(user)) >= 3)  # sh, and both sleeps (one escaped the group)
+    agent("release", str(inst), user, "k")
+    assert not alive(pid) and user not in project_users() and not inst.exists()
+
+
+def processes_of_user(name: str) -> list[int]:
+    return processes_of(pwd.getpwnam(name).pw_uid)
+
+
+@as_root
+def test_daemons_and_jobs_run_as_the_instance_user(users: list[str], base: Path) -> None:
+    user = users[0]
+    inst = base / "c" / "i"
+    agent("prepare", str(inst), user, "k")
+    uid = pwd.getpwnam(user).pw_uid
+    me = ["--user", user, "--home", str(inst)]
+    try:
+        pid = int(agent("start", *me, str(inst / "proc"), "svc", "--ready", "up", "--timeout", "10", "--",
+                        "sh", "-c", "echo up HOME=$HOME; id -G; exec sleep 300"))
+        assert _uid_of(pid) == uid
+        log = (inst / "proc" / "svc.log").read_text()
+        assert f"HOME={inst}" in log and log.split("\n")[1].split() == [str(pwd.getpwnam(user).pw_gid)]
+        assert (inst / "proc" / "svc.pid").stat().st_uid == uid
+        agent("stop", *me, str(inst / "proc"), "svc", "--grace", "5")
+        assert not alive(pid)
+
+        # a job's directory, made by the engine (root), is given to the user; its output is the user's
+        job = inst / "jobs" / "j1"
+        job.mkdir(parents=True)
+        (job / "main.sh").write_text("id -u; cat main.sh >/dev/null && echo read")
+        (job / "main.sh").chmod(0o600)
+        agent("run", *me, str(job), "--", "sh", "main.sh")
+        status = json.loads(agent("wait", *me, str(job), "10"))
+        assert status["done"] and status["rc"] == 0, (job / "stderr").read_text()
+        assert (job / "stdout").read_text() == f"{uid}\nread\n"
+        assert all(p.stat().st_uid == uid for p in [job, *job.iterdir()])
+    finally:
+        agent("stop-all", *me, str(inst / "proc"), "--grace", "1")
+
+
+@as_root
+def test_a_pid_file_the_user_rewrote_cannot_aim_the_agent_at_others(users: list[str], base: Path) -> None:
+    user = users[0]
+    inst = base / "c" / "i"
+    agent("prepare", str(inst), user, "k")
+    victim = subprocess.Popen(["sleep", "300"], start_new_session=True)  # root's, in a group of its own
+    try:
+        (inst / "proc" / "svc.pid").write_text(str(victim.pid))
+        agent("stop", "--user", user, str(inst / "proc"), "svc", "--grace", "5")
+        r = run_agent("signal", "--user", user, str(inst / "proc"), "STOP")
+        assert victim.poll() is None and _state(victim.pid) != "T", r.stdout
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+@as_root
+def test_commands_for_a_user_that_is_gone_and_names_that_are_refused(users: list[str], base: Path) -> None:
+    gone = users[1]
+    assert agent("stop-all", "--user", gone, str(base / "x")) == ""
+    assert json.loads(agent("wait", "--user", gone, str(base / "x"), "1"))["lost"]
+    assert json.loads(agent("signal", "--user", gone, str(base / "x"), "STOP")) == {"running": False}
+    assert run_agent("start", "--user", gone, str(base / "x"), "svc", "--", "true").returncode != 0
+    for name in ("root", "oasis-../x", "daemon"):
+        r = run_agent("prepare", str(base / "c" / "i"), name, "k")
+        assert r.returncode != 0 and "not a project user name" in r.stderr
+        assert run_agent("start", "--user", name, str(base), "svc", "--", "true").returncode != 0
+    assert run_agent("prepare", str(base / "c" / "i"), users[0], "../k").returncode != 0
+
+
+@as_root
+def test_prepare_says_which_directory_a_user_cannot_pass(users: list[str], tmp_path: Path) -> None:
+    # pytest's own temporary directories are 0700: project users cannot reach an instance under them
+    r = run_agent("prepare", str(tmp_path / "base" / "c" / "i"), users[0], "k")
+    assert r.returncode != 0 and "cannot reach their instance directories" in r.stderr and "chmod o+x" in r.stderr
+    assert users[0] not in project_users() and not (USERS_DIR / users[0]).exists()  # nothing was made
+
+
+def test_put_with_an_owner_gives_the_file_before_it_has_its_name(tmp_path: Path) -> None:
+    import asyncio
+
+    from oasis.remote.local import LocalRemote
+
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root")
+    target = tmp_path / "inst" / "conf" / "a.conf"
+    asyncio.run(LocalRemote().put(str(target), b"x", 0o600, (4242, 4343)))
+    for p in (target, target.parent, target.parent.parent):
+        assert (p.stat().st_uid, p.stat().st_gid) == (4242, 4343)
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_local_get_does_not_follow_a_planted_link(tmp_path: Path) -> None:
+    import asyncio
+
+    from oasis.remote.base import RemoteError
+    from oasis.remote.local import LocalRemote
+
+    (tmp_path / "secret").write_text("s3cret")
+    (tmp_path / "stdout").symlink_to(tmp_path / "secret")
+    with pytest.raises(RemoteError):
+        asyncio.run(LocalRemote().get(str(tmp_path / "stdout")))
