@@ -9,8 +9,9 @@ import threading
 import uvicorn
 
 from oasis.api.app import create_app
-from oasis.bootstrap import bootstrap
+from oasis.bootstrap import bootstrap, private_state_dir
 from oasis.config import Settings
+from oasis.db.encrypted import load_key
 from oasis.db.session import Database
 from oasis.engine.runner import Engine
 from oasis.storage import ObjectStore, open_store
@@ -20,8 +21,10 @@ log = logging.getLogger("oasis")
 
 def _prepare(settings: Settings, serves_api: bool = True) -> tuple[Database, ObjectStore]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_url)
+    private_state_dir(settings.state_dir)
+    # The database's secret columns use the state key, as the data sources' credentials do: one key per
+    # deployment, shared by every replica through the state dir's secret.key or OASIS_SECRET_KEY.
+    db = Database(settings.database_url, key=load_key(settings.state_dir))
     with db.setup_lock():  # replicas starting together: one migrates and bootstraps, the others then find it done
         db.migrate()
         bootstrap(settings, db, admin=serves_api)
