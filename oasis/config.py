@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def _list(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
 @dataclass
 class Settings:
     state_dir: Path = field(default_factory=lambda: Path(os.environ.get("OASIS_STATE_DIR", "~/.oasis")).expanduser())
@@ -24,6 +28,13 @@ class Settings:
     # How long a job's S3 presigned requests live; the engine renews them every third of it while the job runs,
     # so a job's S3 access ends at most this long after the job (see oasis.edp.access).
     s3_access_ttl_seconds: float = float(os.environ.get("OASIS_S3_ACCESS_TTL_SECONDS", "900"))
+
+    # Where the controller may connect on a user's behalf although the address is its own, loopback or link-local
+    # (see oasis.storage.endpoints): `host`, `host:port` or CIDRs, comma-separated in OASIS_ALLOWED_ENDPOINTS.
+    allowed_endpoints: list[str] = field(default_factory=lambda: _list(os.environ.get("OASIS_ALLOWED_ENDPOINTS")))
+    # The most instances one request may ask for (a node group's count, a cluster's count, a scale's count); the
+    # hosts' capacity bounds them further. Refused at once, before anything is allocated.
+    max_instances: int = int(os.environ.get("OASIS_MAX_INSTANCES", "1000"))
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser().resolve()

@@ -15,6 +15,7 @@ from oasis.db.encrypted import load_key
 from oasis.db.session import Database
 from oasis.engine.runner import Engine
 from oasis.storage import ObjectStore, open_store
+from oasis.storage.endpoints import deployment_policy, set_policy
 
 log = logging.getLogger("oasis")
 
@@ -28,7 +29,9 @@ def _prepare(settings: Settings, serves_api: bool = True) -> tuple[Database, Obj
     with db.setup_lock():  # replicas starting together: one migrates and bootstraps, the others then find it done
         db.migrate()
         bootstrap(settings, db, admin=serves_api)
-    return db, open_store(settings.object_store, settings.objects_dir)
+    store = open_store(settings.object_store, settings.objects_dir)
+    set_policy(deployment_policy(settings, store))  # what the engine checks again before it connects
+    return db, store
 
 
 def _serve(settings: Settings, app) -> None:  # type: ignore[no-untyped-def]
