@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+# The most instances one request may ask for, all node groups of all its clusters together (a node group's count, a
+# cluster create's `count`, a scale's counts); the hosts' capacity bounds them further. Refused at once, before
+# anything is allocated. A module constant: the request schemas are built from it at import.
+MAX_INSTANCES = int(os.environ.get("OASIS_MAX_INSTANCES", "1000"))
+
+
 def _list(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
@@ -32,9 +38,6 @@ class Settings:
     # Where the controller may connect on a user's behalf although the address is its own, loopback or link-local
     # (see oasis.storage.endpoints): `host`, `host:port` or CIDRs, comma-separated in OASIS_ALLOWED_ENDPOINTS.
     allowed_endpoints: list[str] = field(default_factory=lambda: _list(os.environ.get("OASIS_ALLOWED_ENDPOINTS")))
-    # The most instances one request may ask for (a node group's count, a cluster's count, a scale's count); the
-    # hosts' capacity bounds them further. Refused at once, before anything is allocated.
-    max_instances: int = int(os.environ.get("OASIS_MAX_INSTANCES", "1000"))
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser().resolve()
