@@ -32,6 +32,18 @@ IMAGE_NAMESPACE = uuid.UUID("6f1c2a53-3b0e-4c55-9a57-0a5e5d0c1a11")
 LOCAL_INSTANCES = Path("/var/lib/oasis-agent/local")
 
 
+def private_state_dir(state_dir: Path) -> None:
+    """The state dir is this user's alone: made 0700, or tightened to it when an older oasis or a loose umask left
+    it open, and every file directly in it (the database, clouds.yaml, secret.key, bundles, logs) made 0600."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if state_dir.stat().st_mode & 0o077:
+        log.warning("the state dir %s was readable by others: tightened to 0700", state_dir)
+        state_dir.chmod(0o700)
+    for path in state_dir.iterdir():
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+
+
 def bootstrap(settings: Settings, db: Database, admin: bool = True) -> None:
     """Idempotent; run under `Database.setup_lock()`, so that replicas starting together do it one at a time.
     `admin`: also the admin user and its clouds.yaml, which name the API's address (an engine has none)."""
@@ -174,7 +186,7 @@ def write_clouds_yaml(path: Path, base_url: str, username: str, password: str, p
     if cacert is not None:
         cloud["clouds"]["oasis"]["cacert"] = str(cacert)
     text = yaml.safe_dump(cloud, sort_keys=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         if path.read_text() == text:
             return  # a replica starting beside the others changes nothing

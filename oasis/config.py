@@ -8,6 +8,16 @@ from pathlib import Path
 TLS_OFF = ("", "off", "no", "false", "0")  # values of `tls` (OASIS_TLS) that mean plain HTTP
 
 
+# The most instances one request may ask for, all node groups of all its clusters together (a node group's count, a
+# cluster create's `count`, a scale's counts); the hosts' capacity bounds them further. Refused at once, before
+# anything is allocated. A module constant: the request schemas are built from it at import.
+MAX_INSTANCES = int(os.environ.get("OASIS_MAX_INSTANCES", "1000"))
+
+
+def _list(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
 @dataclass
 class Settings:
     state_dir: Path = field(default_factory=lambda: Path(os.environ.get("OASIS_STATE_DIR", "~/.oasis")).expanduser())
@@ -32,6 +42,10 @@ class Settings:
     tls_cert: Path | None = field(default_factory=lambda: _path_env("OASIS_TLS_CERT"))
     tls_key: Path | None = field(default_factory=lambda: _path_env("OASIS_TLS_KEY"))
     tls_ca: Path | None = field(default_factory=lambda: _path_env("OASIS_TLS_CA"))
+
+    # Where the controller may connect on a user's behalf although the address is its own, loopback or link-local
+    # (see oasis.storage.endpoints): `host`, `host:port` or CIDRs, comma-separated in OASIS_ALLOWED_ENDPOINTS.
+    allowed_endpoints: list[str] = field(default_factory=lambda: _list(os.environ.get("OASIS_ALLOWED_ENDPOINTS")))
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser().resolve()

@@ -11,26 +11,32 @@ import uvicorn
 
 from oasis import tls
 from oasis.api.app import create_app
-from oasis.bootstrap import bootstrap, local_single_user
+from oasis.bootstrap import bootstrap, local_single_user, private_state_dir
 from oasis.config import Settings
+from oasis.db.encrypted import load_key
 from oasis.db.session import Database
 from oasis.engine.runner import Engine
 from oasis.storage import ObjectStore, open_store
+from oasis.storage.endpoints import deployment_policy, set_policy
 
 log = logging.getLogger("oasis")
 
 
 def _prepare(settings: Settings, serves_api: bool = True) -> tuple[Database, ObjectStore]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_url)
+    private_state_dir(settings.state_dir)
+    # The database's secret columns use the state key, as the data sources' credentials do: one key per
+    # deployment, shared by every replica through the state dir's secret.key or OASIS_SECRET_KEY.
+    db = Database(settings.database_url, key=load_key(settings.state_dir))
     with db.setup_lock():  # replicas starting together: one migrates and bootstraps, the others then find it done
         db.migrate()
         bootstrap(settings, db, admin=serves_api)
     if local_single_user():
         log.warning("the local site is single-user: oasis runs unprivileged, so its instances run as this user "
                     "(%s), not as their projects' users; run oasis as root to keep projects apart", getpass.getuser())
-    return db, open_store(settings.object_store, settings.objects_dir)
+    store = open_store(settings.object_store, settings.objects_dir)
+    set_policy(deployment_policy(settings, store))  # what the engine checks again before it connects
+    return db, store
 
 
 def _serve(settings: Settings, app) -> None:  # type: ignore[no-untyped-def]

@@ -188,9 +188,21 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         assert_clean_log(state_dir)
 
 
+def assert_no_secret_in_database(state_dir: Path, secrets: list[str]) -> None:
+    """The database files on disk (SQLite and its write-ahead log) hold none of these secrets, and no private key,
+    in the clear: what a copy of the file, or a job that could read it, would get."""
+    files = [p for p in state_dir.glob("oasis.db*") if p.is_file()]
+    for path in files:
+        raw = path.read_bytes()
+        assert b"PRIVATE KEY-----" not in raw, f"{path} holds a private key in the clear"
+        for secret in secrets:
+            assert secret.encode() not in raw, f"{path} holds a secret in the clear"
+
+
 def assert_clean_log(state_dir: Path) -> None:
-    """No unhandled error, and no credential of clouds.yaml, ever reached the server's log."""
+    """No unhandled error, and no credential of clouds.yaml, ever reached the server's log (nor the database)."""
     password = yaml.safe_load((state_dir / "clouds.yaml").read_text())["clouds"]["oasis"]["auth"]["password"]
+    assert_no_secret_in_database(state_dir, [password])
     for log in state_dir.glob("*.log"):
         text = log.read_text(errors="replace")
         assert "Traceback" not in text and "INTERNAL_SERVER_ERROR" not in text, f"{log}:\n{text[-3000:]}"

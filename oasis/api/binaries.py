@@ -17,6 +17,7 @@ from oasis.api.routing import Ctx, Reply, Routes, validate
 from oasis.db.models import JobBinary, JobBinaryInternal, JobTemplate
 from oasis.edp.binaries import internal_key
 from oasis.storage.base import ObjectNotFound
+from oasis.storage.endpoints import EndpointRefused, deployment_policy
 from oasis.storage.secrets import secrets_for
 
 JB, JBI = "Job binary", "Job binary internal"
@@ -38,6 +39,10 @@ def _check_url(s: Session, ctx: Ctx, url: str, extra: dict[str, Any]) -> None:
     missing = [k for k in _EXTRA_NEEDED[scheme] if not extra.get(k)]
     if missing:
         raise bad("BAD_JOB_BINARY", f"{scheme}:// binaries need {', '.join(missing)} in 'extra'")
+    try:
+        deployment_policy(ctx.deps.settings, ctx.store).check_credentials(extra, "extra")
+    except EndpointRefused as e:
+        raise bad("BAD_JOB_BINARY", str(e)) from None
 
 
 # --- job binaries ---------------------------------------------------------------------------------------------

@@ -121,6 +121,7 @@ def create_cluster(ctx: Ctx) -> Reply:
 
         for name in names:
             topology.check_hostnames(name, [(g["name"], g["count"]) for g in groups], data.get("domain_name"))
+        topology.check_instances(sum(g["count"] for g in groups) * len(names))
         topology.check_capacity(s, site, _demands(s, [(g["flavor_id"], g["count"]) for g in groups]) * len(names))
 
         rows = [_write_cluster(s, principal, name, data, site, groups) for name in names]
@@ -332,6 +333,7 @@ def scale_cluster(ctx: Ctx) -> Reply:
                   for ng in existing.values()] + _shapes(added)
         topology.validate_topology(plugin, version, shapes)
         topology.check_hostnames(cluster.name, [(sh.name, sh.count) for sh in shapes], cluster.spec.get("domain_name"))
+        topology.check_instances(sum(sh.count for sh in shapes))
         topology.check_capacity(s, site, _demands(s, grow))
 
         for g in added:

@@ -12,6 +12,7 @@ from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.db.models import DataSource, Job
 from oasis.edp.statuses import TERMINAL
+from oasis.storage.endpoints import EndpointRefused, deployment_policy
 from oasis.storage.secrets import secrets_for
 
 KIND = "Data source"
@@ -27,6 +28,13 @@ def _check_url(ds_type: str, url: str) -> None:
         raise bad("INVALID_DATA", f"URL of a {ds_type} data source must be {expected}: {url}")
 
 
+def _check_endpoints(ctx: Ctx, credentials: dict[str, Any] | None) -> None:
+    try:
+        deployment_policy(ctx.deps.settings, ctx.store).check_credentials(credentials, "credentials")
+    except EndpointRefused as e:
+        raise bad("INVALID_DATA", str(e)) from None
+
+
 def list_data_sources(ctx: Ctx) -> Reply:
     with ctx.db.session() as s:
         rows, markers = page(ctx, s, DataSource, KIND, filters={"type": DataSource.type},
@@ -38,6 +46,7 @@ def list_data_sources(ctx: Ctx) -> Reply:
 def create_data_source(ctx: Ctx) -> Reply:
     data = ctx.body
     _check_url(data["type"], data["url"])
+    _check_endpoints(ctx, data.get("credentials"))
     with ctx.db.session() as s:
         ensure_unique_name(s, DataSource, ctx.principal.project_id, data["name"], KIND)
         row = DataSource(project_id=ctx.principal.project_id, name=data["name"], type=data["type"], url=data["url"],
@@ -61,6 +70,8 @@ def update_data_source(ctx: Ctx) -> Reply:
         check_update_allowed(row, data, ctx.principal, KIND, {"name": row.name, "type": row.type, "url": row.url,
                                                               "description": row.description})
         _check_url(data.get("type", row.type), data.get("url", row.url))
+        if "credentials" in data:
+            _check_endpoints(ctx, data["credentials"])
         if "name" in data:
             ensure_unique_name(s, DataSource, row.project_id, data["name"], KIND, exclude_id=row.id)
         for key, value in data.items():

@@ -20,7 +20,7 @@ ADMIN = "identity:admin"  # the policy action of every administration call: admi
 
 # --- schemas and views ----------------------------------------------------------------------------------------
 
-_NAME = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$"}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.@-]*\Z"}
 PROJECT_CREATE = {"type": "object", "required": ["project"], "properties": {"project": {
     "type": "object", "required": ["name"], "properties": {
         "name": _NAME, "description": {"type": "string"}, "domain_id": {"type": "string"},

@@ -34,7 +34,7 @@ from oasis.storage.base import ObjectStore
 log = logging.getLogger("oasis.api")
 
 MICROVERSION = "2.0"  # the only v2 microversion, as in Sahara
-_VERSION_RE = re.compile(r"^\d+\.\d+$")
+_VERSION_RE = re.compile(r"\d+\.\d+")
 _WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 # v1.1 changes some state with GET (`/job-executions/{id}/cancel`): the action says it is a write.
 _WRITE_ACTIONS = (":create", ":update", ":delete", ":execute", ":scale", ":register", ":unregister")
@@ -95,9 +95,16 @@ class Reply:
 Handler = Callable[[Ctx], "Reply | Response"]
 
 
+# JSON Schema counts 1.0 as an integer; Python code that gets one fails later (`range(1.0)`), so an integer is an
+# int here, and never a bool (json gives `true` as True, an int to Python).
+_STRICT_TYPES = jsonschema.Draft7Validator.TYPE_CHECKER.redefine(
+    "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+StrictValidator = jsonschema.validators.extend(jsonschema.Draft7Validator, type_checker=_STRICT_TYPES)
+
+
 def schema_errors(schema: dict, data: Any) -> str | None:
     """All JSON-schema failures as Sahara prints them: `path[idx]: message`, one per line."""
-    validator = jsonschema.Draft7Validator(schema)
+    validator = StrictValidator(schema)
     lines = []
     for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         path = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
@@ -124,7 +131,7 @@ def _microversion(request: Request) -> str:
         value = value.strip()
         if value.lower() == "latest":
             return MICROVERSION
-        if not _VERSION_RE.match(value):
+        if not _VERSION_RE.fullmatch(value):
             raise ApiError(400, "BAD_REQUEST", f"API Version String '{value}' is of invalid format. It must be "
                                                "of format 'major.minor'.")
         major, minor = (int(x) for x in value.split("."))
@@ -161,13 +168,40 @@ def _require_join_token(request: Request) -> None:
         raise ApiError(401, "UNAUTHORIZED", f"Joining a site requires the bundle's join token in {header}")
 
 
+# No request of any API nests deeper than a cluster template's node group configs (about 6 levels): a deeper body
+# is refused before the schema validation, the handlers or the database recurse into it.
+MAX_JSON_DEPTH = 32
+
+
+def json_depth_exceeds(data: Any, limit: int) -> bool:
+    """Whether `data` nests more than `limit` arrays and objects deep; iterative, so any depth is measured."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 def parse_json(raw: bytes, optional: bool, objects_only: bool = True) -> Any:
     if not raw.strip():
         return {} if optional else None
     try:
         data = json.loads(raw)
+    except RecursionError:  # the parser's own limit (about 1,000 levels) met first
+        raise bad("MALFORMED_REQUEST_BODY", f"Malformed message body: nested more than {MAX_JSON_DEPTH} levels "
+                                            f"deep") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise bad("MALFORMED_REQUEST_BODY", f"Malformed message body: {e}") from None
+    if json_depth_exceeds(data, MAX_JSON_DEPTH):
+        raise bad("MALFORMED_REQUEST_BODY", f"Malformed message body: nested more than {MAX_JSON_DEPTH} levels deep")
     if objects_only and not isinstance(data, dict):
         raise bad("MALFORMED_REQUEST_BODY", "Malformed message body: the body must be a JSON object")
     return data

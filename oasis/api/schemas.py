@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-# Sahara's `valid_name_hostname` and `valid_name` formats.
-HOSTNAME = r"^(([a-zA-Z]|[a-zA-Z][a-zA-Z0-9\-]*[a-zA-Z0-9])\.)*([A-Za-z]|[A-Za-z][A-Za-z0-9\-]*[A-Za-z0-9])$"
-EDP_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9\-_\.]*$"
+from oasis.config import MAX_INSTANCES
+
+# Sahara's `valid_name_hostname` and `valid_name` formats. Patterns end in \Z, not $: `$` also matches before a
+# final newline, and a name ending in one would pass (and reach host directories and headers).
+HOSTNAME = r"^(([a-zA-Z]|[a-zA-Z][a-zA-Z0-9\-]*[a-zA-Z0-9])\.)*([A-Za-z]|[A-Za-z][A-Za-z0-9\-]*[A-Za-z0-9])\Z"
+EDP_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9\-_\.]*\Z"
 
 hostname_name = {"type": "string", "minLength": 1, "maxLength": 50, "pattern": HOSTNAME}
 edp_name = {"type": "string", "minLength": 1, "maxLength": 50, "pattern": EDP_NAME}
@@ -22,14 +25,20 @@ shares = {"type": "array", "items": {
     "properties": {"id": {"type": "string"}, "path": {"type": ["string", "null"]},
                    "access_level": {"enum": ["rw", "ro", None]}}}}
 
+# Sizes are bounded by what a deployment can hold, so that no request makes the API allocate or loop without end.
+count = {"type": "integer", "minimum": 0, "maximum": MAX_INSTANCES}
+MAX_VOLUMES = 64  # per instance
+MAX_VOLUME_GB = 1 << 20  # 1 PB
+MAX_NODE_GROUPS = 100
+
 # What a node group template and a node group of a cluster (template) have in common.
 NODE_GROUP_FIELDS: dict[str, Any] = {
     "flavor_id": {"type": ["string", "integer"]},
     "image_id": optional_id,
     "node_processes": {"type": "array", "items": {"type": "string"}, "minItems": 1},
     "node_configs": configs,
-    "volumes_per_node": {"type": "integer", "minimum": 0},
-    "volumes_size": {"type": ["integer", "null"], "minimum": 0},
+    "volumes_per_node": {"type": "integer", "minimum": 0, "maximum": MAX_VOLUMES},
+    "volumes_size": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_VOLUME_GB},
     "volume_type": text,
     "volumes_availability_zone": text,
     "volume_mount_prefix": text,
@@ -60,7 +69,7 @@ NODE_GROUP_TEMPLATE_UPDATE = {**NODE_GROUP_TEMPLATE_CREATE, "required": []}
 # A node group inside a cluster or cluster template: from a node group template, or spelled out.
 NODE_GROUP = {
     "type": "object", "additionalProperties": False, "required": ["name", "count"],
-    "properties": {"name": hostname_name, "count": {"type": "integer", "minimum": 0},
+    "properties": {"name": hostname_name, "count": count,
                    "node_group_template_id": object_id, **NODE_GROUP_FIELDS},
     "anyOf": [{"required": ["node_group_template_id"]}, {"required": ["flavor_id", "node_processes"]}],
 }
@@ -68,7 +77,7 @@ NODE_GROUP = {
 _CLUSTER_TEMPLATE_FIELDS = {
     "name": hostname_name, "description": text, **_plugin,
     "cluster_configs": configs,
-    "node_groups": {"type": "array", "items": NODE_GROUP},
+    "node_groups": {"type": "array", "items": NODE_GROUP, "maxItems": MAX_NODE_GROUPS},
     "anti_affinity": string_list,
     "default_image_id": optional_id,
     "neutron_management_network": text,
@@ -88,7 +97,7 @@ CLUSTER_CREATE = {
                    "cluster_template_id": object_id,
                    "user_keypair_id": text,
                    "is_transient": flag,
-                   "count": {"type": "integer", "minimum": 1},
+                   "count": {"type": "integer", "minimum": 1, "maximum": MAX_INSTANCES},
                    # oasis: the site (availability zone) of the whole cluster
                    "availability_zone": text},
 }
@@ -105,11 +114,11 @@ CLUSTER_UPDATE = {
 CLUSTER_SCALE = {
     "type": "object", "additionalProperties": False,
     "properties": {
-        "resize_node_groups": {"type": "array", "minItems": 1, "items": {
+        "resize_node_groups": {"type": "array", "minItems": 1, "maxItems": MAX_NODE_GROUPS, "items": {
             "type": "object", "additionalProperties": False, "required": ["name", "count"],
-            "properties": {"name": hostname_name, "count": {"type": "integer", "minimum": 0},
-                           "instances": {"type": "array", "items": {"type": "string"}}}}},
-        "add_node_groups": {"type": "array", "minItems": 1, "items": NODE_GROUP},
+            "properties": {"name": hostname_name, "count": count,
+                           "instances": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_INSTANCES}}}},
+        "add_node_groups": {"type": "array", "minItems": 1, "maxItems": MAX_NODE_GROUPS, "items": NODE_GROUP},
     },
     "anyOf": [{"required": ["resize_node_groups"]}, {"required": ["add_node_groups"]}],
 }
@@ -189,7 +198,7 @@ PLUGIN_UPDATE = {
 # Nova's keypair names: letters, digits, spaces, '-' and '_' (Sahara's `valid_keypair_name`).
 KEYPAIR_CREATE = {"type": "object", "additionalProperties": False, "required": ["name"],
                   "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 255,
-                                          "pattern": r"^[A-Za-z0-9 _-]+$"},
+                                          "pattern": r"^[A-Za-z0-9 _-]+\Z"},
                                  "public_key": {"type": "string", "maxLength": 16384}}}
 
 IMAGE_REGISTER = {"type": "object", "additionalProperties": False, "required": ["username"],

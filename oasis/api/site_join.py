@@ -80,6 +80,10 @@ def _join(deps: Deps, token: str, body: dict[str, Any]) -> dict[str, Any]:
                                    f"control plane (`oasis site deploy`); give the standalone site another name "
                                    f"or delete {name} first")
                 require_idle(existing, "a standalone join")
+            try:
+                site_manifest.refuse_proxy_command(entry, "site")
+            except site_manifest.ProxyCommandRefused as e:
+                raise ApiError(403, "FORBIDDEN", str(e)) from None
             _check_hosts(entry, reported)
             private_key, _ = site_export.control_plane_key(s)
             site, = site_manifest.register(s, {"sites": [entry]}, private_key, body["runtime"])

@@ -52,14 +52,18 @@ def _host_view(host: Host, free: dict[str, tuple[float, float, float]]) -> dict:
             "single_user": single_user(host)}
 
 
-def site_view(s, site: Site, detail: bool) -> dict:
+def site_view(s, site: Site, detail: bool, admin: bool = False) -> dict:
+    """`admin`: the viewer is an administrator, who alone sees the site's proxy command (a command line of the
+    controller, which may name internal addresses and namespaces)."""
     spec = site.spec or {}
     view = {"id": site.id, "name": site.name, "status": site.status, "access": spec.get("access", "local"),
-            "proxy_command": spec.get("proxy_command"), "use_floating_ips": bool(spec.get("use_floating_ips")),
+            "use_floating_ips": bool(spec.get("use_floating_ips")),
             "management_network": spec.get("management_network") or spec.get("default_network"),
             "cpu_allocation_ratio": site.cpu_allocation_ratio, "ram_allocation_ratio": site.ram_allocation_ratio,
             "status_description": site.status_description or "", "generation": site.generation or 0,
             "bundle_version": site.bundle_version, "operation": site.op, "operation_step": site.op_step}
+    if admin:
+        view["proxy_command"] = spec.get("proxy_command")
     hosts = list(s.scalars(select(Host).where(Host.site_id == site.id).order_by(Host.name)))
     view["hosts_count"] = len(hosts)
     view["health"] = site_health(hosts)
@@ -83,7 +87,7 @@ def site_view(s, site: Site, detail: bool) -> dict:
 
 def list_sites(ctx: Ctx) -> Reply:
     with ctx.db.session() as s:
-        return Reply(200, {"sites": [site_view(s, site, False)
+        return Reply(200, {"sites": [site_view(s, site, False, ctx.principal.is_admin)
                                      for site in s.scalars(select(Site).order_by(Site.name))]})
 
 
@@ -92,7 +96,7 @@ def show_site(ctx: Ctx) -> Reply:
         site = s.scalars(select(Site).where(or_(Site.id == ctx.path["id"], Site.name == ctx.path["id"]))).first()
         if site is None:
             raise ApiError(404, "NOT_FOUND", f"Site id or name {ctx.path['id']} not found")
-        return Reply(200, {"site": site_view(s, site, True)})
+        return Reply(200, {"site": site_view(s, site, True, ctx.principal.is_admin)})
 
 
 def register_sites(ctx: Ctx) -> Reply:
@@ -101,9 +105,9 @@ def register_sites(ctx: Ctx) -> Reply:
     try:
         with ctx.db.session() as s:
             sites = site_manifest.register(s, ctx.body["manifest"], ctx.body["private_key"],
-                             ctx.body.get("runtime") or local_runtime())
+                                           ctx.body.get("runtime") or local_runtime(), admin=True)
             s.flush()
-            return Reply(202, {"sites": [site_view(s, site, True) for site in sites]})
+            return Reply(202, {"sites": [site_view(s, site, True, admin=True) for site in sites]})
     except site_manifest.ManifestError as e:
         raise bad("INVALID_DATA", str(e)) from None
 
@@ -175,7 +179,7 @@ def _start(ctx: Ctx, s, site: Site, op: str, status: str, target: dict) -> Reply
     site.op, site.op_step, site.op_target = op, None, target
     site.status, site.status_description = status, ""
     s.flush()
-    return Reply(202, {"site": site_view(s, site, True)})
+    return Reply(202, {"site": site_view(s, site, True, ctx.principal.is_admin)})
 
 
 def _site_entry(manifest: dict, name: str) -> dict:
@@ -202,7 +206,7 @@ def deploy_site(ctx: Ctx) -> Reply:
             known = set(s.scalars(select(Host.name).where(Host.site_id == existing.id))) if existing else set()
             version = _bundle_version(s, ctx.body.get("bundle_version"))
             site, = site_manifest.register(s, {"sites": [entry]}, ctx.body["private_key"],
-                                           ctx.body.get("runtime") or local_runtime())
+                                           ctx.body.get("runtime") or local_runtime(), admin=True)
             hosts = [h["name"] for h in entry["hosts"]]
             for h in s.scalars(select(Host).where(Host.site_id == site.id, Host.name.in_(hosts))):
                 if h.name not in known:
@@ -281,7 +285,7 @@ def delete_site(ctx: Ctx) -> Reply:
             raise bad("SITE_IN_USE", f"Site {site.name} still has {len(clusters)} cluster(s) "
                                             f"({', '.join(clusters[:5])}); delete them first")
         if site.op == SiteOp.DELETE:
-            return Reply(202, {"site": site_view(s, site, True)})
+            return Reply(202, {"site": site_view(s, site, True, admin=True)})
         reply = _start(ctx, s, site, SiteOp.DELETE, SiteStatus.DELETING, {})
     ctx.notify()
     return reply

@@ -1,6 +1,8 @@
 """Node group templates and cluster templates: list, create, show, update (PATCH), delete, export."""
 from __future__ import annotations
 
+import re
+
 from typing import Any
 from xml.etree import ElementTree
 
@@ -133,7 +135,10 @@ def _exportable(view: dict[str, Any]) -> dict[str, Any]:
 
 
 def _attachment(name: str) -> dict[str, str]:
-    return {"Content-Disposition": f'attachment; filename="{name}.json"'}
+    # Only characters that cannot end the header or its quoted string: a name stored before names were checked
+    # strictly (a newline, a quote) never reaches the header.
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:200] or "template"
+    return {"Content-Disposition": f'attachment; filename="{safe}.json"'}
 
 
 # --- cluster templates ----------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from oasis.api.errors import bad
 from oasis.api.query import get_visible
+from oasis.config import MAX_INSTANCES
 from oasis.db.capacity import PlacementError, check_fits, site_usage
 from oasis.db.models import Flavor, Image, NodeGroupTemplate, Site
 from oasis.db.states import SiteOp, SiteStatus
@@ -157,6 +158,14 @@ def check_hostnames(cluster_name: str, groups: list[tuple[str, int]], domain: st
             raise bad("INVALID_DATA", f"Composed hostname {fqdn} must not exceed {MAX_HOSTNAME} symbols")
 
 
+def check_instances(total: int) -> None:
+    """All the instances one request asks for (every node group of every cluster it makes, or a cluster after a
+    scale), refused before anything is computed per instance."""
+    if total > MAX_INSTANCES:
+        raise bad("INVALID_DATA", f"The request asks for {total} instances; at most {MAX_INSTANCES} are allowed "
+                                  f"in one request (OASIS_MAX_INSTANCES)")
+
+
 def check_site_open(site: Site) -> None:
     """Clusters are not created or grown on a site that failed its last operation or is being deleted."""
     if site.status == SiteStatus.ERROR or site.op == SiteOp.DELETE or site.status == SiteStatus.DELETING:
@@ -195,4 +204,4 @@ def check_capacity(s: Session, site: Site, demands: list[tuple[int, int, int]]) 
 
 __all__ = ["plugin_for", "check_processes", "flavor", "image", "default_image", "resolve_site", "merge_configs",
            "merge_node_group", "check_node_group", "unique_group_names", "validate_topology", "check_hostnames",
-           "check_capacity", "check_site_open", "check_quota"]
+           "check_capacity", "check_site_open", "check_quota", "check_instances"]

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from oasis.db.encrypted import EncryptedJSON, EncryptedText
 from oasis.db.states import ClusterStatus, SiteStatus
 
 
@@ -95,8 +96,8 @@ class Site(Stamped, Leased, Base):
     cpu_allocation_ratio: Mapped[float] = mapped_column(Float, default=16.0)
     ram_allocation_ratio: Mapped[float] = mapped_column(Float, default=1.5)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # networks, access, proxy_command ...
-    # Credentials to reach the site's hosts: never in any API response or log line.
-    secrets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Credentials to reach the site's hosts: never in any API response or log line; encrypted at rest.
+    secrets: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON, default=dict)
     status_description: Mapped[str] = mapped_column(Text, default="")
     # Each site operation (deploy, scale, update, delete) is one generation, with its own events.
     generation: Mapped[int] = mapped_column(Integer, default=0)
@@ -122,7 +123,7 @@ class Export(Base):
 
     __tablename__ = "exports"
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    bundle: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # holds the join secrets
+    bundle: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON, default=dict)  # holds the join secrets
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -131,7 +132,7 @@ class ControlPlaneSecret(Base):
 
     __tablename__ = "control_plane_secrets"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+    value: Mapped[str] = mapped_column(EncryptedText)
 
 
 class Host(Stamped, Base):
@@ -214,10 +215,11 @@ class Cluster(Owned, Leased, Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     management_public_key: Mapped[str] = mapped_column(Text, default="")
-    # Never serialised by any API view.
-    management_private_key: Mapped[str] = mapped_column(Text, default="")
-    # The cluster's own credentials (CA, certificates, framework secrets): never serialised by any API view.
-    secrets: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
+    # Never serialised by any API view; encrypted at rest.
+    management_private_key: Mapped[str] = mapped_column(EncryptedText, default="")
+    # The cluster's own credentials (CA, certificates, framework secrets): never serialised by any API view;
+    # encrypted at rest.
+    secrets: Mapped[dict[str, Any] | None] = mapped_column(EncryptedJSON, default=dict)
     __table_args__ = (UniqueConstraint("project_id", "name"),)
 
 

@@ -9,6 +9,7 @@ Two guarantees for replicas live here, because every write goes through `Databas
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -20,6 +21,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text, update
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
+
+from oasis.db.encrypted import bind_key, load_key
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # pg_advisory_lock key of the setup (migrations and bootstrap): any constant the deployment uses for nothing else
@@ -53,14 +56,26 @@ def fenced(model: Any, row_id: str, owner: str) -> Iterator[None]:
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, key: bytes | None = None) -> None:
+        """`key`: the state key that encrypts the secret columns (oasis/db/encrypted.py); every process opening
+        this database must give the same one. Default: OASIS_SECRET_KEY, else, for SQLite, the `secret.key`
+        beside the database file (the state dir); PostgreSQL without either can read and write no secret."""
         self.url = url
         if url.startswith("sqlite"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(url.removeprefix("sqlite:///"))
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _private_files(path)
+            if key is None:
+                key = load_key(path.parent)
             self.engine: Engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            if key is None and os.environ.get("OASIS_SECRET_KEY"):
+                key = os.environ["OASIS_SECRET_KEY"].encode()
+        self._key = key
+        if key is not None:
+            bind_key(self.engine, key)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self._sessions, "before_flush", _check_fence_before_flush)
         event.listen(self._sessions, "do_orm_execute", _check_fence_before_dml)
@@ -101,7 +116,9 @@ class Database:
                 conn.commit()
 
     def migrate(self) -> None:
-        command.upgrade(alembic_config(self.url), "head")
+        cfg = alembic_config(self.url)
+        cfg.attributes["oasis_key"] = self._key  # migration 0006 encrypts the rows written before encryption
+        command.upgrade(cfg, "head")
 
 
 def _check_fence(s: Session) -> None:
@@ -137,6 +154,18 @@ def alembic_config(url: str) -> Config:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
+
+
+def _private_files(path: Path) -> None:
+    """The database file and its companions (-wal, -shm, -journal, the setup lock) exist mode 0600 before SQLite
+    opens them: SQLite creates its own with the database file's mode, and a file created 0600 is never readable
+    by anyone else for a moment. Files an older oasis left readable are tightened."""
+    for p in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal", ".setup-lock"))):
+        if p.name.endswith(("-wal", "-shm", "-journal")) and not p.exists():
+            continue  # SQLite makes these as it needs them, with the mode of the database file
+        os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o600))
+        if p.stat().st_mode & 0o077:
+            os.chmod(p, 0o600)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

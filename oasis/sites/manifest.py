@@ -19,8 +19,25 @@ QUOTA_KEYS = ("instances", "vcpus", "ram_mb")
 PROXY_PLACEHOLDERS = {"host", "port", "tenant_id", "network_id", "site"}
 
 
+PROXY_COMMAND_REFUSED = "a proxy command can only be set by an admin registering the site's manifest"
+
+
 class ManifestError(ValueError):
     """The manifest is wrong; the message names the field."""
+
+
+class ProxyCommandRefused(ManifestError):
+    """A manifest from someone other than an admin (a site joining with its bundle) names a proxy command: the
+    controller would run it on every connection to the site, so whoever holds a bundle would run code on the
+    control plane."""
+
+
+def refuse_proxy_command(entry: Any, where: str) -> None:
+    """Only `direct` or `gateway` access from a manifest that is not an admin's; a `proxy_command` key is refused
+    whatever the access it comes with, rather than kept for later."""
+    if isinstance(entry, dict) and (entry.get("access") == "proxy_command" or entry.get("proxy_command")
+                                    not in (None, "")):
+        raise ProxyCommandRefused(f"{where}: {PROXY_COMMAND_REFUSED}")
 
 
 def check_proxy_command(template: str, where: str) -> None:
@@ -75,13 +92,17 @@ def _need(d: dict[str, Any], key: str, where: str) -> Any:
     return d[key]
 
 
-def register(session: Session, manifest: dict[str, Any], private_key: str, runtime: dict[str, Any]) -> list[Site]:
+def register(session: Session, manifest: dict[str, Any], private_key: str, runtime: dict[str, Any],
+             admin: bool = False) -> list[Site]:
     """Create or update every site of the manifest and its hosts. Idempotent: registering the same manifest
-    twice changes nothing. `runtime` describes what the hosts provide (their image)."""
+    twice changes nothing. `runtime` describes what the hosts provide (their image). `admin`: the manifest
+    comes from an administrator (the API checked the role), the only source a proxy command may come from."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("sites"), list):
         raise ManifestError("manifest: 'sites' must be a list")
     out = []
     for i, entry in enumerate(manifest["sites"]):
+        if not admin:
+            refuse_proxy_command(entry, f"sites[{i}]")
         out.append(_register_site(session, entry, f"sites[{i}]", private_key, runtime))
     return out
 
@@ -100,7 +121,8 @@ def _register_site(session: Session, entry: dict[str, Any], where: str, private_
     network = _need(entry, "management_network", where)
     spec = {
         "access": access,
-        "proxy_command": entry.get("proxy_command"),
+        # kept only where it is the way in: a site with another access never carries a command
+        "proxy_command": entry.get("proxy_command") if access == "proxy_command" else None,
         "gateway": {k: gateway[k] for k in ("name", "address", "ssh_user", "ssh_port", "host_key")} if gateway else None,
         "floating_range": entry.get("floating_range"),
         "use_floating_ips": bool(entry.get("use_floating_ips", bool(entry.get("floating_range")))),

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from oasis.storage import s3
 from oasis.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, StoreError
+from oasis.storage.endpoints import EndpointRefused, current_policy
 from oasis.storage.filesystem import FilesystemStore
 from oasis.storage.swift import SwiftConnection, SwiftStore
 from oasis.storage.urls import Location, parse
@@ -97,6 +98,10 @@ def store_for(location: Location | str, credentials: dict[str, Any], defaults: E
     """The store holding an object URL's container or bucket, reached with the location's own credentials."""
     loc = parse(location) if isinstance(location, str) else location
     defaults = defaults or Endpoints()
+    try:  # again just before connecting: a name may resolve elsewhere now than when the API checked it
+        current_policy().check_credentials(credentials, "credentials")
+    except EndpointRefused as e:
+        raise StoreError(str(e)) from None
     if loc.kind == "swift":
         return SwiftStore(swift_connection(credentials, defaults), loc.container, create=create)
     if loc.kind == "s3":

@@ -8,43 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
-MARK = "__encrypted__"
-KEY_FILE = "secret.key"
+from oasis.db.encrypted import KEY_FILE, MARK, SecretError, load_key
 
-
-class SecretError(Exception):
-    pass
-
-
-def load_key(state_dir: Path) -> bytes:
-    env = os.environ.get("OASIS_SECRET_KEY")
-    if env:
-        return env.encode()
-    path = Path(state_dir) / KEY_FILE
-    try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key()
-    # Written whole under a name of its own, then linked to the key's name, which fails if another process got
-    # there first: processes starting at once agree on the first key, and none ever reads a half-written one.
-    tmp = path.with_name(f".{KEY_FILE}.{uuid.uuid4().hex}")
-    try:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-            f.write(key)
-        os.link(tmp, path)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    finally:
-        tmp.unlink(missing_ok=True)
-    return key
+# The key and its file are the database's (oasis/db/encrypted.py encrypts its secret columns with the same key).
+__all__ = ["KEY_FILE", "MARK", "SecretError", "Secrets", "is_encrypted", "load_key", "secrets_for"]
 
 
 class Secrets:

@@ -86,7 +86,7 @@ def test_dataprocessing_commands(oasis: Oasis, tmp_path: Path) -> None:
     # An S3 binary: the v2 client's `job binary delete` would reach for job_binary_internals on an internal-db://
     # one, a manager saharaclient's v2 client does not have.
     jb = js(oasis, "job", "binary", "create", "--name", f"cli-jb-{suffix}", "--url", "s3://bucket/main.py",
-            "--access-key", "AK", "--secret-key", "SK-not-shown", "--s3-endpoint", "http://127.0.0.1:1")
+            "--access-key", "AK", "--secret-key", "SK-not-shown", "--s3-endpoint", "http://192.0.2.1:1")  # TEST-NET: never fetched
     assert jb["Url"] == "s3://bucket/main.py" and "SK-not-shown" not in json.dumps(jb)
     assert f"cli-jb-{suffix}" in {b["Name"] for b in js(oasis, "job", "binary", "list")}
     assert js(oasis, "job", "binary", "show", f"cli-jb-{suffix}")["Id"] == jb["Id"]

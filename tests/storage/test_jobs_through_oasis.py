@@ -13,6 +13,7 @@ import pytest
 from devtools.devswift import KEY, USER
 from oasis.storage import store_for
 from tests.integration import workflow as wf
+from tests.conftest import assert_no_secret_in_database
 from tests.integration.services import Oasis
 
 # The engine grants and revokes scoped access once it is wired to oasis.edp.access (see oasis/edp/access.py).
@@ -82,5 +83,7 @@ def test_dask_job_over_swift_and_s3_on_the_local_site(on_swift: Oasis, swift, sw
     for path in (on_swift.state_dir / "hosts").rglob("*"):  # no user credential written onto an instance
         if path.is_file() and path.stat().st_size < 10_000_000:
             assert KEY.encode() + b'"' not in path.read_bytes() and b'"secretkey"' not in path.read_bytes(), path
+    # nor in the database, which holds the cluster's key, the data sources' and the binary's credentials
+    assert_no_secret_in_database(on_swift.state_dir, [KEY])
     wf.ok(client.delete(f"/clusters/{cid}"), 204)
     wf.wait_gone(client, cid)
