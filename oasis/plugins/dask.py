@@ -85,20 +85,19 @@ class DaskPlugin(Plugin):
     def make_secrets(self, cluster: ClusterView) -> dict[str, Any]:
         if security.insecure_for_bench():
             return {"insecure": True}
-        # One certificate for every scheduler, worker and nanny: distributed checks the chain up to the cluster's
-        # own CA and not the host name, and scale needs no new one. The CA's key is not kept: nothing is signed
-        # after this, and a key that is not kept cannot leak.
+        # The CA's key is kept (encrypted with the row): every configure, scale's included, signs each instance a
+        # certificate for its address and name (distributed checks only the chain, but a browser or curl at the
+        # dashboard checks the name too).
         ca = security.make_cluster_ca(cluster.name, self.name)
-        return {"ca": ca.cert, "node": security.as_dict(security.node_pem(ca, f"dask node of {cluster.name}", [])),
-                "client": security.as_dict(security.client_pem(ca, cluster.name))}
+        return {"ca": security.as_dict(ca), "client": security.as_dict(security.client_pem(ca, cluster.name))}
 
     @staticmethod
     def _tls_dir(base: str) -> str:
         return f"{base}/tls"
 
-    def _tls_files(self, cluster: ClusterView, base: str, who: str) -> dict[str, bytes]:
-        d, pem = self._tls_dir(base), cluster.secrets[who]
-        return {f"{d}/ca.pem": cluster.secrets["ca"].encode(), f"{d}/{who}.pem": pem["cert"].encode(),
+    def _tls_files(self, cluster: ClusterView, base: str, who: str, pem: dict[str, str]) -> dict[str, bytes]:
+        d = self._tls_dir(base)
+        return {f"{d}/ca.pem": cluster.secrets["ca"]["cert"].encode(), f"{d}/{who}.pem": pem["cert"].encode(),
                 f"{d}/{who}-key.pem": pem["key"].encode()}
 
     def _dask_config(self, base: str, who: str, daemon: bool) -> bytes:
@@ -117,13 +116,14 @@ class DaskPlugin(Plugin):
 
     def _daemon_files(self, cluster: ClusterView, inst: InstanceView) -> dict[str, bytes]:
         conf = f"{inst.workdir}/conf"
-        return {**self._tls_files(cluster, conf, "node"), f"{conf}/dask/dask.yaml": self._dask_config(conf, "node", True),
+        node = security.node_pem(security.pem_of(cluster.secrets["ca"]), inst.name, [inst.address, inst.name])
+        return {**self._tls_files(cluster, conf, "node", security.as_dict(node)), f"{conf}/dask/dask.yaml": self._dask_config(conf, "node", True),
                 f"{conf}/oasis_http_tls.py": HTTP_TLS_PRELOAD}
 
     def job_files(self, cluster: ClusterView, workdir: str) -> dict[str, bytes]:
         if not self._secure(cluster):
             return {}
-        return {**self._tls_files(cluster, workdir, "client"),
+        return {**self._tls_files(cluster, workdir, "client", cluster.secrets["client"]),
                 f"{workdir}/dask/dask.yaml": self._dask_config(workdir, "client", False)}
 
     def client_config(self, info: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +131,7 @@ class DaskPlugin(Plugin):
         out: dict[str, Any] = {"plugin": self.name, "scheduler_address": dask_info.get("Scheduler", ""),
                                "dashboard": dask_info.get("Dashboard", "")}
         if secrets.get("client"):
-            out.update(ca=secrets["ca"], cert=secrets["client"]["cert"], key=secrets["client"]["key"],
+            out.update(ca=secrets["ca"]["cert"], cert=secrets["client"]["cert"], key=secrets["client"]["key"],
                        require_encryption=True)
         return out
 
