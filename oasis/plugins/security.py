@@ -8,8 +8,6 @@ import os
 import secrets as _random
 import struct
 import time
-from typing import Any
-
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -78,7 +76,3 @@ def jks_truststore(alias: str, ca_cert: str, password: str) -> bytes:
     digest = hashlib.sha1(password.encode("utf-16-be") + b"Mighty Aphrodite" + body).digest()  # noqa: S324
     return body + digest
 
-
-def redacted(secrets: dict[str, Any]) -> dict[str, str]:
-    """What may be said about a cluster's secrets (names only), e.g. in a log line."""
-    return {k: "***" for k in secrets}
