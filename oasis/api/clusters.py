@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from oasis.api import keypairs, schemas, topology, views
-from oasis.api.errors import bad
+from oasis.api.errors import ApiError, bad, not_found
 from oasis.api.plugins import require_enabled
 from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
                              page)
@@ -19,6 +19,7 @@ from oasis.db.models import Cluster, ClusterTemplate, Flavor, Host, Instance, No
 from oasis.db.states import ClusterOp, ClusterStatus
 from oasis.identity.principal import Principal
 from oasis.keys import generate_keypair
+from oasis.plugins import get_plugin
 from oasis.plugins.base import NodeGroupShape, Plugin
 
 KIND = "Cluster"
@@ -176,6 +177,23 @@ def show_cluster(ctx: Ctx) -> Reply:
     with ctx.db.session() as s:
         row = get_visible(s, Cluster, ctx.path["id"], ctx.principal, KIND)
         return Reply(200, {"cluster": views.cluster(s, row, show_progress)})
+
+
+def client_config(ctx: Ctx) -> Reply:
+    """The credentials and addresses a member of the owning project needs to reach the cluster's framework
+    from outside it (an oasis extension). Only the owning project's members get them: every other caller,
+    an administrator of another project or a reader of a public cluster included, gets the 404 of a cluster
+    it cannot see."""
+    with ctx.db.session() as s:
+        row = s.get(Cluster, ctx.path["id"])
+        if row is None or row.project_id != ctx.principal.project_id:
+            raise not_found(KIND, ctx.path["id"])
+        if row.status != ACTIVE or not row.secrets:
+            raise ApiError(409, "CLUSTER_NOT_ACTIVE", f"Cluster '{row.name}' is {row.status}: its client "
+                                                      "configuration is available once it is Active")
+        body = get_plugin(row.plugin_name).client_config(dict(row.info or {}), dict(row.secrets))
+    return Reply(200, {"client_config": {"cluster_id": row.id, "cluster_name": row.name, **body}},
+                 headers={"Cache-Control": "no-store"})
 
 
 # --- update ---------------------------------------------------------------------------------------------------
@@ -379,6 +397,9 @@ def register(routes: Routes) -> None:
     routes.add("POST", "/clusters/multiple", create_cluster, "cluster:create", schema=schemas.CLUSTER_CREATE_MULTIPLE,
                versions=v1, returns="cluster-ids")
     routes.add("GET", "/clusters/{id}", show_cluster, "cluster:get", versions=every, returns="cluster")
+    # ":execute": the credentials run code on the cluster, so a reader does not get them
+    routes.add("GET", "/clusters/{id}/client-config", client_config, "cluster:client-config:execute",
+               returns="client_config", errors=(404, 409), json_suffix=False)
     routes.add("PATCH", "/clusters/{id}", update_cluster, "cluster:update", schema=schemas.CLUSTER_UPDATE,
                versions=every, returns="cluster")
     routes.add("PUT", "/clusters/{id}", scale_cluster, "cluster:scale", schema=schemas.CLUSTER_SCALE, versions=every,

@@ -344,5 +344,9 @@ class OasisClient:
             body["description"] = description
         return self.create("job-binaries", body)
 
+    def client_config(self, cluster_id: str) -> dict[str, Any]:
+        """A cluster's addresses and client credentials (for members of its project only)."""
+        return self.get(f"/clusters/{cluster_id}/client-config")["client_config"]
+
     def logs(self, job_id: str, stream: str = "stdout") -> str:
         return self.request("GET", f"/jobs/{job_id}/logs", params={"stream": stream}).text

@@ -1,13 +1,16 @@
 """`oasis cluster ...`"""
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from oasis.cli.client import OasisClient, OasisError
 from oasis.cli.common import client, command, console, fmt, parse_time, record, seconds, table
+from oasis.cli.connect import client_files, instructions, write_private
 from oasis.cli.plugins import latest_version
 from oasis.cli.watch import wait_clusters, wait_gone
 
@@ -65,6 +68,25 @@ def show(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID"
                      ("Flavor", "flavor"), ("Address", "management_ip")], title="Instances")
     if progress:
         steps_table(cluster, "Provisioning steps")
+
+
+@command(app, "connect")
+def connect(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID"),
+            directory: Optional[Path] = typer.Option(None, "--dir", help="Where to write the client's files "
+                                                     "(default: ~/.oasis/clusters/NAME)")) -> None:
+    """Write what a Dask Client or a spark-submit needs to reach the cluster (its CA, a client certificate,
+    Spark's secret) into a directory only you read, and print how to use it."""
+    c = client(ctx)
+    cluster = c.find("clusters", ref)
+    cfg = c.client_config(cluster["id"])
+    target = (directory or Path.home() / ".oasis" / "clusters" / cluster["name"]).expanduser().absolute()
+    write_private(target, client_files(cfg, target))
+    if ctx.find_root().obj.as_json:
+        shown = {k: cfg[k] for k in ("plugin", "scheduler_address", "dashboard", "master_url", "web_ui") if k in cfg}
+        print(json.dumps({"directory": str(target), **shown}, indent=2, sort_keys=True))
+        return
+    console.print(f"Wrote the client configuration of {cluster['name']} to {target} (mode 0700, files 0600)")
+    console.print(instructions(cfg, target), markup=False, highlight=False)
 
 
 @command(app, "create")

@@ -90,7 +90,10 @@ class ClusterWork(Work):
 
     def view(self, states: tuple[str, ...] = ("active", "new")) -> ClusterView:
         with self.db.session() as s:
-            return build_view(s, self.remotes, self.row(s), states)
+            c = self.row(s)
+            view = build_view(s, self.remotes, c, states)
+            view.secrets = dict(c.secrets or {})  # made by `configure`; empty before it
+            return view
 
     def _states_of_new(self) -> tuple[str, ...]:
         return ("new",) if self.op == ClusterOp.SCALE else ("active",)
@@ -328,8 +331,18 @@ class ClusterWork(Work):
 
     async def configure(self) -> None:
         view = self.view()
+        view.secrets = self._secrets(view)
         async with self.events.step("Configure cluster", "Plugin: configure cluster", len(view.instances)):
             await self.plugin.configure(view, view.instances)
+
+    def _secrets(self, view: ClusterView) -> dict:
+        """The cluster's own credentials: made by the plugin the first time, kept on the row (never in `info`,
+        `spec`, an event or a log) and found there by a resumed configure and by every scale."""
+        with self.db.session() as s:
+            c = self.row(s)
+            if not c.secrets:
+                c.secrets = self.plugin.make_secrets(view)
+            return dict(c.secrets)
 
     async def start(self) -> None:
         view = self.view()

@@ -122,6 +122,7 @@ class JobWork(Work):
                 raise OperationError("the job's template no longer exists")
             plugin = get_plugin(cluster.plugin_name)
             view = build_view(s, self.remotes, cluster, ("active",))
+            view.secrets = dict(cluster.secrets or {})  # for the job's credential files only
             master = view.having(plugin.master_process)[0]
             workdir = f"{master.workdir}/jobs/{job_id}"
             binaries = {bid: s.get(JobBinary, bid) for bid in [*template.mains, *template.libs]}
@@ -143,12 +144,16 @@ class JobWork(Work):
         await master.remote.run(["mkdir", "-p", workdir])
         if grant.env:  # the signed URLs go in a file only the job's user reads, never in the job's row or env
             access_file = posixpath.join(workdir, access.FILE_NAME)
-            await master.remote.put(access_file, grant.env[access.ENV].encode(), 0o600)
+            await master.write(access_file, grant.env[access.ENV].encode(), 0o600)
             env[access.FILE_ENV] = access_file
+        # The cluster's credentials for the job (a dask config with the client certificate, Spark's properties
+        # file with the secret): files only the job's user reads, which the launch points the job at by path.
+        for path, content in plugin.job_files(view, workdir).items():
+            await master.write(path, content, 0o600)
         paths = {}
         for bid, (name, content) in files.items():
             paths[bid] = posixpath.join(workdir, posixpath.basename(name) or bid)
-            await master.remote.put(paths[bid], content, 0o755)
+            await master.write(paths[bid], content, 0o755)
         launch = plugin.launch(view, job_type, paths.get(mains[0]) if mains else None,
                                [paths[b] for b in libs if b in paths], configs.get("configs") or {},
                                [str(a) for a in configs.get("args") or []], workdir)

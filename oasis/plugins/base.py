@@ -61,6 +61,9 @@ class ClusterView:
     configs: dict[str, Any]
     runtime: dict[str, Any]  # from the image: python, spark_home, java_home ...
     instances: list[InstanceView] = field(default_factory=list)
+    # The cluster's own credentials (`Plugin.make_secrets`, kept by the engine in the cluster row's `secrets`):
+    # filled in where a plugin needs them (configure, a job's files), empty elsewhere. Never shown or logged.
+    secrets: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def having(self, process: str) -> list[InstanceView]:
         return [i for i in self.instances if process in i.processes]
@@ -136,10 +139,21 @@ class Plugin(ABC):
     def config_hints(self, job_type: str) -> dict[str, Any]:
         return {"configs": [], "args": [], "params": {}}
 
+    def client_config(self, info: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+        """What a member of the owning project needs to reach the cluster from outside it (addresses from the
+        cluster's `info`, credentials from its `secrets`): the body of `GET /v2/clusters/{id}/client-config`."""
+        return {"plugin": self.name}
+
     # --- engine half ------------------------------------------------------------------------------------------
 
+    def make_secrets(self, cluster: ClusterView) -> dict[str, Any]:
+        """The cluster's own credentials (a CA and certificates, shared secrets), made once per cluster by the
+        engine's configure step, which stores them and hands them back in `ClusterView.secrets` ever after
+        (scale reuses them)."""
+        return {}
+
     async def configure(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
-        """Write configuration onto instances; must be idempotent."""
+        """Write configuration onto instances (`cluster.secrets` is set); must be idempotent."""
 
     @abstractmethod
     async def start(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
@@ -157,6 +171,11 @@ class Plugin(ABC):
     @abstractmethod
     def info(self, cluster: ClusterView) -> dict[str, dict[str, str]]:
         """Links shown in the cluster's `info` (web UIs, service addresses)."""
+
+    def job_files(self, cluster: ClusterView, workdir: str) -> dict[str, bytes]:
+        """Files (path: content) that give a job in `workdir` its cluster's credentials; the engine writes them
+        mode 0600 with the job's other files (`cluster.secrets` is set). `launch` points the job at them."""
+        return {}
 
     @abstractmethod
     def launch(self, cluster: ClusterView, job_type: str, main: str | None, libs: list[str],

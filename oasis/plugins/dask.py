@@ -4,6 +4,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import yaml
+
+from oasis.plugins import security
 from oasis.plugins.base import ClusterView, InstanceView, Launch, Plugin, PluginError
 from oasis.plugins.common import (
     installed_version,
@@ -16,6 +19,25 @@ from oasis.plugins.common import (
 # A port that cannot be bound makes the scheduler, worker or nanny exit (the agent sees that), except an HTTP
 # server's: distributed then warns "Port N is already in use" and takes another, which `info` would not show.
 PORT_MOVED = ("is already in use",)
+
+# The HTTP servers of the scheduler (dashboard, /json, /metrics, /info) and of the workers serve TLS with the
+# cluster's certificate (`distributed.scheduler.dashboard.tls.*`), but distributed makes that context with
+# `ssl.create_default_context(purpose=CLIENT_AUTH)`, which asks for no client certificate. This preload, run in
+# each scheduler and worker once its HTTP server listens and before it says it is ready, makes the certificate
+# required, so only holders of the cluster's certificates get an answer. It fails the daemon if there is no TLS.
+HTTP_TLS_PRELOAD = b'''"""oasis: the HTTP server of this node answers only clients with a certificate of the cluster's CA."""
+import logging
+import ssl
+
+
+def dask_setup(server):
+    context = getattr(getattr(server, "http_server", None), "ssl_options", None)
+    if not isinstance(context, ssl.SSLContext):
+        raise RuntimeError("oasis: the HTTP server has no TLS context; refusing to serve it in the clear")
+    context.verify_mode = ssl.CERT_REQUIRED
+    logging.getLogger("distributed.oasis").info("oasis: HTTP requires a client certificate of the cluster")
+'''
+HTTP_TLS_READY = "oasis: HTTP requires a client certificate of the cluster"
 
 
 class DaskPlugin(Plugin):
@@ -46,31 +68,105 @@ class DaskPlugin(Plugin):
             raise PluginError(f"cluster {cluster.name} has {len(schedulers)} schedulers")
         return schedulers[0]
 
+    @staticmethod
+    def _secure(cluster: ClusterView) -> bool:
+        """Every cluster is, but those of the security bench's insecure half (see `security.INSECURE_ENV`)."""
+        return not cluster.secrets.get("insecure")
+
+    def _scheme(self, cluster: ClusterView) -> str:
+        return "tls" if self._secure(cluster) else "tcp"
+
     def scheduler_address(self, cluster: ClusterView) -> str:
         s = self._scheduler(cluster)
-        return f"tcp://{s.address}:{s.ports['scheduler']}"
+        return f"{self._scheme(cluster)}://{s.address}:{s.ports['scheduler']}"
 
-    def _env(self, cluster: ClusterView) -> dict[str, str]:
-        return {"DASK_SCHEDULER_ADDRESS": self.scheduler_address(cluster), "PYTHONUNBUFFERED": "1"}
+    # --- credentials ------------------------------------------------------------------------------------------
+
+    def make_secrets(self, cluster: ClusterView) -> dict[str, Any]:
+        if security.insecure_for_bench():
+            return {"insecure": True}
+        # The CA's key is kept (encrypted with the row): every configure, scale's included, signs each instance a
+        # certificate for its address and name (distributed checks only the chain, but a browser or curl at the
+        # dashboard checks the name too).
+        ca = security.make_cluster_ca(cluster.name, self.name)
+        return {"ca": security.as_dict(ca), "client": security.as_dict(security.client_pem(ca, cluster.name))}
+
+    @staticmethod
+    def _tls_dir(base: str) -> str:
+        return f"{base}/tls"
+
+    def _tls_files(self, cluster: ClusterView, base: str, who: str, pem: dict[str, str]) -> dict[str, bytes]:
+        d = self._tls_dir(base)
+        return {f"{d}/ca.pem": cluster.secrets["ca"]["cert"].encode(), f"{d}/{who}.pem": pem["cert"].encode(),
+                f"{d}/{who}-key.pem": pem["key"].encode()}
+
+    def _dask_config(self, base: str, who: str, daemon: bool) -> bytes:
+        """A dask config file: TLS for every connection, with the cluster's CA and `who`'s certificate; for
+        the daemons also the HTTP servers' TLS and the preload that requires client certificates there."""
+        d = self._tls_dir(base)
+        pair = {"cert": f"{d}/{who}.pem", "key": f"{d}/{who}-key.pem"}
+        roles = ("scheduler", "worker", "client") if daemon else ("client",)
+        config: dict[str, Any] = {"comm": {"require-encryption": True,
+                                           "tls": {"ca-file": f"{d}/ca.pem", **{r: dict(pair) for r in roles}}}}
+        if daemon:
+            preload = f"{base}/oasis_http_tls.py"
+            config["scheduler"] = {"dashboard": {"tls": {"ca-file": f"{d}/ca.pem", **pair}}, "preload": [preload]}
+            config["worker"] = {"preload": [preload]}
+        return yaml.safe_dump({"distributed": config}).encode()
+
+    def _daemon_files(self, cluster: ClusterView, inst: InstanceView) -> dict[str, bytes]:
+        conf = f"{inst.workdir}/conf"
+        node = security.node_pem(security.pem_of(cluster.secrets["ca"]), inst.name, [inst.address, inst.name])
+        return {**self._tls_files(cluster, conf, "node", security.as_dict(node)), f"{conf}/dask/dask.yaml": self._dask_config(conf, "node", True),
+                f"{conf}/oasis_http_tls.py": HTTP_TLS_PRELOAD}
+
+    def job_files(self, cluster: ClusterView, workdir: str) -> dict[str, bytes]:
+        if not self._secure(cluster):
+            return {}
+        return {**self._tls_files(cluster, workdir, "client", cluster.secrets["client"]),
+                f"{workdir}/dask/dask.yaml": self._dask_config(workdir, "client", False)}
+
+    def client_config(self, info: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+        dask_info = info.get("Dask") or {}
+        out: dict[str, Any] = {"plugin": self.name, "scheduler_address": dask_info.get("Scheduler", ""),
+                               "dashboard": dask_info.get("Dashboard", "")}
+        if secrets.get("client"):
+            out.update(ca=secrets["ca"]["cert"], cert=secrets["client"]["cert"], key=secrets["client"]["key"],
+                       require_encryption=True)
+        return out
+
+    # --- engine half ------------------------------------------------------------------------------------------
+
+    async def configure(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
+        if not self._secure(cluster):
+            return
+        await asyncio.gather(*(i.write(path, data, 0o600) for i in instances
+                               for path, data in self._daemon_files(cluster, i).items()))
+
+    def _daemon_env(self, cluster: ClusterView, inst: InstanceView) -> dict[str, str]:
+        # A path, not a secret: the daemons read their TLS settings from the instance's mode-0600 config file.
+        return {"DASK_CONFIG": f"{inst.workdir}/conf/dask"} if self._secure(cluster) else {}
 
     async def start(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
         python = cluster.runtime["python"]
+        secure = self._secure(cluster)
+        protocol = ["--protocol", self._scheme(cluster)]
         for s in (i for i in instances if "scheduler" in i.processes):
             await start_daemon(s, "scheduler", [
-                python, "-m", "distributed.cli.dask_scheduler", "--host", s.address,
+                python, "-m", "distributed.cli.dask_scheduler", "--host", s.address, *protocol,
                 "--port", str(s.ports["scheduler"]), "--dashboard-address", f"{s.address}:{s.ports['dashboard']}",
-            ], {}, "Scheduler at:", PORT_MOVED)
+            ], self._daemon_env(cluster, s), HTTP_TLS_READY if secure else "Scheduler at:", PORT_MOVED)
         address = self.scheduler_address(cluster)
 
         async def worker(w: InstanceView) -> None:
             await start_daemon(w, "worker", [
-                python, "-m", "distributed.cli.dask_worker", address, "--host", w.address,
+                python, "-m", "distributed.cli.dask_worker", address, "--host", w.address, *protocol,
                 "--worker-port", str(w.ports["worker"]), "--nanny-port", str(w.ports["nanny"]),
                 "--nthreads", str(w.vcpus), "--memory-limit", f"{worker_memory_mb(w)}MB", "--no-dashboard",
                 # by default that HTTP server listens on every interface of the host
                 "--dashboard-address", f"{w.address}:0",
                 "--name", w.name, "--local-directory", f"{w.workdir}/dask",
-            ], {}, "Registered to:", PORT_MOVED)
+            ], self._daemon_env(cluster, w), "Registered to:", PORT_MOVED)
 
         await asyncio.gather(*(worker(w) for w in instances if "worker" in w.processes))
 
@@ -84,12 +180,23 @@ class DaskPlugin(Plugin):
 
     def info(self, cluster: ClusterView) -> dict[str, dict[str, str]]:
         s = self._scheduler(cluster)
+        if not self._secure(cluster):
+            return {"Dask": {"Scheduler": self.scheduler_address(cluster),
+                             "Dashboard": f"http://{s.address}:{s.ports['dashboard']}/status",
+                             "Security": "none (security bench)"}}
         return {"Dask": {"Scheduler": self.scheduler_address(cluster),
-                         "Dashboard": f"http://{s.address}:{s.ports['dashboard']}/status"}}
+                         "Dashboard": f"https://{s.address}:{s.ports['dashboard']}/status",
+                         "Security": "TLS with mutual authentication by the cluster's own CA, on every connection "
+                                     "and on the dashboard; credentials from GET /v2/clusters/{id}/client-config "
+                                     "or `oasis cluster connect`"}}
 
     def launch(self, cluster: ClusterView, job_type: str, main: str | None, libs: list[str],
                configs: dict[str, Any], args: list[str], workdir: str) -> Launch:
-        env = self._env(cluster)
+        env = {"DASK_SCHEDULER_ADDRESS": self.scheduler_address(cluster), "PYTHONUNBUFFERED": "1"}
+        if self._secure(cluster):
+            # dask reads its config from this directory: `job_files` put the TLS settings there, so a plain
+            # `distributed.Client()` connects with the cluster's client certificate. A path, not a secret.
+            env["DASK_CONFIG"] = f"{workdir}/dask"
         if libs:
             env["PYTHONPATH"] = ":".join(libs)
         if job_type == "Shell":

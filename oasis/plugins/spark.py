@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from oasis.plugins import security
 from oasis.plugins.base import ClusterView, InstanceView, Launch, Plugin, PluginError
 from oasis.plugins.common import (
     installed_version,
@@ -29,6 +30,22 @@ BIND_FAILED = ("java.net.BindException", "Address already in use")
 #           on the workers, bind port 0: the kernel picks one from its ephemeral range (32768-60999 on Linux),
 #           outside the hosts' allocation range (20000-29999 by default), and executors learn the driver's
 #           from the master, so nothing needs to know them in advance.
+#   web UIs, secured: the allocated UI port serves HTTPS and asks for a client certificate of the cluster's CA;
+#           Spark also opens a plain HTTP connector that only redirects to it, on --webui-port 0 (ephemeral).
+#
+# Security (every cluster but the security bench's insecure half, see `security.INSECURE_ENV`):
+#   - `spark.authenticate` with a secret of the cluster's own, and AES-based RPC encryption
+#     (`spark.network.crypto.enabled`), on the master, the workers, the drivers and so the executors. The secret
+#     reaches the daemons through the instance's spark-defaults.conf and a driver (spark-submit) through the
+#     job's properties file, both mode 0600; never a command line or an environment oasis sets. Executors get it
+#     from Spark itself: the worker that launches one passes the secret in the executor's environment
+#     (`_SPARK_AUTH_SECRET`) and strips `-Dspark.authenticate.secret` from its command line, so it is readable
+#     only by the instance's own user (and root) through /proc/PID/environ.
+#   - the master's and workers' web UIs: `spark.ssl.standalone.*` with `needClientAuth`, a PKCS12 key store
+#     per instance (a certificate for its address and name) and a JKS trust store holding the cluster's CA.
+# Keys in SECURITY_KEYS are set last: a cluster config cannot turn them off.
+SECURITY_KEYS = ("spark.authenticate", "spark.authenticate.secret", "spark.network.crypto.enabled")
+UI_STORES = ("ui-keystore.p12", "ui-truststore.jks")
 
 
 class SparkPlugin(Plugin):
@@ -72,27 +89,91 @@ class SparkPlugin(Plugin):
         m = self._master(cluster)
         return f"spark://{m.address}:{m.ports['master']}"
 
-    def _env(self, cluster: ClusterView, inst: InstanceView) -> dict[str, str]:
+    def _env(self, cluster: ClusterView, inst: InstanceView, ui_port: int | None = None) -> dict[str, str]:
         rt = cluster.runtime
+        # A busy port must fail the start, not move the daemon to a port that `info` does not show.
+        # System properties win over spark-defaults.conf: a cluster config cannot turn the REST server on.
+        opts = "-Dspark.port.maxRetries=0 -Dspark.master.rest.enabled=false"
+        if ui_port is not None and self._secure(cluster):
+            # per daemon (a master and a worker may share an instance and its spark-defaults.conf); not a secret
+            opts += f" -Dspark.ssl.standalone.port={ui_port}"
         env = {"SPARK_HOME": rt["spark_home"], "SPARK_LOCAL_IP": inst.address, "SPARK_CONF_DIR": f"{inst.workdir}/conf",
-               "PYSPARK_PYTHON": rt["python"], "SPARK_LOG_DIR": inst.procdir,
-               # A busy port must fail the start, not move the daemon to a port that `info` does not show.
-               # System properties win over spark-defaults.conf: a cluster config cannot turn the REST server on.
-               "SPARK_DAEMON_JAVA_OPTS": "-Dspark.port.maxRetries=0 -Dspark.master.rest.enabled=false"}
+               "PYSPARK_PYTHON": rt["python"], "SPARK_LOG_DIR": inst.procdir, "SPARK_DAEMON_JAVA_OPTS": opts}
         if rt.get("java_home"):
             env["JAVA_HOME"] = rt["java_home"]
         return env
 
+    @staticmethod
+    def _secure(cluster: ClusterView) -> bool:
+        return not cluster.secrets.get("insecure")
+
+    # --- credentials ------------------------------------------------------------------------------------------
+
+    def make_secrets(self, cluster: ClusterView) -> dict[str, Any]:
+        if security.insecure_for_bench():
+            return {"insecure": True}
+        # The CA's key is kept (encrypted with the row): every configure, scale's included, signs a UI
+        # certificate for each instance's address.
+        ca = security.make_cluster_ca(cluster.name, self.name)
+        return {"auth_secret": security.new_password(), "store_password": security.new_password(),
+                "ca": security.as_dict(ca), "client": security.as_dict(security.client_pem(ca, cluster.name))}
+
+    def _auth_conf(self, cluster: ClusterView) -> dict[str, str]:
+        if not self._secure(cluster):
+            return {}
+        return dict(zip(SECURITY_KEYS, ("true", cluster.secrets["auth_secret"], "true")))
+
+    def _ui_conf(self, cluster: ClusterView, conf_dir: str) -> dict[str, str]:
+        password = cluster.secrets["store_password"]
+        keystore, truststore = (f"{conf_dir}/{n}" for n in UI_STORES)
+        prefix = "spark.ssl.standalone"
+        return {f"{prefix}.enabled": "true", f"{prefix}.needClientAuth": "true", f"{prefix}.protocol": "TLSv1.3",
+                f"{prefix}.keyStore": keystore, f"{prefix}.keyStoreType": "PKCS12",
+                f"{prefix}.keyStorePassword": password, f"{prefix}.keyPassword": password,
+                f"{prefix}.trustStore": truststore, f"{prefix}.trustStoreType": "JKS",
+                f"{prefix}.trustStorePassword": password}
+
+    def _instance_files(self, cluster: ClusterView, inst: InstanceView) -> dict[str, bytes]:
+        conf = f"{inst.workdir}/conf"
+        settings = self._spark_defaults(cluster)
+        files: dict[str, bytes] = {}
+        if self._secure(cluster):
+            settings.update(self._ui_conf(cluster, conf))
+            ca = security.pem_of(cluster.secrets["ca"])
+            password = cluster.secrets["store_password"]
+            ui = security.node_pem(ca, inst.name, [inst.address, inst.name])
+            files[f"{conf}/{UI_STORES[0]}"] = security.pkcs12_keystore("ui", ui, ca.cert, password)
+            files[f"{conf}/{UI_STORES[1]}"] = security.jks_truststore("cluster-ca", ca.cert, password)
+        files[f"{conf}/spark-defaults.conf"] = _properties(settings)
+        return files
+
     async def configure(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
-        defaults = "\n".join(f"{k} {v}" for k, v in self._spark_defaults(cluster).items()) + "\n"
-        await asyncio.gather(*(i.remote.put(f"{i.workdir}/conf/spark-defaults.conf", defaults.encode())
-                               for i in instances))
+        await asyncio.gather(*(i.write(path, data, 0o600) for i in instances
+                               for path, data in self._instance_files(cluster, i).items()))
 
     def _spark_defaults(self, cluster: ClusterView) -> dict[str, Any]:
         out = {c["name"]: c["default_value"] for c in self.configs(cluster.version)}
         for section in cluster.configs.values():
             if isinstance(section, dict):
                 out.update({k: v for k, v in section.items() if k.startswith("spark.")})
+        out.update(self._auth_conf(cluster))
+        return out
+
+    def _job_properties(self, workdir: str) -> str:
+        return f"{workdir}/spark.properties"
+
+    def job_files(self, cluster: ClusterView, workdir: str) -> dict[str, bytes]:
+        # The driver's whole configuration: spark-submit reads no spark-defaults.conf next to --properties-file.
+        return {self._job_properties(workdir): _properties(self._spark_defaults(cluster))}
+
+    def client_config(self, info: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+        spark_info = info.get("Spark") or {}
+        out: dict[str, Any] = {"plugin": self.name, "master_url": spark_info.get("Master", ""),
+                               "web_ui": spark_info.get("Web UI", ""), "spark_conf": {}}
+        if secrets.get("auth_secret"):
+            out["spark_conf"] = dict(zip(SECURITY_KEYS, ("true", secrets["auth_secret"], "true")))
+            # the web UIs ask for a client certificate of the cluster's CA (curl --cacert --cert --key)
+            out.update(ca=secrets["ca"]["cert"], cert=secrets["client"]["cert"], key=secrets["client"]["key"])
         return out
 
     async def start(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
@@ -101,18 +182,22 @@ class SparkPlugin(Plugin):
         for m in (i for i in instances if "master" in i.processes):
             await start_daemon(m, "master", [spark_class, MASTER_CLASS, "--host", m.address,
                                              "--port", str(m.ports["master"]),
-                                             "--webui-port", str(m.ports["master_ui"])],
-                               self._env(cluster, m), "New state: ALIVE", BIND_FAILED)
+                                             "--webui-port", self._http_port(cluster, m.ports["master_ui"])],
+                               self._env(cluster, m, m.ports["master_ui"]), "New state: ALIVE", BIND_FAILED)
         url = self.master_url(cluster)
 
         async def worker(w: InstanceView) -> None:
             argv = [spark_class, WORKER_CLASS, "--host", w.address, "--port", str(w.ports["worker"]),
-                    "--webui-port", str(w.ports["worker_ui"]), "--cores", str(w.vcpus),
+                    "--webui-port", self._http_port(cluster, w.ports["worker_ui"]), "--cores", str(w.vcpus),
                     "--memory", f"{worker_memory_mb(w)}m", "--work-dir", f"{w.workdir}/work", url]
-            await start_daemon(w, "worker", argv, self._env(cluster, w), "Successfully registered with master",
-                               BIND_FAILED)
+            await start_daemon(w, "worker", argv, self._env(cluster, w, w.ports["worker_ui"]),
+                               "Successfully registered with master", BIND_FAILED)
 
         await asyncio.gather(*(worker(w) for w in instances if "worker" in w.processes))
+
+    def _http_port(self, cluster: ClusterView, ui_port: int) -> str:
+        """Secured, the UI's port is the HTTPS one, and the plain connector (a redirect only) takes any port."""
+        return "0" if self._secure(cluster) else str(ui_port)
 
     async def decommission(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
         await stop_daemons(instances)
@@ -124,15 +209,24 @@ class SparkPlugin(Plugin):
 
     def info(self, cluster: ClusterView) -> dict[str, dict[str, str]]:
         m = self._master(cluster)
-        return {"Spark": {"Web UI": f"http://{m.address}:{m.ports['master_ui']}", "Master": self.master_url(cluster)}}
+        if not self._secure(cluster):
+            return {"Spark": {"Web UI": f"http://{m.address}:{m.ports['master_ui']}", "Master": self.master_url(cluster),
+                              "Security": "none (security bench)"}}
+        return {"Spark": {"Web UI": f"https://{m.address}:{m.ports['master_ui']}", "Master": self.master_url(cluster),
+                          "Security": "spark.authenticate with the cluster's own secret and RPC encryption; web UIs "
+                                      "over HTTPS for client certificates of the cluster's CA only; credentials "
+                                      "from GET /v2/clusters/{id}/client-config or `oasis cluster connect`"}}
 
     def launch(self, cluster: ClusterView, job_type: str, main: str | None, libs: list[str],
                configs: dict[str, Any], args: list[str], workdir: str) -> Launch:
         m = self._master(cluster)
         env = self._env(cluster, m)
+        # The properties file carries the cluster's secret; only its path is on the command line.
+        env["OASIS_SPARK_PROPERTIES"] = self._job_properties(workdir)
         if job_type == "Shell":
             return Launch(["/bin/sh", main or "", *args], env)
         submit = [f"{cluster.runtime['spark_home']}/bin/spark-submit", "--master", self.master_url(cluster),
+                  "--properties-file", self._job_properties(workdir),
                   "--deploy-mode", "client", "--conf", f"spark.driver.host={m.address}",
                   "--conf", "spark.ui.enabled=false"]
         for k, v in configs.items():
@@ -148,6 +242,10 @@ class SparkPlugin(Plugin):
         elif libs:
             submit += ["--py-files", ",".join(libs)]
         return Launch([*submit, main or "", *args], env)
+
+
+def _properties(settings: dict[str, Any]) -> bytes:
+    return ("".join(f"{k} {v}\n" for k, v in settings.items())).encode()
 
 
 def _config(title: str, name: str, default: Any, description: str, kind: str = "string") -> dict[str, Any]:

@@ -261,6 +261,8 @@ def _state(run: Run) -> dict[str, Any]:
             out = []
             for row in s.scalars(select(model)):
                 values = {c.key: getattr(row, c.key) for c in inspect(model).column_attrs if c.key not in VOLATILE}
+                if model is models.Cluster:
+                    values["secrets"] = sorted(values.get("secrets") or {})
                 for key in ("op_target", "runtime"):
                     if isinstance(values.get(key), dict):
                         values[key] = {k: v for k, v in values[key].items() if k not in VOLATILE_KEYS}
@@ -275,6 +277,9 @@ def _state(run: Run) -> dict[str, Any]:
         # key lines carry generated key data: what matters is which marks are there
         state["files"] = {p: (sorted(line.split()[-1] for line in d.decode().splitlines())
                               if p.endswith("authorized_keys") else d) for p, d in state["files"].items()}
+        # so do the clusters' certificates and keys (the row keeps which ones, `secrets`, compared by its keys)
+        state["files"] = {p: ("a PEM credential" if isinstance(d, bytes) and d.startswith(b"-----BEGIN") else d)
+                          for p, d in state["files"].items()}
         hosts[host_id] = state
     return {"rows": rows, "hosts": hosts}
 
