@@ -117,7 +117,8 @@ class DaskPlugin(Plugin):
     def _daemon_files(self, cluster: ClusterView, inst: InstanceView) -> dict[str, bytes]:
         conf = f"{inst.workdir}/conf"
         node = security.node_pem(security.pem_of(cluster.secrets["ca"]), inst.name, [inst.address, inst.name])
-        return {**self._tls_files(cluster, conf, "node", security.as_dict(node)), f"{conf}/dask/dask.yaml": self._dask_config(conf, "node", True),
+        return {**self._tls_files(cluster, conf, "node", security.as_dict(node)),
+                f"{conf}/dask/dask.yaml": self._dask_config(conf, "node", True),
                 f"{conf}/oasis_http_tls.py": HTTP_TLS_PRELOAD}
 
     def job_files(self, cluster: ClusterView, workdir: str) -> dict[str, bytes]:

@@ -128,15 +128,31 @@ class Oasis:
         return self.spawn("engine")
 
     def login(self, url: str | None = None) -> httpx.Client:
-        url = url or self.url
+        """A client of the administrator of clouds.yaml."""
         cloud = yaml.safe_load((self.state_dir / "clouds.yaml").read_text())["clouds"]["oasis"]["auth"]
+        return self.login_as(cloud["username"], cloud["password"], cloud["project_name"], url)
+
+    def login_as(self, user: str, password: str, project: str, url: str | None = None) -> httpx.Client:
+        url = url or self.url
         body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": cloud["username"], "password": cloud["password"], "domain": {"name": "Default"}}}},
-            "scope": {"project": {"name": cloud["project_name"], "domain": {"name": "Default"}}}}}
+            "name": user, "password": password, "domain": {"name": "Default"}}}},
+            "scope": {"project": {"name": project, "domain": {"name": "Default"}}}}}
         r = httpx.post(url + "/v3/auth/tokens", json=body, timeout=10)
         r.raise_for_status()
         return httpx.Client(base_url=url + "/v2", headers={"X-Auth-Token": r.headers["X-Subject-Token"]},
                             timeout=30)
+
+    def add_project(self, name: str, user: str, password: str) -> tuple[str, httpx.Client]:
+        """A second project with a member of its own, made by the administrator: (its id, the member's client)."""
+        with httpx.Client(base_url=self.url + "/v3", headers=dict(self.client.headers), timeout=30) as v3:
+            project = v3.post("/projects", json={"project": {"name": name}})
+            assert project.status_code == 201, project.text
+            pid = project.json()["project"]["id"]
+            made = v3.post("/users", json={"user": {"name": user, "password": password, "default_project_id": pid}})
+            assert made.status_code == 201, made.text
+            role = v3.put(f"/projects/{pid}/users/{made.json()['user']['id']}/roles/member")
+            assert role.status_code == 204, role.text
+        return pid, self.login_as(user, password, name)
 
     def stop(self) -> None:
         if self.client is not None:

@@ -47,26 +47,10 @@ SPARK_JOB = textwrap.dedent("""
 """)
 
 
-def login(url: str, user: str, password: str, project: str) -> httpx.Client:
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": user, "password": password, "domain": {"name": "Default"}}}},
-        "scope": {"project": {"name": project, "domain": {"name": "Default"}}}}}
-    r = httpx.post(url + "/v3/auth/tokens", json=body, timeout=10)
-    r.raise_for_status()
-    return httpx.Client(base_url=url + "/v2", headers={"X-Auth-Token": r.headers["X-Subject-Token"]}, timeout=30)
-
-
 @pytest.fixture(scope="module")
 def tenant_b(service: Oasis) -> Iterator[httpx.Client]:
     """A second project with a member of its own, made by the administrator (clouds.yaml's user)."""
-    admin = service.client
-    v3 = httpx.Client(base_url=service.url + "/v3", headers=dict(admin.headers), timeout=30)
-    project = wf.ok(v3.post("/projects", json={"project": {"name": "tenant-b"}}), 201)["project"]
-    user = wf.ok(v3.post("/users", json={"user": {"name": "mallory", "password": PASSWORD_B,
-                                                  "default_project_id": project["id"]}}), 201)["user"]
-    assert v3.put(f"/projects/{project['id']}/users/{user['id']}/roles/member").status_code == 204
-    v3.close()
-    client = login(service.url, "mallory", PASSWORD_B, "tenant-b")
+    _, client = service.add_project("tenant-b", "mallory", PASSWORD_B)
     yield client
     client.close()
 

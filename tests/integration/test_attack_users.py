@@ -51,25 +51,12 @@ def oasis() -> Iterator[Oasis]:
         shutil.rmtree(parent, ignore_errors=True)
 
 
-def login(oasis: Oasis, user: str, password: str, project: str) -> httpx.Client:
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": user, "password": password, "domain": {"name": "Default"}}}},
-        "scope": {"project": {"name": project, "domain": {"name": "Default"}}}}}
-    r = httpx.post(oasis.url + "/v3/auth/tokens", json=body, timeout=10)
-    assert r.status_code == 201, r.text
-    return httpx.Client(base_url=oasis.url + "/v2", headers={"X-Auth-Token": r.headers["X-Subject-Token"]},
-                        timeout=30)
-
-
 @pytest.fixture(scope="module")
 def tenants(oasis: Oasis) -> Iterator[dict]:
     """Project A (the admin's) and project B (bob, a member of tenant-b), each with a Dask cluster."""
     admin = oasis.client
+    project_b, bob = oasis.add_project("tenant-b", "bob", "bob-password-1")
     v3 = httpx.Client(base_url=oasis.url + "/v3", headers=dict(admin.headers), timeout=30)
-    project_b = wf.ok(v3.post("/projects", json={"project": {"name": "tenant-b"}}), 201)["project"]["id"]
-    wf.ok(v3.post("/users", json={"user": {"name": "bob", "password": "bob-password-1",
-                                            "default_project_id": project_b}}), 201)
-    bob = login(oasis, "bob", "bob-password-1", "tenant-b")
     project_a = wf.ok(v3.get("/projects", params={"name": "admin"}))["projects"][0]["id"]
     cluster_a = wf.create_cluster(admin, "dask", "a", workers=1)
     cluster_b = wf.create_cluster(bob, "dask", "b", workers=1)
