@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,10 @@ class Postgres:
             stop_process(self.proc, signal.SIGINT)
 
 
+class NotReady(Exception):
+    """The service has not written what a client needs to reach it yet."""
+
+
 class Oasis:
     """oasis processes on one state directory and database: `api` and any number of `engine`s, or `up`."""
 
@@ -92,13 +97,14 @@ class Oasis:
                         OASIS_LOCAL_PORTS=f"{self.first_port}-{self.first_port + 99}")
         self.procs: list[subprocess.Popen] = []
         self.client: httpx.Client | None = None
+        self.serve_args: list[str] = []  # more arguments of `oasis up|api` (tests/tls_service.py: --tls ...)
 
     def spawn(self, command: str, port: int | None = None) -> subprocess.Popen:
         """Start `oasis COMMAND` (api, engine or up) without waiting for it; an API on `port`, else the
         service's own."""
         argv = [sys.executable, "-m", "oasis.cli.main", command, "--state-dir", str(self.state_dir)]
         if command in ("up", "api"):
-            argv += ["--port", str(port or self.port)]
+            argv += ["--port", str(port or self.port), *self.serve_args]
         if self.database_url:
             argv += ["--database-url", self.database_url]
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -114,8 +120,8 @@ class Oasis:
             if proc.poll() is not None:
                 raise RuntimeError(f"oasis {proc.args[3]} exited with {proc.returncode}; see {self.state_dir}")
             try:
-                return httpx.get(url + "/", timeout=1).status_code in (200, 300)
-            except httpx.TransportError:
+                return httpx.get(url + "/", timeout=1, verify=self.verify()).status_code in (200, 300)
+            except (httpx.TransportError, NotReady):
                 return False
 
         wait_until(up, 60, f"oasis at {url} to answer")
@@ -137,10 +143,14 @@ class Oasis:
         body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
             "name": user, "password": password, "domain": {"name": "Default"}}}},
             "scope": {"project": {"name": project, "domain": {"name": "Default"}}}}}
-        r = httpx.post(url + "/v3/auth/tokens", json=body, timeout=10)
+        r = httpx.post(url + "/v3/auth/tokens", json=body, timeout=10, verify=self.verify())
         r.raise_for_status()
         return httpx.Client(base_url=url + "/v2", headers={"X-Auth-Token": r.headers["X-Subject-Token"]},
-                            timeout=30)
+                            timeout=30, verify=self.verify())
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """What clients of this service verify its certificate with (raises NotReady while it cannot say)."""
+        return True
 
     def add_project(self, name: str, user: str, password: str) -> tuple[str, httpx.Client]:
         """A second project with a member of its own, made by the administrator: (its id, the member's client)."""
