@@ -20,6 +20,7 @@ from oasis.storage import ObjectStore, open_store
 from oasis.storage.endpoints import deployment_policy, set_policy
 
 log = logging.getLogger("oasis")
+KEEP_ALIVE_SECONDS = 75
 
 
 def _prepare(settings: Settings, serves_api: bool = True) -> tuple[Database, ObjectStore]:
@@ -44,7 +45,11 @@ def _serve(settings: Settings, app) -> None:  # type: ignore[no-untyped-def]
     ssl: dict = {}
     if settings.tls_cert is not None:
         ssl = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False, **ssl)
+    # Keep-alive well beyond a client's polling interval: `openstack ... --wait` and saharaclient poll every few
+    # seconds over one pooled connection, and a server that closes it after uvicorn's default 5 s of quiet races
+    # the next request ("Remote end closed connection without response").
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                timeout_keep_alive=KEEP_ALIVE_SECONDS, **ssl)
 
 
 def run_api(settings: Settings) -> None:
