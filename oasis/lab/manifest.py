@@ -136,7 +136,10 @@ def build_manifest(lab: Lab, paths: Paths) -> dict[str, Any]:
 def write_manifest(lab: Lab, paths: Paths) -> Path:
     data = build_manifest(lab, paths)
     for site in lab.sites:
-        share_dir(paths, site.name).mkdir(parents=True, exist_ok=True)
+        share = share_dir(paths, site.name)
+        share.mkdir(parents=True, exist_ok=True)
+        # A scratch filesystem every project's Unix user writes to, as /tmp is: sticky, so none removes another's.
+        share.chmod(0o1777)
     old = paths.manifest.read_text() if paths.manifest.exists() else None
     text = yaml.safe_dump(data, sort_keys=False)
     # keep the file untouched when only the timestamp would change, so `up` twice changes nothing

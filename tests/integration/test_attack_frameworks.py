@@ -93,7 +93,7 @@ def https_get(url: str, ca: Path, cert_dir: Path | None) -> int | str:
     try:
         return httpx.get(url, verify=ctx, timeout=10).status_code
     except (httpx.HTTPError, ssl.SSLError, OSError) as e:
-        return type(e).__name__
+        return f"{type(e).__name__}: {e}"
 
 
 def host_port(url: str) -> tuple[str, int]:

@@ -32,7 +32,7 @@ def test_engine_killed_while_provisioning(split: Oasis) -> None:
 
     split.start_engine()
     c = wf.wait_cluster(client, cid)
-    assert c["info"]["Dask"]["Scheduler"].startswith("tcp://127.0.0.1:")
+    assert c["info"]["Dask"]["Scheduler"].startswith("tls://127.0.0.1:")
     assert_clean_processes(split.state_dir, cid, expected=3)
     steps = wf.cluster(client, cid, progress=True)["provision_progress"]
     assert all(s["successful"] for s in steps), steps

@@ -90,7 +90,7 @@ def test_an_edge_cut_off_waits_while_other_sites_go_on(service: Oasis, lab: dict
 
     c = wf.wait_cluster(client, cid, timeout=240)
     assert c["status_description"] == ""
-    assert c["info"]["Dask"]["Scheduler"].startswith("tcp://")
+    assert c["info"]["Dask"]["Scheduler"].startswith("tls://")
     instances = [i for ng in c["node_groups"] for i in ng["instances"]]
     assert len(instances) == 2
     events = [e["event_info"] or "" for s in wf.cluster(client, cid, progress=True)["provision_progress"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import stat
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from oasis.db.encrypted import SecretError, load_key
 from oasis.db.models import Cluster, ControlPlaneSecret, Export, Site
 from oasis.db.session import Database, alembic_config
 from oasis.server import _prepare
+from oasis.storage.endpoints import set_policy
 
 
 def _mode(path: Path) -> int:
@@ -75,6 +77,13 @@ def test_another_key_cannot_read_the_secrets(tmp_path: Path, monkeypatch) -> Non
     with pytest.raises(SecretError), other.session() as s:
         s.get(ControlPlaneSecret, "t")
     other.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _no_policy_left_behind() -> Iterator[None]:
+    """`_prepare` sets the process's endpoint policy, as a server's start does: put it back for the tests after."""
+    yield
+    set_policy(None)
 
 
 def test_the_state_dir_and_its_files_are_private_from_the_start(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
