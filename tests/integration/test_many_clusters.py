@@ -54,9 +54,9 @@ def _listeners(pids: list[int]) -> list[tuple[int, str, int]]:
 
 
 @pytest.mark.spark
-def test_four_spark_and_four_dask_clusters_on_one_host_at_once(embedded: Oasis, tmp_path: Path) -> None:
+def test_four_spark_and_four_dask_clusters_on_one_host_at_once(embedded: Oasis, data_dir: Path) -> None:
     client = embedded.client
-    text = tmp_path / "input.txt"
+    text = data_dir / "input.txt"
     text.write_text("four clusters of each kind\n" * 50)
     wanted = [(plugin, f"{plugin}-{i}") for plugin in ("spark", "dask") for i in range(PER_PLUGIN)]
 
