@@ -312,6 +312,10 @@ def scale_cluster(ctx: Ctx) -> Reply:
                                       f"{cluster.status}")
         if cluster.op == ClusterOp.UPDATE_KEYPAIR:  # Active meanwhile, but its nodes are being changed
             raise bad("INVALID_DATA", f"Cluster {cluster.id} is updating its keypair; scale it once that is done")
+        if not cluster.secrets:  # an Active cluster made by an oasis from before clusters had credentials
+            raise bad("INVALID_DATA", f"Cluster {cluster.name} was created before clusters had credentials of "
+                                      "their own (TLS, authentication): its new nodes could not join it; re-create "
+                                      "the cluster to scale it")
         plugin = topology.plugin_for(cluster.plugin_name, cluster.plugin_version)
         version = cluster.plugin_version
         require_enabled(s, plugin.name, version)

@@ -27,6 +27,8 @@ def set_status(world: World, cluster_id: str, status: str, with_instances: bool 
     with world.db.session() as s:
         c = s.get(Cluster, cluster_id)
         c.status, c.op = status, None
+        if status == "Active":  # the engine's configure step made the cluster's credentials
+            c.secrets = c.secrets or {"auth_secret": "made-by-configure"}
         if with_instances:
             host_id = s.execute(select(Instance.host_id)).scalar() or _host(s)
             for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == cluster_id)):
@@ -316,3 +318,12 @@ def test_other_project_cannot_see_or_touch(world: World) -> None:
 @pytest.mark.parametrize("name", ["a", "a-b", "A1.b2", "x" * 50])
 def test_hostname_names_accepted(world: World, name: str) -> None:
     assert create(world, cluster_body(name, workers=1))["name"] == name
+
+
+def test_a_cluster_from_before_credentials_is_not_scaled(world: World) -> None:
+    c = create(world, cluster_body(workers=1))
+    set_status(world, c["id"], "Active", with_instances=True)
+    with world.db.session() as s:
+        s.get(Cluster, c["id"]).secrets = None  # as an older oasis left it
+    r = world.put(f"/v2/clusters/{c['id']}", {"resize_node_groups": [{"name": "worker", "count": 2}]})
+    assert r.status_code == 400 and "re-create" in r.json()["error_message"], r.text
