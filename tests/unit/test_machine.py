@@ -361,3 +361,21 @@ def test_a_crash_at_any_step_resumes_to_the_same_end(make_world, scenario, step:
     got = _state(crashed)
     assert got == expected, _differences(got, expected)
 
+
+
+def test_volumes_come_and_go_with_their_instances(make_world) -> None:  # noqa: ANN001
+    """Each worker gets its two volumes, mounted inside its own directory; a scale-down removes the leaving
+    worker's, a delete the rest."""
+    run = scale_down_volumes(make_world("volumes"), {})
+    host = next(iter(run.hosts.values()))
+    with run.world.db.session() as s:
+        workers = {i.id: i.workdir for i in s.scalars(select(models.Instance)) if "worker" in i.name}
+    assert sorted(host.volumes) == sorted(f"/srv/volumes/oasis-{i}-{n}" for i in workers for n in (1, 2))
+    assert sorted(host.volumes.values()) == sorted(f"{d}/volumes/disk{n}" for d in workers.values() for n in (1, 2))
+    _drive(run)
+    with run.world.db.session() as s:
+        (left,) = [i.id for i in s.scalars(select(models.Instance)) if "worker" in i.name]
+    assert sorted(host.volumes) == [f"/srv/volumes/oasis-{left}-1", f"/srv/volumes/oasis-{left}-2"]
+    assert run.world.delete(f"/v2/clusters/{run.row}").status_code == 204
+    _drive(run)
+    assert host.volumes == {}
