@@ -1,0 +1,172 @@
+"""Block storage on the lab, with real loop devices and ext4 mounts: a Dask cluster whose workers have two volumes
+each gets them mounted inside each worker's own directory, owned by the project's user; a job that writes into
+its workers' local directory writes onto the volumes; a scale-down removes the leaving worker's volumes (mount,
+loop device, image file), a delete the rest. Needs root (CI has it); lab runs take turns through the lab's lock.
+
+Loop devices and mounts are machine-wide: whatever a failed run leaves, the test takes down in the end, and
+only what lies under this lab's own root (oasis.lab.volumes.release), never anyone else's."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from oasis.lab import volumes as lab_volumes
+from tests.integration import workflow as wf
+from tests.integration.services import Oasis
+from tests.lab_fixture import site_of
+
+pytestmark = pytest.mark.service(lab=True)
+
+SITE = "central"
+PROBE = "oasis-volume-probe.txt"
+# Each worker writes a file into its local directory (where Dask also spills) and says where it is.
+JOB = f"""
+import json, os
+from distributed import Client
+
+
+def probe(dask_worker):
+    path = os.path.join(dask_worker.local_directory, {PROBE!r})
+    with open(path, "w") as f:
+        f.write(dask_worker.name)
+    return path
+
+
+with Client() as client:
+    client.wait_for_workers(2)
+    print(json.dumps(client.run(probe)))
+""".encode()
+
+
+def _body(client, name: str, workers: int = 2) -> dict:  # noqa: ANN001
+    return {"name": name, "plugin_name": "dask", "plugin_version": wf.plugin_version(client, "dask"),
+            "availability_zone": SITE, "node_groups": [
+                {"name": "master", "flavor_id": "1", "node_processes": ["scheduler"], "count": 1},
+                {"name": "worker", "flavor_id": "1", "node_processes": ["worker"], "count": workers,
+                 "volumes_per_node": 2, "volumes_size": 1, "volume_local_to_instance": True}]}
+
+
+def _loop_devices() -> dict[str, str]:
+    """Every loop device of the machine and its backing file."""
+    out = subprocess.run(["losetup", "--list", "--json", "--output", "NAME,BACK-FILE"], capture_output=True,
+                         text=True, check=True).stdout
+    return {d["name"]: d["back-file"] for d in (json.loads(out or "{}").get("loopdevices") or [])}
+
+
+def _mount_source(path: str) -> str | None:
+    p = subprocess.run(["findmnt", "--noheadings", "--output", "SOURCE,FSTYPE", "--mountpoint", path],
+                       capture_output=True, text=True)
+    return p.stdout.strip() or None
+
+
+class Instances:
+    """The cluster's instances as the lab's hosts have them: directory, and volumes expected from their id."""
+
+    def __init__(self, lab: dict, cluster: dict) -> None:
+        hosts = {h["addresses"][h["network"]]: h for h in site_of(lab, SITE)["hosts"]}
+        self.rows = []
+        for ng in cluster["node_groups"]:
+            for i in ng["instances"]:
+                host = hosts[i["internal_ip"]]
+                self.rows.append({"id": i["id"], "name": i["instance_name"], "group": ng["name"],
+                                  "workdir": f"{host['base_dir']}/{cluster['id']}/{i['instance_name']}",
+                                  "images": [f"{host['volumes']['dir']}/oasis-{i['id']}-{n}.img" for n in (1, 2)]})
+
+    def workers(self) -> list[dict]:
+        return [r for r in self.rows if r["group"] == "worker"]
+
+
+def _assert_mounted(worker: dict) -> dict[str, str]:
+    """Both volumes of a worker: ext4 on the loop device of its own image file, mounted at <workdir>/volumes/diskN,
+    the project user's, mode 0700. Returns {mount point: device}."""
+    devices = _loop_devices()
+    owner = os.stat(worker["workdir"]).st_uid
+    assert owner != 0, "the instance runs as its project's user"
+    out = {}
+    for n, image in enumerate(worker["images"], 1):
+        point = f"{worker['workdir']}/volumes/disk{n}"
+        source = _mount_source(point)
+        assert source is not None, f"{point} is not a mount point"
+        device, fstype = source.split()
+        assert fstype == "ext4" and devices.get(device) == image, (source, devices.get(device), image)
+        st = os.stat(point)
+        assert (st.st_uid, st.st_mode & 0o777) == (owner, 0o700)
+        out[point] = device
+    return out
+
+
+def _assert_gone(worker: dict, devices: dict[str, str]) -> None:
+    """No mount, no loop device, no image file of the worker is left."""
+    attached = _loop_devices()
+    for point, device in devices.items():
+        assert _mount_source(point) is None, f"{point} is still mounted"
+        assert attached.get(device) not in worker["images"], f"{device} still holds {attached.get(device)}"
+    for image in worker["images"]:
+        assert not Path(image).exists(), image
+    assert not [d for d, f in attached.items() if f.removesuffix(" (deleted)") in worker["images"]]
+
+
+def _cleanup(lab: dict, cluster_id: str | None) -> None:
+    """Whatever a failed run left of the cluster: its mounts (all inside its directories) and the loop devices
+    of its image files; nothing outside this lab's root is touched."""
+    if cluster_id is None:
+        return
+    for host in site_of(lab, SITE)["hosts"]:
+        lab_volumes.release(Path(host["base_dir"]) / cluster_id)
+    lab_volumes.release(Path(lab["state_dir"]))  # the image files of every host live under the lab's root
+
+
+def test_volumes_are_mounted_used_and_removed(service: Oasis, lab: dict) -> None:
+    client = service.client
+    cid = None
+    try:
+        cid = wf.ok(client.post("/clusters", json=_body(client, "lab-volumes")), 202)["cluster"]["id"]
+        cluster = wf.wait_cluster(client, cid, timeout=300)
+        instances = Instances(lab, cluster)
+        workers = instances.workers()
+        assert len(workers) == 2
+        mounted = {w["id"]: _assert_mounted(w) for w in workers}
+        master = next(r for r in instances.rows if r["group"] == "master")
+        assert not Path(master["workdir"], "volumes").exists()  # the master's node group asks for none
+
+        # a job's local data lands on the volumes: each worker's local directory is on its first volume
+        template = wf.job_template(client, "lab-volume-probe", "Dask",
+                                   wf.upload_binary(client, "probe.py", JOB))
+        jid = wf.run_job(client, template, cid)
+        j = wf.wait_job(client, jid, timeout=300)
+        assert j["info"]["status"] == "SUCCEEDED", wf.logs(client, jid, "stderr")[-3000:]
+        written = json.loads(wf.logs(client, jid).strip().splitlines()[-1])
+        assert len(written) == 2
+        for w in workers:
+            disk1 = f"{w['workdir']}/volumes/disk1"
+            (path,) = [p for p in written.values() if p.startswith(disk1 + "/")]
+            assert Path(path).read_text() == w["name"]
+            found = subprocess.run(["findmnt", "--noheadings", "--output", "SOURCE", "--target", path],
+                                   capture_output=True, text=True, check=True).stdout.strip()
+            assert found == mounted[w["id"]][disk1]  # the file is on the volume's filesystem
+
+        # a scale-down takes the leaving worker's volumes with it, and leaves the other's
+        wf.ok(client.put(f"/clusters/{cid}", json={"resize_node_groups": [{"name": "worker", "count": 1}]}), 202)
+        cluster = wf.wait_cluster(client, cid, timeout=300)
+        (kept,) = Instances(lab, cluster).workers()
+        (gone,) = [w for w in workers if w["id"] != kept["id"]]
+        _assert_gone(gone, mounted[gone["id"]])
+        assert _assert_mounted(kept) == mounted[kept["id"]]
+
+        # a delete takes the rest
+        wf.ok(client.delete(f"/clusters/{cid}"), 204)
+        wf.wait_gone(client, cid)
+        _assert_gone(kept, mounted[kept["id"]])
+        for host in site_of(lab, SITE)["hosts"]:
+            assert not lab_volumes.mounts_under(Path(host["base_dir"]) / cid)
+    finally:
+        try:
+            if cid is not None and wf.cluster(client, cid) is not None:
+                client.delete(f"/clusters/{cid}")
+                wf.wait_gone(client, cid)
+        finally:
+            _cleanup(lab, cid)
