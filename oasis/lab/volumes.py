@@ -1,7 +1,12 @@
 """The lab's block storage: its hosts keep their volumes as image files under the lab's root (manifest.py names
 the directory per host), attached to loop devices and mounted inside instance directories, all under the root too.
-Loop devices and mounts are machine-wide, so the lab's are exactly those: `release` takes them down (at `oasis lab
-down`, and in tests that must leave nothing behind) without touching anyone else's."""
+Loop devices are machine-wide, so the lab's are exactly those backed by files under its root: `release` takes
+them down (at `oasis lab down`, and in tests that must leave nothing behind) without touching anyone else's.
+
+The mounts are not the root namespace's: each host's sshd runs under `ip netns exec`, which gives it a mount
+namespace of its own (a slave of the root's: mounts made there do not show here), so a host's volumes are
+mounted, and seen, only by the host's own processes. They go with that namespace when its processes end (lab
+down kills them first); `release` also unmounts them in the namespaces of the processes it is given."""
 
 from __future__ import annotations
 
@@ -19,10 +24,15 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def mounts_under(root: Path) -> list[tuple[str, str]]:
-    """(mount point, source) of the mounts at or below `root`, deepest first."""
+def mounts_under(root: Path, pid: int | str = "self") -> list[tuple[str, str]]:
+    """(mount point, source) of the mounts at or below `root` in the mount namespace of process `pid`, deepest
+    first."""
     out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    try:
+        table = Path(f"/proc/{pid}/mountinfo").read_text()
+    except OSError:  # the process has ended: its namespace's mounts went with it
+        return []
+    for line in table.splitlines():
         fields = line.split()
         rest = fields[fields.index("-") + 1:]
         point = _unescape(fields[4])
@@ -41,13 +51,16 @@ def loop_devices_under(root: Path) -> list[str]:
             if _under(str(d.get("back-file") or "").removesuffix(" (deleted)"), root)]
 
 
-def release(root: Path) -> list[str]:
-    """Unmount every mount below `root` and detach every loop device backed by a file below it; what was done."""
+def release(root: Path, pids: tuple[int, ...] = ()) -> list[str]:
+    """Unmount every mount below `root` (here, and in the mount namespaces of `pids`) and detach every loop device
+    backed by a file below it; what was done."""
     done = []
-    for point, _source in mounts_under(root):
-        if subprocess.run(["umount", point], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "--lazy", point], capture_output=True)
-        done.append(f"mount {point}")
+    for pid in ("self", *pids):
+        enter = [] if pid == "self" else ["nsenter", "--target", str(pid), "--mount"]
+        for point, _source in mounts_under(root, pid):
+            if subprocess.run([*enter, "umount", point], capture_output=True).returncode != 0:
+                subprocess.run([*enter, "umount", "--lazy", point], capture_output=True)
+            done.append(f"mount {point}")
     for device in loop_devices_under(root):
         if subprocess.run(["losetup", "--detach", device], capture_output=True).returncode == 0:
             done.append(f"loop device {device}")

@@ -175,13 +175,12 @@ def _register_site(session: Session, entry: dict[str, Any], where: str, private_
     session.flush()
 
     for j, h in enumerate(_need(entry, "hosts", where)):
-        _register_host(session, site, h, f"{where}.hosts[{j}]", network, spec["volumes"])
+        _register_host(session, site, h, f"{where}.hosts[{j}]", network)
     _register_image(session, site, runtime)
     return site
 
 
-def _register_host(session: Session, site: Site, h: dict[str, Any], where: str, network: str,
-                   site_volumes: dict[str, Any] | None) -> Host:
+def _register_host(session: Session, site: Site, h: dict[str, Any], where: str, network: str) -> Host:
     addresses = _need(h, "addresses", where)
     if network not in addresses:
         raise ManifestError(f"{where}.addresses: no address on the management network {network!r}")
@@ -199,7 +198,9 @@ def _register_host(session: Session, site: Site, h: dict[str, Any], where: str, 
                  "host_key": _need(h, "host_key", where),
                  # where the host's sshd looks for keys: clusters' own keys are added there and removed with them
                  "authorized_keys": h.get("authorized_keys") or "~/.ssh/authorized_keys",
-                 "volumes": check_volumes(h["volumes"], where) if "volumes" in h else site_volumes}
+                 # the host's own volume backend, else its site's
+                 "volumes": check_volumes(h["volumes"], where) if "volumes" in h
+                 else (site.spec or {}).get("volumes")}
     return host
 
 

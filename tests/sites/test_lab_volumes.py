@@ -3,8 +3,10 @@ each gets them mounted inside each worker's own directory, owned by the project'
 its workers' local directory writes onto the volumes; a scale-down removes the leaving worker's volumes (mount,
 loop device, image file), a delete the rest. Needs root (CI has it); lab runs take turns through the lab's lock.
 
-Loop devices and mounts are machine-wide: whatever a failed run leaves, the test takes down in the end, and
-only what lies under this lab's own root (oasis.lab.volumes.release), never anyone else's."""
+A lab host's mounts are its own: its sshd runs in a mount namespace of its own (`ip netns exec`), so the test
+looks at a host's mounts and files through its sshd's namespace (nsenter, /proc/PID/root), as the host's
+processes see them. Loop devices are machine-wide: whatever a failed run leaves, the test takes down in the end,
+and only what lies under this lab's own root (oasis.lab.volumes.release), never anyone else's."""
 from __future__ import annotations
 
 import json
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from oasis.lab import volumes as lab_volumes
+from oasis.lab.paths import Paths
 from tests.integration import workflow as wf
 from tests.integration.services import Oasis
 from tests.lab_fixture import site_of
@@ -57,10 +60,26 @@ def _loop_devices() -> dict[str, str]:
     return {d["name"]: d["back-file"] for d in (json.loads(out or "{}").get("loopdevices") or [])}
 
 
-def _mount_source(path: str) -> str | None:
-    p = subprocess.run(["findmnt", "--noheadings", "--output", "SOURCE,FSTYPE", "--mountpoint", path],
+def _findmnt(pid: int, *args: str) -> str:
+    """findmnt in the mount namespace of process `pid` (a host's sshd)."""
+    p = subprocess.run(["nsenter", "--target", str(pid), "--mount", "findmnt", "--noheadings", *args],
                        capture_output=True, text=True)
-    return p.stdout.strip() or None
+    return p.stdout.strip()
+
+
+def _mount_source(pid: int, path: str) -> str | None:
+    return _findmnt(pid, "--output", "SOURCE,FSTYPE", "--mountpoint", path) or None
+
+
+def _seen_by(pid: int, path: str) -> Path:
+    """`path` as the processes of `pid`'s mount namespace see it."""
+    return Path(f"/proc/{pid}/root{path}")
+
+
+def _sshd_pids(lab: dict) -> dict[str, int]:
+    paths = Paths(Path(lab["state_dir"]))
+    return {h["name"]: int((paths.sshd_dir(h["name"]) / "sshd.pid").read_text().split()[0])
+            for h in site_of(lab, SITE)["hosts"]}
 
 
 class Instances:
@@ -68,11 +87,13 @@ class Instances:
 
     def __init__(self, lab: dict, cluster: dict) -> None:
         hosts = {h["addresses"][h["network"]]: h for h in site_of(lab, SITE)["hosts"]}
+        pids = _sshd_pids(lab)
         self.rows = []
         for ng in cluster["node_groups"]:
             for i in ng["instances"]:
                 host = hosts[i["internal_ip"]]
                 self.rows.append({"id": i["id"], "name": i["instance_name"], "group": ng["name"],
+                                  "pid": pids[host["name"]],
                                   "workdir": f"{host['base_dir']}/{cluster['id']}/{i['instance_name']}",
                                   "images": [f"{host['volumes']['dir']}/oasis-{i['id']}-{n}.img" for n in (1, 2)]})
 
@@ -89,11 +110,11 @@ def _assert_mounted(worker: dict) -> dict[str, str]:
     out = {}
     for n, image in enumerate(worker["images"], 1):
         point = f"{worker['workdir']}/volumes/disk{n}"
-        source = _mount_source(point)
-        assert source is not None, f"{point} is not a mount point"
+        source = _mount_source(worker["pid"], point)
+        assert source is not None, f"{point} is not a mount point on its host"
         device, fstype = source.split()
         assert fstype == "ext4" and devices.get(device) == image, (source, devices.get(device), image)
-        st = os.stat(point)
+        st = os.stat(_seen_by(worker["pid"], point))  # the volume's own root
         assert (st.st_uid, st.st_mode & 0o777) == (owner, 0o700)
         out[point] = device
     return out
@@ -103,7 +124,7 @@ def _assert_gone(worker: dict, devices: dict[str, str]) -> None:
     """No mount, no loop device, no image file of the worker is left."""
     attached = _loop_devices()
     for point, device in devices.items():
-        assert _mount_source(point) is None, f"{point} is still mounted"
+        assert _mount_source(worker["pid"], point) is None, f"{point} is still mounted"
         assert attached.get(device) not in worker["images"], f"{device} still holds {attached.get(device)}"
     for image in worker["images"]:
         assert not Path(image).exists(), image
@@ -115,9 +136,11 @@ def _cleanup(lab: dict, cluster_id: str | None) -> None:
     of its image files; nothing outside this lab's root is touched."""
     if cluster_id is None:
         return
+    pids = tuple(_sshd_pids(lab).values())
     for host in site_of(lab, SITE)["hosts"]:
-        lab_volumes.release(Path(host["base_dir"]) / cluster_id)
-    lab_volumes.release(Path(lab["state_dir"]))  # the image files of every host live under the lab's root
+        lab_volumes.release(Path(host["base_dir"]) / cluster_id, pids)
+    for host in site_of(lab, SITE)["hosts"]:  # the image files' loop devices
+        lab_volumes.release(Path(host["volumes"]["dir"]))
 
 
 def test_volumes_are_mounted_used_and_removed(service: Oasis, lab: dict) -> None:
@@ -144,10 +167,10 @@ def test_volumes_are_mounted_used_and_removed(service: Oasis, lab: dict) -> None
         for w in workers:
             disk1 = f"{w['workdir']}/volumes/disk1"
             (path,) = [p for p in written.values() if p.startswith(disk1 + "/")]
-            assert Path(path).read_text() == w["name"]
-            found = subprocess.run(["findmnt", "--noheadings", "--output", "SOURCE", "--target", path],
-                                   capture_output=True, text=True, check=True).stdout.strip()
-            assert found == mounted[w["id"]][disk1]  # the file is on the volume's filesystem
+            assert _seen_by(w["pid"], path).read_text() == w["name"]
+            # the file is on the volume's filesystem, and not on the one under it
+            assert _findmnt(w["pid"], "--output", "SOURCE", "--target", path) == mounted[w["id"]][disk1]
+            assert not Path(path).exists()
 
         # a scale-down takes the leaving worker's volumes with it, and leaves the other's
         wf.ok(client.put(f"/clusters/{cid}", json={"resize_node_groups": [{"name": "worker", "count": 1}]}), 202)
@@ -161,8 +184,8 @@ def test_volumes_are_mounted_used_and_removed(service: Oasis, lab: dict) -> None
         wf.ok(client.delete(f"/clusters/{cid}"), 204)
         wf.wait_gone(client, cid)
         _assert_gone(kept, mounted[kept["id"]])
-        for host in site_of(lab, SITE)["hosts"]:
-            assert not lab_volumes.mounts_under(Path(host["base_dir"]) / cid)
+        for host, pid in zip(site_of(lab, SITE)["hosts"], _sshd_pids(lab).values()):
+            assert not lab_volumes.mounts_under(Path(host["base_dir"]), pid)
     finally:
         try:
             if cid is not None and wf.cluster(client, cid) is not None:
