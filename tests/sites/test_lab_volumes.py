@@ -193,3 +193,29 @@ def test_volumes_are_mounted_used_and_removed(service: Oasis, lab: dict) -> None
                 wf.wait_gone(client, cid)
         finally:
             _cleanup(lab, cid)
+
+
+def test_release_takes_down_only_what_lies_under_its_root(tmp_path: Path) -> None:
+    """What `oasis lab down` does with the volumes (oasis.lab.volumes.release): the mounts under the lab's root and
+    the loop devices of image files under it go; another root's stay."""
+    made: list[str] = []
+    try:
+        for name in ("ours", "theirs"):
+            image, point = tmp_path / name / "volumes" / "v.img", tmp_path / name / "mnt"
+            image.parent.mkdir(parents=True)
+            point.mkdir()
+            subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
+            subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+            made.append(subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True, text=True,
+                                       check=True).stdout.strip())
+            subprocess.run(["mount", made[-1], str(point)], check=True)
+        done = lab_volumes.release(tmp_path / "ours")
+        assert done == [f"mount {tmp_path / 'ours' / 'mnt'}", f"loop device {made[0]}"]
+        assert made[0] not in _loop_devices() and _loop_devices()[made[1]] == str(tmp_path / "theirs/volumes/v.img")
+        assert [p for p, _ in lab_volumes.mounts_under(tmp_path)] == [str(tmp_path / "theirs" / "mnt")]
+    finally:
+        lab_volumes.release(tmp_path)
+        for device in made:  # detach by the devices this test recorded, should release have missed one
+            if _loop_devices().get(device, "").startswith(str(tmp_path)):
+                subprocess.run(["losetup", "--detach", device])
+    assert not [d for d in made if _loop_devices().get(d, "").startswith(str(tmp_path))]
