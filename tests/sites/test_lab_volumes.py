@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -219,3 +222,53 @@ def test_release_takes_down_only_what_lies_under_its_root(tmp_path: Path) -> Non
             if _loop_devices().get(device, "").startswith(str(tmp_path)):
                 subprocess.run(["losetup", "--detach", device])
     assert not [d for d in made if _loop_devices().get(d, "").startswith(str(tmp_path))]
+
+
+def test_the_agent_makes_only_what_is_missing_and_removes_by_name() -> None:
+    """The agent's volume commands, run as they are on a host (root, a project user made by `prepare`): a rerun
+    after a volume was unmounted, or unmounted and detached, puts back just that, keeping the data; a removal
+    finds every volume of the instance by name, and a second removal has nothing to do."""
+    agent = [sys.executable, "-S", str(Path(__file__).resolve().parents[2] / "oasis" / "remote" / "agent.py")]
+    root = Path(tempfile.mkdtemp(prefix="oasis-volumes-"))
+    root.chmod(0o711)  # the project user passes through to its instance's directory
+    d, where, key = root / "base" / "cluster" / "inst", root / "images", "inst1"
+    user = f"oasis-vt{uuid.uuid4().hex[:8]}"
+    images = [str(where / f"oasis-{key}-{n}.img") for n in (1, 2)]
+    points = [str(d / "volumes" / f"disk{n}") for n in (1, 2)]
+
+    def up() -> list[dict]:
+        return json.loads(subprocess.run([*agent, "volumes-up", "loop", str(where), key, "1", str(d), user,
+                                          "volumes/disk1", "volumes/disk2"], capture_output=True, text=True,
+                                         check=True).stdout)
+
+    def mounted() -> dict[str, str]:
+        return {p: s for p, s in lab_volumes.mounts_under(root)}
+
+    try:
+        subprocess.run([*agent, "prepare", str(d), user, key], capture_output=True, check=True)
+        first = up()
+        assert [v["mount"] for v in first] == points and [v["name"] for v in first] == [f"oasis-{key}-1",
+                                                                                        f"oasis-{key}-2"]
+        devices = _loop_devices()
+        assert [devices[v["device"]] for v in first] == images
+        assert mounted() == {v["mount"]: v["device"] for v in first}
+        (Path(points[0]) / "kept").write_text("data")
+
+        assert up() == first  # nothing missing: nothing done
+        subprocess.run(["umount", points[0]], check=True)  # as if the agent had died before mounting
+        subprocess.run(["umount", points[1]], check=True)
+        subprocess.run(["losetup", "--detach", first[1]["device"]], check=True)  # ... or before attaching
+        again = up()
+        assert again[0] == first[0] and [_loop_devices()[v["device"]] for v in again] == images
+        assert mounted() == {v["mount"]: v["device"] for v in again}
+        assert (Path(points[0]) / "kept").read_text() == "data"  # found, not made again
+
+        for _ in range(2):
+            subprocess.run([*agent, "volumes-down", "loop", str(where), key], capture_output=True, check=True)
+            assert mounted() == {} and not [f for f in _loop_devices().values() if f.startswith(str(where))]
+            assert not [p for p in where.iterdir() if p.name.startswith(f"oasis-{key}-")]
+    finally:
+        subprocess.run([*agent, "release", str(d), user, key], capture_output=True)
+        lab_volumes.release(root)
+        subprocess.run(["rm", "-rf", str(root)])
+    assert subprocess.run(["id", user], capture_output=True).returncode != 0  # the user went with its instance
