@@ -57,7 +57,8 @@ def check_proxy_command(template: str, where: str) -> None:
 
 def check_quotas(value: Any, where: str) -> dict[str, int]:
     """A site's `quotas: {instances, vcpus, ram_mb, volumes, volume_gb}` (volumes: how many block storage volumes,
-    volume_gb: their total size, as Cinder's `volumes` and `gigabytes`): each optional (absent: unlimited), a non-negative integer."""
+    volume_gb: their total size, as Cinder's `volumes` and `gigabytes`): each optional (absent: unlimited), a
+    non-negative integer."""
     if value is None:
         return {}
     if not isinstance(value, dict):

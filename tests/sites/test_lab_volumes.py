@@ -272,3 +272,33 @@ def test_the_agent_makes_only_what_is_missing_and_removes_by_name() -> None:
         lab_volumes.release(root)
         subprocess.run(["rm", "-rf", str(root)])
     assert subprocess.run(["id", user], capture_output=True).returncode != 0  # the user went with its instance
+
+
+def test_spark_keeps_its_local_and_work_dirs_on_the_volumes(service: Oasis, lab: dict) -> None:
+    """A Spark worker with volumes: its SPARK_LOCAL_DIRS lists them (where it and its executors keep shuffle and
+    spill files) and its --work-dir is on the first; then a delete leaves none of them."""
+    client = service.client
+    cid = None
+    body = _body(client, "lab-volumes-spark", workers=1)
+    body.update(plugin_name="spark", plugin_version=wf.plugin_version(client, "spark"))
+    body["node_groups"][0].update(flavor_id="2", node_processes=["master"])
+    body["node_groups"][1]["flavor_id"] = "2"
+    try:
+        cid = wf.ok(client.post("/clusters", json=body), 202)["cluster"]["id"]
+        (worker,) = Instances(lab, wf.wait_cluster(client, cid, timeout=300)).workers()
+        mounted = _assert_mounted(worker)
+        pid = int(Path(worker["workdir"], "proc", "worker.pid").read_text())
+        env = dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
+        argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+        assert env["SPARK_LOCAL_DIRS"].split(",") == list(mounted)
+        assert argv[argv.index("--work-dir") + 1] == f"{worker['workdir']}/volumes/disk1/work"
+        wf.ok(client.delete(f"/clusters/{cid}"), 204)
+        wf.wait_gone(client, cid)
+        _assert_gone(worker, mounted)
+    finally:
+        try:
+            if cid is not None and wf.cluster(client, cid) is not None:
+                client.delete(f"/clusters/{cid}")
+                wf.wait_gone(client, cid)
+        finally:
+            _cleanup(lab, cid)
