@@ -15,6 +15,7 @@ from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_
                              page)
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.api.templates import check_cluster_groups
+from oasis.db.capacity import Demand
 from oasis.db.models import Cluster, ClusterTemplate, Flavor, Host, Instance, NodeGroup, Site, new_id, utcnow
 from oasis.db.states import ClusterOp, ClusterStatus
 from oasis.identity.principal import Principal
@@ -62,12 +63,12 @@ def _shapes(groups: list[dict[str, Any]]) -> list[NodeGroupShape]:
     return [NodeGroupShape(ng["name"], list(ng["node_processes"]), int(ng["count"])) for ng in groups]
 
 
-def _demands(s: Session, groups: list[tuple[str, int]]) -> list[tuple[int, int, int]]:
-    """One (vcpus, ram_mb, disk_gb) per instance, for (flavor id, instance count) pairs."""
-    out: list[tuple[int, int, int]] = []
-    for flavor_id, count in groups:
-        f = s.get(Flavor, flavor_id)
-        out += [(f.vcpus, f.ram_mb, f.disk_gb)] * max(count, 0)
+def _demands(s: Session, groups: list[tuple[dict[str, Any], int]]) -> list[Demand]:
+    """What each instance takes (its flavor's share and its volumes), for (node group, instance count) pairs."""
+    out: list[Demand] = []
+    for ng, count in groups:
+        f = s.get(Flavor, ng["flavor_id"])
+        out += [Demand.of(f.vcpus, f.ram_mb, f.disk_gb, ng)] * max(count, 0)
     return out
 
 
@@ -123,7 +124,7 @@ def create_cluster(ctx: Ctx) -> Reply:
         for name in names:
             topology.check_hostnames(name, [(g["name"], g["count"]) for g in groups], data.get("domain_name"))
         topology.check_instances(sum(g["count"] for g in groups) * len(names))
-        topology.check_capacity(s, site, _demands(s, [(g["flavor_id"], g["count"]) for g in groups]) * len(names))
+        topology.check_capacity(s, site, _demands(s, [(g, g["count"]) for g in groups]) * len(names))
 
         rows = [_write_cluster(s, principal, name, data, site, groups) for name in names]
         s.flush()
@@ -323,7 +324,7 @@ def scale_cluster(ctx: Ctx) -> Reply:
 
         resize: dict[str, int] = {}
         remove: list[str] = []
-        grow: list[tuple[str, int]] = []
+        grow: list[tuple[dict[str, Any], int]] = []
         for item in data.get("resize_node_groups") or []:
             ng = existing.get(item["name"])
             if ng is None:
@@ -334,7 +335,7 @@ def scale_cluster(ctx: Ctx) -> Reply:
             if "instances" in item:
                 remove += _victims(s, cluster, ng, item["instances"], ng.count - item["count"])
             if item["count"] > ng.count:
-                grow.append((ng.spec["flavor_id"], item["count"] - ng.count))
+                grow.append((ng.spec, item["count"] - ng.count))
 
         added = check_cluster_groups(s, ctx.principal, cluster.plugin_name, version,
                                      data.get("add_node_groups") or [])
@@ -349,7 +350,7 @@ def scale_cluster(ctx: Ctx) -> Reply:
                                           f"'{g['availability_zone']}', but the cluster is in '{site.name}'")
             if g.get("image_id"):
                 topology.image(s, g["image_id"], site, plugin.required_image_tags(version))
-            grow.append((g["flavor_id"], g["count"]))
+            grow.append((g, g["count"]))
 
         shapes = [NodeGroupShape(ng.name, list(ng.spec["node_processes"]), resize.get(ng.name, ng.count))
                   for ng in existing.values()] + _shapes(added)

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 from oasis.api.errors import bad
 from oasis.api.query import get_visible
 from oasis.config import MAX_INSTANCES
-from oasis.db.capacity import PlacementError, check_fits, site_usage
-from oasis.db.models import Flavor, Image, NodeGroupTemplate, Site
+from oasis.db import volumes
+from oasis.db.capacity import Demand, PlacementError, check_fits, site_usage
+from oasis.db.models import Flavor, Host, Image, NodeGroupTemplate, Site
 from oasis.db.states import SiteOp, SiteStatus
 from oasis.identity.principal import Principal
 from oasis.plugins import get_plugin
@@ -133,7 +134,39 @@ def check_node_group(s: Session, plugin: Plugin, version: str, ng: dict[str, Any
     check_processes(plugin, version, ng["node_processes"])
     if ng.get("image_id"):
         image(s, ng["image_id"])
+    check_volume_fields(ng)
     return ng
+
+
+def check_volume_fields(ng: dict[str, Any]) -> None:
+    """What a node group's volumes need whatever the site: a size, and a mount prefix oasis can use."""
+    problem = volumes.prefix_problem(ng.get("volume_mount_prefix"))
+    if problem:
+        raise bad("INVALID_DATA", f"Node group '{ng.get('name')}': {problem}")
+    if (ng.get("volumes_per_node") or 0) > 0 and (ng.get("volumes_size") or 0) < 1:
+        raise bad("INVALID_DATA", f"Node group '{ng.get('name')}' asks for {ng['volumes_per_node']} volume(s) per "
+                                  "node: volumes_size must be at least 1 (GB)")
+
+
+def check_volumes(s: Session, site: Site, demands: list[Demand]) -> None:
+    """Volumes only where the site has a volume backend on some host, of a type one offers, in this zone (the
+    site is the zone of its volumes too). Whether they fit is placement's question (check_fits)."""
+    asking = [d for d in demands if d.volumes]
+    if not asking:
+        return
+    backends = [b for b in (volumes.backend_of(spec) for spec in s.scalars(select(Host.spec).where(
+        Host.site_id == site.id))) if b]
+    if not backends:
+        raise bad("INVALID_DATA", f"Availability zone '{site.name}' has no volume backend: its hosts offer no block "
+                                  f"storage, so node groups there cannot ask for volumes (volumes_per_node)")
+    for d in asking:
+        if d.volume_zone and d.volume_zone != site.name:
+            raise bad("INVALID_DATA", f"volumes_availability_zone '{d.volume_zone}': volumes are made on the "
+                                      f"instance's own host, in availability zone '{site.name}'")
+        if not any(volumes.offers(b, d.volume_type) for b in backends):
+            offered = sorted({t for b in backends for t in b.get("types") or []})
+            raise bad("INVALID_DATA", f"Volume type '{d.volume_type}' is not offered in availability zone "
+                                      f"'{site.name}' (offered: {', '.join(offered) or 'none but the default'})")
 
 
 def unique_group_names(groups: list[dict[str, Any]]) -> None:
@@ -175,24 +208,28 @@ def check_site_open(site: Site) -> None:
                                       f"be created or scaled there until it is Active again"[:2000])
 
 
-def check_quota(s: Session, site: Site, demands: list[tuple[int, int, int]]) -> None:
-    """The site's quotas (manifest `quotas`: instances, vcpus, ram_mb; absent: unlimited) against what its
-    instances use now plus the new ones (vcpus, ram_mb, disk_gb)."""
+def check_quota(s: Session, site: Site, demands: list[tuple]) -> None:
+    """The site's quotas (manifest `quotas`: instances, vcpus, ram_mb, volumes, volume_gb; absent: unlimited)
+    against what its instances use now plus the new ones (Demands, or (vcpus, ram_mb, disk_gb))."""
     quotas = (site.spec or {}).get("quotas") or {}
     if not quotas or not demands:
         return
     used = site_usage(s, site.id)
-    requested = {"instances": len(demands), "vcpus": sum(d[0] for d in demands), "ram_mb": sum(d[1] for d in demands)}
+    wanted = [Demand(*d) for d in demands]
+    requested = {"instances": len(wanted), "vcpus": sum(d.vcpus for d in wanted),
+                 "ram_mb": sum(d.ram_mb for d in wanted), "volumes": sum(d.volumes for d in wanted),
+                 "volume_gb": sum(d.volume_gb for d in wanted)}
     over = [f"{key}: requested {requested[key]}, used {used[key]}, limit {limit}"
             for key, limit in quotas.items() if key in requested and used[key] + requested[key] > limit]
     if over:
         raise bad("QUOTA_ERROR", f"Quota exceeded for availability zone '{site.name}': {'; '.join(over)}")
 
 
-def check_capacity(s: Session, site: Site, demands: list[tuple[int, int, int]]) -> None:
-    """Can the site take the new instances (vcpus, ram_mb, disk_gb) now: is it open, within its quotas, and do
-    they fit on its hosts?"""
+def check_capacity(s: Session, site: Site, demands: list[tuple]) -> None:
+    """Can the site take the new instances (Demands, or (vcpus, ram_mb, disk_gb)) now: is it open, does it offer
+    their volumes, are they within its quotas, and do they fit on its hosts?"""
     check_site_open(site)
+    check_volumes(s, site, [Demand(*d) for d in demands])
     check_quota(s, site, demands)
     if not demands:
         return
@@ -204,4 +241,5 @@ def check_capacity(s: Session, site: Site, demands: list[tuple[int, int, int]]) 
 
 __all__ = ["plugin_for", "check_processes", "flavor", "image", "default_image", "resolve_site", "merge_configs",
            "merge_node_group", "check_node_group", "unique_group_names", "validate_topology", "check_hostnames",
-           "check_capacity", "check_site_open", "check_quota", "check_instances"]
+           "check_capacity", "check_site_open", "check_quota", "check_instances", "check_volume_fields",
+           "check_volumes"]

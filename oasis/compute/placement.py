@@ -1,6 +1,7 @@
 """Placement: which host of a site takes an instance (by the capacity rules of oasis/db/capacity.py, the API's
-too), and which ports it gets. Placement never crosses sites, and is safe between engines: `place` locks the
-site's hosts before it reads their free capacity, so two engines placing at once never overcommit a host."""
+too, the GB of its volumes against the host's volume backend included), and which ports it gets. Placement
+never crosses sites, and is safe between engines: `place` locks the site's hosts before it reads their free
+capacity, so two engines placing at once never overcommit a host."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from oasis.db import volumes
 from oasis.db.capacity import PlacementError, choose_host, free_capacity
 from oasis.db.models import Cluster, Flavor, Host, HostPort, Instance, NodeGroup
 
@@ -58,10 +60,13 @@ def place(session: Session, cluster: Cluster, ports_of: Callable[[str], list[str
         if flavor is None:
             raise PlacementError(f"node group {ng.name}: flavor {ng.spec.get('flavor_id')} does not exist")
         avoid = {i.host_id for i in have.values()} if anti & set(ng.spec["node_processes"]) else set()
+        # an instance's volumes are made on its own host (`volume_local_to_instance` always holds): only a host
+        # whose backend offers the type and still has the room takes it
+        v = volumes.of_node_group(ng.spec)
         # New instances take indexes after the highest one: a removed instance's name is not reused.
         first = max(have, default=0) + 1
         for index in range(first, first + max(0, ng.count - len(have))):
-            f = choose_host(free, flavor.vcpus, flavor.ram_mb, flavor.disk_gb, avoid)
+            f = choose_host(free, flavor.vcpus, flavor.ram_mb, flavor.disk_gb, avoid, v.count, v.total_gb, v.type)
             avoid.add(f.host.id)
             name = f"{cluster.name}-{ng.name}-{index:03d}".lower()
             inst = Instance(cluster_id=cluster.id, node_group_id=ng.id, host_id=f.host.id, index=index, name=name,

@@ -10,6 +10,7 @@ import posixpath
 from sqlalchemy import delete, or_, select, update
 
 from oasis.compute.placement import PlacementError, allocate_ports, place
+from oasis.db import volumes
 from oasis.db.models import Cluster, Host, HostPort, Instance, Job, Keypair, NodeGroup, Site, utcnow
 from oasis.db.session import Database
 from oasis.db.states import ClusterOp
@@ -186,8 +187,26 @@ class ClusterWork(Work):
         with self.db.session() as s:
             return project_user(self.row(s).project_id)
 
+    def volume_backends(self, instances: list) -> dict[str, tuple[dict, int]]:
+        """(the host's volume backend, the size in GB of each volume) of those instances that have volumes."""
+        with self.db.session() as s:
+            out = {}
+            for inst in instances:
+                if inst.volumes:
+                    row = s.get(Instance, inst.id)
+                    host, ng = s.get(Host, row.host_id), s.get(NodeGroup, row.node_group_id)
+                    out[inst.id] = (volumes.backend_of(host.spec), volumes.of_node_group(ng.spec).size_gb)
+            return out
+
+    async def volumes_down(self, instances: list) -> None:
+        """Unmount and remove the instances' volumes (their processes are stopped first): by name, so that a
+        removal that died half-way finds what is left, however many that is."""
+        backends = self.volume_backends(instances)
+        await asyncio.gather(*(i.agent.volumes_down(backends[i.id][0], i.id) for i in instances if i.id in backends))
+
     async def remove_instances(self, instances: list) -> None:
         await asyncio.gather(*(i.agent.stop_all(i.procdir, 5) for i in instances))
+        await self.volumes_down(instances)
         user = self.project_user()
         await asyncio.gather(*(i.agent.release(i.workdir, user, i.id) for i in instances))
 
@@ -217,8 +236,9 @@ class ClusterWork(Work):
         user = self.project_user()
 
         async def clear(d: str, instances: list) -> None:
-            # each instance gives back its reference to the project's user (the last one deletes it), then the
-            # cluster's directory goes
+            # the volumes go first (they are mounted inside the instances' directories); each instance gives back
+            # its reference to the project's user (the last one deletes it), then the cluster's directory goes
+            await self.volumes_down(instances)
             await asyncio.gather(*(i.agent.release(i.workdir, user, i.id) for i in instances))
             await instances[0].remote.run(["rm", "-rf", d])
 
@@ -295,6 +315,7 @@ class ClusterWork(Work):
             await asyncio.gather(*(agent.install() for agent in _one_per_host(view.instances)))
 
             user = self.project_user()
+            backends = self.volume_backends(view.instances)
 
             async def make(inst) -> None:  # noqa: ANN001
                 # its directory and procdir, owned by the project's user (made on the project's first instance
@@ -304,6 +325,9 @@ class ClusterWork(Work):
                     with self.db.session() as s:
                         s.get(Instance, inst.id).owner = owner
                 await self.ensure_free_ports(inst)
+                if inst.id in backends:  # its volumes, mounted inside its directory and owned by its user
+                    backend, size_gb = backends[inst.id]
+                    await inst.agent.volumes_up(backend, inst.id, size_gb, inst.workdir, user, inst.volumes)
                 st.event(inst.id, inst.name, None)
 
             await asyncio.gather(*(make(i) for i in view.instances))

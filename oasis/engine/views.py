@@ -4,6 +4,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from oasis.db import volumes
 from oasis.db.models import Cluster, Host, Image, Instance, NodeGroup, Site
 from oasis.engine.machine import OperationError
 from oasis.plugins.base import ClusterView, InstanceView
@@ -68,5 +69,7 @@ def build_view(session: Session, remotes: Remotes, cluster: Cluster, states: tup
             id=inst.id, name=inst.name, node_group=ng.name, processes=list(ng.spec["node_processes"]),
             address=inst.internal_ip, workdir=inst.workdir, ports=dict(inst.ports), vcpus=inst.vcpus,
             ram_mb=inst.ram_mb, remote=remote, owner=inst.owner,
+            # none where the host has no backend: a node group accepted before the site had one has none
+            volumes=volumes.of_node_group(ng.spec).mounts(inst.workdir) if volumes.backend_of(host.spec) else [],
             agent=remotes.agent(remote, host, runtime["python"], inst.owner, inst.workdir)))
     return view

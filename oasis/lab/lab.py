@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from oasis.lab import net
+from oasis.lab import net, volumes
 from oasis.lab.manifest import write_known_hosts, write_manifest
 from oasis.lab.model import (
     BRIDGE,
@@ -540,6 +540,8 @@ def down(
         lab_ns += [i["name"] for i in created if i["kind"] == "netns" and i["name"] not in lab_ns]
         inside = [(pid, net.start_time(pid)) for ns in lab_ns for pid in net.netns_pids(ns)]
         removed += [f"process {pid} (in a lab namespace)" for pid in net.kill_all(inside)]
+        # ... then the hosts' volumes: mounts under the lab's root, and the loop devices of its image files
+        removed += volumes.release(paths.root)
 
         # 2. namespaces: their links, addresses, routes and nft tables go with them
         existing = set(net.namespaces())

@@ -52,6 +52,9 @@ def _host_entry(paths: Paths, leaf: Leaf, host: Host) -> dict[str, Any]:
         "base_dir": str(paths.base_dir(host.name)),
         "authorized_keys": str(paths.sshd_dir(host.name) / "authorized_keys"),
         "capacity": {"vcpus": host.capacity.vcpus, "ram_mb": host.capacity.ram_mb, "disk_gb": host.capacity.disk_gb},
+        # block storage: volumes as sparse image files on loop devices (this kernel has no device-mapper for
+        # LVM), up to the host's disk size in all
+        "volumes": {"backend": "loop", "dir": str(paths.volumes_dir(host.name)), "size_gb": host.capacity.disk_gb},
         "namespace": host.namespace,
     }
 
@@ -90,7 +93,8 @@ def build_manifest(lab: Lab, paths: Paths) -> dict[str, Any]:
     gateway{name, address, addresses, ssh_user, ssh_port, host_key, base_dir, authorized_keys,
     namespace},
     joined_with[]}, hosts[]{name, network, addresses{network: address}, floating_address,
-    ssh_user, ssh_port, host_key, base_dir, capacity{vcpus, ram_mb, disk_gb}, namespace},
+    ssh_user, ssh_port, host_key, base_dir, capacity{vcpus, ram_mb, disk_gb}, volumes{backend, dir,
+    size_gb}, namespace},
     shares[]{id, path, access_level}}.
 
     A site's access/proxy_command/gateway/floating_range are those of its management network

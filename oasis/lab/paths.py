@@ -38,6 +38,11 @@ class Paths:
     def host_key(self, host: str) -> Path:
         return self.sshd_dir(host) / "ssh_host_ed25519_key"
 
+    def volumes_dir(self, host: str) -> Path:
+        # where the host's volume image files live (loop devices are machine-wide: a lab's are the ones backed
+        # by files under its root)
+        return self.host_dir(host) / "volumes"
+
     def base_dir(self, host: str) -> Path:
         # namespaces share one filesystem, so each host gets its own writable tree
         return self.host_dir(host) / "base"

@@ -19,6 +19,10 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "nft": ("nft", "nftables"),
     "ip": ("ip", "iproute2"),
     "unshare": ("unshare", "util-linux"),
+    # block storage volumes: image files on loop devices, formatted ext4, mounted (see oasis/remote/agent.py)
+    "losetup": ("losetup", "mount"),
+    "mount": ("mount", "mount"),
+    "mkfs.ext4": ("mkfs.ext4", "e2fsprogs"),
 }
 
 POLICY_RC = Path("/usr/sbin/policy-rc.d")

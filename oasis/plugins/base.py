@@ -42,6 +42,9 @@ class InstanceView:
     # The Unix user of the cluster's project that the instance's processes run as ({"name", "uid", "gid"});
     # None where the host cannot switch users (the agent's own user then runs them).
     owner: dict[str, Any] | None = None
+    # Mount points of the instance's block storage volumes (its node group's `volumes_per_node`), for the
+    # frameworks' local and spill directories; empty: none, the instance's directory serves.
+    volumes: list[str] = field(default_factory=list)
 
     async def write(self, path: str, data: bytes, mode: int = 0o600) -> None:
         """Put a file into the instance's directory, readable by the instance's processes (and nobody else)."""

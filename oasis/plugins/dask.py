@@ -166,7 +166,8 @@ class DaskPlugin(Plugin):
                 "--nthreads", str(w.vcpus), "--memory-limit", f"{worker_memory_mb(w)}MB", "--no-dashboard",
                 # by default that HTTP server listens on every interface of the host
                 "--dashboard-address", f"{w.address}:0",
-                "--name", w.name, "--local-directory", f"{w.workdir}/dask",
+                # spill and scratch data on the instance's first volume, where it has one
+                "--name", w.name, "--local-directory", w.volumes[0] if w.volumes else f"{w.workdir}/dask",
             ], self._daemon_env(cluster, w), "Registered to:", PORT_MOVED)
 
         await asyncio.gather(*(worker(w) for w in instances if "worker" in w.processes))

@@ -101,6 +101,8 @@ class SparkPlugin(Plugin):
                "PYSPARK_PYTHON": rt["python"], "SPARK_LOG_DIR": inst.procdir, "SPARK_DAEMON_JAVA_OPTS": opts}
         if rt.get("java_home"):
             env["JAVA_HOME"] = rt["java_home"]
+        if inst.volumes:  # shuffle and spill files of the daemons and drivers here (it wins over spark.local.dir)
+            env["SPARK_LOCAL_DIRS"] = ",".join(inst.volumes)
         return env
 
     @staticmethod
@@ -189,7 +191,8 @@ class SparkPlugin(Plugin):
         async def worker(w: InstanceView) -> None:
             argv = [spark_class, WORKER_CLASS, "--host", w.address, "--port", str(w.ports["worker"]),
                     "--webui-port", self._http_port(cluster, w.ports["worker_ui"]), "--cores", str(w.vcpus),
-                    "--memory", f"{worker_memory_mb(w)}m", "--work-dir", f"{w.workdir}/work", url]
+                    "--memory", f"{worker_memory_mb(w)}m", "--work-dir",
+                    f"{w.volumes[0] if w.volumes else w.workdir}/work", url]
             await start_daemon(w, "worker", argv, self._env(cluster, w, w.ports["worker_ui"]),
                                "Successfully registered with master", BIND_FAILED)
 

@@ -28,6 +28,14 @@ idempotent, so an engine that died half-way can simply run it again.
                                               null where the agent cannot switch users (not root)
   release DIR USER KEY                        remove an instance's directory and its reference to USER; the
                                               user (and any process of it) goes with its last reference
+  volumes-up BACKEND WHERE KEY SIZE_GB DIR USER MOUNT...
+                                              give instance KEY one volume of SIZE_GB GB per MOUNT (a path inside
+                                              its directory DIR), named oasis-KEY-N (N from 1), ext4, mounted
+                                              there, its root owned by USER, mode 0700; makes only what is missing;
+                                              prints JSON [{"name", "device", "mount"}]. BACKEND `loop`: WHERE is
+                                              the directory of the volumes' image files
+  volumes-down BACKEND WHERE KEY              unmount, detach and remove every volume named oasis-KEY-*, however
+                                              many there are (a removal that died half-way finds the rest)
 
 Options before any other argument of start, stop, stop-all, wait, run, cancel and signal:
   --user NAME --home DIR                      act as NAME (a user made by `prepare`), with HOME=DIR: daemons and
@@ -576,6 +584,190 @@ def cmd_release(d, name, key):
     return 0
 
 
+# --- volumes ------------------------------------------------------------------------------------------------
+
+
+def _volume_name(key, n):
+    return "oasis-%s-%d" % (key, n)
+
+
+def _sh(argv):
+    """Run a system tool; its error (stderr) is the agent's error."""
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    if p.returncode != 0:
+        raise SystemExit("%s failed (%d): %s" % (" ".join(argv), p.returncode, p.stderr.strip()[:1500]))
+    return p.stdout
+
+
+class LoopVolumes:
+    """Volumes as image files in a directory, each attached to a loop device: what a kernel without
+    device-mapper can give. A backend answers four questions, whatever it is made of (an `lvm` one would use
+    lvcreate/lvremove): which volumes of an instance exist, a volume's block device if it has one, make a
+    volume (formatted ext4) and return its device, and remove an unmounted volume."""
+
+    def __init__(self, where):
+        if not where.startswith("/") or os.path.normpath(where) != where:
+            raise SystemExit("not an absolute, normalized directory: %r" % where)
+        self.dir = where
+
+    def _file(self, name):
+        return os.path.join(self.dir, name + ".img")
+
+    def names(self, key):
+        prefix = "oasis-%s-" % key
+        try:
+            files = os.listdir(self.dir)
+        except FileNotFoundError:
+            return []
+        out = [f[:-len(".img")] for f in files if f.startswith(prefix) and f.endswith(".img")
+               and f[len(prefix):-len(".img")].isdigit()]
+        return sorted(out, key=lambda n: int(n.rsplit("-", 1)[1]))
+
+    def devices(self, name):
+        """The loop devices the volume's file is attached to (one, unless someone attached it again)."""
+        if not os.path.exists(self._file(name)):
+            return []
+        return _sh(["losetup", "--list", "--noheadings", "--output", "NAME", "--associated",
+                    self._file(name)]).split()
+
+    def free_gb(self):
+        st = os.statvfs(self.dir)
+        return st.f_bavail * st.f_frsize / float(1 << 30)
+
+    def create(self, name, size_gb):
+        path = self._file(name)
+        if not os.path.exists(path):
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            # The files are sparse: the filesystem under them must hold what the jobs write. Refusing here is
+            # clearer than a job's "No space left on device" later.
+            if self.free_gb() < size_gb:
+                raise SystemExit("%s has %.1f GB free, less than a %d GB volume" % (self.dir, self.free_gb(),
+                                                                                   size_gb))
+            # Formatted under a temporary name and renamed: a file with the volume's name is always whole, and
+            # a formatting that died is begun again from nothing.
+            tmp = path + ".new"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.ftruncate(fd, size_gb << 30)
+            finally:
+                os.close(fd)
+            _sh(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1", tmp])
+            os.rename(tmp, path)
+        return (self.devices(name) or [_sh(["losetup", "--find", "--show", path]).strip()])[0]
+
+    def remove(self, name):
+        for device in self.devices(name):
+            _sh(["losetup", "--detach", device])
+        for path in (self._file(name), self._file(name) + ".new"):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+VOLUME_BACKENDS = {"loop": LoopVolumes}
+
+
+def _backend(kind, where):
+    if kind not in VOLUME_BACKENDS:
+        raise SystemExit("unknown volume backend %r (known: %s)" % (kind, ", ".join(sorted(VOLUME_BACKENDS))))
+    if os.geteuid() != 0:
+        raise SystemExit("volumes need this agent to run as root (it makes block devices and mounts them)")
+    return VOLUME_BACKENDS[kind](where)
+
+
+def _unescape(field):
+    """Octal escapes of /proc/self/mountinfo (a space is \\040)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mounts():
+    """(mount point, source) of every mount this machine's mount table has."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            rest = fields[fields.index("-") + 1:]
+            out.append((_unescape(fields[4]), _unescape(rest[1]) if len(rest) > 1 else ""))
+    return out
+
+
+def _mount_point(d, relative, pw):
+    """DIR/RELATIVE, made where missing with each new directory the user's, never through a link: a user who
+    owns DIR cannot point the mount elsewhere."""
+    if relative.startswith("/") or ".." in relative.split("/") or os.path.normpath(relative) != relative:
+        raise SystemExit("not a path inside the instance's directory: %r" % relative)
+    path = d
+    for part in relative.split("/"):
+        path = os.path.join(path, part)
+        try:
+            os.mkdir(path, 0o700)
+            os.lchown(path, pw.pw_uid, pw.pw_gid)
+        except FileExistsError:
+            pass
+        if os.path.islink(path) or not os.path.isdir(path):
+            raise SystemExit("%s is not a directory" % path)
+    if os.path.realpath(path) != path:
+        raise SystemExit("%s resolves elsewhere" % path)
+    return path
+
+
+def cmd_volumes_up(kind, where, key, size_gb, d, name, *relative):
+    _check_user(name)
+    if not KEY.match(key):
+        raise SystemExit("not an instance key: %r" % key)
+    backend, d, size_gb = _backend(kind, where), os.path.abspath(d), int(size_gb)
+    pw = _user(name)
+    if pw is None:
+        raise SystemExit("no such user: %s (the instance was not prepared on this host)" % name)
+    if not os.path.isdir(d):
+        raise SystemExit("%s: no such instance directory" % d)
+    made = []
+    # Two engines at once (one taking over) make each volume once. The lock lives with the image files (the
+    # agent's), not in the instance's directory, where its user could put a link in its place.
+    os.makedirs(where, mode=0o700, exist_ok=True)
+    with _locked(os.path.join(where, "oasis-%s.lock" % key)):
+        for n, rel in enumerate(relative, 1):
+            vname = _volume_name(key, n)
+            device = backend.create(vname, size_gb)
+            point = _mount_point(d, rel, pw)
+            mounted = dict(_mounts())
+            if mounted.get(point) not in (None, device):
+                raise SystemExit("%s has %s mounted, not the volume %s" % (point, mounted[point], vname))
+            if point not in mounted:
+                _sh(["mount", "-t", "ext4", "-o", "nosuid,nodev", device, point])
+            os.chown(point, pw.pw_uid, pw.pw_gid)  # the volume's own root, now that it is mounted
+            os.chmod(point, 0o700)
+            made.append({"name": vname, "device": device, "mount": point})
+    print(json.dumps(made))
+    return 0
+
+
+def cmd_volumes_down(kind, where, key):
+    if not KEY.match(key):
+        raise SystemExit("not an instance key: %r" % key)
+    backend = _backend(kind, where)
+    lock = os.path.join(where, "oasis-%s.lock" % key)
+    if not os.path.isdir(where):
+        return 0
+    with _locked(lock):
+        for vname in backend.names(key):
+            _volume_down(backend, vname)
+        os.unlink(lock)
+    return 0
+
+
+def _volume_down(backend, vname):
+    for device in backend.devices(vname):
+        for point, source in _mounts():
+            if source == device:
+                # The instance's processes are stopped before its volumes go; should one still hold the
+                # filesystem, it leaves the tree now and is freed when that process ends.
+                if subprocess.run(["umount", point], stderr=subprocess.DEVNULL).returncode != 0:
+                    _sh(["umount", "--lazy", point])
+    backend.remove(vname)
+
+
 def _chown_tree(d, pw):
     """Give a job's directory (made by the engine) to the job's user; links are changed, never followed."""
     if os.path.islink(d) or not os.path.isdir(d):
@@ -628,7 +820,8 @@ def _as_user(command, args):
 COMMANDS = {"start": cmd_start, "stop": cmd_stop, "stop-all": cmd_stop_all, "wait-log": cmd_wait_log,
             "run": cmd_run, "wait": cmd_wait, "cancel": cmd_cancel, "signal": cmd_signal,
             "busy-ports": cmd_busy_ports, "authorize": cmd_authorize, "unauthorize": cmd_unauthorize,
-            "prepare": cmd_prepare, "release": cmd_release}
+            "prepare": cmd_prepare, "release": cmd_release, "volumes-up": cmd_volumes_up,
+            "volumes-down": cmd_volumes_down}
 AS_USER = ("start", "stop", "stop-all", "wait", "wait-log", "run", "cancel", "signal")
 
 if __name__ == "__main__":

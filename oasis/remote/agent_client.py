@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,20 @@ class Agent:
     async def release(self, d: str, user: str, key: str) -> None:
         """Remove an instance's directory and its reference to `user` (deleted with its last). Idempotent."""
         await self._call("release", d, user, key)
+
+    async def volumes_up(self, backend: dict[str, Any], key: str, size_gb: int, d: str, user: str,
+                         mounts: list[str]) -> list[dict[str, str]]:
+        """Give instance `key` (directory `d`, of Unix user `user`) one volume of `size_gb` GB per mount point
+        (absolute, inside `d`), from the host's volume `backend` ({backend, dir, ...}); makes only what is missing.
+        Returns [{name, device, mount}]."""
+        relative = [posixpath.relpath(m, d) for m in mounts]
+        # formatting takes a moment per volume; the agent does them one after another
+        return json.loads(await self._call("volumes-up", backend["backend"], backend["dir"], key, str(size_gb), d,
+                                           user, *relative, timeout=120 + 60 * len(mounts)))
+
+    async def volumes_down(self, backend: dict[str, Any], key: str) -> None:
+        """Unmount and remove every volume of instance `key` on the host, found by name. Idempotent."""
+        await self._call("volumes-down", backend["backend"], backend["dir"], key)
 
     async def busy_ports(self, address: str, ports: list[int]) -> list[int]:
         if not ports:

@@ -4,18 +4,20 @@ command), its networks, and its hosts with their addresses, capacity and pinned 
 The manifest is what `oasis lab up` writes (format version 1); a real site's manifest has the same shape."""
 from __future__ import annotations
 
+import posixpath
 import string
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from oasis.db import volumes
 from oasis.db.models import Host, Image, Site
 from oasis.edp.shares import parse_share
 from oasis.plugins import image_tags
 
 ACCESS_MODES = ("direct", "gateway", "proxy_command")
-QUOTA_KEYS = ("instances", "vcpus", "ram_mb")
+QUOTA_KEYS = ("instances", "vcpus", "ram_mb", "volumes", "volume_gb")
 PROXY_PLACEHOLDERS = {"host", "port", "tenant_id", "network_id", "site"}
 
 
@@ -54,7 +56,9 @@ def check_proxy_command(template: str, where: str) -> None:
 
 
 def check_quotas(value: Any, where: str) -> dict[str, int]:
-    """A site's `quotas: {instances, vcpus, ram_mb}`: each optional (absent: unlimited), a non-negative integer."""
+    """A site's `quotas: {instances, vcpus, ram_mb, volumes, volume_gb}` (volumes: how many block storage volumes,
+    volume_gb: their total size, as Cinder's `volumes` and `gigabytes`): each optional (absent: unlimited), a
+    non-negative integer."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -84,6 +88,36 @@ def check_shares(value: Any, where: str) -> list[dict[str, Any]]:
         return [parse_share(entry, f"{where}.shares[{i}]") for i, entry in enumerate(value)]
     except ValueError as e:
         raise ManifestError(str(e)) from None
+
+
+VOLUME_KEYS = ("backend", "dir", "size_gb", "types")
+
+
+def check_volumes(value: Any, where: str) -> dict[str, Any] | None:
+    """A site's or host's `volumes: {backend: loop, dir: PATH, size_gb: N, types: [NAME, ...]}`: where the host
+    keeps its volumes' image files, how many GB of volumes placement may hand out on the host, and the volume
+    types it offers (optional; a node group's `volume_type` must be one of them). Absent: no block storage."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ManifestError(f"{where}.volumes: must be a mapping of {', '.join(VOLUME_KEYS)}")
+    unknown = sorted(set(value) - set(VOLUME_KEYS))
+    if unknown:
+        raise ManifestError(f"{where}.volumes: unknown key(s) {', '.join(map(str, unknown))}; known: "
+                            f"{', '.join(VOLUME_KEYS)}")
+    backend = value.get("backend")
+    if backend not in volumes.BACKENDS:
+        raise ManifestError(f"{where}.volumes.backend: must be one of {', '.join(volumes.BACKENDS)}, not {backend!r}")
+    d = value.get("dir")
+    if not isinstance(d, str) or not d.startswith("/") or posixpath.normpath(d) != d or "\n" in d:
+        raise ManifestError(f"{where}.volumes.dir: must be an absolute, normalized path on the host, not {d!r}")
+    size = value.get("size_gb")
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ManifestError(f"{where}.volumes.size_gb: must be a positive integer, not {size!r}")
+    types = value.get("types") or []
+    if not isinstance(types, list) or not all(isinstance(t, str) and t.strip() for t in types):
+        raise ManifestError(f"{where}.volumes.types: must be a list of volume type names")
+    return {"backend": backend, "dir": d, "size_gb": size, "types": list(types)}
 
 
 def _need(d: dict[str, Any], key: str, where: str) -> Any:
@@ -131,6 +165,8 @@ def _register_site(session: Session, entry: dict[str, Any], where: str, private_
         "networks": {n["name"]: n.get("cidr") for n in entry.get("networks") or []} or {network: None},
         "shares": check_shares(entry.get("shares"), where),
         "quotas": check_quotas(entry.get("quotas"), where),
+        # the default of its hosts; a host's own `volumes` replaces it
+        "volumes": check_volumes(entry.get("volumes"), where),
     }
     site = session.scalars(select(Site).where(Site.name == name)).first()
     if site is None:
@@ -162,7 +198,10 @@ def _register_host(session: Session, site: Site, h: dict[str, Any], where: str, 
                  "ssh_user": h.get("ssh_user", "root"), "ssh_port": int(h.get("ssh_port", 22)),
                  "host_key": _need(h, "host_key", where),
                  # where the host's sshd looks for keys: clusters' own keys are added there and removed with them
-                 "authorized_keys": h.get("authorized_keys") or "~/.ssh/authorized_keys"}
+                 "authorized_keys": h.get("authorized_keys") or "~/.ssh/authorized_keys",
+                 # the host's own volume backend, else its site's
+                 "volumes": check_volumes(h["volumes"], where) if "volumes" in h
+                 else (site.spec or {}).get("volumes")}
     return host
 
 

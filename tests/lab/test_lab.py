@@ -207,11 +207,13 @@ def test_manifest(built) -> None:
     h = hosts["edge-1-2"]
     assert set(h) == {
         "name", "network", "addresses", "floating_address", "ssh_user", "ssh_port", "host_key",
-        "base_dir", "authorized_keys", "capacity", "namespace",
+        "base_dir", "authorized_keys", "capacity", "volumes", "namespace",
     }
     assert h["addresses"] == {"edge-1-net": "10.213.2.12"} and h["floating_address"] == "10.213.102.12"
     assert (h["ssh_user"], h["ssh_port"]) == ("root", 22)
     assert h["capacity"] == {"vcpus": 2, "ram_mb": 4096, "disk_gb": 20}
+    assert h["volumes"] == {"backend": "loop", "dir": str(built["state_dir"] / "hosts" / "edge-1-2" / "volumes"),
+                            "size_gb": 20}
     assert h["host_key"].startswith("ssh-ed25519 ")
     assert Path(h["base_dir"]).is_dir()
     assert len({x["host_key"] for x in hosts.values()}) == len(hosts)  # a key per host

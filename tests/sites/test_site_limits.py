@@ -95,7 +95,7 @@ def test_manifest_quotas_are_stored_and_shown(world: World) -> None:
     assert r.status_code == 202, r.text
     shown = world.get("/v2/sites/edge-q").json()["site"]
     assert shown["quotas"] == {"instances": 4, "vcpus": 0}
-    assert shown["usage"] == {"instances": 0, "vcpus": 0, "ram_mb": 0}
+    assert shown["usage"] == {"instances": 0, "vcpus": 0, "ram_mb": 0, "volumes": 0, "volume_gb": 0}
     # registering again without quotas lifts them
     assert register(world, site_entry()).status_code == 202
     assert world.get("/v2/sites/edge-q").json()["site"]["quotas"] == {}

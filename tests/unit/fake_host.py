@@ -18,12 +18,13 @@ class FakeHost:
         self.daemons: dict[str, int] = {}  # "DIR/NAME" -> pid
         self.jobs: dict[str, dict[str, Any]] = {}  # DIR -> its launch
         self.users: dict[str, set[str]] = {}  # project user -> the instances (keys) that hold it
+        self.volumes: dict[str, str] = {}  # WHERE/oasis-KEY-N (a volume) -> where it is mounted
         self._pid = 1000
 
     def state(self) -> dict[str, Any]:
         """What can be compared between two runs (pids are not: they count starts, compared by `starts`)."""
         return {"files": dict(self.files), "dirs": set(self.dirs), "daemons": set(self.daemons),
-                "users": {u: set(keys) for u, keys in self.users.items()},
+                "users": {u: set(keys) for u, keys in self.users.items()}, "volumes": dict(self.volumes),
                 "jobs": {d: (j["argv"], j.get("stopped", False), j.get("cancelled", False))
                          for d, j in self.jobs.items()}}
 
@@ -60,6 +61,20 @@ class FakeHost:
             keys.discard(key)
             if not keys:
                 self.users.pop(user, None)
+            return ""
+        if command == "volumes-up":  # one volume per mount point, made (and mounted) once
+            _kind, where, key, _size, d, _user, *relative = rest
+            made = []
+            for n, rel in enumerate(relative, 1):
+                name = f"{where}/oasis-{key}-{n}"
+                self.volumes[name] = f"{d}/{rel}"
+                self.dirs.add(f"{d}/{rel}")
+                made.append({"name": name.rsplit("/", 1)[1], "device": f"/dev/loop{n}", "mount": f"{d}/{rel}"})
+            return json.dumps(made)
+        if command == "volumes-down":  # found by name, however many are left
+            _kind, where, key = rest
+            for name in [v for v in self.volumes if v.startswith(f"{where}/oasis-{key}-")]:
+                self.dirs.discard(self.volumes.pop(name))
             return ""
         if command == "start":
             d, name = rest[0], rest[1]

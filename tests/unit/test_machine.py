@@ -93,8 +93,9 @@ def _drive(run: Run, probe=None) -> None:  # noqa: ANN001
     asyncio.run(run.machine(probe)(run.row))
 
 
-def _active_cluster(world: World, hosts: dict[str, FakeHost], **extra: Any) -> str:
-    r = world.post("/v2/clusters", cluster_body("c1", plugin="dask", workers=2, **extra))
+def _active_cluster(world: World, hosts: dict[str, FakeHost], body: dict[str, Any] | None = None,
+                    **extra: Any) -> str:
+    r = world.post("/v2/clusters", body or cluster_body("c1", plugin="dask", workers=2, **extra))
     assert r.status_code == 202, r.text
     cid = r.json()["cluster"]["id"]
     _drive(Run(world, hosts, cid, "cluster"))
@@ -231,6 +232,37 @@ def delete_site(world: World, hosts: dict[str, FakeHost]) -> Run:
     return Run(world, hosts, world.site_id, "site")
 
 
+def _with_volumes(world: World) -> dict[str, Any]:
+    """A cluster body whose workers have two volumes each, on a host with a volume backend."""
+    with world.db.session() as s:
+        for h in s.scalars(select(Host)):
+            h.spec = {**h.spec, "volumes": {"backend": "loop", "dir": "/srv/volumes", "size_gb": 100, "types": []}}
+    body = cluster_body("c1", plugin="dask", workers=2)
+    body["node_groups"][1].update(volumes_per_node=2, volumes_size=5)
+    return body
+
+
+def create_volumes(world: World, hosts: dict[str, FakeHost]) -> Run:
+    r = world.post("/v2/clusters", _with_volumes(world))
+    assert r.status_code == 202, r.text
+    return Run(world, hosts, r.json()["cluster"]["id"], "cluster")
+
+
+def scale_down_volumes(world: World, hosts: dict[str, FakeHost]) -> Run:
+    cid = _active_cluster(world, hosts, _with_volumes(world))
+    assert len(next(iter(hosts.values())).volumes) == 4
+    r = world.client.put(f"/v2/clusters/{cid}", json={"resize_node_groups": [{"name": "worker", "count": 1}]},
+                         headers=world.h())
+    assert r.status_code == 202, r.text
+    return Run(world, hosts, cid, "cluster")
+
+
+def delete_volumes(world: World, hosts: dict[str, FakeHost]) -> Run:
+    cid = _active_cluster(world, hosts, _with_volumes(world))
+    assert world.delete(f"/v2/clusters/{cid}").status_code == 204
+    return Run(world, hosts, cid, "cluster")
+
+
 SCENARIOS = {  # scenario -> (its operation's declaration)
     create: CLUSTER_OPERATIONS["create"], scale_up: CLUSTER_OPERATIONS["scale"],
     scale_down: CLUSTER_OPERATIONS["scale"], delete: CLUSTER_OPERATIONS["delete"],
@@ -238,7 +270,8 @@ SCENARIOS = {  # scenario -> (its operation's declaration)
     suspend: JOB_OPERATIONS["suspend"], resume: JOB_OPERATIONS["resume"], cancel: JOB_OPERATIONS["cancel"],
     delete_job: JOB_OPERATIONS["delete"], deploy_site: SITE_OPERATIONS["deploy"],
     scale_site: SITE_OPERATIONS["scale"], update_site: SITE_OPERATIONS["update"],
-    delete_site: SITE_OPERATIONS["delete"],
+    delete_site: SITE_OPERATIONS["delete"], create_volumes: CLUSTER_OPERATIONS["create"],
+    scale_down_volumes: CLUSTER_OPERATIONS["scale"], delete_volumes: CLUSTER_OPERATIONS["delete"],
 }
 CASES = [(scenario, step.name, when) for scenario, op in SCENARIOS.items() for step in op.steps
          for when in ("before", "after")]
@@ -328,3 +361,21 @@ def test_a_crash_at_any_step_resumes_to_the_same_end(make_world, scenario, step:
     got = _state(crashed)
     assert got == expected, _differences(got, expected)
 
+
+
+def test_volumes_come_and_go_with_their_instances(make_world) -> None:  # noqa: ANN001
+    """Each worker gets its two volumes, mounted inside its own directory; a scale-down removes the leaving
+    worker's, a delete the rest."""
+    run = scale_down_volumes(make_world("volumes"), {})
+    host = next(iter(run.hosts.values()))
+    with run.world.db.session() as s:
+        workers = {i.id: i.workdir for i in s.scalars(select(models.Instance)) if "worker" in i.name}
+    assert sorted(host.volumes) == sorted(f"/srv/volumes/oasis-{i}-{n}" for i in workers for n in (1, 2))
+    assert sorted(host.volumes.values()) == sorted(f"{d}/volumes/disk{n}" for d in workers.values() for n in (1, 2))
+    _drive(run)
+    with run.world.db.session() as s:
+        (left,) = [i.id for i in s.scalars(select(models.Instance)) if "worker" in i.name]
+    assert sorted(host.volumes) == [f"/srv/volumes/oasis-{left}-1", f"/srv/volumes/oasis-{left}-2"]
+    assert run.world.delete(f"/v2/clusters/{run.row}").status_code == 204
+    _drive(run)
+    assert host.volumes == {}
