@@ -95,7 +95,7 @@ def test_scale_counts_the_volumes_of_new_instances(world: World) -> None:
     cid = r.json()["cluster"]["id"]
     with world.db.session() as s:  # as if the engine had made it Active (no instance rows: nothing used yet)
         c = s.get(Cluster, cid)
-        c.status, c.op = "Active", None
+        c.status, c.op, c.secrets = "Active", None, {"auth_secret": "made-by-configure"}
     r = world.put(f"/v2/clusters/{cid}", {"resize_node_groups": [{"name": "worker", "count": 5}]})
     assert "GB of volumes" in _error(r)  # three more workers: 30 GB, of the backend's 20
     r = world.put(f"/v2/clusters/{cid}", {"resize_node_groups": [{"name": "worker", "count": 3}]})
