@@ -124,8 +124,11 @@ def environment(service: Oasis, scratch: Path) -> dict[str, str]:
     }
 
 
-def failure(cmd: Command, output: str, why: str) -> str:
-    return f"{cmd.page}:{cmd.line}: {why}\n$ {cmd.text}\n--- output ---\n{output}"
+def failure(cmd: Command, output: str, why: str, service: Oasis) -> str:
+    """What a reader of the failure needs: where, what ran, what it printed, and what the service said last."""
+    logs = sorted(service.state_dir.glob("up-*.log"))
+    tail = "\n".join(logs[-1].read_text(errors="replace").splitlines()[-40:]) if logs else ""
+    return f"{cmd.page}:{cmd.line}: {why}\n$ {cmd.text}\n--- output ---\n{output}\n--- the service's log ---\n{tail}"
 
 
 PAGES = [p for p in pages() if commands(p.read_text(), p.name)]
@@ -157,14 +160,15 @@ def test_every_console_command_of_the_page_runs(service: Oasis, page: Path) -> N
                               text=True, timeout=PAGE_TIMEOUT)
         for n, cmd in enumerate(cmds):
             rc_file = out / f"{n}.rc"
-            assert rc_file.exists(), failure(cmd, proc.stderr, "not reached")
+            assert rc_file.exists(), failure(cmd, proc.stderr, "not reached", service)
             output = (out / f"{n}.out").read_text(errors="replace")
             rc = int(rc_file.read_text())
-            assert rc == 0, failure(cmd, output, f"exit code {rc}")
+            assert rc == 0, failure(cmd, output, f"exit code {rc}", service)
             at = 0
             for want in cmd.expected:
                 found = output.find(want, at)
-                assert found >= 0, failure(cmd, output, f"output lacks {want!r} (after what came before)")
+                assert found >= 0, failure(cmd, output, f"output lacks {want!r} (after what came before)",
+                                                  service)
                 at = found + len(want)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
