@@ -49,6 +49,14 @@ def test_the_site_fetches_nothing_from_elsewhere(site: Path) -> None:
         assert found is None, f"{html.relative_to(site)} loads {found.group(0)}"
 
 
+def test_every_fenced_block_renders_as_a_block(site: Path) -> None:
+    """Python-Markdown does not see a fence indented inside a list item: it becomes inline code that starts with
+    the fence's language (use an indented block there instead)."""
+    broken = re.compile(r"<code>(?:console|shell|python|yaml|text|mermaid|json)\n")
+    for html in site.rglob("*.html"):
+        assert not broken.search(html.read_text()), f"{html.relative_to(site)}: a fence inside a list item"
+
+
 def fences(text: str) -> list:
     return [t for t in MarkdownIt().parse(text) if t.type == "fence"]
 
