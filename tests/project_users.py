@@ -1,6 +1,9 @@
 """The Unix users oasis makes for projects (`oasis-…`, see oasis/remote/agent.py `prepare`) when a test runs
-instances as root: a session that made some removes them at its end, with their processes, their reference
-records and the `local` host bases made meanwhile, and never touches a user that was there before it began."""
+instances as root. oasis removes a user with its project's last instance on the machine; what a test that failed
+half-way leaves behind is cleaned up at the session's end: the users that appeared during the session and that no
+instance uses any longer (no reference record, no process), and the `local` host bases made meanwhile that hold
+nothing. A user still in use may belong to another test run or a demo on this machine: it is never touched, and
+no process is ever killed here."""
 from __future__ import annotations
 
 import os
@@ -8,7 +11,6 @@ import pwd
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,15 +39,24 @@ def processes_of(uid: int) -> list[int]:
     return pids
 
 
+def unused(name: str, uid: int) -> bool:
+    records = USERS_DIR / name
+    return not (records.is_dir() and any(records.iterdir())) and not processes_of(uid)
+
+
+def remove_unused_user(name: str) -> None:
+    subprocess.run(["userdel", name], check=False, capture_output=True)
+    shutil.rmtree(USERS_DIR / name, ignore_errors=True)
+
+
 def remove_user(name: str, uid: int) -> None:
-    deadline = time.time() + 10
-    while (pids := processes_of(uid)) and time.time() < deadline:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.05)
+    """A user a test made itself, under a name of its own (tests/unit/test_agent.py): its processes are that
+    test's, so they are stopped first."""
+    for pid in processes_of(uid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     subprocess.run(["userdel", "--force", name], check=False, capture_output=True)
     shutil.rmtree(USERS_DIR / name, ignore_errors=True)
 
@@ -61,7 +72,8 @@ def removing_new_project_users() -> Iterator[None]:
         yield
     finally:
         for name, uid in project_users().items():
-            if name not in users:
-                remove_user(name, uid)
+            if name not in users and unused(name, uid):
+                remove_unused_user(name)
         for base in (set(LOCAL_INSTANCES.iterdir()) if LOCAL_INSTANCES.is_dir() else set()) - bases:
-            shutil.rmtree(base, ignore_errors=True)
+            if base.is_dir() and not any(base.iterdir()):
+                base.rmdir()
