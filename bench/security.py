@@ -59,9 +59,13 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "security-results.md")
     args = ap.parse_args()
     samples: dict[tuple[str, str], dict[str, list[float]]] = {}
-    with tempfile.TemporaryDirectory(prefix="oasis-bench-security-") as tmp:
-        text = Path(tmp) / "input.txt"
+    with tempfile.TemporaryDirectory(prefix="oasis-bench-security-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="oasis-bench-data-") as data:
+        # jobs run as their project's Unix user, who cannot pass through `tmp` (0700, it holds the services' state)
+        Path(data).chmod(0o755)
+        text = Path(data) / "input.txt"
         text.write_text("the river the city\nthe data river\n" * 20000)
+        text.chmod(0o644)
         services = {"secured": Oasis(Path(tmp) / "secured"), "insecure": Oasis(Path(tmp) / "insecure")}
         services["insecure"].env[INSECURE_ENV] = "1"
         try:

@@ -94,6 +94,11 @@ class SparkPlugin(Plugin):
         # A busy port must fail the start, not move the daemon to a port that `info` does not show.
         # System properties win over spark-defaults.conf: a cluster config cannot turn the REST server on.
         opts = "-Dspark.port.maxRetries=0 -Dspark.master.rest.enabled=false"
+        # The master and the workers only coordinate (executors and drivers are JVMs of their own, which
+        # SPARK_DAEMON_JAVA_OPTS does not reach): C1's code is plenty for them, and without C2 a daemon's start
+        # takes about half the CPU, most of it C2 compiling start-up code (TLS, the RPC handshake's crypto)
+        # that runs once. On a small host the daemons of a cluster start at once and compete for its cores.
+        opts += " -XX:TieredStopAtLevel=1"
         if ui_port is not None and self._secure(cluster):
             # per daemon (a master and a worker may share an instance and its spark-defaults.conf); not a secret
             opts += f" -Dspark.ssl.standalone.port={ui_port}"
