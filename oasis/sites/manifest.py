@@ -61,12 +61,7 @@ def check_quotas(value: Any, where: str) -> dict[str, int]:
     non-negative integer."""
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        raise ManifestError(f"{where}.quotas: must be a mapping of {', '.join(QUOTA_KEYS)}")
-    unknown = sorted(set(value) - set(QUOTA_KEYS))
-    if unknown:
-        raise ManifestError(f"{where}.quotas: unknown quota(s) {', '.join(map(str, unknown))}; known: "
-                            f"{', '.join(QUOTA_KEYS)}")
+    _check_keys(value, QUOTA_KEYS, f"{where}.quotas", "quota(s)")
     out = {}
     for key, limit in value.items():
         if limit is None:
@@ -99,12 +94,7 @@ def check_volumes(value: Any, where: str) -> dict[str, Any] | None:
     types it offers (optional; a node group's `volume_type` must be one of them). Absent: no block storage."""
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise ManifestError(f"{where}.volumes: must be a mapping of {', '.join(VOLUME_KEYS)}")
-    unknown = sorted(set(value) - set(VOLUME_KEYS))
-    if unknown:
-        raise ManifestError(f"{where}.volumes: unknown key(s) {', '.join(map(str, unknown))}; known: "
-                            f"{', '.join(VOLUME_KEYS)}")
+    _check_keys(value, VOLUME_KEYS, f"{where}.volumes", "key(s)")
     backend = value.get("backend")
     if backend not in volumes.BACKENDS:
         raise ManifestError(f"{where}.volumes.backend: must be one of {', '.join(volumes.BACKENDS)}, not {backend!r}")
@@ -211,3 +201,12 @@ def _register_image(session: Session, site: Site, runtime: dict[str, Any]) -> No
         image = Image(site_id=site.id, name="site-runtime", description=f"The runtime the hosts of {site.name} provide")
         session.add(image)
     image.runtime, image.tags = dict(runtime), image_tags()
+
+
+def _check_keys(value: Any, known: tuple[str, ...], where: str, what: str) -> None:
+    """A mapping whose keys are all among `known`."""
+    if not isinstance(value, dict):
+        raise ManifestError(f"{where}: must be a mapping of {', '.join(known)}")
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ManifestError(f"{where}: unknown {what} {', '.join(map(str, unknown))}; known: {', '.join(known)}")
