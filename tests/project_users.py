@@ -1,8 +1,8 @@
 """The Unix users oasis makes for projects (`oasis-…`, see oasis/remote/agent.py `prepare`) when a test runs
 instances as root. oasis removes a user with its project's last instance on the machine; what a test that failed
 half-way leaves behind is cleaned up at the session's end: the users that appeared during the session and that no
-instance uses any longer (no reference record, no process), and the `local` host bases made meanwhile that hold
-nothing. A user still in use may belong to another test run or a demo on this machine: it is never touched, and
+instance uses any longer (no process, no instance directory still there), and the `local` host bases made meanwhile that no process
+uses any longer. A user still in use may belong to another test run or a demo on this machine: it is never touched, and
 no process is ever killed here."""
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from oasis.bootstrap import LOCAL_INSTANCES
+from oasis.procs import processes_under
 
 USERS_DIR = Path("/var/lib/oasis-agent/users")
 
@@ -40,8 +41,15 @@ def processes_of(uid: int) -> list[int]:
 
 
 def unused(name: str, uid: int) -> bool:
-    records = USERS_DIR / name
-    return not (records.is_dir() and any(records.iterdir())) and not processes_of(uid)
+    """No process of the user runs, and no instance directory it was recorded for is still there (a record names
+    its instance's directory: one that is gone was left by an instance that died with its test)."""
+    try:
+        recorded = [Path(r.read_text().strip()) for r in (USERS_DIR / name).iterdir()]
+    except FileNotFoundError:
+        recorded = []
+    except OSError:
+        return False  # unreadable: leave it be
+    return not any(d.exists() for d in recorded) and not processes_of(uid)
 
 
 def remove_unused_user(name: str) -> None:
@@ -75,5 +83,5 @@ def removing_new_project_users() -> Iterator[None]:
             if name not in users and unused(name, uid):
                 remove_unused_user(name)
         for base in (set(LOCAL_INSTANCES.iterdir()) if LOCAL_INSTANCES.is_dir() else set()) - bases:
-            if base.is_dir() and not any(base.iterdir()):
-                base.rmdir()
+            if base.is_dir() and not processes_under(base):  # what is left there (the agent, dead instances)
+                shutil.rmtree(base, ignore_errors=True)
