@@ -17,6 +17,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from oasis.lab import volumes as lab_volumes
@@ -134,11 +135,20 @@ def _assert_gone(worker: dict, devices: dict[str, str]) -> None:
     assert not [d for d, f in attached.items() if f.removesuffix(" (deleted)") in worker["images"]]
 
 
-def _cleanup(lab: dict, cluster_id: str | None) -> None:
-    """Whatever a failed run left of the cluster: its mounts (all inside its directories) and the loop devices
-    of its image files; nothing outside this lab's root is touched."""
+def _cleanup(lab: dict, client: httpx.Client, cluster_id: str | None) -> None:
+    """Whatever a failed run left of the cluster: the cluster itself, then its mounts (all inside its directories)
+    and the loop devices of its image files; nothing outside this lab's root is touched."""
     if cluster_id is None:
         return
+    try:
+        if wf.cluster(client, cluster_id) is not None:
+            client.delete(f"/clusters/{cluster_id}")
+            wf.wait_gone(client, cluster_id)
+    finally:
+        _release(lab, cluster_id)
+
+
+def _release(lab: dict, cluster_id: str) -> None:
     pids = tuple(_sshd_pids(lab).values())
     for host in site_of(lab, SITE)["hosts"]:
         lab_volumes.release(Path(host["base_dir"]) / cluster_id, pids)
@@ -190,12 +200,7 @@ def test_volumes_are_mounted_used_and_removed(service: Oasis, lab: dict) -> None
         for host, pid in zip(site_of(lab, SITE)["hosts"], _sshd_pids(lab).values()):
             assert not lab_volumes.mounts_under(Path(host["base_dir"]), pid)
     finally:
-        try:
-            if cid is not None and wf.cluster(client, cid) is not None:
-                client.delete(f"/clusters/{cid}")
-                wf.wait_gone(client, cid)
-        finally:
-            _cleanup(lab, cid)
+        _cleanup(lab, client, cid)
 
 
 def test_release_takes_down_only_what_lies_under_its_root(tmp_path: Path) -> None:
@@ -296,9 +301,4 @@ def test_spark_keeps_its_local_and_work_dirs_on_the_volumes(service: Oasis, lab:
         wf.wait_gone(client, cid)
         _assert_gone(worker, mounted)
     finally:
-        try:
-            if cid is not None and wf.cluster(client, cid) is not None:
-                client.delete(f"/clusters/{cid}")
-                wf.wait_gone(client, cid)
-        finally:
-            _cleanup(lab, cid)
+        _cleanup(lab, client, cid)
