@@ -47,6 +47,11 @@ class Settings:
     # (see oasis.storage.endpoints): `host`, `host:port` or CIDRs, comma-separated in OASIS_ALLOWED_ENDPOINTS.
     allowed_endpoints: list[str] = field(default_factory=lambda: _list(os.environ.get("OASIS_ALLOWED_ENDPOINTS")))
 
+    # Logs: "text" (the default) or "json", one object per line (oasis.logconfig).
+    log_format: str = field(default_factory=lambda: os.environ.get("OASIS_LOG_FORMAT", "text"))
+    # The port an `oasis engine` serves /metrics on (on `host`); None: none. The API serves them on its own port.
+    metrics_port: int | None = field(default_factory=lambda: _int_env("OASIS_METRICS_PORT"))
+
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser().resolve()
         if not self.database_url:
@@ -68,6 +73,11 @@ class Settings:
     @property
     def public_url(self) -> str:
         return f"{'https' if self.tls_on else 'http'}://{self.host}:{self.port}"
+
+
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else None
 
 
 def _path_env(name: str) -> Path | None:

@@ -9,12 +9,13 @@ import threading
 
 import uvicorn
 
-from oasis import tls
+from oasis import logconfig, metrics, tls
 from oasis.api.app import create_app
 from oasis.bootstrap import bootstrap, local_single_user, private_state_dir
 from oasis.config import Settings
 from oasis.db.encrypted import load_key
 from oasis.db.session import Database
+from oasis.engine.health import reachable_by_site
 from oasis.engine.runner import Engine
 from oasis.storage import ObjectStore, open_store
 from oasis.storage.endpoints import deployment_policy, set_policy
@@ -24,7 +25,6 @@ KEEP_ALIVE_SECONDS = 75
 
 
 def _prepare(settings: Settings, serves_api: bool = True) -> tuple[Database, ObjectStore]:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     private_state_dir(settings.state_dir)
     # The database's secret columns use the state key, as the data sources' credentials do: one key per
     # deployment, shared by every replica through the state dir's secret.key or OASIS_SECRET_KEY.
@@ -37,6 +37,8 @@ def _prepare(settings: Settings, serves_api: bool = True) -> tuple[Database, Obj
                     "(%s), not as their projects' users; run oasis as root to keep projects apart", getpass.getuser())
     store = open_store(settings.object_store, settings.objects_dir)
     set_policy(deployment_policy(settings, store))  # what the engine checks again before it connects
+    metrics.watch_hosts(lambda: reachable_by_site(db))
+    metrics.watch_db_pool(lambda: getattr(db.engine.pool, "checkedout", lambda: 0)())
     return db, store
 
 
@@ -48,11 +50,13 @@ def _serve(settings: Settings, app) -> None:  # type: ignore[no-untyped-def]
     # Keep-alive well beyond a client's polling interval: `openstack ... --wait` and saharaclient poll every few
     # seconds over one pooled connection, and a server that closes it after uvicorn's default 5 s of quiet races
     # the next request ("Remote end closed connection without response").
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+    # log_config=None: uvicorn's lines go through the process's own handler (oasis.logconfig), JSON included.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False, log_config=None,
                 timeout_keep_alive=KEEP_ALIVE_SECONDS, **ssl)
 
 
 def run_api(settings: Settings) -> None:
+    logconfig.setup(settings.log_format)
     settings = tls.prepare(settings)  # before the first start writes clouds.yaml, which names the CA
     db, store = _prepare(settings)
     log.info("oasis api on %s", settings.public_url)
@@ -60,8 +64,16 @@ def run_api(settings: Settings) -> None:
 
 
 def run_engine(settings: Settings) -> None:
+    logconfig.setup(settings.log_format)
     db, store = _prepare(settings, serves_api=False)
     engine = Engine(settings, db, store)
+    if settings.metrics_port is not None:
+        try:
+            metrics.serve(settings.metrics_port, settings.host)
+        except OSError as e:  # the port taken, or an address not of this machine: one line, not a traceback
+            log.error("cannot serve metrics on %s:%d: %s", settings.host, settings.metrics_port, e.strerror or e)
+            raise SystemExit(2) from None
+        log.info("engine metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -75,7 +87,8 @@ def run_engine(settings: Settings) -> None:
 
 def run_up(settings: Settings) -> None:
     """The embedded default: API and engine in one process, the engine on its own thread and event loop so
-    that neither can stall the other."""
+    that neither can stall the other. One registry: the engine's metrics are at the API's /metrics."""
+    logconfig.setup(settings.log_format)
     settings = tls.prepare(settings)  # before the first start writes clouds.yaml, which names the CA
     db, store = _prepare(settings)
     engine = Engine(settings, db, store)

@@ -5,10 +5,12 @@ from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from oasis import logconfig, metrics
 from oasis.api import (binaries, clusters, datasources, identity_admin, jobs, keypairs, keystone, openapi, plugins,
                        site_join, sites, templates, versions)
 from oasis.api.errors import http_exception, unhandled
@@ -31,6 +33,12 @@ async def openapi_document(request: Request) -> Response:
     return JSONResponse(app.state.openapi)
 
 
+async def metrics_document(_request: Request) -> Response:
+    """Prometheus metrics of this process (no token: aggregates only, no project's data; docs/metrics.md)."""
+    body, media = metrics.exposition()
+    return Response(body, media_type=media)
+
+
 def build_routes(deps: Deps) -> Routes:
     routes = Routes(deps)
     for module in RESOURCES:
@@ -44,7 +52,9 @@ def create_app(settings: Settings, db: Database, store: ObjectStore,
     deps = Deps(settings, db, store, notify)
     routes = build_routes(deps)
     app = Starlette(
-        routes=[Route("/openapi.json", openapi_document, methods=["GET"]), *routes.starlette_routes()],
+        routes=[Route("/openapi.json", openapi_document, methods=["GET"]),
+                Route("/metrics", metrics_document, methods=["GET"]), *routes.starlette_routes()],
+        middleware=[Middleware(logconfig.RequestContext, observe=metrics.observe_request)],
         exception_handlers={HTTPException: http_exception, Exception: unhandled},
     )
     app.state.deps = deps

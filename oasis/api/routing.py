@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from oasis import logconfig
 from oasis.api.errors import INTERNAL, ApiError, bad, duplicate_entry, keystone_conflict, render, render_keystone
 from oasis.api.views import for_version
 from oasis.config import Settings
@@ -340,6 +341,7 @@ class Routes:
                 elif spec.auth == "join_token":
                     _require_join_token(request)
                 params = dict(request.path_params)
+                logconfig.add(**_context_ids(spec.path, params))  # the row the request is about, for its lines
                 if project_segment:
                     project = params.pop("project_id")
                     if project != principal.project_id and not principal.is_admin:
@@ -378,6 +380,15 @@ class Routes:
 
         endpoint.__name__ = spec.handler.__name__
         return endpoint
+
+
+# The first segment of a route's path whose `{id}` names a row the log context has a field for.
+_CONTEXT_IDS = {"clusters": "cluster_id", "jobs": "job_id", "job-executions": "job_id", "sites": "site_id"}
+
+
+def _context_ids(path: str, params: dict[str, str]) -> dict[str, str | None]:
+    field_name = _CONTEXT_IDS.get(path.strip("/").split("/")[0])
+    return {field_name: params.get("id")} if field_name else {}
 
 
 def _to_response(result: Reply | Response, headers: dict[str, str]) -> Response:

@@ -2,6 +2,7 @@
 binaries, data sources, jobs)."""
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -34,8 +35,12 @@ def main(ctx: typer.Context,
 
 def _settings(state_dir: Optional[Path], database_url: Optional[str], host: str, port: int,
               object_store: Optional[str] = None, tls: Optional[str] = None, tls_cert: Optional[Path] = None,
-              tls_key: Optional[Path] = None, tls_ca: Optional[Path] = None) -> Settings:
-    kwargs: dict = {"database_url": database_url, "host": host, "port": port, "object_store": object_store}
+              tls_key: Optional[Path] = None, tls_ca: Optional[Path] = None, log_format: Optional[str] = None,
+              metrics_port: Optional[int] = None) -> Settings:
+    kwargs: dict = {"database_url": database_url, "host": host, "port": port, "object_store": object_store,
+                    "metrics_port": metrics_port}
+    if log_format is not None:
+        kwargs["log_format"] = log_format
     if state_dir is not None:
         kwargs["state_dir"] = state_dir
     # unset options keep the settings' own defaults (the OASIS_TLS* environment)
@@ -73,40 +78,52 @@ TLS_KEY = typer.Option(None, "--tls-key", envvar="OASIS_TLS_KEY", show_envvar=Fa
 TLS_CA = typer.Option(None, "--tls-ca", envvar="OASIS_TLS_CA", show_envvar=False, metavar="FILE",
                       help="The CA certificate that signed --tls-cert, for clients and sites to verify with "
                            "(default: the certificate itself if it is self-signed, else the system's CAs)")
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+LOG_FORMAT = typer.Option(LogFormat.text, "--log-format", envvar="OASIS_LOG_FORMAT", show_envvar=False,
+                          case_sensitive=False, help="Log lines as text, or as one JSON object per line with the request id and operation")
+METRICS_PORT = typer.Option(None, "--metrics-port", envvar="OASIS_METRICS_PORT", show_envvar=False, min=1, max=65535,
+                            help="Serve Prometheus metrics at http://HOST:PORT/metrics (default: not served)")
 
 
 @app.command()
 def up(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Optional[Path] = STATE_DIR,
        database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE,
        tls: Optional[str] = TLS, tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY,
-       tls_ca: Optional[Path] = TLS_CA) -> None:
+       tls_ca: Optional[Path] = TLS_CA, log_format: LogFormat = LOG_FORMAT) -> None:
     """Run the API and the engine in one process (the embedded default: SQLite, the `local` site)."""
     from oasis.server import run_up  # lazy for start-up: the client commands never load the server
 
     _run(run_up, _settings(state_dir or options(ctx).state_dir, database_url, host, port, object_store,
-                           tls, tls_cert, tls_key, tls_ca))
+                           tls, tls_cert, tls_key, tls_ca, log_format.value))
 
 
 @app.command()
 def api(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Optional[Path] = STATE_DIR,
         database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE,
         tls: Optional[str] = TLS, tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY,
-        tls_ca: Optional[Path] = TLS_CA) -> None:
+        tls_ca: Optional[Path] = TLS_CA, log_format: LogFormat = LOG_FORMAT) -> None:
     """Run the HTTP API only (stateless: run as many as you like on one database; replicas behind one name
     share one certificate: give them --tls-cert/--tls-key)."""
     from oasis.server import run_api  # lazy for start-up: the client commands never load the server
 
     _run(run_api, _settings(state_dir or options(ctx).state_dir, database_url, host, port, object_store,
-                            tls, tls_cert, tls_key, tls_ca))
+                            tls, tls_cert, tls_key, tls_ca, log_format.value))
 
 
 @app.command()
 def engine(ctx: typer.Context, state_dir: Optional[Path] = STATE_DIR,
-           database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE) -> None:
+           database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE,
+           log_format: LogFormat = LOG_FORMAT, metrics_port: Optional[int] = METRICS_PORT,
+           host: str = typer.Option("127.0.0.1", help="Address the metrics port listens on")) -> None:
     """Run the engine only: the operation machines and periodic work (run as many as you like on one database)."""
     from oasis.server import run_engine  # lazy for start-up: the client commands never load the server
 
-    run_engine(_settings(state_dir or options(ctx).state_dir, database_url, "127.0.0.1", 8386, object_store))
+    run_engine(_settings(state_dir or options(ctx).state_dir, database_url, host, 8386, object_store,
+                         log_format=log_format.value, metrics_port=metrics_port))
 
 
 @command(app, "demo")

@@ -9,9 +9,10 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, event, inspect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from oasis import logconfig
 from oasis.db.encrypted import EncryptedJSON, EncryptedText
 from oasis.db.states import ClusterStatus, SiteStatus
 
@@ -51,6 +52,17 @@ class Leased:
     op_target: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_expires: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    # The API request that asked for the operation (`req-<uuid4>`), so that the engine's lines carry it too.
+    request_id: Mapped[str | None] = mapped_column(String(40), default=None)
+
+
+@event.listens_for(Leased, "before_insert", propagate=True)
+@event.listens_for(Leased, "before_update", propagate=True)
+def _remember_request(_mapper: Any, _conn: Any, row: Leased) -> None:
+    """Whoever sets an operation, the request (or the operation) it is done for is kept with it: every write
+    of `op` is covered without each handler having to say so."""
+    if row.op is not None and inspect(row).attrs.op.history.added:
+        row.request_id = logconfig.request_id()
 
 
 # --- identity -------------------------------------------------------------------------------------------------

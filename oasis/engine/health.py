@@ -51,3 +51,17 @@ async def check_hosts(db: Database, remotes: Remotes, site_ids: list[str]) -> No
             if before.get("reachable", True) != health["reachable"]:
                 log.warning("host %s: %s", host.name, "reachable again" if error is None else f"unreachable: {error}")
             host.spec = {**(host.spec or {}), "health": health}
+
+
+def reachable_by_site(db: Database) -> dict[str, tuple[int, int]]:
+    """Site name -> (hosts whose last check answered, hosts), from the checks' records: what `/metrics` shows,
+    the same from every process whichever engine checked the site. A host not checked yet is not reachable."""
+    counts: dict[str, tuple[int, int]] = {}
+    with db.session() as s:
+        for site, host_id, spec in s.execute(select(Site.name, Host.id, Host.spec).outerjoin(
+                Host, Host.site_id == Site.id)):
+            up, total = counts.get(site, (0, 0))
+            if host_id is not None:  # a site with no host yet shows 0 of 0
+                up, total = up + bool(((spec or {}).get("health") or {}).get("reachable")), total + 1
+            counts[site] = (up, total)
+    return counts

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from oasis import metrics
 from oasis.db.models import Cluster, Instance, Job, JobBinary, JobTemplate, Site, utcnow
 from oasis.db.session import Database
 from oasis.db.states import ClusterOp, ClusterStatus, JobOp
@@ -219,6 +220,7 @@ class JobWork(Work):
             status = st.SUCCEEDED if rc == 0 else st.DONEWITHERROR
         end = datetime.utcfromtimestamp(result["ended"]) if result.get("ended") else utcnow()
         self.done(status=status, return_code=rc, end_time=end)
+        metrics.observe_job_end(result.get("ended"))  # the job's end → the engine recording it
         self._after_end()
 
     async def _renew_access(self, runtime: dict[str, Any], remote, owner=None) -> None:  # noqa: ANN001

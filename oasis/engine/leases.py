@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import delete, exists, func, not_, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from oasis import metrics
 from oasis.db.models import Heartbeat, PeriodicRun, utcnow
 from oasis.db.session import Database
 
@@ -71,8 +72,11 @@ def claimable(db: Database, model: Any, exclude: set[str], limit: int = 50) -> l
 
 def claim(db: Database, model: Any, row_id: str, op: str, owner: str, seconds: float) -> bool:
     with db.session() as s:
+        before = s.scalar(select(model.lease_owner).where(model.id == row_id))  # another engine's: a takeover
         res = s.execute(update(model).where(model.id == row_id, model.op == op, _free(model)).values(
             lease_owner=owner, lease_expires=utcnow() + timedelta(seconds=seconds), updated_at=model.updated_at))
+        if res.rowcount == 1 and before not in (None, owner):
+            metrics.LEASE_TAKEOVERS.labels(metrics.model_name(model.__tablename__)).inc()
         return res.rowcount == 1
 
 

@@ -16,11 +16,13 @@ Adding an operation is one `Operation(...)` in its model's table and its step fu
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
+from oasis import metrics
 from oasis.db.models import utcnow
 from oasis.db.session import Database
 from oasis.engine.waiting import Backoff, since_of, waiting_message
@@ -161,6 +163,8 @@ class Machine(Generic[W]):
             raise RuntimeError(f"{work.model.__tablename__} {row_id}: no operation '{op}' is declared")
         names = [step.name for step in operation.steps]
         start = names.index(at) if at in names else 0
+        kind = metrics.model_name(work.model.__tablename__)
+        log.info("%s %s: %s from step %s", work.model.__tablename__, row_id, op, names[start] if names else "-")
         if at not in names:  # a new operation: when it began, so that what it logs can be told from before
             with work.db.session() as s:
                 row = work.row(s)
@@ -172,14 +176,21 @@ class Machine(Generic[W]):
                     values["status"] = step.status
                 work.set(**values)
                 self._probe(work, step.name, "before")
+                began = time.perf_counter()
                 await self._run(work, op, step)
+                took = time.perf_counter() - began
+                metrics.STEP_DURATION.labels(kind, op, step.name).observe(took)
+                log.info("%s %s: %s: step %s done in %.2fs", work.model.__tablename__, row_id, op, step.name, took)
                 self._probe(work, step.name, "after")
         except self.failures as e:
             log.warning("%s %s: %s failed: %s", work.model.__tablename__, row_id, op, e)
             await operation.rollback(work, e)
+            metrics.OPERATIONS.labels(kind, op, "failed").inc()
             work.on_change()
             return
         await operation.finish(work)
+        metrics.OPERATIONS.labels(kind, op, "done").inc()
+        log.info("%s %s: %s done", work.model.__tablename__, row_id, op)
         work.on_change()
 
     def _probe(self, work: W, step: str, when: str) -> None:
@@ -200,6 +211,7 @@ class Machine(Generic[W]):
                 if gone is None:
                     raise
                 waited = work.note_unreachable(op, gone, work.site_name())
+                metrics.RETRIES.labels(metrics.model_name(work.model.__tablename__), op, "unreachable").inc()
                 if step.wait is Wait.GRACE and waited > self.grace:
                     message = f"gave up after {waited:.0f}s: {gone}"
                     work.gave_up(message)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from sqlalchemy import select
 
+from oasis import logconfig, metrics
 from oasis.config import Settings
 from oasis.db.models import Cluster, Job, Site, utcnow
 from oasis.db.session import Database, LeaseLost, fenced
@@ -111,6 +112,16 @@ class Engine:
             self._periodic()
 
     async def _drive(self, model: Any, machine: Callable, row_id: str) -> None:
+        """Drive with the operation's context on every line logged meanwhile: the request that asked for it and
+        the operation (`cluster:<id>:create`), so that its story reads across the API's and the engines' logs."""
+        kind, op = metrics.model_name(model.__tablename__), self.driving[row_id][1]
+        with self.db.session() as s:
+            request_id = s.scalar(select(model.request_id).where(model.id == row_id))
+        with logconfig.bound(request_id=request_id, operation=f"{kind}:{row_id}:{op}", **{f"{kind}_id": row_id}), \
+                metrics.OPERATIONS_IN_FLIGHT.labels(kind, op).track_inprogress():
+            await self._drive_bound(model, machine, row_id, kind, op)
+
+    async def _drive_bound(self, model: Any, machine: Callable, row_id: str, kind: str, op: str) -> None:
         me = asyncio.current_task()
         keeper = asyncio.create_task(self._keep_lease(model, row_id, me))
         release = True
@@ -121,11 +132,14 @@ class Engine:
             pass  # the lease was lost (another operation preempted this one) or the engine is stopping
         except LeaseLost as e:
             log.warning("engine %s: %s; leaving it to its new owner", self.id, e)
+            metrics.OPERATIONS.labels(kind, op, "lost").inc()
             release = False
         except Exception:
             # An engine bug, not a user error: keep the lease until it expires, so that the retry is not a
             # hot loop, and let whichever engine takes it next try again from the recorded step.
             log.exception("engine %s: %s %s failed; it will be retried", self.id, model.__tablename__, row_id)
+            metrics.OPERATIONS.labels(kind, op, "error").inc()
+            metrics.RETRIES.labels(kind, op, "engine_error").inc()
             release = False
         finally:
             keeper.cancel()

@@ -7,9 +7,12 @@ import asyncio
 import posixpath
 import shlex
 import uuid
+import weakref
 from dataclasses import dataclass, field
 
 import asyncssh
+
+from oasis import metrics
 
 from oasis.remote.base import CommandFailed, RemoteError, Result, Unreachable, quote
 
@@ -32,6 +35,11 @@ def transport_reason(e: BaseException) -> str | None:
     if isinstance(e, OSError):
         return (e.strerror or str(e) or type(e).__name__).lower()
     return None
+
+
+# Every SshRemote of the process, for the pool-size gauge (read at scrape time: a closed one counts no more).
+_REMOTES: "weakref.WeakSet[SshRemote]" = weakref.WeakSet()
+metrics.SSH_CONNECTIONS.set_function(lambda: sum(1 for r in list(_REMOTES) if not r._gone()))
 
 
 class HostKeyMismatch(RemoteError):
@@ -62,6 +70,7 @@ class SshRemote:
         self._sftp: asyncssh.SFTPClient | None = None
         self._lock = asyncio.Lock()
         self._channels = asyncio.Semaphore(target.max_channels)
+        _REMOTES.add(self)
 
     async def connection(self) -> asyncssh.SSHClientConnection:
         async with self._lock:
@@ -98,16 +107,17 @@ class SshRemote:
         conn = await self.connection()
         command = quote(argv)
         async with self._channels:
-            try:
-                r = await conn.run(command, input=stdin.decode() if stdin is not None else None, timeout=timeout,
-                                   check=False)
-            except asyncssh.TimeoutError as e:
-                raise RemoteError(f"{self.name}: timed out after {timeout}s: {command}") from e
-            except (OSError, asyncssh.Error) as e:
-                reason = transport_reason(e)
-                if reason is not None:
-                    raise Unreachable(self.name, reason) from e
-                raise RemoteError(f"{self.name}: connection lost: {e}") from e
+            with metrics.SSH_CHANNELS.track_inprogress():
+                try:
+                    r = await conn.run(command, input=stdin.decode() if stdin is not None else None, timeout=timeout,
+                                       check=False)
+                except asyncssh.TimeoutError as e:
+                    raise RemoteError(f"{self.name}: timed out after {timeout}s: {command}") from e
+                except (OSError, asyncssh.Error) as e:
+                    reason = transport_reason(e)
+                    if reason is not None:
+                        raise Unreachable(self.name, reason) from e
+                    raise RemoteError(f"{self.name}: connection lost: {e}") from e
         result = Result(r.exit_status if r.exit_status is not None else -1, str(r.stdout or ""), str(r.stderr or ""))
         if check and result.rc != 0:
             raise CommandFailed(command, result)
