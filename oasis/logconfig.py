@@ -139,6 +139,10 @@ def setup(fmt: str = "text", level: int = logging.INFO, stream: Any = None) -> N
     root.setLevel(level)
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if fmt == "json" else logging.WARNING)
     logging.captureWarnings(True)
+    # httpx logs every request's full URL at INFO: a signed URL's query (a temporary URL's signature) is a
+    # credential of its own.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # no handler of their own: through the root's
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
