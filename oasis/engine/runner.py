@@ -115,11 +115,23 @@ class Engine:
         """Drive with the operation's context on every line logged meanwhile: the request that asked for it and
         the operation (`cluster:<id>:create`), so that its story reads across the API's and the engines' logs."""
         kind, op = metrics.model_name(model.__tablename__), self.driving[row_id][1]
-        with self.db.session() as s:
-            request_id = s.scalar(select(model.request_id).where(model.id == row_id))
-        with logconfig.bound(request_id=request_id, operation=f"{kind}:{row_id}:{op}", **{f"{kind}_id": row_id}), \
+        context = self._context_of(model, row_id)
+        with logconfig.bound(**{**context, "operation": f"{kind}:{row_id}:{op}", f"{kind}_id": row_id}), \
                 metrics.OPERATIONS_IN_FLIGHT.labels(kind, op).track_inprogress():
             await self._drive_bound(model, machine, row_id, kind, op)
+
+    def _context_of(self, model: Any, row_id: str) -> dict[str, str | None]:
+        """The request that asked for the row's operation, and the rows it belongs to (a job's cluster, a
+        cluster's site). Best effort: a database hiccup here costs the lines their context, not the operation."""
+        related = [name for name in ("cluster_id", "site_id") if hasattr(model, name)]
+        try:
+            with self.db.session() as s:
+                row = s.execute(select(model.request_id, *(getattr(model, n) for n in related)).where(
+                    model.id == row_id)).first()
+        except Exception:  # noqa: BLE001 - the operation itself meets the database next and handles it
+            log.warning("engine %s: could not read the context of %s %s", self.id, model.__tablename__, row_id)
+            return {}
+        return dict(zip(["request_id", *related], row)) if row is not None else {}
 
     async def _drive_bound(self, model: Any, machine: Callable, row_id: str, kind: str, op: str) -> None:
         me = asyncio.current_task()
