@@ -17,6 +17,7 @@ from oasis.api.errors import http_exception, unhandled
 from oasis.api.routing import Deps, Routes
 from oasis.config import Settings
 from oasis.db.session import Database
+from oasis.identity import open_identity
 from oasis.storage.base import ObjectStore
 
 # Every route of the server, in one table: the version documents, Sahara's resources, the site join (a bundle's
@@ -49,7 +50,7 @@ def build_routes(deps: Deps) -> Routes:
 def create_app(settings: Settings, db: Database, store: ObjectStore,
                notify: Callable[[], None] | None = None) -> Starlette:
     """`notify`, if given, is called after every write that sets an `op`, to wake an in-process engine."""
-    deps = Deps(settings, db, store, notify)
+    deps = Deps(settings, db, store, open_identity(settings, db), notify)
     routes = build_routes(deps)
     app = Starlette(
         routes=[Route("/openapi.json", openapi_document, methods=["GET"]),

@@ -27,7 +27,7 @@ from oasis.api.errors import INTERNAL, ApiError, bad, duplicate_entry, keystone_
 from oasis.api.views import for_version
 from oasis.config import Settings
 from oasis.db.session import Database
-from oasis.identity import builtin
+from oasis.identity.base import Identity
 from oasis.identity.policy import Forbidden, authorize
 from oasis.identity.principal import Principal
 from oasis.storage.base import ObjectStore
@@ -46,6 +46,7 @@ class Deps:
     settings: Settings
     db: Database
     store: ObjectStore
+    identity: Identity
     notify: Callable[[], None] | None = None
 
 
@@ -156,8 +157,7 @@ def _authenticate(deps: Deps, request: Request) -> Principal:
     token = request.headers.get("x-auth-token", "")
     if not token:
         raise ApiError(401, "UNAUTHORIZED", "Authentication required: send a token in X-Auth-Token")
-    with deps.db.session() as s:
-        principal = builtin.check_token(s, token)
+    principal = deps.identity.authenticate_token(token)
     if principal is None:
         raise ApiError(401, "UNAUTHORIZED", "The token is invalid or has expired")
     return principal

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from sqlalchemy import select
 
 from oasis import logconfig, metrics
+from oasis.identity import open_identity
 from oasis.config import Settings
 from oasis.db.models import Cluster, Job, Site, utcnow
 from oasis.db.session import Database, LeaseLost, fenced
@@ -43,6 +44,7 @@ class Engine:
         self.settings, self.db = settings, db
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.remotes = Remotes()
+        self.identity = open_identity(settings, db)  # trusts: acting for a user after its token has expired
         grace = settings.unreachable_grace_seconds
         self.machines: list[tuple[Any, Callable]] = [
             (Cluster, cluster_machine(db, self.remotes, self.wake, unreachable_grace=grace)),

