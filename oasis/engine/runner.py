@@ -16,7 +16,6 @@ from typing import Any, Callable
 from sqlalchemy import select
 
 from oasis import logconfig, metrics
-from oasis.identity import open_identity
 from oasis.config import Settings
 from oasis.db.models import Cluster, Job, Site, utcnow
 from oasis.db.session import Database, LeaseLost, fenced
@@ -27,6 +26,7 @@ from oasis.engine.clusters import cluster_machine
 from oasis.engine.health import check_hosts
 from oasis.engine.jobs import job_machine
 from oasis.engine.sites import site_machine
+from oasis.identity import open_identity
 from oasis.remote.hosts import Remotes
 from oasis.storage.base import ObjectStore
 from oasis.storage.secrets import secrets_for
