@@ -13,7 +13,8 @@ Every write is one whole object and comes before the removals it makes unneeded,
 resuming the watch) is right at every moment: overlapping parts hold the same bytes (the job's file only
 grows), the chain from byte 0 takes at each step the part that reaches furthest, a part that vanished under a
 reader means a merge or the final object replaced it (read again), and the offset a stream reached is the end
-of its chain (or the final object's size)."""
+of its chain. An engine that resumes a watch and finds a final object (its predecessor died after making it, or
+an older oasis copied the whole log there) turns it back into a part and makes it again at the end."""
 from __future__ import annotations
 
 import re
@@ -32,6 +33,7 @@ from oasis.storage.base import ObjectInfo, ObjectNotFound, ObjectStore
 STREAMS = ("stdout", "stderr")
 MERGE_FAN = 16  # this many parts of one level become one part of the next
 MERGE_MAX_BYTES = 8 << 20  # parts this big together are left as they are: few enough already
+FINAL_LEVEL = 99  # the level of a final object turned back into a part: too big to merge again
 READ_ATTEMPTS = 5  # a part removed under a reader is read again from a fresh listing; a few races at most
 EXPIRED = "logs_expired"  # on a job's runtime once retention removed its logs (its cluster still exists)
 _PART = re.compile(r"(\d{16})-(\d{16})-(\d+)\Z")
@@ -146,19 +148,25 @@ class StreamWriter:
 
     def __init__(self, store: ObjectStore, job_id: str, stream: str) -> None:
         self.store, self.job_id, self.stream = store, job_id, stream
+        self.final = False
         prefix = parts_prefix(job_id, stream)
         listed = parse_parts(store.list(prefix), prefix)
+        if store.exists(final_key(job_id, stream)):
+            # A watch is going on, so a final object is a prefix of the job's file: made by an engine that died
+            # before it recorded the job's end, or by an older oasis that copied the whole log between slices.
+            # It becomes a part (of a level no merge reaches), and the final object is made again at the end.
+            whole = store.get(final_key(job_id, stream))
+            if whole and (chain(listed)[-1].end if chain(listed) else 0) < len(whole):
+                store.put(part_key(job_id, stream, 0, len(whole), FINAL_LEVEL), whole)
+                listed.append(Part(part_key(job_id, stream, 0, len(whole), FINAL_LEVEL), 0, len(whole), FINAL_LEVEL))
+            store.delete(final_key(job_id, stream))
         self.parts = chain(listed)
-        self.final = store.exists(final_key(job_id, stream))
-        if self.final:
-            self.offset = len(store.get(final_key(job_id, stream)))
-        else:
-            self.offset = self.parts[-1].end if self.parts else 0
-            # Parts a merge had replaced when its engine died before removing them: covered, so never read.
-            kept = {p.key for p in self.parts}
-            for p in listed:
-                if p.key not in kept and p.end <= self.offset:
-                    store.delete(p.key)
+        self.offset = self.parts[-1].end if self.parts else 0
+        # Parts a merge had replaced when its engine died before removing them: covered, so never read.
+        kept = {p.key for p in self.parts}
+        for p in listed:
+            if p.key not in kept and p.end <= self.offset:
+                store.delete(p.key)
 
     def append(self, start: int, data: bytes) -> None:
         """Bytes `start`.. of the stream; what the store already holds of them is skipped, so a piece that was

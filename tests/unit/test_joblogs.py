@@ -112,6 +112,19 @@ def test_a_piece_read_again_is_not_doubled() -> None:
     assert read(store, "j", "stdout")[0] == b"hello world\n" and writer.offset == 12
 
 
+def test_a_whole_copy_left_by_an_older_engine_is_gone_on_from() -> None:
+    """An older oasis copied the whole log between slices to the final key; a new engine resuming the watch
+    goes on after those bytes, and the end makes the final object again with all of them."""
+    store = MemoryStore()
+    store.put(final_key("j", "stdout"), b"copied before the upgrade\n")
+    writer = StreamWriter(store, "j", "stdout")
+    assert writer.offset == 26
+    writer.append(26, b"and after it\n")
+    assert read(store, "j", "stdout")[0] == b"copied before the upgrade\nand after it\n"
+    writer.finish()
+    assert store.objects == {final_key("j", "stdout"): b"copied before the upgrade\nand after it\n"}
+
+
 @pytest.mark.parametrize("die_at", range(1, 100))  # an undisturbed run makes 94 writes
 def test_an_engine_that_dies_at_any_store_write_is_resumed_with_no_byte_lost_or_doubled(die_at: int) -> None:
     """The job's file only grows; an engine appends what `wait` gave it from its offset, merges, and makes the
