@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 WAIT_SLICE = 20.0  # seconds one `wait` call blocks at most; it answers sooner when the job's logs grew
 LOG_PIECE_BYTES = 1 << 20  # of each stream per `wait`: a chatty job's backlog comes over a few calls
+STORE_RETRY_SECONDS = 1.0  # a store that refused a log piece is asked again this much later
 # Failures that are the job's, not the engine's: they end the operation with a reason for the user.
 JOB_FAILURES = (RemoteError, PluginError, BinaryError, ObjectNotFound, access.AccessError, StoreError,
                 asyncio.TimeoutError)
@@ -263,7 +264,11 @@ class JobWork(Work):
         """One `wait` on the job: it answers at its end, at `timeout`, or soon after its stdout or stderr grew,
         with the bytes past what the store holds, which are appended there."""
         result = await agent.wait_job(workdir, timeout, logs.offsets, LOG_PIECE_BYTES)
-        await asyncio.to_thread(logs.append, result.get("logs"))
+        try:
+            await asyncio.to_thread(logs.append, result.get("logs"))
+        except (StoreError, OSError) as e:  # the job goes on; the next wait asks again from what was stored
+            log.warning("job %s: could not copy its logs to the store, trying again: %s", self.id, e)
+            await asyncio.sleep(STORE_RETRY_SECONDS)
         return result
 
     async def _finish_logs(self) -> None:

@@ -23,7 +23,7 @@ from oasis.engine.jobs import JobWork
 from oasis.remote.agent_client import Agent
 from oasis.remote.hosts import Remotes
 from oasis.remote.local import LocalRemote
-from oasis.storage.base import ObjectInfo, ObjectNotFound
+from oasis.storage.base import ObjectInfo, ObjectNotFound, StoreError
 from tests.world import World, cluster_body
 
 AGENT = Path(__file__).parents[2] / "oasis" / "remote" / "agent.py"
@@ -262,6 +262,33 @@ def test_the_watch_streams_a_running_job_and_a_resumed_watch_goes_on_at_the_byte
     with world.db.session() as s:
         result = s.get(Job, job_id).op_target["result"]
     assert result["done"] and result["rc"] == 0 and "logs" not in result  # no log bytes in the database
+
+
+class RefusesOnce:
+    """The deployment's store, refusing the first write (a store that is briefly down)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store, self.refused = store, 0
+
+    def put(self, key: str, data: bytes) -> None:
+        if not self.refused:
+            self.refused += 1
+            raise StoreError("PUT refused", 503)
+        self.store.put(key, data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_store_that_refuses_a_piece_does_not_fail_the_job_nor_lose_the_piece(world: World, tmp_path: Path) -> None:
+    d = tmp_path / "job"
+    job_id = _job_row(world, str(d))
+    agent("run", str(d), "--", "sh", "-c", "echo a; echo b >&2")
+    store = RefusesOnce(world.store)
+    asyncio.run(asyncio.wait_for(LocalJobWork(world.db, job_id, lambda: None, Remotes(), store, None, 900.0).watch(),
+                                 60))
+    assert store.refused == 1
+    assert world.store.get(final_key(job_id, "stdout")) == b"a\n" and world.store.get(final_key(job_id, "stderr")) == b"b\n"
 
 
 # --- the API --------------------------------------------------------------------------------------------
