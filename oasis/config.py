@@ -36,6 +36,8 @@ class Settings:
     # How long a job's S3 presigned requests live; the engine renews them every third of it while the job runs,
     # so a job's S3 access ends at most this long after the job (see oasis.edp.access).
     s3_access_ttl_seconds: float = float(os.environ.get("OASIS_S3_ACCESS_TTL_SECONDS", "900"))
+    # Days a job's logs (and, once its cluster is gone, its row) are kept after it ended; 0 keeps them forever.
+    job_retention_days: float = float(os.environ.get("OASIS_JOB_RETENTION_DAYS", "30"))
     # TLS on the API (oasis.tls): "auto" makes a CA in the state dir and serves with a certificate from it; or
     # the operator's certificate and key, with the CA that signed them. `tls_ca` is what clients verify with.
     tls: str = field(default_factory=lambda: os.environ.get("OASIS_TLS", ""))

@@ -2,11 +2,12 @@
 an engine; the API never talks to a cluster."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from starlette.responses import PlainTextResponse
+from starlette.responses import Response
 
 from oasis.api import schemas, views
 from oasis.api.errors import bad
@@ -16,11 +17,11 @@ from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.db.models import Cluster, DataSource, Job, JobBinary, JobTemplate
 from oasis.db.states import ClusterStatus, JobOp
+from oasis.edp import joblogs
 from oasis.edp import statuses as st
 from oasis.edp.shares import ShareError, check_file_sources, shares_for_cluster
 from oasis.identity.principal import Principal
 from oasis.plugins import get_plugin
-from oasis.storage.base import ObjectNotFound
 
 JT, JOB = "Job template", "Job"
 # Types that run a main script or application; Java runs a class from its libs (or a main jar).
@@ -269,19 +270,33 @@ def delete_job(ctx: Ctx) -> Reply:
     return Reply(204)
 
 
-def job_logs(ctx: Ctx) -> PlainTextResponse:
-    ctx.check_params({"stream"})
+def job_logs(ctx: Ctx) -> Response:
+    """A job's stdout or stderr from byte `offset` (the whole log without it), while it runs and after it
+    ended, also once its cluster is gone. `X-Oasis-Log-Size` is the bytes known so far (the next offset to ask
+    for); `X-Oasis-Log-Complete` is true once the job is final and its log is whole."""
+    ctx.check_params({"stream", "offset"})
     stream = ctx.query.get("stream", "stdout")
     if stream not in LOG_STREAMS:
         raise bad("INVALID_DATA", f"stream must be one of {', '.join(LOG_STREAMS)}")
+    offset = _offset(ctx.query.get("offset"))
     with ctx.db.session() as s:
         job = get_visible(s, Job, ctx.path["id"], ctx.principal, JOB)
-        key = f"jobs/{job.id}/{stream}"
-    try:
-        text = ctx.store.get(key).decode(errors="replace")
-    except ObjectNotFound:
-        text = ""
-    return PlainTextResponse(text)
+        job_id, ended = job.id, job.status in st.TERMINAL
+    # The row before the store: an ended job's engine wrote all it will ever copy before it marked the end (a
+    # job killed with its cluster keeps the parts it had as its log), so what the store holds next is whole.
+    data, snap = joblogs.read(ctx.store, job_id, stream, offset)
+    return Response(data, media_type="text/plain; charset=utf-8",
+                    headers={"X-Oasis-Log-Size": str(snap.size), "X-Oasis-Log-Complete": str(ended).lower()})
+
+
+def _offset(value: str | None) -> int:
+    if value is None:
+        return 0
+    if re.fullmatch(r"-[0-9]+", value):
+        raise bad("INVALID_DATA", f"offset must not be negative, not {value[:40]}")
+    if not re.fullmatch(r"[0-9]+", value):
+        raise bad("INVALID_DATA", f"offset must be a whole number of bytes, not {value[:40]!r}")
+    return int(value)
 
 
 def register(routes: Routes) -> None:

@@ -127,10 +127,12 @@ _OTHER_PARAMS = {
     ("GET", "/images"): {"name": _str, "tags": _str, "username": _str},
     ("GET", "/job-types"): {"type": _str, "plugin_name": _str, "plugin_version": _str, "plugin": _str,
                             "version": _str, "hints": _bool},
-    ("GET", "/jobs/{id}/logs"): {"stream": {"type": "string", "enum": ["stdout", "stderr"]}},
+    ("GET", "/jobs/{id}/logs"): {"stream": {"type": "string", "enum": ["stdout", "stderr"]},
+                                 "offset": {"type": "integer", "minimum": 0}},
     ("GET", "/projects"): {"name": _str},
     ("GET", "/users"): {"name": _str},
-    ("GET", "/job-executions/{id}/logs"): {"stream": {"type": "string", "enum": ["stdout", "stderr"]}},
+    ("GET", "/job-executions/{id}/logs"): {"stream": {"type": "string", "enum": ["stdout", "stderr"]},
+                                           "offset": {"type": "integer", "minimum": 0}},
 }
 _PAGED = {"limit": {"type": "integer", "minimum": 1}, "marker": _str, "sort_by": _str}
 

@@ -350,3 +350,9 @@ class OasisClient:
 
     def logs(self, job_id: str, stream: str = "stdout") -> str:
         return self.request("GET", f"/jobs/{job_id}/logs", params={"stream": stream}).text
+
+    def log_piece(self, job_id: str, stream: str = "stdout", offset: int = 0) -> tuple[bytes, int, bool]:
+        """A job's log from byte `offset`: (the bytes, the size known so far, whether the log is complete)."""
+        r = self.request("GET", f"/jobs/{job_id}/logs", params={"stream": stream, "offset": offset})
+        size = int(r.headers.get("X-Oasis-Log-Size", offset + len(r.content)))
+        return r.content, size, r.headers.get("X-Oasis-Log-Complete", "true") == "true"

@@ -1,14 +1,18 @@
 """`oasis job ...` (executions) and `oasis job template ...`"""
 from __future__ import annotations
 
+import codecs
 import sys
-from typing import Any, Optional
+import time
+from typing import IO, Any, Optional
 
 import typer
 
-from oasis.cli.client import OasisError
-from oasis.cli.common import client, command, console, key_values, parse_time, record, seconds, table
+from oasis.cli.client import OasisClient, OasisError
+from oasis.cli.common import client, command, console, err_console, key_values, parse_time, record, seconds, table
 from oasis.cli.watch import job_status, wait_jobs
+
+FOLLOW_SECONDS = 0.5  # how often `logs -f` asks for what is new: the log is at most about a second behind
 
 app = typer.Typer(help="Jobs: run job templates on clusters; status, logs, cancel.", no_args_is_help=True)
 templates = typer.Typer(help="Job templates: a job type and its main binary.", no_args_is_help=True)
@@ -144,8 +148,42 @@ def delete(ctx: typer.Context, job_id: str) -> None:
 
 @command(app, "logs")
 def logs(ctx: typer.Context, job_id: str,
-         stderr: bool = typer.Option(False, "--stderr", help="The job's stderr instead of its stdout")) -> None:
-    """Print a job's stdout (or stderr)."""
-    sys.stdout.write(client(ctx).logs(job_id, "stderr" if stderr else "stdout"))
-    sys.stdout.flush()
+         stderr: bool = typer.Option(False, "--stderr", help="The job's stderr instead of its stdout"),
+         follow: bool = typer.Option(False, "-f", "--follow",
+                                     help="Print new output as it comes, until the job ends")) -> None:
+    """Print a job's stdout (or stderr); with -f, follow it while the job runs."""
+    stream = "stderr" if stderr else "stdout"
+    c = client(ctx)
+    if not follow:
+        sys.stdout.write(c.logs(job_id, stream))
+        sys.stdout.flush()
+        return
+    try:
+        follow_log(c, job_id, stream)
+    except KeyboardInterrupt:  # the user stopped following; the job goes on
+        raise typer.Exit(130) from None
+    job = c.show("jobs", job_id)
+    status = job_status(job)
+    rc = job.get("return_code")
+    err_console.print(f"job {job_id} ended {status}" + (f" (exit code {rc})" if rc is not None else ""))
+    if status != "SUCCEEDED":
+        raise typer.Exit(1)
 
+
+def follow_log(c: OasisClient, job_id: str, stream: str, interval: float = FOLLOW_SECONDS,
+               out: IO[str] | None = None) -> None:
+    """Print a job's log as it grows, asking for the bytes past what was printed, until it is complete."""
+    out = out or sys.stdout
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character split across two reads
+    offset = 0
+    while True:
+        data, size, complete = c.log_piece(job_id, stream, offset)
+        offset += len(data)
+        text = decoder.decode(data, final=complete and offset >= size)
+        if text:
+            out.write(text)
+            out.flush()
+        if complete and offset >= size:
+            return
+        if offset >= size:  # nothing more yet: poll again soon; more waiting means bytes are known already
+            time.sleep(interval)

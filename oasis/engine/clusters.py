@@ -443,7 +443,8 @@ class ClusterWork(Work):
     # --- delete -------------------------------------------------------------------------------------------
 
     async def stop_jobs(self) -> None:
-        """Jobs still running on a cluster being deleted are killed, then detached from it (as Sahara does)."""
+        """Jobs still running on a cluster being deleted are killed. Every job keeps its row, its `cluster_id`
+        and its logs after the cluster is gone (retention removes them, oasis/edp/joblogs.py)."""
         with self.db.session() as s:
             jobs = list(s.scalars(select(Job).where(Job.cluster_id == self.id)))
             running = [dict(j.runtime) for j in jobs if j.status not in TERMINAL]
@@ -453,7 +454,6 @@ class ClusterWork(Work):
             for j in s.scalars(select(Job).where(Job.cluster_id == self.id)):
                 if j.status not in TERMINAL:
                     j.status, j.end_time, j.op = KILLED, utcnow(), None
-                j.cluster_id = None
 
     async def remove_everything(self) -> None:
         """Tear the cluster down. A host that cannot be reached is waited for (the machine does, without a

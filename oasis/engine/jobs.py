@@ -3,7 +3,9 @@ steps of the one operation machine (oasis/engine/machine.py).
 
 The launcher (oasis-agent `run`) keeps the job alive on the master instance whatever happens to the
 controller; the engine watches it with `wait`, which returns the moment the job's result is written, so the
-API shows a job's end within a fraction of a second instead of Sahara's 45-second poll."""
+API shows a job's end within a fraction of a second instead of Sahara's 45-second poll, and soon after the job
+wrote to stdout or stderr, so its logs reach the store piece by piece (oasis/edp/joblogs.py) a fraction of a
+second behind."""
 from __future__ import annotations
 
 import asyncio
@@ -18,10 +20,11 @@ from oasis import metrics
 from oasis.db.models import Cluster, Instance, Job, JobBinary, JobTemplate, Site, utcnow
 from oasis.db.session import Database
 from oasis.db.states import ClusterOp, ClusterStatus, JobOp
-from oasis.edp import access
+from oasis.edp import access, joblogs
 from oasis.edp import statuses as st
 from oasis.edp.binaries import BinaryError, fetch
 from oasis.edp.datasources import resolve_job
+from oasis.edp.joblogs import LogWriter
 from oasis.edp.shares import check_file_sources, shares_for_cluster
 from oasis.engine.machine import Machine, Operation, OperationError, Step, Wait, Work
 from oasis.engine.views import build_view, cluster_runtime
@@ -34,7 +37,9 @@ from oasis.storage.base import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
 
-WAIT_SLICE = 20.0  # seconds one `wait` call blocks; between slices the logs are copied to the store
+WAIT_SLICE = 20.0  # seconds one `wait` call blocks at most; it answers sooner when the job's logs grew
+LOG_PIECE_BYTES = 1 << 20  # of each stream per `wait`: a chatty job's backlog comes over a few calls
+STORE_RETRY_SECONDS = 1.0  # a store that refused a log piece is asked again this much later
 # Failures that are the job's, not the engine's: they end the operation with a reason for the user.
 JOB_FAILURES = (RemoteError, PluginError, BinaryError, ObjectNotFound, access.AccessError, StoreError,
                 asyncio.TimeoutError)
@@ -45,8 +50,9 @@ ACCESS_SECONDS = 7 * 24 * 3600  # scoped access lasts until the job ends, at mos
 ACCESS_RETRY_SECONDS = 5.0  # a failed renewal of a job's S3 access is tried again this soon (or at TTL/3)
 
 
-def log_key(job_id: str, stream: str) -> str:
-    return f"jobs/{job_id}/{stream}"
+def _without_logs(result: dict[str, Any]) -> dict[str, Any]:
+    """The job's end as kept on its row: the log bytes live in the store, never in the database."""
+    return {k: v for k, v in result.items() if k != "logs"}
 
 
 async def kill_on_instance(db: Database, remotes: Remotes, runtime: dict[str, Any]) -> None:
@@ -181,11 +187,11 @@ class JobWork(Work):
             renewer = asyncio.create_task(keep_fresh(
                 lambda: self._renew_access(runtime, agent.remote, agent.owner_ids), period, min(period, ACCESS_RETRY_SECONDS),
                 first_delay=period if self.launched_now else 0.0, what=f"job {self.id}"))
+        logs = await asyncio.to_thread(LogWriter, self.store, self.id)  # goes on where the store's parts end
         try:
             while True:
-                result = await agent.wait_job(runtime["dir"], WAIT_SLICE)
-                await self._copy_logs(agent.remote, runtime["dir"])
-                if result.get("done"):
+                result = await self._copy_logs(agent, runtime["dir"], logs, WAIT_SLICE)
+                if result.get("done") and logs.caught_up(result.get("logs")):
                     break
         finally:
             if renewer is not None:
@@ -193,9 +199,10 @@ class JobWork(Work):
                 await asyncio.gather(renewer, return_exceptions=True)
         # the access file goes before the job shows as ended: whoever sees the end sees the access withdrawn
         await self._drop_access_file(agent.remote, force=True)
+        await asyncio.to_thread(logs.finish)  # whole, under the final keys, before the job shows as ended
         with self.db.session() as s:
             job = self.row(s)
-            job.op_target = {**(job.op_target or {}), "result": result}
+            job.op_target = {**(job.op_target or {}), "result": _without_logs(result)}
 
     async def ended(self) -> None:
         with self.db.session() as s:
@@ -203,6 +210,7 @@ class JobWork(Work):
         self._record_end(result)
 
     async def failed(self, error: Exception) -> None:
+        await self._finish_logs()
         self.done(status=st.FAILED, end_time=utcnow(), start_time=_or_now(self.id, self.db),
                   info={"status_description": str(error)[:2000]})
         self._after_end()
@@ -254,13 +262,24 @@ class JobWork(Work):
         except RemoteError as e:
             log.warning("job %s: could not remove its access file: %s", self.id, e)
 
-    async def _copy_logs(self, remote, workdir: str) -> None:  # noqa: ANN001
-        for stream in ("stdout", "stderr"):
-            try:
-                data = await remote.get(f"{workdir}/{stream}")
-            except RemoteError:
-                continue
-            await asyncio.to_thread(self.store.put, log_key(self.id, stream), data)
+    async def _copy_logs(self, agent, workdir: str, logs: LogWriter, timeout: float) -> dict[str, Any]:  # noqa: ANN001
+        """One `wait` on the job: it answers at its end, at `timeout`, or soon after its stdout or stderr grew,
+        with the bytes past what the store holds, which are appended there."""
+        result = await agent.wait_job(workdir, timeout, logs.offsets, LOG_PIECE_BYTES)
+        try:
+            await asyncio.to_thread(logs.append, result.get("logs"))
+        except (StoreError, OSError) as e:  # the job goes on; the next wait asks again from what was stored
+            log.warning("job %s: could not copy its logs to the store, trying again: %s", self.id, e)
+            await asyncio.sleep(STORE_RETRY_SECONDS)
+        return result
+
+    async def _finish_logs(self) -> None:
+        """A job that ended without its watch (it failed, its host is gone) keeps what the store holds of its
+        logs, as whole final objects."""
+        try:
+            await asyncio.to_thread(lambda: LogWriter(self.store, self.id).finish())
+        except (StoreError, OSError) as e:
+            log.warning("job %s: could not make its logs final: %s", self.id, e)
 
     def _revoke(self) -> None:
         """Withdraw the job's scoped data access (Swift: rotate the temp-URL key once no live job uses it)."""
@@ -335,8 +354,15 @@ class JobWork(Work):
             result: dict[str, Any] = {"cancelled": True}
         else:
             await agent.cancel_job(runtime["dir"])
-            result = await agent.wait_job(runtime["dir"], 60)
-            await self._copy_logs(agent.remote, runtime["dir"])
+            logs = await asyncio.to_thread(LogWriter, self.store, self.id)
+            deadline = asyncio.get_running_loop().time() + 60
+            while True:  # the job's last words, up to its end (or the minute a kill may take)
+                left = max(0.0, deadline - asyncio.get_running_loop().time())
+                result = await self._copy_logs(agent, runtime["dir"], logs, left)
+                if (result.get("done") and logs.caught_up(result.get("logs"))) or not left:
+                    break
+            await asyncio.to_thread(logs.finish)
+            result = _without_logs(result)
             await self._drop_access_file(agent.remote, force=True)
             if result.get("done"):
                 result = {**result, "cancelled": True}
@@ -361,8 +387,7 @@ class JobWork(Work):
                 log.warning("job %s: could not stop it before deleting: %s", self.id, e)
             self._revoke()
             await self._drop_access_file(force=True)
-        for stream in ("stdout", "stderr"):
-            self.store.delete(log_key(self.id, stream))
+        await asyncio.to_thread(joblogs.delete_all, self.store, self.id)
 
     async def deleted(self) -> None:
         with self.db.session() as s:

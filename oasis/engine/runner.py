@@ -20,6 +20,7 @@ from oasis.config import Settings
 from oasis.db.models import Cluster, Job, Site, utcnow
 from oasis.db.session import Database, LeaseLost, fenced
 from oasis.db.states import ClusterOp, ClusterStatus
+from oasis.edp.joblogs import purge_expired
 from oasis.edp.statuses import TERMINAL
 from oasis.engine import leases
 from oasis.engine.clusters import cluster_machine
@@ -36,12 +37,13 @@ log = logging.getLogger(__name__)
 TRANSIENT_IDLE_SECONDS = 30.0  # Sahara's min_transient_cluster_active_time
 PERIODIC_SECONDS = 10.0  # each periodic task runs once per period, on whichever engine claims it first
 PERIODIC_CHECK_SECONDS = 1.0  # how often an engine looks for an unclaimed period: none is missed
+RETENTION_SECONDS = 300.0  # how often ended jobs past OASIS_JOB_RETENTION_DAYS are looked for
 LAG_WARNING_SECONDS = 5.0  # a loop this late is worth a warning: the machine or the database is overloaded
 
 
 class Engine:
     def __init__(self, settings: Settings, db: Database, store: ObjectStore) -> None:
-        self.settings, self.db = settings, db
+        self.settings, self.db, self.store = settings, db, store
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.remotes = Remotes()
         self.identity = open_identity(settings, db)  # trusts: acting for a user after its token has expired
@@ -58,6 +60,7 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_periodic = 0.0
         self._health: asyncio.Task | None = None  # the host health check in progress, if any
+        self._retention: asyncio.Task | None = None  # the job retention run in progress, if any
         self.pulse = leases.Pulse(db, self.id)
 
     def wake(self) -> None:
@@ -178,7 +181,20 @@ class Engine:
         if slot is not None:
             log.info("engine %s: periodic transient-clusters slot %d", self.id, slot)
             self._delete_idle_transient()
+        slot = leases.claim_period(self.db, "job-retention", RETENTION_SECONDS, self.id)
+        if slot is not None and self.settings.job_retention_days > 0:
+            log.info("engine %s: periodic job-retention slot %d", self.id, slot)
+            self._expire_jobs()
         self._check_health()
+
+    def _expire_jobs(self) -> None:
+        """Remove the logs (and, once their cluster is gone, the rows) of jobs past the retention; in a thread,
+        since a store may be slow, and never two at once."""
+        if self._retention is not None and not self._retention.done():
+            return
+        self._retention = asyncio.create_task(asyncio.to_thread(
+            purge_expired, self.db, self.store, self.settings.job_retention_days))
+        self._retention.add_done_callback(_log_retention_failure)
 
     def _check_health(self) -> None:
         """Check the hosts of the sites whose check this engine took for this period, unless its previous
@@ -211,3 +227,8 @@ class Engine:
 def _log_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("host health check failed", exc_info=task.exception())
+
+
+def _log_retention_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("job retention failed; tried again next period", exc_info=task.exception())

@@ -15,7 +15,10 @@ idempotent, so an engine that died half-way can simply run it again.
                                               wait for PATTERN in DIR/NAME.log (fails if the daemon exits or a
                                               --fail PATTERN shows first)
   run DIR [--env K=V ...] -- ARGV...          launch a job once; stdout, stderr, pid and result live in DIR
-  wait DIR TIMEOUT                            wait up to TIMEOUT s for a job's end; prints a JSON status
+  wait DIR TIMEOUT [--from OUT ERR] [--max N] wait up to TIMEOUT s for a job's end; prints a JSON status. With
+                                              --from, also return soon after stdout or stderr grew beyond those
+                                              offsets, with "logs": {stream: {"from", "data" (base64, at most N
+                                              bytes), "size"}}
   cancel DIR [--grace S]                      stop a job's whole process tree
   signal DIR SIG                              send SIG (STOP or CONT) to a job's whole process group; prints
                                               JSON {"running": bool} (false: the job has ended or never ran)
@@ -43,6 +46,7 @@ Options before any other argument of start, stop, stop-all, wait, run, cancel an
                                               with its rights (a pid file it rewrote cannot aim the agent at
                                               anyone else's process)
 """
+import base64
 import fcntl
 import json
 import os
@@ -56,6 +60,8 @@ import sys
 import time
 
 POLL = 0.05
+LOG_COALESCE = 0.2  # `wait --from` answers this long after a log grew: a burst of lines comes as one piece
+LOG_MAX = 1 << 20  # bytes of each stream one `wait --from` answers at most; the rest comes with the next
 # Machine-wide, not under a host's base directory: the lab's hosts are namespaces of one machine that share one
 # /etc/passwd, so a project user is shared by every host of the machine and counted here across all of them.
 USERS_DIR = "/var/lib/oasis-agent/users"
@@ -341,12 +347,53 @@ def _status(d):
         return {"done": True, "rc": None, "lost": True}
 
 
-def cmd_wait(d, timeout):
+def _log_piece(d, stream, offset, limit):
+    """Up to `limit` bytes of the job's `stream` file from `offset` (base64: the answer is JSON), and the
+    file's size, which says whether more is left for the next call."""
+    try:
+        with open(os.path.join(d, stream), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(offset)
+            data = f.read(limit) if size > offset else b""
+    except FileNotFoundError:
+        size, data = 0, b""
+    return {"from": offset, "data": base64.b64encode(data).decode(), "size": max(size, offset + len(data))}
+
+
+def _size(d, stream):
+    try:
+        return os.stat(os.path.join(d, stream)).st_size
+    except OSError:
+        return 0
+
+
+def cmd_wait(d, timeout, *rest):
+    """With `--from OUT ERR`, also return once stdout or stderr has grown beyond those offsets (after a short
+    pause that gathers a burst of lines into one answer), with the new bytes: a follower is a fraction of a
+    second behind, and each call costs what is new, never the whole log. A stat of two files every POLL is
+    all the waiting costs."""
+    offsets, limit, i = None, LOG_MAX, 0
+    while i < len(rest):
+        if rest[i] == "--from":
+            offsets = {"stdout": int(rest[i + 1]), "stderr": int(rest[i + 2])}
+            i += 3
+        elif rest[i] == "--max":
+            limit = int(rest[i + 1])
+            i += 2
+        else:
+            raise SystemExit("unexpected argument: %s" % rest[i])
     deadline = time.time() + float(timeout)
     parent = os.getppid()
+    grown = None
     while True:
         st = _status(d)
-        if st["done"] or time.time() > deadline or os.getppid() != parent:
+        now = time.time()
+        if grown is None and offsets is not None and any(_size(d, s) > o for s, o in offsets.items()):
+            grown = now
+        if (st["done"] or now > deadline or os.getppid() != parent
+                or (grown is not None and now - grown >= LOG_COALESCE)):
+            if offsets is not None:
+                st["logs"] = {s: _log_piece(d, s, o, limit) for s, o in offsets.items()}
             print(json.dumps(st))
             return 0
         time.sleep(POLL)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import posixpath
@@ -95,8 +96,18 @@ class Agent:
     async def run_job(self, d: str, argv: list[str], env: dict[str, str]) -> int:
         return int(await self._call("run", *self._as(), d, *_env_args(env), "--", *argv) or 0)
 
-    async def wait_job(self, d: str, timeout: float) -> dict[str, Any]:
-        return json.loads(await self._call("wait", *self._as(), d, str(timeout), timeout=timeout + 60))
+    async def wait_job(self, d: str, timeout: float, offsets: dict[str, int] | None = None,
+                       limit: int | None = None) -> dict[str, Any]:
+        """The job's status once it ended or after `timeout` s. With `offsets` ({"stdout": n, "stderr": m}), also
+        as soon as a stream grew beyond its offset, with the new bytes under "logs" ({stream: {"from", "data",
+        "size"}}, `data` bytes, at most `limit` of each)."""
+        follow = ["--from", str(offsets.get("stdout", 0)), str(offsets.get("stderr", 0))] if offsets else []
+        if offsets and limit:
+            follow += ["--max", str(limit)]
+        out = json.loads(await self._call("wait", *self._as(), d, str(timeout), *follow, timeout=timeout + 60))
+        for piece in (out.get("logs") or {}).values():
+            piece["data"] = base64.b64decode(piece.get("data") or "")
+        return out
 
     async def cancel_job(self, d: str, grace: float = 5) -> None:
         await self._call("cancel", *self._as(), d, "--grace", str(grace), timeout=grace + 60)

@@ -44,7 +44,9 @@ class FilesystemStore:
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         root = self.root.resolve()
         found = []
-        for dirpath, _dirs, files in os.walk(root):
+        # Only the directory the prefix names is walked (jobs/ID/stdout.parts/ is one directory), not the store.
+        top = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else root
+        for dirpath, _dirs, files in os.walk(top):
             for name in files:
                 if name.startswith(".tmp-"):
                     continue
