@@ -17,7 +17,7 @@ from sqlalchemy import select
 from oasis.db.models import Cluster, Instance, Job, JobBinary, JobTemplate, Site, utcnow
 from oasis.db.session import Database
 from oasis.db.states import ClusterOp, ClusterStatus, JobOp
-from oasis.edp import access
+from oasis.edp import access, history
 from oasis.edp import statuses as st
 from oasis.edp.binaries import BinaryError, fetch
 from oasis.edp.datasources import resolve_job
@@ -190,6 +190,7 @@ class JobWork(Work):
             if renewer is not None:
                 renewer.cancel()
                 await asyncio.gather(renewer, return_exceptions=True)
+        await history.collect(agent.remote, runtime["dir"], self.store, self.id)  # event logs, Dask report
         # the access file goes before the job shows as ended: whoever sees the end sees the access withdrawn
         await self._drop_access_file(agent.remote, force=True)
         with self.db.session() as s:
@@ -335,6 +336,7 @@ class JobWork(Work):
             await agent.cancel_job(runtime["dir"])
             result = await agent.wait_job(runtime["dir"], 60)
             await self._copy_logs(agent.remote, runtime["dir"])
+            await history.collect(agent.remote, runtime["dir"], self.store, self.id)
             await self._drop_access_file(agent.remote, force=True)
             if result.get("done"):
                 result = {**result, "cancelled": True}
@@ -361,6 +363,7 @@ class JobWork(Work):
             await self._drop_access_file(force=True)
         for stream in ("stdout", "stderr"):
             self.store.delete(log_key(self.id, stream))
+        history.delete(self.store, self.id)
 
     async def deleted(self) -> None:
         with self.db.session() as s:
