@@ -68,7 +68,8 @@ def main(argv):
 
         # the job's scheduler and TLS settings: DASK_SCHEDULER_ADDRESS and DASK_CONFIG, as the script's own
         client = Client()
-        recorder = performance_report(filename=report)
+        # bokeh's scripts inline: the report opens offline, and loads nothing from a third party
+        recorder = performance_report(filename=report, mode="inline")
         recorder.__enter__()
     except Exception as e:  # noqa: BLE001
         note("no performance report for this job: %s" % e)
