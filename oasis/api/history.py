@@ -1,8 +1,8 @@
 """A job's history (an oasis extension): what it left in the deployment's store besides its logs, its Spark event
 logs and its Dask performance report (oasis/edp/history.py), readable after its cluster is gone.
 
-Only the job's own project (and administrators) see them: a public job's template is for everyone, its
-history is not, so another project gets the 404 of a job that does not exist."""
+Only the job's own project (and administrators) see them: a public job is visible to every project, its history
+is not, so another project gets the 404 of a job that does not exist."""
 from __future__ import annotations
 
 from starlette.responses import Response
@@ -20,33 +20,31 @@ _DOWNLOAD_HEADERS = {"Content-Security-Policy": "sandbox allow-scripts", "X-Cont
 _MEDIA = {history.DASK_KIND: "text/html; charset=utf-8", history.SPARK_EVENT_LOG: "application/octet-stream"}
 
 
-def _own_job(ctx: Ctx) -> Job:
+def _own_job(ctx: Ctx) -> str:
+    """The id of the job in the path if it is the caller's project's (or the caller an administrator)."""
     with ctx.db.session() as s:
         job = s.get(Job, ctx.path["id"])
         if job is None or not (ctx.principal.is_admin or job.project_id == ctx.principal.project_id):
             raise not_found("Job", ctx.path["id"])
-        s.expunge(job)
-        return job
+        return job.id
 
 
 def list_history(ctx: Ctx) -> Reply:
     """What a job left behind: its Spark event logs and its Dask performance report, by name."""
     ctx.check_params(set())
-    job = _own_job(ctx)
-    return Reply(200, {"history": history.listing(ctx.store, job.id)})
+    return Reply(200, {"history": history.listing(ctx.store, _own_job(ctx))})
 
 
 def get_history_file(ctx: Ctx) -> Response:
     """One of a job's history files, as a download."""
     ctx.check_params(set())
-    job = _own_job(ctx)
-    name = ctx.path["name"]
+    job_id, name = _own_job(ctx), ctx.path["name"]
     try:
-        data = history.read(ctx.store, job.id, name)
+        data = history.read(ctx.store, job_id, name)
     except history.HistoryError as e:
         raise bad("INVALID_DATA", str(e)) from None
     except ObjectNotFound:
-        raise ApiError(404, "NOT_FOUND", f"Job with id '{job.id}' left no history file '{name}'") from None
+        raise ApiError(404, "NOT_FOUND", f"Job with id '{job_id}' left no history file '{name}'") from None
     headers = {**_DOWNLOAD_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'}
     return Response(data, media_type=_MEDIA[history.kind_of(name) or ""], headers=headers)
 

@@ -24,6 +24,7 @@ from oasis.runtime import local_runtime
 
 HISTORY_SERVER = "org.apache.spark.deploy.history.HistoryServer"
 READY_TIMEOUT = 120.0
+CREDENTIAL_PREFIXES = ("OS_", "OASIS_")
 
 class Stopped(Exception):
     """SIGTERM: stop the History Server as Ctrl-C would."""
@@ -59,9 +60,10 @@ def server_properties(log_dir: Path, port: int) -> str:
 
 
 def server_env(runtime: dict[str, Any], conf_dir: Path) -> dict[str, str]:
+    # Not the credentials this command was given (OS_TOKEN, OS_PASSWORD, …): the server needs none of them.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(CREDENTIAL_PREFIXES)}
     # SPARK_LOCAL_IP: the UI listens on loopback only, not on every interface (Spark's default)
-    env = dict(os.environ, SPARK_HOME=runtime["spark_home"], SPARK_LOCAL_IP="127.0.0.1",
-               SPARK_CONF_DIR=str(conf_dir))
+    env.update(SPARK_HOME=runtime["spark_home"], SPARK_LOCAL_IP="127.0.0.1", SPARK_CONF_DIR=str(conf_dir))
     if runtime.get("java_home"):
         env["JAVA_HOME"] = runtime["java_home"]
     return env

@@ -10,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from oasis.cli import history as history_cli
+from oasis.cli.client import OasisClient, OasisError
 from oasis.db.models import Job
 from oasis.edp import history
 from oasis.plugins import dask as dask_plugin
@@ -360,3 +363,48 @@ def test_deleting_a_job_deletes_its_history(world: World, tmp_path: Path) -> Non
                    access_ttl=900)
     asyncio.run(work.delete())
     assert history.listing(world.store, jid) == []
+
+
+# --- `oasis history` without a server -------------------------------------------------------------------------
+
+
+def cli_client(files: dict[str, bytes]) -> OasisClient:
+    """A client of a service whose job j1 left `files`."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v2/jobs/j1/history":
+            return httpx.Response(200, json={"history": [{"name": n, "kind": history.kind_of(n), "size": len(d)}
+                                                         for n, d in files.items()]})
+        name = path.removeprefix("/v2/jobs/j1/history/")
+        if name in files:
+            return httpx.Response(200, content=files[name])
+        return httpx.Response(404, json={"error_code": 404, "error_name": "NOT_FOUND", "error_message": "no"})
+
+    return OasisClient("http://oasis.test:8386", "tok", transport=httpx.MockTransport(answer))
+
+
+def test_oasis_history_saves_a_dask_report_for_its_owner_only(tmp_path: Path) -> None:
+    saved = tmp_path / "report.html"
+    history_cli.save_report(cli_client({"dask-report.html": b"<html>report"}), "j1", saved)
+    assert saved.read_bytes() == b"<html>report" and saved.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(OasisError, match="left no Dask performance report"):
+        history_cli.save_report(cli_client({SPARK_LOG: b"events"}), "j1", tmp_path / "none.html")
+
+
+def test_oasis_history_needs_an_event_log(tmp_path: Path) -> None:
+    with pytest.raises(OasisError, match="left no Spark event log"):
+        history_cli.serve(cli_client({"dask-report.html": b"<html>"}), "j1", None)
+
+
+def test_the_history_server_is_configured_for_loopback_and_no_credentials(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    props = history_cli.server_properties(tmp_path / "logs", 18080)
+    assert f"spark.history.fs.logDirectory file:{tmp_path / 'logs'}\n" in props
+    assert "spark.history.ui.port 18080\n" in props
+    monkeypatch.setenv("OS_TOKEN", "the-users-token")
+    monkeypatch.setenv("OS_PASSWORD", "the-users-password")
+    env = history_cli.server_env({"spark_home": "/opt/spark", "java_home": "/opt/java"}, tmp_path)
+    assert env["SPARK_LOCAL_IP"] == "127.0.0.1" and env["JAVA_HOME"] == "/opt/java"
+    assert not any(k.startswith("OS_") for k in env)
+    assert history_cli.server_command("/opt/spark", tmp_path / "p")[:2] == [
+        "/opt/spark/bin/spark-class", "org.apache.spark.deploy.history.HistoryServer"]
