@@ -135,8 +135,9 @@ def test_collect_leaves_out_a_file_over_the_limit(tmp_path: Path, monkeypatch: p
 
 def view(plugin: str, configs: dict | None = None) -> ClusterView:
     master = "master" if plugin == "spark" else "scheduler"
-    inst = InstanceView("i1", "m", "master", [master], "127.0.0.1", "/base/i1", {"master": 20000, "master_ui": 20001,
-                        "scheduler": 20002, "dashboard": 20003}, 2, 2048, remote=None, agent=None)  # type: ignore[arg-type]
+    ports = {"master": 20000, "master_ui": 20001, "scheduler": 20002, "dashboard": 20003}
+    inst = InstanceView("i1", "m", "master", [master], "127.0.0.1", "/base/i1", ports, 2, 2048,
+                        remote=None, agent=None)  # type: ignore[arg-type]
     runtime = {"python": "/usr/bin/python3", "spark_home": "/opt/spark"}
     return ClusterView("c1", "c", "4.3", configs or {}, runtime, [inst], secrets={"insecure": True})
 
@@ -159,7 +160,8 @@ def test_a_spark_job_logs_its_events_into_its_own_directory() -> None:
         assert got["spark.eventLog.dir"] == f"file:{WORKDIR}/{history.HISTORY_DIR}"  # the job's, not its own
         assert got["spark.eventLog.rolling.enabled"] == "false"  # one file per application
         assert got["spark.executor.memory"] == "2g"
-        assert [a for a in argv if a.startswith("spark.eventLog.dir=")] == [f"spark.eventLog.dir=file:{WORKDIR}/history"]
+        dirs = [a for a in argv if a.startswith("spark.eventLog.dir=")]
+        assert dirs == [f"spark.eventLog.dir=file:{WORKDIR}/history"]
     # the directory exists before the driver starts: a file of the job's makes it
     files = plugin.job_files(view("spark"), WORKDIR)
     assert f"{WORKDIR}/{history.HISTORY_DIR}/README" in files
