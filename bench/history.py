@@ -86,8 +86,8 @@ def main() -> int:
              f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `bench/history.py` on {platform.machine()} "
              f"(1-minute load average {min(loads):.1f} to {max(loads):.1f} during the run), one `oasis up`, one "
              f"Spark cluster (1 master + {args.workers} workers, the `local` site), the demo's wordcount over "
-             "680 KiB, runs alternating (on, off; then off, on), after one warm-up run. A job: `POST /v2/jobs` → SUCCEEDED in the API, the event log's copy to "
-             "the store included.", "",
+             "680 KiB, runs alternating (on, off; then off, on), after one warm-up run. A job: `POST /v2/jobs` → "
+             "SUCCEEDED in the API, the event log's copy to the store included.", "",
              "| spark.eventLog.enabled | job → SUCCEEDED s | on / off |", "|---|---:|---:|",
              f"| true (the default) | {on:.2f} | {on / off:.2f}x |", f"| false | {off:.2f} | |", "",
              f"Event log kept per job: {statistics.median(sizes) / 1024:.1f} KiB (zstd).", "", "Samples (s):"]
