@@ -90,6 +90,8 @@ def main() -> int:
              "SUCCEEDED in the API, the event log's copy to the store included.", "",
              "| spark.eventLog.enabled | job → SUCCEEDED s | on / off |", "|---|---:|---:|",
              f"| true (the default) | {on:.2f} | {on / off:.2f}x |", f"| false | {off:.2f} | |", "",
+             f"Paired (each repetition's on and off run back to back, which a drifting load hits alike): median "
+             f"on / off {statistics.median(a / b for a, b in zip(samples['on'], samples['off'])):.2f}x.", "",
              f"Event log kept per job: {statistics.median(sizes) / 1024:.1f} KiB (zstd).", "", "Samples (s):"]
     for mode in MODES:
         lines.append(f"- {mode}: {', '.join(f'{x:.2f}' for x in samples[mode])}")
