@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from oasis.cli import (binaries, clusters, datasources, export, identity, jobs, keypairs, lab, plugins, sites,
-                       templates)
+from oasis.cli import (binaries, clusters, datasources, export, history, identity, jobs, keypairs, lab, plugins,
+                       sites, templates)
 from oasis.cli.common import Options, command, fail, options
 from oasis.cli.demo import Demo
 from oasis.config import Settings
@@ -161,6 +161,7 @@ app.add_typer(keypairs.app, name="keypair")
 app.add_typer(identity.projects, name="project")
 app.add_typer(identity.users, name="user")
 export.register(app)  # `oasis export`
+history.register(app)  # `oasis history JOB`
 
 app.add_typer(lab.lab_app, name="lab")
 

@@ -20,7 +20,7 @@ from oasis import metrics
 from oasis.db.models import Cluster, Instance, Job, JobBinary, JobTemplate, Site, utcnow
 from oasis.db.session import Database
 from oasis.db.states import ClusterOp, ClusterStatus, JobOp
-from oasis.edp import access, joblogs
+from oasis.edp import access, history, joblogs
 from oasis.edp import statuses as st
 from oasis.edp.binaries import BinaryError, fetch
 from oasis.edp.datasources import resolve_job
@@ -197,6 +197,7 @@ class JobWork(Work):
             if renewer is not None:
                 renewer.cancel()
                 await asyncio.gather(renewer, return_exceptions=True)
+        await history.collect(agent.remote, runtime["dir"], self.store, self.id)  # event logs, Dask report
         # the access file goes before the job shows as ended: whoever sees the end sees the access withdrawn
         await self._drop_access_file(agent.remote, force=True)
         await asyncio.to_thread(logs.finish)  # whole, under the final keys, before the job shows as ended
@@ -363,6 +364,7 @@ class JobWork(Work):
                     break
             await asyncio.to_thread(logs.finish)
             result = _without_logs(result)
+            await history.collect(agent.remote, runtime["dir"], self.store, self.id)
             await self._drop_access_file(agent.remote, force=True)
             if result.get("done"):
                 result = {**result, "cancelled": True}

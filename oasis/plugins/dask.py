@@ -39,6 +39,61 @@ def dask_setup(server):
 '''
 HTTP_TLS_READY = "oasis: HTTP requires a client certificate of the cluster"
 
+# A Dask job's performance report (`distributed.performance_report`: its task stream, profiles and the
+# scheduler's view of the run, one HTML file) is saved next to its logs, in the job's history directory, which the
+# engine keeps in the deployment's store when the job ends (oasis/edp/history.py, whose HISTORY_DIR and
+# DASK_REPORT these are). The job's script runs through this wrapper, written into the job's directory: the same
+# script, argv and exit code as `python script.py ARGS` (a SystemExit passes through), inside a report. The
+# report is an extra: if a client cannot be made or the report cannot be saved, the script runs or ends as it
+# would have, with one line on stderr.
+HISTORY_DIR, DASK_REPORT = "history", "dask-report.html"
+WRAPPER = "oasis_dask_job.py"
+WRAPPER_CODE = b'''"""oasis: run a Dask job's script (argv: REPORT SCRIPT ARGS...) inside a performance report."""
+import os
+import runpy
+import sys
+
+
+def note(message):
+    sys.stderr.write("oasis: %s\\n" % message)
+    sys.stderr.flush()
+
+
+def main(argv):
+    report, script, args = argv[0], argv[1], argv[2:]
+    sys.argv = [script, *args]
+    sys.path[0] = os.path.dirname(os.path.abspath(script))  # as `python SCRIPT` would have it
+    try:
+        from distributed import Client, performance_report
+
+        # the job's scheduler and TLS settings: DASK_SCHEDULER_ADDRESS and DASK_CONFIG, as the script's own
+        client = Client()
+        # bokeh's scripts inline: the report opens offline, and loads nothing from a third party
+        recorder = performance_report(filename=report, mode="inline")
+        recorder.__enter__()
+    except Exception as e:  # noqa: BLE001
+        note("no performance report for this job: %s" % e)
+        client = recorder = None
+    try:
+        runpy.run_path(script, run_name="__main__")
+    finally:
+        if recorder is not None:
+            try:
+                os.makedirs(os.path.dirname(report), exist_ok=True)
+                with open(script, errors="replace") as f:
+                    code = f.read()
+                # the script's own code in the report's "calling code", not this wrapper's
+                client.sync(recorder.__aexit__, None, None, None, code=code)
+            except Exception as e:  # noqa: BLE001
+                note("the performance report could not be saved: %s" % e)
+        if client is not None:
+            client.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+'''
+
 
 class DaskPlugin(Plugin):
     name = "dask"
@@ -122,10 +177,15 @@ class DaskPlugin(Plugin):
                 f"{conf}/oasis_http_tls.py": HTTP_TLS_PRELOAD}
 
     def job_files(self, cluster: ClusterView, workdir: str) -> dict[str, bytes]:
+        wrapper = {f"{workdir}/{WRAPPER}": WRAPPER_CODE}
         if not self._secure(cluster):
-            return {}
+            return wrapper
         return {**self._tls_files(cluster, workdir, "client", cluster.secrets["client"]),
-                f"{workdir}/dask/dask.yaml": self._dask_config(workdir, "client", False)}
+                f"{workdir}/dask/dask.yaml": self._dask_config(workdir, "client", False), **wrapper}
+
+    @staticmethod
+    def report_path(workdir: str) -> str:
+        return f"{workdir}/{HISTORY_DIR}/{DASK_REPORT}"
 
     def client_config(self, info: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
         dask_info = info.get("Dask") or {}
@@ -203,4 +263,5 @@ class DaskPlugin(Plugin):
             env["PYTHONPATH"] = ":".join(libs)
         if job_type == "Shell":
             return Launch(["/bin/sh", main or "", *args], env)
-        return Launch([cluster.runtime["python"], main or "", *args], env)
+        wrapper = [f"{workdir}/{WRAPPER}", self.report_path(workdir)]
+        return Launch([cluster.runtime["python"], *wrapper, main or "", *args], env)

@@ -47,6 +47,16 @@ BIND_FAILED = ("java.net.BindException", "Address already in use")
 SECURITY_KEYS = ("spark.authenticate", "spark.authenticate.secret", "spark.network.crypto.enabled")
 UI_STORES = ("ui-keystore.p12", "ui-truststore.jks")
 
+# Event logs (what a Spark History Server replays as an application's UI once it is gone): every Spark and Java job
+# writes them into its own working directory on the master instance, where the driver runs (client mode), so no
+# Hadoop connector for an object store is needed; the engine keeps them in the deployment's store when the job
+# ends (oasis/edp/history.py, whose HISTORY_DIR this is). One file per application (rolling off: Spark 4 would
+# write a directory of parts), compressed as Spark compresses it by default. A job (or its cluster) may switch
+# them off with `spark.eventLog.enabled=false`; where they go is oasis's, so a job's own `dir` or `rolling`
+# settings are not passed on.
+HISTORY_DIR = "history"
+EVENT_LOG_KEYS = ("spark.eventLog.dir", "spark.eventLog.rolling.enabled")
+
 
 class SparkPlugin(Plugin):
     name = "spark"
@@ -171,7 +181,19 @@ class SparkPlugin(Plugin):
 
     def job_files(self, cluster: ClusterView, workdir: str) -> dict[str, bytes]:
         # The driver's whole configuration: spark-submit reads no spark-defaults.conf next to --properties-file.
-        return {self._job_properties(workdir): _properties(self._spark_defaults(cluster))}
+        # The event log directory must exist before the driver starts (Spark does not make it); a file in it
+        # makes it, given with the rest of the job's directory to the job's user.
+        return {self._job_properties(workdir): _properties(self._spark_defaults(cluster)),
+                f"{workdir}/{HISTORY_DIR}/README": b"This job's Spark event logs; oasis keeps them when it ends.\n"}
+
+    def event_log_conf(self, cluster: ClusterView, configs: dict[str, Any], workdir: str) -> dict[str, str]:
+        """The `--conf`s of a job's event logging: into its own directory, unless the job (else its cluster)
+        says `spark.eventLog.enabled=false`."""
+        enabled = configs.get("spark.eventLog.enabled", cluster.config("spark.eventLog.enabled", True))
+        if str(enabled).strip().lower() == "false":
+            return {"spark.eventLog.enabled": "false"}
+        return {"spark.eventLog.enabled": "true", "spark.eventLog.dir": f"file:{workdir}/{HISTORY_DIR}",
+                "spark.eventLog.rolling.enabled": "false"}
 
     def client_config(self, info: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
         spark_info = info.get("Spark") or {}
@@ -238,8 +260,10 @@ class SparkPlugin(Plugin):
                   "--deploy-mode", "client", "--conf", f"spark.driver.host={m.address}",
                   "--conf", "spark.ui.enabled=false"]
         for k, v in configs.items():
-            if k.startswith("spark."):
+            if k.startswith("spark.") and k not in EVENT_LOG_KEYS and k != "spark.eventLog.enabled":
                 submit += ["--conf", f"{k}={v}"]
+        for k, v in self.event_log_conf(cluster, configs, workdir).items():
+            submit += ["--conf", f"{k}={v}"]
         if job_type == "Java" or (main or "").endswith(".jar"):
             main_class = configs.get("edp.java.main_class")
             if not main_class:
