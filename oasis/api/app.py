@@ -16,6 +16,7 @@ from oasis.api.routing import Deps, Routes
 from oasis.config import Settings
 from oasis.db.session import Database
 from oasis.storage.base import ObjectStore
+from oasis.web.app import mount as dashboard
 
 # Every route of the server, in one table: the version documents, Sahara's resources, the site join (a bundle's
 # join token, not a Keystone token) and Keystone's identity subset (tokens, then administration).
@@ -44,7 +45,8 @@ def create_app(settings: Settings, db: Database, store: ObjectStore,
     deps = Deps(settings, db, store, notify)
     routes = build_routes(deps)
     app = Starlette(
-        routes=[Route("/openapi.json", openapi_document, methods=["GET"]), *routes.starlette_routes()],
+        # The dashboard (/dashboard) is a client of these routes, called in-process (oasis.web).
+        routes=[Route("/openapi.json", openapi_document, methods=["GET"]), *routes.starlette_routes(), dashboard()],
         exception_handlers={HTTPException: http_exception, Exception: unhandled},
     )
     app.state.deps = deps
