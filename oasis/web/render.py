@@ -28,9 +28,9 @@ PAGE_HEADERS = {
 NO_STORE = "no-store"
 
 
-def page(request: Request, template: str, session: Session | None, status: int = 200, **context: Any
+def page(request: Request, template_name: str, session: Session | None, status: int = 200, **context: Any
          ) -> HTMLResponse:
-    html = ENV.get_template(template).render(root=ROOT, session=session, path=request.url.path, **context)
+    html = ENV.get_template(template_name).render(root=ROOT, session=session, path=request.url.path, **context)
     return HTMLResponse(html, status_code=status)
 
 

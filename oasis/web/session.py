@@ -126,6 +126,7 @@ async def read_form(request: Request) -> dict[str, str]:
 
 def safe_next(target: str | None) -> str:
     """Where to go after the login: a dashboard path only (never another site: an open redirect)."""
-    if target and (target == ROOT or target.startswith(ROOT + "/")) and "//" not in target and "\\" not in target:
+    if target and (target == ROOT or target.startswith(ROOT + "/")) and "//" not in target and "\\" not in target \
+            and ".." not in target:
         return target
     return ROOT + "/"
