@@ -48,9 +48,12 @@
     return li;
   }
 
+  /* "2/3": the step's instances done of its total; a finished step without per-instance events shows none. */
   function progress(li, total) {
+    var events = li.querySelectorAll(".event").length;
     var done = li.querySelectorAll('.event[data-ok="true"]').length;
-    li.querySelector(".step-progress").textContent = done + "/" + total;
+    var finished = li.querySelector(".step-result").textContent !== "running";
+    li.querySelector(".step-progress").textContent = events || !finished ? done + "/" + total : "";
   }
 
   function showStep(list, step) {
