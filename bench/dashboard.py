@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import re
 import sqlite3
 import statistics
 import sys
@@ -34,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from selenium.webdriver.common.by import By  # noqa: E402
 
-from tests.browser import chromium, choose, sign_in, text_of, wait_for  # noqa: E402
+from tests.browser import chromium, choose, sign_in, text_of, wait_for, wait_page  # noqa: E402
 from tests.integration import workflow as wf  # noqa: E402
 from tests.integration.services import Oasis  # noqa: E402
 
@@ -100,9 +99,7 @@ def main() -> int:
                     browser.find_element(By.ID, "name").send_keys(f"bench-{n}")
                     choose(browser, "cluster_template_id", tid)
                     browser.find_element(By.ID, "create").click()
-                    wait_for(browser, lambda d: re.search(r"/clusters/[0-9a-f-]{36}$", d.current_url), 30,
-                             f"its page ({text_of(browser, '#form-error')})")
-                    ids.append(browser.current_url.rsplit("/", 1)[1])
+                    ids.append(wait_page(browser, r"/clusters/[0-9a-f-]{36}$", 30, "the cluster's page"))
                     wait_for(browser, lambda d: text_of(d, "#cluster-status") == "Active", 300, "Active")
                     wait_for(browser, lambda d: d.find_element(By.ID, "timeline").get_attribute("data-settled"), 30,
                              "the stream's end")

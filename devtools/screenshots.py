@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import sys
 import tempfile
@@ -18,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from selenium.webdriver.common.by import By  # noqa: E402
 
-from tests.browser import chromium, choose, sign_in, text_of, wait_for  # noqa: E402
+from tests.browser import chromium, choose, sign_in, text_of, wait_for, wait_page  # noqa: E402
 from tests.integration import workflow as wf  # noqa: E402
 from tests.integration.services import Oasis  # noqa: E402
 
@@ -69,8 +68,7 @@ def main() -> int:
                 browser.find_element(By.ID, "name").send_keys("river-analysis")
                 choose(browser, "cluster_template_id", template["cluster_template"]["id"])
                 browser.find_element(By.ID, "create").click()
-                wait_for(browser, lambda d: re.search(r"/clusters/[0-9a-f-]{36}$", d.current_url), 30, "its page")
-                cid = browser.current_url.rsplit("/", 1)[1]
+                cid = wait_page(browser, r"/clusters/[0-9a-f-]{36}$", 30, "the cluster's page")
                 wait_for(browser, lambda d: text_of(d, "#cluster-status") == "Active", 300, "Active")
                 wait_for(browser, lambda d: d.find_element(By.ID, "timeline").get_attribute("data-settled"), 30,
                          "the timeline's end")
@@ -79,7 +77,7 @@ def main() -> int:
                 choose(browser, "job_template_id", job_template)
                 choose(browser, "input_id", source["id"])
                 browser.find_element(By.ID, "run").click()
-                wait_for(browser, lambda d: re.search(r"/jobs/[0-9a-f-]{36}$", d.current_url), 30, "the job's page")
+                wait_page(browser, r"/jobs/[0-9a-f-]{36}$", 30, "the job's page")
                 wait_for(browser, lambda d: d.find_element(By.ID, "logs").get_attribute("data-settled"), 300,
                          "the job and its logs to end")
                 shoot(browser, args.out / "dashboard-job.png")

@@ -3,6 +3,7 @@ dashboard's browser tests, its benchmark and its screenshots. The driver's path 
 looks for (or downloads) one; the profile is a temporary directory, removed with the browser."""
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -41,7 +43,18 @@ def chromium(width: int = 1280, height: int = 900) -> Iterator[webdriver.Chrome]
 
 def wait_for(driver: webdriver.Chrome, what: Callable[[webdriver.Chrome], Any], timeout: float = 60,
              message: str = "") -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(what, message)
+    """Poll `what` until it is true. An element of a page that a click has just navigated away from is stale, not
+    an error: the wait goes on, on the next page."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                         ignored_exceptions=[StaleElementReferenceException]).until(what, message)
+
+
+def wait_page(driver: webdriver.Chrome, path_pattern: str, timeout: float = 30, message: str = "") -> str:
+    """Wait for the browser to be on a page whose path matches, loaded; its last path segment."""
+    pattern = re.compile(path_pattern)
+    wait_for(driver, lambda d: pattern.search(d.current_url) and d.execute_script(
+        "return document.readyState") == "complete", timeout, message or f"a page matching {path_pattern}")
+    return driver.current_url.rsplit("/", 1)[1]
 
 
 def text_of(driver: webdriver.Chrome, css: str) -> str:

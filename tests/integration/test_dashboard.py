@@ -18,7 +18,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 import oasis.demo
-from tests.browser import chromium, choose, sign_in, sign_out, text_of, wait_for
+from tests.browser import chromium, choose, sign_in, sign_out, text_of, wait_for, wait_page
 from tests.integration import workflow as wf
 from tests.integration.cluster_checks import assert_nothing_left
 from tests.integration.services import Oasis
@@ -88,8 +88,7 @@ def test_a_cluster_and_a_job_from_the_dashboard_and_another_project_sees_none_of
     browser.find_element(By.ID, "name").send_keys("web-dask")
     choose(browser, "cluster_template_id", template["id"])
     browser.find_element(By.ID, "create").click()
-    wait_for(browser, lambda d: re.search(r"/dashboard/clusters/[0-9a-f-]{36}$", d.current_url), 30, "its page")
-    cid = browser.current_url.rsplit("/", 1)[1]
+    cid = wait_page(browser, r"/dashboard/clusters/[0-9a-f-]{36}$", 30, "the cluster's page")
     assert text_of(browser, "#cluster-status") == "Validating"
     assert browser.find_elements(By.CSS_SELECTOR, "#timeline .step") == []
 
@@ -115,8 +114,7 @@ def test_a_cluster_and_a_job_from_the_dashboard_and_another_project_sees_none_of
     choose(browser, "job_template_id", job_template)
     choose(browser, "input_id", source["data_source"]["id"])
     browser.find_element(By.ID, "run").click()
-    wait_for(browser, lambda d: re.search(r"/dashboard/jobs/[0-9a-f-]{36}$", d.current_url), 30, "the job's page")
-    jid = browser.current_url.rsplit("/", 1)[1]
+    jid = wait_page(browser, r"/dashboard/jobs/[0-9a-f-]{36}$", 30, "the job's page")
     wait_for(browser, lambda d: text_of(d, "#job-status") in wf.wait_job.__defaults__[0], 180, "the job to end")
     assert text_of(browser, "#job-status") == "SUCCEEDED", content(browser, "#log-stderr")
     expected = top_words(text.read_text())
