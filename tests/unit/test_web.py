@@ -100,6 +100,21 @@ def test_pages_ask_for_a_login_first(world: World) -> None:
         assert r.status_code == 303 and r.headers["location"] == "/dashboard/login?next=%2Fdashboard%2Fclusters"
         r = client.get("/dashboard/clusters/abc/events")
         assert r.status_code == 401
+        r = client.get("/dashboard", follow_redirects=False)
+        assert r.status_code in (307, 308) and r.headers["location"].endswith("/dashboard/")
+
+
+def test_the_script_and_stylesheet_are_served_here_and_fetch_nothing_from_elsewhere(world: World) -> None:
+    with browser(world) as client:
+        page = client.get("/dashboard/login").text
+        assert re.findall(r'(?:src|href)="([^"]+)"', page) == ["/dashboard/static/dashboard.css",
+                                                                "/dashboard/static/dashboard.js", "#main", "/dashboard/"]
+        assert "<script>" not in page and " style=" not in page  # nothing inline: the CSP allows none
+        for name, kind in (("dashboard.js", "javascript"), ("dashboard.css", "text/css")):
+            r = client.get(f"/dashboard/static/{name}")
+            assert r.status_code == 200 and kind in r.headers["content-type"]
+            assert r.headers["content-security-policy"].startswith("default-src 'self'")
+            assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", r.text), f"{name} names another origin"
 
 
 def test_login_sets_a_strict_httponly_cookie_and_logout_revokes_the_token(world: World) -> None:
