@@ -24,6 +24,7 @@ from tests.integration.cluster_checks import assert_nothing_left
 from tests.integration.services import Oasis
 
 DEMO = Path(oasis.demo.__file__).parent
+FINAL_JOB = ("SUCCEEDED", "FAILED", "KILLED", "DONEWITHERROR")
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
 # Records, for every step added to the timeline, the cluster status the page showed at that moment.
 WATCH_STEPS = """
@@ -39,7 +40,7 @@ new MutationObserver(function (records) {
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
+def api_then_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
     """`oasis api` alone; the test starts the engine (`service.start_engine()`) when it wants the work done."""
     oasis_ = Oasis(tmp_path_factory.mktemp("dashboard") / "state")
     try:
@@ -66,7 +67,8 @@ def content(driver, css: str) -> str:  # noqa: ANN001
 
 
 def test_a_cluster_and_a_job_from_the_dashboard_and_another_project_sees_none_of_it(
-        service: Oasis, browser, data_dir: Path) -> None:  # noqa: ANN001
+        api_then_engine: Oasis, browser, data_dir: Path) -> None:  # noqa: ANN001
+    service = api_then_engine
     base = service.url
     _, member = service.add_project("webp1", "wendy", "wendy-pass-1")
     text = data_dir / "essay.txt"
@@ -115,7 +117,7 @@ def test_a_cluster_and_a_job_from_the_dashboard_and_another_project_sees_none_of
     choose(browser, "input_id", source["data_source"]["id"])
     browser.find_element(By.ID, "run").click()
     jid = wait_page(browser, r"/dashboard/jobs/[0-9a-f-]{36}$", 30, "the job's page")
-    wait_for(browser, lambda d: text_of(d, "#job-status") in wf.wait_job.__defaults__[0], 180, "the job to end")
+    wait_for(browser, lambda d: text_of(d, "#job-status") in FINAL_JOB, 180, "the job to end")
     assert text_of(browser, "#job-status") == "SUCCEEDED", content(browser, "#log-stderr")
     expected = top_words(text.read_text())
     wait_for(browser, lambda d: content(d, "#log-stdout").splitlines()[:10] == expected, 30,
