@@ -442,3 +442,35 @@ def test_the_log_reader_reads_on_from_an_offset_on_either_endpoint(app: str) -> 
         assert (first.complete, rest.complete) == (True, True)
     else:  # no header: complete once the job's status is final
         assert (first.complete, rest.complete) == (False, True)
+
+
+def test_a_stream_ends_when_the_browser_goes_away(world: World, alice: TestClient) -> None:
+    """A cluster that never settles (no engine here): its stream runs until the client disconnects, then ends."""
+    r = world.post("/v2/clusters", cluster_body("forever", plugin="dask", workers=1))
+    cid = r.json()["cluster"]["id"]
+    cookie = f"{COOKIE}={token_of(alice)}".encode()
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": f"/dashboard/clusters/{cid}/events", "raw_path": b"",
+             "root_path": "", "query_string": b"", "headers": [(b"host", b"testserver"), (b"cookie", cookie)],
+             "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+    sent: list[dict] = []
+
+    async def run() -> None:
+        first_chunk = asyncio.Event()
+
+        async def receive() -> dict:
+            await first_chunk.wait()  # the browser reads the first events, then goes away
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+            if message["type"] == "http.response.body" and message.get("body"):
+                first_chunk.set()
+
+        # a guard against a hang, not a measure: a stream that ignored the disconnect would run forever
+        await asyncio.wait_for(world.client.app(scope, receive, send), 60)
+
+    asyncio.run(run())
+    assert sent[0]["status"] == 200
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body").decode()
+    assert body.startswith("event: status") and '"status":"Validating"' in body and "event: end" not in body
