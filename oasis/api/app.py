@@ -19,6 +19,7 @@ from oasis.config import Settings
 from oasis.db.session import Database
 from oasis.identity import open_identity
 from oasis.storage.base import ObjectStore
+from oasis.web.app import mount as dashboard
 
 # Every route of the server, in one table: the version documents, Sahara's resources, the site join (a bundle's
 # join token, not a Keystone token) and Keystone's identity subset (tokens, then administration).
@@ -53,8 +54,9 @@ def create_app(settings: Settings, db: Database, store: ObjectStore,
     deps = Deps(settings, db, store, open_identity(settings, db), notify)
     routes = build_routes(deps)
     app = Starlette(
+        # The dashboard (/dashboard) is a client of these routes, called in-process (oasis.web).
         routes=[Route("/openapi.json", openapi_document, methods=["GET"]),
-                Route("/metrics", metrics_document, methods=["GET"]), *routes.starlette_routes()],
+                Route("/metrics", metrics_document, methods=["GET"]), *routes.starlette_routes(), dashboard()],
         middleware=[Middleware(logconfig.RequestContext, observe=metrics.observe_request)],
         exception_handlers={HTTPException: http_exception, Exception: unhandled},
     )
