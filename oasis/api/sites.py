@@ -52,9 +52,10 @@ def _host_view(host: Host, free: dict[str, tuple[float, float, float]]) -> dict:
             "single_user": single_user(host)}
 
 
-def site_view(s, site: Site, detail: bool, admin: bool = False) -> dict:
+def site_view(s, site: Site, detail: bool, admin: bool = False, project_id: str | None = None) -> dict:
     """`admin`: the viewer is an administrator, who alone sees the site's proxy command (a command line of the
-    controller, which may name internal addresses and namespaces)."""
+    controller, which may name internal addresses and namespaces) and every project's clusters there; anyone
+    else sees the clusters of `project_id`, their own project, only."""
     spec = site.spec or {}
     view = {"id": site.id, "name": site.name, "status": site.status, "access": spec.get("access", "local"),
             "use_floating_ips": bool(spec.get("use_floating_ips")),
@@ -75,8 +76,10 @@ def site_view(s, site: Site, detail: bool, admin: bool = False) -> dict:
         free = {f.host.id: (f.vcpus, f.ram_mb, f.disk_gb) for f in free_capacity(s, site.id)}
         view["hosts"] = [_host_view(h, free) for h in hosts]
         view["free"] = {k: sum(v[i] for v in free.values()) for i, k in enumerate(("vcpus", "ram_mb", "disk_gb"))}
-        view["clusters"] = [{"id": c.id, "name": c.name, "status": c.status}
-                            for c in s.scalars(select(Cluster).where(Cluster.site_id == site.id))]
+        clusters = select(Cluster).where(Cluster.site_id == site.id)
+        if not admin:
+            clusters = clusters.where(Cluster.project_id == project_id)
+        view["clusters"] = [{"id": c.id, "name": c.name, "status": c.status} for c in s.scalars(clusters)]
         events = s.scalars(select(SiteEvent).where(SiteEvent.site_id == site.id)
                            .order_by(SiteEvent.created_at.desc(), SiteEvent.id).limit(50))
         view["events"] = [{"generation": e.generation, "step": e.step, "host": e.host_name, "info": e.info,
@@ -96,7 +99,7 @@ def show_site(ctx: Ctx) -> Reply:
         site = s.scalars(select(Site).where(or_(Site.id == ctx.path["id"], Site.name == ctx.path["id"]))).first()
         if site is None:
             raise ApiError(404, "NOT_FOUND", f"Site id or name {ctx.path['id']} not found")
-        return Reply(200, {"site": site_view(s, site, True, ctx.principal.is_admin)})
+        return Reply(200, {"site": site_view(s, site, True, ctx.principal.is_admin, ctx.principal.project_id)})
 
 
 def register_sites(ctx: Ctx) -> Reply:
@@ -179,7 +182,7 @@ def _start(ctx: Ctx, s, site: Site, op: str, status: str, target: dict) -> Reply
     site.op, site.op_step, site.op_target = op, None, target
     site.status, site.status_description = status, ""
     s.flush()
-    return Reply(202, {"site": site_view(s, site, True, ctx.principal.is_admin)})
+    return Reply(202, {"site": site_view(s, site, True, ctx.principal.is_admin, ctx.principal.project_id)})
 
 
 def _site_entry(manifest: dict, name: str) -> dict:

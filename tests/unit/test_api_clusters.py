@@ -315,6 +315,14 @@ def test_other_project_cannot_see_or_touch(world: World) -> None:
     assert len(world.get("/v2/clusters", who="admin").json()["clusters"]) == 2
 
 
+def test_a_site_shows_each_project_its_own_clusters_only(world: World) -> None:
+    c = create(world, cluster_body())
+    site = "local"  # where the world places a cluster that names no zone
+    names = lambda who: [x["name"] for x in world.get(f"/v2/sites/{site}", who=who).json()["site"]["clusters"]]  # noqa: E731
+    assert names("alice") == ["c1"] and names("admin") == ["c1"]
+    assert names("bob") == []  # another project learns nothing of alice's clusters, not even their names
+
+
 @pytest.mark.parametrize("name", ["a", "a-b", "A1.b2", "x" * 50])
 def test_hostname_names_accepted(world: World, name: str) -> None:
     assert create(world, cluster_body(name, workers=1))["name"] == name
