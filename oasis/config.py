@@ -53,6 +53,9 @@ class Settings:
     log_format: str = field(default_factory=lambda: os.environ.get("OASIS_LOG_FORMAT", "text"))
     # The port an `oasis engine` serves /metrics on (on `host`); None: none. The API serves them on its own port.
     metrics_port: int | None = field(default_factory=lambda: _int_env("OASIS_METRICS_PORT"))
+    # The policy file (oslo.policy's YAML; `[oslo_policy] policy_file` of the configuration file) that overrides
+    # the default rules (docs/policy.md); None: the defaults.
+    policy_file: Path | None = field(default_factory=lambda: _path_env("OASIS_POLICY_FILE"))
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser().resolve()

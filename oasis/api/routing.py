@@ -28,7 +28,8 @@ from oasis.api.views import for_version
 from oasis.config import Settings
 from oasis.db.session import Database
 from oasis.identity.base import Identity
-from oasis.identity.policy import Forbidden, authorize
+from oasis.identity import policy
+from oasis.identity.policy import Forbidden
 from oasis.identity.principal import Principal
 from oasis.storage.base import ObjectStore
 
@@ -36,9 +37,6 @@ log = logging.getLogger("oasis.api")
 
 MICROVERSION = "2.0"  # the only v2 microversion, as in Sahara
 _VERSION_RE = re.compile(r"\d+\.\d+")
-_WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-# v1.1 changes some state with GET (`/job-executions/{id}/cancel`): the action says it is a write.
-_WRITE_ACTIONS = (":create", ":update", ":delete", ":execute", ":scale", ":register", ":unregister")
 
 
 @dataclass
@@ -284,6 +282,8 @@ class Routes:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self.specs: list[RouteSpec] = []
+        # Built once per process and policy file; a file that cannot be used fails here, at start (PolicyError).
+        self.policy = policy.load(deps.settings.policy_file)
 
     def add(self, method: str, path: str, handler: Handler, action: str, *, versions: tuple[str, ...] = ("v2",),
             body: str = "none", schema: dict | Callable[[], dict] | None = None, json_suffix: bool = True,
@@ -301,6 +301,10 @@ class Routes:
                                     invalid_status, errors, headers))
 
     def starlette_routes(self) -> list[Route]:
+        missing = self.policy.missing([(spec.action, version, spec.path) for spec in self.specs
+                                       if spec.auth == "token" for version in spec.versions])
+        if missing:  # a route added without a rule in oasis.identity.rules
+            raise ValueError(f"routes without a policy rule: {', '.join(missing)}")
         # `.json` variants first: a plain `{id}` parameter would otherwise swallow "x.json".
         suffixed, plain = [], []
         for spec in self.specs:
@@ -348,8 +352,7 @@ class Routes:
                         raise ApiError(401, "UNAUTHORIZED", "The project in the URL is not the token's project")
                 if principal is not None:
                     try:
-                        authorize(principal, spec.action,
-                                  spec.method in _WRITE_METHODS or spec.action.endswith(_WRITE_ACTIONS))
+                        self.policy.authorize(principal, spec.action, version, spec.path)
                     except Forbidden as e:
                         raise ApiError(403, "FORBIDDEN", str(e)) from None
                 if spec.body == "raw":

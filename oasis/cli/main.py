@@ -50,12 +50,14 @@ def _settings(state_dir: Optional[Path], database_url: Optional[str], host: str,
 
 
 def _run(run, settings: Settings) -> None:  # type: ignore[no-untyped-def]
-    """Start a server process; TLS settings that cannot be used are one line, not a traceback."""
+    """Start a server process; TLS settings or a policy file that cannot be used are one line, not a traceback."""
+    from oasis.identity.policy import PolicyError, load
     from oasis.tls import TlsError
 
     try:
+        load(settings.policy_file)  # before anything starts; the API's routes then reuse it
         run(settings)
-    except TlsError as e:
+    except (TlsError, PolicyError) as e:
         raise fail(str(e), 2) from None
 
 
