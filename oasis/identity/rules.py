@@ -100,6 +100,8 @@ RULES: tuple[Rule, ...] = (
          PREFIX + "job:update"),
     Rule("job:delete", PREFIX + "job-executions:delete", MEMBER, "Delete a job.", PREFIX + "job:delete"),
     Rule("job:get-logs", PREFIX + "job-executions:get_logs", READER, "Read a job's logs."),
+    Rule("job:get-history", PREFIX + "job-executions:get_history", READER,
+         "List and read what a job left behind (Spark event logs, the Dask performance report)."),
     # oasis's own: sites and exports (every project's hosts: administrators), keypairs, identity
     Rule("site:list", PREFIX + "sites:get_all", READER, "List sites."),
     Rule("site:get", PREFIX + "sites:get", READER, "Show a site."),
