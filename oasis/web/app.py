@@ -42,6 +42,7 @@ def mount() -> Mount:
         Route("/jobs/new", pages.new_job, methods=get),
         Route("/jobs/{id}", pages.job, methods=get),
         Route("/jobs/{id}/logs/events", live.job_log_events, methods=get),
+        Route("/jobs/{id}/history/{name}", pages.job_history_file, methods=get),
         Route("/templates", pages.templates, methods=get),
         Route("/job-templates", pages.job_templates, methods=get),
         Route("/job-binaries", pages.job_binaries, methods=get),

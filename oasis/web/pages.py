@@ -10,7 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from oasis.web.client import Api, ApiFailure
+from oasis.web.client import Api, ApiFailure, failure_of
 from oasis.web.guard import signed_in
 from oasis.web.logs import read_log
 from oasis.web.render import page
@@ -168,12 +168,30 @@ async def job(request: Request, api: Api, session: Session) -> Response:
     row = (await api.get(f"/v2/jobs/{job_id}"))["job"]
     final = row["info"]["status"] in FINAL_JOB
     logs = {stream: await read_log(api, job_id, stream, 0, final) for stream in ("stdout", "stderr")}
+    # what the job left behind (oasis.edp.history), collected once it has ended
+    history = (await api.get(f"/v2/jobs/{job_id}/history"))["history"] if final else []
     templates, clusters_, sources = await asyncio.gather(api.listing("/v2/job-templates", "job_templates"),
                                                          api.listing("/v2/clusters", "clusters"),
                                                          api.listing("/v2/data-sources", "data_sources"))
-    return page(request, "job.html", session, job=row, logs=logs, final=final, templates=by_id(templates),
+    return page(request, "job.html", session, job=row, logs=logs, final=final, history=history,
+                templates=by_id(templates),
                 clusters=by_id(clusters_), sources=by_id(sources), live_url=f"{ROOT}/jobs/{job_id}/logs/events",
                 args=(row.get("job_configs") or {}).get("args") or [])
+
+
+# The API's own headers of a history file go with it: an attachment, and a sandbox for the Dask report's scripts.
+_HISTORY_HEADERS = ("content-type", "content-disposition", "content-security-policy", "x-content-type-options")
+
+
+@signed_in
+async def job_history_file(request: Request, api: Api, session: Session) -> Response:
+    """One of the files a job left, downloaded through the API with the session's token."""
+    job_id, name = request.path_params["id"], request.path_params["name"]
+    response = await api.call("GET", f"/v2/jobs/{job_id}/history/{name}")
+    if response.status_code >= 400:
+        raise failure_of(response)
+    headers = {k: v for k, v in response.headers.items() if k.lower() in _HISTORY_HEADERS}
+    return Response(response.content, headers={**headers, "Cache-Control": "no-store"})
 
 
 async def _new_job_form(request: Request, api: Api, session: Session, status: int = 200, error: str | None = None,

@@ -385,6 +385,26 @@ def test_the_job_stream_pushes_the_logs_from_the_pages_offsets_and_ends_with_the
     assert got[2][1]["stream"] == "stderr" and got[3][0] == "end"
 
 
+def test_an_ended_jobs_history_is_listed_and_downloaded_with_the_apis_headers(world: World, alice: TestClient) -> None:
+    cid = active_cluster(world, "hist")
+    with world.db.session() as s:
+        job = Job(project_id=world.projects["p1"], job_template_id=job_template(world)["id"], cluster_id=cid,
+                  job_configs={}, status="SUCCEEDED", info={}, return_code=0)
+        s.add(job)
+        s.flush()
+        jid = job.id
+    world.store.put(f"jobs/{jid}/history/dask-report.html", b"<html>Dask Performance Report</html>")
+    page = alice.get(f"/dashboard/jobs/{jid}")
+    assert f'href="/dashboard/jobs/{jid}/history/dask-report.html"' in page.text
+    r = alice.get(f"/dashboard/jobs/{jid}/history/dask-report.html")
+    assert r.status_code == 200 and r.content == b"<html>Dask Performance Report</html>"
+    assert r.headers["content-disposition"].startswith("attachment")
+    assert "sandbox" in r.headers["content-security-policy"] and r.headers["cache-control"] == "no-store"
+    with browser(world) as bob:
+        sign_in(bob, "bob", "p2")
+        assert bob.get(f"/dashboard/jobs/{jid}/history/dask-report.html").status_code == 404
+
+
 # --- the log reader ----------------------------------------------------------------------------------------------
 
 
