@@ -55,8 +55,6 @@ def _settings(state_dir: Optional[Path], database_url: Optional[str], host: str,
 def _from_file(ctx: Optional[typer.Context], config: Path) -> dict:
     """What the configuration file sets, less what the command line itself gave (which wins); the file wins over
     the environment and the defaults."""
-    from click.core import ParameterSource
-
     from oasis.configfile import ConfigError, read_config
 
     try:
@@ -66,8 +64,12 @@ def _from_file(ctx: Optional[typer.Context], config: Path) -> dict:
 
         raise fail(escape(str(e)), 2) from None
     contexts = [c for c in (ctx, ctx.parent if ctx else None) if c is not None]
-    return {name: value for name, value in values.items()
-            if not any(c.get_parameter_source(name) == ParameterSource.COMMANDLINE for c in contexts)}
+
+    def on_command_line(name: str) -> bool:
+        # by name: typer's click and the click package may be two copies, each with its own enum
+        return any(getattr(c.get_parameter_source(name), "name", "") == "COMMANDLINE" for c in contexts)
+
+    return {name: value for name, value in values.items() if not on_command_line(name)}
 
 
 def _run(run, settings: Settings) -> None:  # type: ignore[no-untyped-def]
