@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from oasis.cli import (binaries, clusters, datasources, export, identity, jobs, keypairs, lab, plugins, sites,
-                       templates)
+from oasis.cli import (binaries, clusters, datasources, export, identity, jobs, keypairs, keystone, lab, plugins,
+                       sites, templates)
 from oasis.cli.common import Options, command, fail, options
 from oasis.cli.demo import Demo
 from oasis.config import Settings
@@ -193,6 +193,7 @@ app.add_typer(identity.users, name="user")
 export.register(app)  # `oasis export`
 
 app.add_typer(lab.lab_app, name="lab")
+app.add_typer(keystone.app, name="keystone")
 
 
 if __name__ == "__main__":
