@@ -14,6 +14,29 @@ TLS_OFF = ("", "off", "no", "false", "0")  # values of `tls` (OASIS_TLS) that me
 MAX_INSTANCES = int(os.environ.get("OASIS_MAX_INSTANCES", "1000"))
 
 
+@dataclass
+class KeystoneAuth:
+    """The `[keystone_authtoken]` section: where Keystone is and oasis's own service user there (what
+    keystonemiddleware's options of the same names mean)."""
+
+    auth_url: str  # where oasis authenticates and validates tokens, e.g. http://keystone:5000/v3
+    username: str
+    password: str = field(repr=False)
+    project_name: str = "service"
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    # What a client is told to authenticate at (the 401's WWW-Authenticate); default: auth_url.
+    www_authenticate_uri: str = ""
+    # Seconds a validated token is trusted without asking Keystone again (never beyond its expiry); 0: ask on
+    # every request. A token revoked in Keystone is refused at most this long after.
+    token_cache_time: float = 30.0
+    cafile: str | None = None  # the CA that signed Keystone's certificate (default: the system's)
+
+    def __post_init__(self) -> None:
+        if not self.www_authenticate_uri:
+            self.www_authenticate_uri = self.auth_url
+
+
 def _list(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
@@ -56,6 +79,10 @@ class Settings:
     # The policy file (oslo.policy's YAML; `[oslo_policy] policy_file` of the configuration file) that overrides
     # the default rules (docs/policy.md); None: the defaults.
     policy_file: Path | None = field(default_factory=lambda: _path_env("OASIS_POLICY_FILE"))
+
+    # Who checks tokens: "builtin" (oasis's own database) or "keystone" (`keystone` says where; oasis.configfile).
+    identity_backend: str = "builtin"
+    keystone: KeystoneAuth | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser().resolve()

@@ -33,6 +33,7 @@ import yaml
 
 from devtools.devswift import KEY, USER, SwiftServer, memcached_binary
 from tests.integration.services import Oasis, Postgres
+from tests.keystone_service import KeystoneServer, running_keystone
 from tests.lab_fixture import built_lab, lab_service
 from tests.project_users import removing_new_project_users
 from tests.world import Template, World, make_world
@@ -230,6 +231,28 @@ def swift_creds(swift: SwiftServer) -> dict:
 @pytest.fixture
 def s3_creds(swift: SwiftServer) -> dict:
     return {"endpoint": swift.endpoint, "accesskey": USER, "secretkey": KEY}
+
+
+# --- Keystone ---------------------------------------------------------------------------------------------------
+
+# The token lifetime of `keystone_short_tokens`: short enough that a test can outlive a user's token.
+SHORT_TOKEN_SECONDS = 20
+
+
+@pytest.fixture(scope="session")
+def keystone() -> Iterator[KeystoneServer]:
+    """One real Keystone 30 for the session (tests/keystone_service.py: projects alpha and beta, users alice,
+    rita and bob, oasis's service user), stopped by PID at its end."""
+    with running_keystone() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def keystone_short_tokens() -> Iterator[KeystoneServer]:
+    """Another Keystone, whose tokens live SHORT_TOKEN_SECONDS (`[token] expiration`): for work that must go on
+    after its creator's token has expired."""
+    with running_keystone(token_expiration=SHORT_TOKEN_SECONDS) as server:
+        yield server
 
 
 # --- the lab ----------------------------------------------------------------------------------------------------

@@ -48,12 +48,17 @@ def _endpoints(service_id: str, url: str) -> list[dict[str, Any]]:
              "url": url} for interface in ("public", "internal", "admin")]
 
 
+def _stamp(when: Any) -> str:
+    """Keystone's time format, to the microsecond."""
+    return f"{ts(when)}.{getattr(when, 'microsecond', 0):06d}Z"
+
+
 def token_body(request: Request, principal: Principal, methods: list[str]) -> dict[str, Any]:
     base = _base(request)
     return {"token": {
         "methods": methods,
-        "expires_at": f"{ts(principal.expires_at)}.000000Z",
-        "issued_at": f"{ts(principal.issued_at or utcnow())}.000000Z",
+        "expires_at": _stamp(principal.expires_at),
+        "issued_at": _stamp(principal.issued_at or utcnow()),
         "user": {"id": principal.user_id, "name": principal.user_name, "domain": DOMAIN, "password_expires_at": None},
         "project": {"id": principal.project_id, "name": principal.project_name, "domain": DOMAIN},
         "roles": [{"id": role, "name": role} for role in principal.roles],
@@ -72,6 +77,7 @@ def token_body(request: Request, principal: Principal, methods: list[str]) -> di
 
 def identity_version(ctx: Ctx) -> Reply:
     """The Keystone v3 version document"""
+    _not_here(ctx)
     return Reply(200, {"version": {"id": "v3.14", "status": "stable", "updated": "2020-04-07T00:00:00Z",
                                    "links": [{"rel": "self", "href": f"{_base(ctx.request)}/v3/"}],
                                    "media-types": [{"base": "application/json",
@@ -112,6 +118,7 @@ def _scoped_project(s: Session, scope: dict[str, Any] | None, user: User) -> Pro
 
 def issue_token(ctx: Ctx) -> Reply:
     """Issue a project-scoped token (password or token method); the token is in the X-Subject-Token header"""
+    _not_here(ctx)
     body = ctx.body
     auth = body.get("auth") if isinstance(body, dict) else None
     if not isinstance(auth, dict) or not isinstance(auth.get("identity"), dict):
@@ -148,12 +155,39 @@ def _subject(ctx: Ctx) -> str:
     return ctx.request.headers.get("x-subject-token", "")
 
 
-def validate_token(ctx: Ctx) -> Reply | Response:
-    """Validate the token in X-Subject-Token (HEAD: only whether it is valid)"""
+# Keystone's own policy (identity:validate_token, identity:revoke_token): the token's owner, an admin, a service.
+SERVICE_ROLE = "service"
+
+
+def _may_see(caller: Principal | None, subject: Principal) -> bool:
+    return caller is not None and (caller.user_id == subject.user_id or caller.is_admin
+                                   or SERVICE_ROLE in caller.roles)
+
+
+def _owned_subject(ctx: Ctx, action: str) -> Principal:
+    """The principal of the token in X-Subject-Token, if the caller may see it (404: no such token, as Keystone)."""
+    _not_here(ctx)
     with ctx.db.session() as s:
         subject = builtin.check_token(s, _subject(ctx))
     if subject is None:
         raise ApiError(404, "NOT_FOUND", "Could not find token")
+    if not _may_see(ctx.principal, subject):
+        raise ApiError(403, "FORBIDDEN", f"You are not authorized to perform the requested action: {action}.")
+    return subject
+
+
+def _not_here(ctx: Ctx) -> None:
+    """With Keystone as the identity backend, tokens are Keystone's: this shim neither issues nor checks any."""
+    settings = ctx.deps.settings
+    if settings.identity_backend == "keystone" and settings.keystone is not None:
+        raise ApiError(404, "NOT_FOUND", "This service's identity is Keystone: authenticate at "
+                                         f"{settings.keystone.www_authenticate_uri}")
+
+
+def validate_token(ctx: Ctx) -> Reply | Response:
+    """Validate the token in X-Subject-Token (HEAD: only whether it is valid); the token's owner, an admin or a
+    service may"""
+    subject = _owned_subject(ctx, "identity:validate_token")
     headers = {"X-Subject-Token": _subject(ctx)}
     if ctx.request.method == "HEAD":
         return Response(status_code=200, headers=headers)
@@ -161,7 +195,8 @@ def validate_token(ctx: Ctx) -> Reply | Response:
 
 
 def revoke_token(ctx: Ctx) -> Reply:
-    """Revoke the token in X-Subject-Token"""
+    """Revoke the token in X-Subject-Token; the token's owner, an admin or a service may"""
+    _owned_subject(ctx, "identity:revoke_token")
     with ctx.db.session() as s:
         builtin.revoke_token(s, _subject(ctx))
     return Reply(204)

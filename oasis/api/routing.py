@@ -27,8 +27,8 @@ from oasis.api.errors import INTERNAL, ApiError, bad, duplicate_entry, keystone_
 from oasis.api.views import for_version
 from oasis.config import Settings
 from oasis.db.session import Database
-from oasis.identity.base import Identity
 from oasis.identity import policy
+from oasis.identity.base import Identity, IdentityError
 from oasis.identity.policy import Forbidden
 from oasis.identity.principal import Principal
 from oasis.storage.base import ObjectStore
@@ -155,10 +155,19 @@ def _authenticate(deps: Deps, request: Request) -> Principal:
     token = request.headers.get("x-auth-token", "")
     if not token:
         raise ApiError(401, "UNAUTHORIZED", "Authentication required: send a token in X-Auth-Token")
-    principal = deps.identity.authenticate_token(token)
+    try:
+        principal = deps.identity.authenticate_token(token)
+    except IdentityError as e:  # Keystone down: not the caller's fault, and not a reason to refuse its token
+        raise ApiError(503, "SERVICE_UNAVAILABLE", str(e)) from None
     if principal is None:
         raise ApiError(401, "UNAUTHORIZED", "The token is invalid or has expired")
     return principal
+
+
+def www_authenticate(settings: Settings) -> str:
+    """Where a client without a valid token should get one, as keystonemiddleware (so Sahara) tells it."""
+    uri = settings.keystone.www_authenticate_uri if settings.keystone else ""
+    return f'Keystone uri="{uri}"'
 
 
 def _require_join_token(request: Request) -> None:
@@ -369,6 +378,8 @@ class Routes:
                 ctx = Ctx(deps, request, principal, version, params, request.query_params, body)
                 result = await run_in_threadpool(spec.handler, ctx)
             except ApiError as e:
+                if e.status == 401 and spec.auth == "token" and deps.settings.identity_backend == "keystone":
+                    headers = {**headers, "WWW-Authenticate": www_authenticate(deps.settings)}
                 return api.render(e, headers)
             except IntegrityError as e:
                 log.info("integrity error on %s %s", request.method, request.url.path)

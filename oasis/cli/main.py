@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from oasis.cli import (binaries, clusters, datasources, export, history, identity, jobs, keypairs, lab, plugins,
-                       sites, templates)
+from oasis.cli import (binaries, clusters, datasources, export, history, identity, jobs, keypairs, keystone, lab,
+                       plugins, sites, templates)
 from oasis.cli.common import Options, command, fail, options
 from oasis.cli.demo import Demo
 from oasis.config import Settings
@@ -36,7 +36,8 @@ def main(ctx: typer.Context,
 def _settings(state_dir: Optional[Path], database_url: Optional[str], host: str, port: int,
               object_store: Optional[str] = None, tls: Optional[str] = None, tls_cert: Optional[Path] = None,
               tls_key: Optional[Path] = None, tls_ca: Optional[Path] = None, log_format: Optional[str] = None,
-              metrics_port: Optional[int] = None) -> Settings:
+              metrics_port: Optional[int] = None, ctx: Optional[typer.Context] = None,
+              config: Optional[Path] = None) -> Settings:
     kwargs: dict = {"database_url": database_url, "host": host, "port": port, "object_store": object_store,
                     "metrics_port": metrics_port}
     if log_format is not None:
@@ -46,7 +47,29 @@ def _settings(state_dir: Optional[Path], database_url: Optional[str], host: str,
     # unset options keep the settings' own defaults (the OASIS_TLS* environment)
     given = {"tls": tls, "tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca}
     kwargs.update({k: v for k, v in given.items() if v is not None})
+    if config is not None:
+        kwargs.update(_from_file(ctx, config))
     return Settings(**kwargs)
+
+
+def _from_file(ctx: Optional[typer.Context], config: Path) -> dict:
+    """What the configuration file sets, less what the command line itself gave (which wins); the file wins over
+    the environment and the defaults."""
+    from oasis.configfile import ConfigError, read_config
+
+    try:
+        values = read_config(config)
+    except ConfigError as e:
+        from rich.markup import escape  # "[section]" is not console markup here
+
+        raise fail(escape(str(e)), 2) from None
+    contexts = [c for c in (ctx, ctx.parent if ctx else None) if c is not None]
+
+    def on_command_line(name: str) -> bool:
+        # by name: typer's click and the click package may be two copies, each with its own enum
+        return any(getattr(c.get_parameter_source(name), "name", "") == "COMMANDLINE" for c in contexts)
+
+    return {name: value for name, value in values.items() if not on_command_line(name)}
 
 
 def _run(run, settings: Settings) -> None:  # type: ignore[no-untyped-def]
@@ -80,6 +103,11 @@ TLS_KEY = typer.Option(None, "--tls-key", envvar="OASIS_TLS_KEY", show_envvar=Fa
 TLS_CA = typer.Option(None, "--tls-ca", envvar="OASIS_TLS_CA", show_envvar=False, metavar="FILE",
                       help="The CA certificate that signed --tls-cert, for clients and sites to verify with "
                            "(default: the certificate itself if it is self-signed, else the system's CAs)")
+CONFIG = typer.Option(None, "--config", envvar="OASIS_CONFIG", show_envvar=False, metavar="FILE",
+                      help="Configuration file (INI: [identity], [keystone_authtoken], [database], [object_store]; "
+                           "see docs/keystone.md); options given here win over it")
+
+
 class LogFormat(str, Enum):
     text = "text"
     json = "json"
@@ -95,37 +123,39 @@ METRICS_PORT = typer.Option(None, "--metrics-port", envvar="OASIS_METRICS_PORT",
 def up(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Optional[Path] = STATE_DIR,
        database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE,
        tls: Optional[str] = TLS, tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY,
-       tls_ca: Optional[Path] = TLS_CA, log_format: LogFormat = LOG_FORMAT) -> None:
+       tls_ca: Optional[Path] = TLS_CA, log_format: LogFormat = LOG_FORMAT, config: Optional[Path] = CONFIG) -> None:
     """Run the API and the engine in one process (the embedded default: SQLite, the `local` site)."""
     from oasis.server import run_up  # lazy for start-up: the client commands never load the server
 
     _run(run_up, _settings(state_dir or options(ctx).state_dir, database_url, host, port, object_store,
-                           tls, tls_cert, tls_key, tls_ca, log_format.value))
+                           tls, tls_cert, tls_key, tls_ca, log_format.value, ctx=ctx, config=config))
 
 
 @app.command()
 def api(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Optional[Path] = STATE_DIR,
         database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE,
         tls: Optional[str] = TLS, tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY,
-        tls_ca: Optional[Path] = TLS_CA, log_format: LogFormat = LOG_FORMAT) -> None:
+        tls_ca: Optional[Path] = TLS_CA, log_format: LogFormat = LOG_FORMAT,
+        config: Optional[Path] = CONFIG) -> None:
     """Run the HTTP API only (stateless: run as many as you like on one database; replicas behind one name
     share one certificate: give them --tls-cert/--tls-key)."""
     from oasis.server import run_api  # lazy for start-up: the client commands never load the server
 
     _run(run_api, _settings(state_dir or options(ctx).state_dir, database_url, host, port, object_store,
-                            tls, tls_cert, tls_key, tls_ca, log_format.value))
+                            tls, tls_cert, tls_key, tls_ca, log_format.value, ctx=ctx, config=config))
 
 
 @app.command()
 def engine(ctx: typer.Context, state_dir: Optional[Path] = STATE_DIR,
            database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE,
            log_format: LogFormat = LOG_FORMAT, metrics_port: Optional[int] = METRICS_PORT,
-           host: str = typer.Option("127.0.0.1", help="Address the metrics port listens on")) -> None:
+           host: str = typer.Option("127.0.0.1", help="Address the metrics port listens on"),
+           config: Optional[Path] = CONFIG) -> None:
     """Run the engine only: the operation machines and periodic work (run as many as you like on one database)."""
     from oasis.server import run_engine  # lazy for start-up: the client commands never load the server
 
     run_engine(_settings(state_dir or options(ctx).state_dir, database_url, host, 8386, object_store,
-                         log_format=log_format.value, metrics_port=metrics_port))
+                         log_format=log_format.value, metrics_port=metrics_port, ctx=ctx, config=config))
 
 
 @command(app, "demo")
@@ -166,6 +196,7 @@ export.register(app)  # `oasis export`
 history.register(app)  # `oasis history JOB`
 
 app.add_typer(lab.lab_app, name="lab")
+app.add_typer(keystone.app, name="keystone")
 
 
 if __name__ == "__main__":

@@ -9,4 +9,10 @@ from oasis.identity.builtin import BuiltinIdentity
 
 
 def open_identity(settings: Settings, db: Database) -> Identity:
+    if settings.identity_backend == "keystone":
+        if settings.keystone is None:
+            raise ValueError("the keystone identity backend needs [keystone_authtoken] in the configuration file")
+        from oasis.identity.keystone import KeystoneIdentity  # keystoneauth1 only where Keystone is used
+
+        return KeystoneIdentity(settings.keystone)
     return BuiltinIdentity(db)

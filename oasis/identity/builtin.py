@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -108,13 +108,30 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
+def issued_at_of(token: str) -> datetime | None:
+    """When a token was issued: its last part (microseconds since the epoch, hex). It is part of what is hashed,
+    so it cannot be changed without making the token unknown; a token issued before it was there has none."""
+    head, dot, tail = token.rpartition(".")
+    if not dot or not head or not tail or len(tail) > 16:
+        return None
+    try:
+        return _EPOCH + timedelta(microseconds=int(tail, 16))
+    except (ValueError, OverflowError):
+        return None
+
+
 def issue_token(session: Session, user: User, project: Project, hours: float) -> str:
     now = utcnow()
     # Expired tokens of this user are dropped here, so the table does not grow without bound.
     session.execute(delete(Token).where(Token.user_id == user.id, Token.expires_at < now))
-    token = secrets.token_urlsafe(32)
+    # The issue time rides in the token (no column for it): the time reported is the time of issue, exactly.
+    issued = f".{(now - _EPOCH) // timedelta(microseconds=1):x}"
+    token = secrets.token_urlsafe(32) + issued
     while token.startswith("-"):  # `--os-token -abc…` would read as an option on a command line
-        token = secrets.token_urlsafe(32)
+        token = secrets.token_urlsafe(32) + issued
     session.add(Token(id_hash=_digest(token), user_id=user.id, project_id=project.id,
                       expires_at=now + timedelta(hours=hours)))
     session.flush()
@@ -136,7 +153,8 @@ def check_token(session: Session, token: str) -> Principal | None:
     if not roles:
         return None
     return Principal(user_id=user.id, user_name=user.name, project_id=project.id, project_name=project.name,
-                     roles=roles, is_admin="admin" in roles, expires_at=row.expires_at)
+                     roles=roles, is_admin="admin" in roles, expires_at=row.expires_at,
+                     issued_at=issued_at_of(token))
 
 
 def revoke_token(session: Session, token: str) -> bool:
