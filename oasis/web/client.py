@@ -53,6 +53,20 @@ class Api:
         self.token = token
 
     @classmethod
+    def identity_of(cls, request: Request) -> "Api":
+        """Where tokens are issued and revoked (`/v3/auth/tokens`): this API's own Keystone subset, or, with the
+        Keystone backend, Keystone itself (the builtin subset then issues none), as Horizon signs in."""
+        settings = request.app.state.deps.settings
+        if settings.identity_backend != "keystone" or settings.keystone is None:
+            return cls.of(request, None)
+        keystone = settings.keystone
+        api = cls.__new__(cls)
+        base = keystone.www_authenticate_uri.rstrip("/").removesuffix("/v3")
+        api.http = httpx.AsyncClient(base_url=base, timeout=30, verify=keystone.cafile or True)
+        api.token = None
+        return api
+
+    @classmethod
     def of(cls, request: Request, token: str | None) -> "Api":
         """The app serving this request, at this request's own base URL (so that anything the API derives from
         the request, a catalog or a link, names this server)."""

@@ -1,5 +1,6 @@
 """Signing in and out: project credentials (user, password, project; domain Default) or a pasted token, both
-exchanged for a token of the dashboard's own through the API's `POST /v3/auth/tokens`; signing out revokes it."""
+exchanged for a token of the dashboard's own through `POST /v3/auth/tokens` (the API's own, or Keystone's with the
+Keystone backend); signing out revokes it."""
 from __future__ import annotations
 
 from typing import Any
@@ -50,7 +51,7 @@ async def login(request: Request) -> Response:
     if not login_csrf_valid(request, form.get("csrf")):
         return _form(request, 403, "The sign-in form had expired or did not come from this page: try again.", values)
     pasted = form.get("token", "").strip()
-    async with Api.of(request, None) as api:
+    async with Api.identity_of(request) as api:
         if pasted:
             # The pasted token's own project, then a token of the dashboard's own: signing out revokes only that.
             seen = await api.call("GET", "/v3/auth/tokens", headers={"X-Auth-Token": pasted, "X-Subject-Token": pasted})
@@ -74,7 +75,9 @@ async def login(request: Request) -> Response:
 
 @signed_in
 async def logout(request: Request, api: Api, session: Session) -> Response:
-    revoked = await api.call("DELETE", "/v3/auth/tokens", headers={"X-Subject-Token": session.token})
+    async with Api.identity_of(request) as identity:
+        revoked = await identity.call("DELETE", "/v3/auth/tokens",
+                                      headers={"X-Auth-Token": session.token, "X-Subject-Token": session.token})
     if revoked.status_code >= 400:
         failure = failure_of(revoked)
         return error_page(request, session, revoked.status_code, "Signing out failed", failure.message,
