@@ -503,9 +503,13 @@ class ClusterWork(Work):
 
     async def deleted(self) -> None:
         with self.db.session() as s:
-            trust_id = self.row(s).trust_id if self.row(s) is not None else None
+            row = self.row(s)
+            trust_id = row.trust_id if row is not None else None
+        # The cluster's work is done. Before the row goes: the identity's writes are fenced by this lease, which
+        # goes with the row (a resumed delete releases a trust already gone, which is no error).
+        trusts.release(self.identity, trust_id)
+        with self.db.session() as s:
             s.execute(delete(Cluster).where(Cluster.id == self.id))
-        trusts.release(self.identity, trust_id)  # the cluster's work is done
         self.on_change()
 
     async def not_deleted(self, error: Exception) -> None:

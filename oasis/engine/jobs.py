@@ -408,9 +408,11 @@ class JobWork(Work):
         with self.db.session() as s:
             job = self.row(s)
             trust_id = job.trust_id if job is not None else None
+        trusts.release(self.identity, trust_id)  # before the row: the identity's writes are fenced by its lease
+        with self.db.session() as s:
+            job = self.row(s)
             if job is not None:
                 s.delete(job)
-        trusts.release(self.identity, trust_id)
         self.on_change()
 
     async def not_deleted(self, error: Exception) -> None:
