@@ -52,6 +52,7 @@ def bootstrap(settings: Settings, db: Database, admin: bool = True) -> None:
         site = _local_site(s)
         _local_host(s, site, settings)
         _local_image(s, site)
+        builtin.ensure_service_user(s)  # the trustee of the trusts oasis makes for work that outlives a token
     if admin:
         _admin(settings, db)
 

@@ -51,7 +51,8 @@ class Settings:
     poll_seconds: float = float(os.environ.get("OASIS_POLL_SECONDS", "0.2"))
     # How long an operation waits for hosts it cannot reach (site cut off) before it fails and rolls back.
     unreachable_grace_seconds: float = float(os.environ.get("OASIS_UNREACHABLE_GRACE_SECONDS", "1800"))
-    token_hours: float = 24.0
+    # How long a token of the builtin identity lasts (a fraction: `0.001` is 3.6 s, what tests of trusts use).
+    token_hours: float = float(os.environ.get("OASIS_TOKEN_HOURS", "24"))
     # Ports the `local` host hands to instances; several oasis on one machine should not share a range.
     local_ports: str = os.environ.get("OASIS_LOCAL_PORTS", "20000-29999")
     # The deployment's own store (see oasis.storage.open_store); None: files under the state dir.

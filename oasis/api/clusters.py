@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from oasis.api import keypairs, schemas, topology, views
+from oasis.api import keypairs, keystone, schemas, topology, views
 from oasis.api.errors import ApiError, bad, not_found
 from oasis.api.plugins import require_enabled
 from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
@@ -87,6 +87,15 @@ def _node_group_row(ng: dict[str, Any], count: int | None = None) -> NodeGroup:
 
 
 def create_cluster(ctx: Ctx) -> Reply:
+    made: list[str] = []  # the trusts this request made: dropped again if it fails after making them
+    try:
+        return _create_cluster(ctx, made)
+    except BaseException:
+        keystone.drop_trusts(ctx, made)
+        raise
+
+
+def _create_cluster(ctx: Ctx, made: list[str]) -> Reply:
     body = ctx.body
     principal = ctx.principal
     with ctx.db.session() as s:
@@ -126,7 +135,12 @@ def create_cluster(ctx: Ctx) -> Reply:
         topology.check_instances(sum(g["count"] for g in groups) * len(names))
         topology.check_capacity(s, site, _demands(s, [(g, g["count"]) for g in groups]) * len(names))
 
-        rows = [_write_cluster(s, principal, name, data, site, groups) for name in names]
+        # Every cluster gets its creator's trust (as Sahara's do): its scale, its deletion (a transient one's,
+        # by the engine) and its periodic work may come after the creator's token expired.
+        for _ in names:
+            made.append(keystone.trust_for_work(ctx))
+        rows = [_write_cluster(s, principal, name, data, site, groups, trust_id)
+                for name, trust_id in zip(names, made)]
         s.flush()
         out = views.clusters(s, rows)
     ctx.notify()
@@ -138,7 +152,7 @@ def create_cluster(ctx: Ctx) -> Reply:
 
 
 def _write_cluster(s: Session, principal: Principal, name: str, data: dict[str, Any], site: Site,
-                   groups: list[dict[str, Any]]) -> Cluster:
+                   groups: list[dict[str, Any]], trust_id: str | None = None) -> Cluster:
     private, public = generate_keypair(f"oasis-{name}")
     spec = {k: copy.deepcopy(data[k]) for k in _SPEC_FIELDS if data.get(k) is not None}
     cluster = Cluster(project_id=principal.project_id, name=name, plugin_name=data["plugin_name"],
@@ -146,7 +160,7 @@ def _write_cluster(s: Session, principal: Principal, name: str, data: dict[str, 
                       cluster_template_id=data.get("cluster_template_id"), status=VALIDATING, status_description="",
                       is_transient=bool(data.get("is_transient", False)), is_public=bool(data.get("is_public", False)),
                       is_protected=bool(data.get("is_protected", False)), spec=spec, info={},
-                      management_public_key=public, management_private_key=private,
+                      management_public_key=public, management_private_key=private, trust_id=trust_id,
                       op=ClusterOp.CREATE, op_step=None, op_target={})
     s.add(cluster)
     s.flush()

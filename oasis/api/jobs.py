@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from oasis.api import schemas, views
+from oasis.api import keystone, schemas, views
 from oasis.api.errors import bad
 from oasis.api.plugins import all_job_types, config_hints, require_enabled
 from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
@@ -20,6 +20,7 @@ from oasis.db.states import ClusterStatus, JobOp
 from oasis.edp import joblogs
 from oasis.edp import statuses as st
 from oasis.edp.shares import ShareError, check_file_sources, shares_for_cluster
+from oasis.identity import trusts
 from oasis.identity.principal import Principal
 from oasis.plugins import get_plugin
 
@@ -115,6 +116,15 @@ def _data_source(s: Session, principal: Principal, ds_id: str | None) -> DataSou
 
 
 def create_job(ctx: Ctx) -> Reply:
+    made: list[str] = []  # the trust this request made: dropped again if it fails after making it
+    try:
+        return _create_job(ctx, made)
+    except BaseException:
+        keystone.drop_trusts(ctx, made)
+        raise
+
+
+def _create_job(ctx: Ctx, made: list[str]) -> Reply:
     data = ctx.body
     principal = ctx.principal
     with ctx.db.session() as s:
@@ -143,7 +153,10 @@ def create_job(ctx: Ctx) -> Reply:
                                *shares_for_cluster(s, cluster))
         except ShareError as e:
             raise bad("INVALID_DATA", str(e)) from None
+        if trusts.job_needs_trust(cluster.is_transient):
+            made.append(keystone.trust_for_work(ctx))
         job = Job(project_id=principal.project_id, job_template_id=template.id, cluster_id=cluster.id,
+                  trust_id=made[0] if made else None,
                   input_id=data.get("input_id"), output_id=data.get("output_id"), job_configs=job_configs,
                   interface=data.get("interface") or {}, status=st.PENDING, engine_job_id=None, info={},
                   is_public=data.get("is_public", False), is_protected=data.get("is_protected", False),

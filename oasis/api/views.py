@@ -119,7 +119,7 @@ def clusters(s: Session, rows: list[Cluster], show_progress: bool = False) -> li
             "cluster_template_id": c.cluster_template_id, "user_keypair_id": c.spec.get("user_keypair_id"),
             "management_public_key": c.management_public_key, "status": c.status,
             "status_description": c.status_description or "", "info": c.info or {},
-            "is_transient": bool(c.is_transient), "trust_id": None,
+            "is_transient": bool(c.is_transient), "trust_id": c.trust_id,
             "node_groups": [node_group(ng, insts.get(ng.id, [])) for ng in groups[c.id]],
             "provision_progress": [step(st, events.get(st.id, []) if show_progress else None)
                                    for st in steps[c.id]],

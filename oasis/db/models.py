@@ -95,6 +95,24 @@ class Token(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     project_id: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    # A trust-scoped token: it stands for what the trust gives (oasis.identity.builtin.trust_principal), and
+    # dies with the trust.
+    trust_id: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+
+
+class Trust(Base):
+    """A user's (the trustor's) delegation of roles on one project to another user (the trustee), as Keystone's
+    OS-TRUST has it. Deleting the row is deleting the trust."""
+
+    __tablename__ = "trusts"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: uuid.uuid4().hex)
+    trustor_user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    trustee_user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    roles: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    impersonation: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 # --- compute: sites, hosts, images, flavors -------------------------------------------------------------------
@@ -224,6 +242,8 @@ class Cluster(Owned, Leased, Base):
     status: Mapped[str] = mapped_column(String(40), default=ClusterStatus.VALIDATING)
     status_description: Mapped[str] = mapped_column(Text, default="")
     is_transient: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The creator's trust to oasis's service user: the engine acts on it after the creator's token expired.
+    trust_id: Mapped[str | None] = mapped_column(String(64), default=None)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     management_public_key: Mapped[str] = mapped_column(Text, default="")
@@ -351,6 +371,8 @@ class Job(Stamped, Leased, Base):
     runtime: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     is_public: Mapped[bool] = mapped_column(Boolean, default=False)
     is_protected: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The creator's trust, for a job whose end leads to more work (its transient cluster's deletion).
+    trust_id: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class PluginLabel(Base):

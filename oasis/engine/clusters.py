@@ -21,6 +21,8 @@ from oasis.engine.jobs import kill_on_instance
 from oasis.engine.machine import Machine, Operation, OperationError, Step, Wait, Work
 from oasis.engine.views import build_view, cluster_hosts, cluster_runtime, host_remotes
 from oasis.engine.waiting import Backoff, probe
+from oasis.identity import trusts
+from oasis.identity.base import Identity, IdentityError
 from oasis.plugins import get_plugin
 from oasis.plugins.base import ClusterView, PluginError
 from oasis.remote.base import RemoteError, Unreachable, unreachable_in
@@ -46,9 +48,10 @@ def user_key_mark(cluster_id: str) -> str:
 class ClusterWork(Work):
     model = Cluster
 
-    def __init__(self, db: Database, cluster_id: str, on_change, remotes: Remotes) -> None:  # noqa: ANN001
+    def __init__(self, db: Database, cluster_id: str, on_change, remotes: Remotes,  # noqa: ANN001
+                 identity: Identity | None = None) -> None:
         super().__init__(db, cluster_id, on_change)
-        self.remotes = remotes
+        self.remotes, self.identity = remotes, identity
         with db.session() as s:
             c = s.get(Cluster, cluster_id)
             self.events = EventLog(db, c.id, c.project_id)
@@ -257,7 +260,18 @@ class ClusterWork(Work):
 
     # --- the steps of create and scale -------------------------------------------------------------------
 
+    def act_on_trust(self, what: str) -> None:
+        """Work done later for the cluster's creator runs on its trust: a trust that is gone stops it."""
+        with self.db.session() as s:
+            trust_id = self.row(s).trust_id
+        try:
+            trusts.act_on(self.identity, trust_id, what)
+        except trusts.TrustGone as e:
+            raise OperationError(str(e)) from None
+
     async def decommission(self) -> None:
+        # The first step of a scale: the scale runs on the creator's trust, which may be gone by now.
+        self.act_on_trust("scale the cluster")
         with self.db.session() as s:
             victims = self._choose_victims(s, self.row(s))
         if not victims:
@@ -445,6 +459,7 @@ class ClusterWork(Work):
     async def stop_jobs(self) -> None:
         """Jobs still running on a cluster being deleted are killed. Every job keeps its row, its `cluster_id`
         and its logs after the cluster is gone (retention removes them, oasis/edp/joblogs.py)."""
+        self._note_trust_for_delete()
         with self.db.session() as s:
             jobs = list(s.scalars(select(Job).where(Job.cluster_id == self.id)))
             running = [dict(j.runtime) for j in jobs if j.status not in TERMINAL]
@@ -475,7 +490,24 @@ class ClusterWork(Work):
                 self.set(status_description=f"Waiting for hosts to answer: {e}"[:2000])
                 await backoff.pause()
 
+    def _note_trust_for_delete(self) -> None:
+        """A deletion goes on without the creator's trust (nothing may be left running that no row knows about),
+        and says so."""
+        try:
+            self.act_on_trust("delete the cluster")
+        except (OperationError, IdentityError) as e:
+            message = f"Deleting the cluster without its creator's trust: {e}"
+            log.warning("cluster %s: %s", self.id, message)
+            self.events.note(message[:2000], successful=False)
+            self.set(status_description=message[:2000])
+
     async def deleted(self) -> None:
+        with self.db.session() as s:
+            row = self.row(s)
+            trust_id = row.trust_id if row is not None else None
+        # The cluster's work is done. Before the row goes: the identity's writes are fenced by this lease, which
+        # goes with the row (a resumed delete releases a trust already gone, which is no error).
+        trusts.release(self.identity, trust_id)
         with self.db.session() as s:
             s.execute(delete(Cluster).where(Cluster.id == self.id))
         self.on_change()
@@ -515,6 +547,7 @@ def _one_per_host(instances: list) -> list:
 
 
 def cluster_machine(db: Database, remotes: Remotes, on_change=lambda: None, *,  # noqa: ANN001
-                    unreachable_grace: float = 1800.0, probe=None) -> Machine[ClusterWork]:  # noqa: ANN001
-    return Machine(lambda cid: ClusterWork(db, cid, on_change, remotes), OPERATIONS, CLUSTER_FAILURES,
+                    unreachable_grace: float = 1800.0, probe=None,  # noqa: ANN001
+                    identity: Identity | None = None) -> Machine[ClusterWork]:
+    return Machine(lambda cid: ClusterWork(db, cid, on_change, remotes, identity), OPERATIONS, CLUSTER_FAILURES,
                    unreachable_grace, probe)

@@ -28,6 +28,8 @@ from oasis.edp.joblogs import LogWriter
 from oasis.edp.shares import check_file_sources, shares_for_cluster
 from oasis.engine.machine import Machine, Operation, OperationError, Step, Wait, Work
 from oasis.engine.views import build_view, cluster_runtime
+from oasis.identity import trusts
+from oasis.identity.base import Identity
 from oasis.plugins import get_plugin
 from oasis.plugins.base import PluginError
 from oasis.remote.base import RemoteError
@@ -78,9 +80,9 @@ class JobWork(Work):
     model = Job
 
     def __init__(self, db: Database, job_id: str, on_change, remotes: Remotes, store: ObjectStore,  # noqa: ANN001
-                 secrets, access_ttl: float) -> None:  # noqa: ANN001
+                 secrets, access_ttl: float, identity: Identity | None = None) -> None:  # noqa: ANN001
         super().__init__(db, job_id, on_change)
-        self.remotes, self.store, self.secrets = remotes, store, secrets
+        self.remotes, self.store, self.secrets, self.identity = remotes, store, secrets, identity
         self.access_ttl = access_ttl  # S3 presigned requests' lifetime; renewed every third of it
         self.launched_now = False  # this engine launched the job: its access is fresh
 
@@ -128,6 +130,14 @@ class JobWork(Work):
             if template is None:
                 raise OperationError("the job's template no longer exists")
             plugin = get_plugin(cluster.plugin_name)
+            trust_id = job.trust_id
+        try:  # a job started after its creator's token expired runs on the creator's trust
+            trusts.act_on(self.identity, trust_id, "start the job")
+        except trusts.TrustGone as e:
+            raise OperationError(str(e)) from None
+        with self.db.session() as s:
+            job = self.row(s)
+            cluster = s.get(Cluster, job.cluster_id or "")
             view = build_view(s, self.remotes, cluster, ("active",))
             view.secrets = dict(cluster.secrets or {})  # for the job's credential files only
             master = view.having(plugin.master_process)[0]
@@ -292,8 +302,13 @@ class JobWork(Work):
             access.revoke(self.id, located, self.secrets, endpoints_of(self.store))
 
     def _after_end(self) -> None:
-        """A transient cluster is deleted once its last job has ended."""
+        """A transient cluster is deleted once its last job has ended (on the cluster's own trust); the job's
+        trust has done its work."""
         self._revoke()
+        with self.db.session() as s:
+            job = self.row(s)
+            trust_id = job.trust_id if job else None
+        trusts.release(self.identity, trust_id)
         with self.db.session() as s:
             job = self.row(s)
             cluster = s.get(Cluster, job.cluster_id or "") if job else None
@@ -394,6 +409,10 @@ class JobWork(Work):
     async def deleted(self) -> None:
         with self.db.session() as s:
             job = self.row(s)
+            trust_id = job.trust_id if job is not None else None
+        trusts.release(self.identity, trust_id)  # before the row: the identity's writes are fenced by its lease
+        with self.db.session() as s:
+            job = self.row(s)
             if job is not None:
                 s.delete(job)
         self.on_change()
@@ -423,9 +442,9 @@ OPERATIONS: dict[str, Operation[JobWork]] = {
 
 def job_machine(db: Database, remotes: Remotes, store: ObjectStore, on_change=lambda: None,  # noqa: ANN001
                 secrets=None, *, access_ttl: float = 900.0, unreachable_grace: float = 1800.0,  # noqa: ANN001
-                probe=None) -> Machine[JobWork]:  # noqa: ANN001
-    return Machine(lambda jid: JobWork(db, jid, on_change, remotes, store, secrets, access_ttl), OPERATIONS,
-                   JOB_FAILURES, unreachable_grace, probe)
+                probe=None, identity: Identity | None = None) -> Machine[JobWork]:  # noqa: ANN001
+    return Machine(lambda jid: JobWork(db, jid, on_change, remotes, store, secrets, access_ttl, identity),
+                   OPERATIONS, JOB_FAILURES, unreachable_grace, probe)
 
 
 async def keep_fresh(renew, period: float, retry: float, *, first_delay: float = 0.0, what: str = "",

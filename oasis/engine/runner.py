@@ -49,9 +49,10 @@ class Engine:
         self.identity = open_identity(settings, db)  # trusts: acting for a user after its token has expired
         grace = settings.unreachable_grace_seconds
         self.machines: list[tuple[Any, Callable]] = [
-            (Cluster, cluster_machine(db, self.remotes, self.wake, unreachable_grace=grace)),
+            (Cluster, cluster_machine(db, self.remotes, self.wake, unreachable_grace=grace, identity=self.identity)),
             (Job, job_machine(db, self.remotes, store, self.wake, secrets_for(settings.state_dir),
-                              access_ttl=settings.s3_access_ttl_seconds, unreachable_grace=grace)),
+                              access_ttl=settings.s3_access_ttl_seconds, unreachable_grace=grace,
+                              identity=self.identity)),
             (Site, site_machine(db, self.remotes, self.wake)),
         ]
         self.tasks: dict[str, asyncio.Task] = {}

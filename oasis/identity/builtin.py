@@ -9,18 +9,22 @@ import hashlib
 import hmac
 import os
 import secrets
+from dataclasses import replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
-from oasis.db.models import Project, RoleAssignment, Token, User, utcnow
+from oasis.db.models import Project, RoleAssignment, Token, Trust, User, utcnow
 from oasis.db.session import Database
+from oasis.identity.base import IdentityError
 from oasis.identity.policy import ROLES
 from oasis.identity.principal import Principal
 
 __all__ = ["Principal", "hash_password", "verify_password", "ensure_project", "ensure_user", "assign_role",
-           "issue_token", "check_token", "revoke_token", "roles_of", "authenticate", "unassign_role", "token_project"]
+           "issue_token", "check_token", "revoke_token", "roles_of", "authenticate", "unassign_role", "token_project",
+           "SERVICE_USER", "ensure_service_user", "TrustRefused", "make_trust", "valid_trust", "trust_principal",
+           "issue_trust_token", "delete_trust", "trusts_of"]
 
 # scrypt cost: ~16 MB and tens of milliseconds per hash; enough to make offline guessing expensive.
 _N, _R, _P = 2**14, 8, 1
@@ -123,7 +127,9 @@ def issued_at_of(token: str) -> datetime | None:
         return None
 
 
-def issue_token(session: Session, user: User, project: Project, hours: float) -> str:
+def issue_token(session: Session, user: User, project: Project, hours: float, trust: Trust | None = None) -> str:
+    """A new bearer token; with `trust`, a trust-scoped one (the user is the trust's trustee), which never outlives
+    its trust."""
     now = utcnow()
     # Expired tokens of this user are dropped here, so the table does not grow without bound.
     session.execute(delete(Token).where(Token.user_id == user.id, Token.expires_at < now))
@@ -132,8 +138,11 @@ def issue_token(session: Session, user: User, project: Project, hours: float) ->
     token = secrets.token_urlsafe(32) + issued
     while token.startswith("-"):  # `--os-token -abc…` would read as an option on a command line
         token = secrets.token_urlsafe(32) + issued
-    session.add(Token(id_hash=_digest(token), user_id=user.id, project_id=project.id,
-                      expires_at=now + timedelta(hours=hours)))
+    expires = now + timedelta(hours=hours)
+    if trust is not None and trust.expires_at is not None:
+        expires = min(expires, trust.expires_at)
+    session.add(Token(id_hash=_digest(token), user_id=user.id, project_id=project.id, expires_at=expires,
+                      trust_id=trust.id if trust is not None else None))
     session.flush()
     return token
 
@@ -146,6 +155,12 @@ def check_token(session: Session, token: str) -> Principal | None:
     row = session.get(Token, _digest(token))
     if row is None or row.expires_at <= utcnow():
         return None
+    if row.trust_id is not None:
+        try:
+            principal = trust_principal(session, valid_trust(session, row.trust_id))
+        except TrustRefused:  # the trust was deleted, expired, or its trustor lost a delegated role
+            return None
+        return replace(principal, expires_at=row.expires_at)
     user, project = session.get(User, row.user_id), session.get(Project, row.project_id)
     if user is None or project is None:
         return None
@@ -175,6 +190,112 @@ def authenticate(session: Session, user_name: str | None, user_id: str | None, p
 _DUMMY = hash_password(secrets.token_hex(8))
 
 
+# --- trusts (Keystone's OS-TRUST) --------------------------------------------------------------------------------
+
+# oasis's own user, the trustee of the trusts oasis makes for work that outlives a token. It has no password
+# (nobody can log in as it) and no role: the engine acts on its trusts in-process (BuiltinIdentity.trust_principal),
+# reading the same database, so there is no credential of it to keep anywhere.
+SERVICE_USER = "oasis"
+
+
+class TrustRefused(Exception):
+    """Keystone's answer to a bad trust request: its status (400, 403, 404) and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def ensure_service_user(session: Session) -> User:
+    """The service user, made on the first start; its password is made unusable on every start."""
+    user = ensure_user(session, SERVICE_USER, None)
+    user.password_hash = UNUSABLE
+    session.flush()
+    return user
+
+
+def make_trust(session: Session, trustor: Principal, trustee_user_id: str, project_id: str | None,
+               roles: list[str], impersonation: bool, expires_at: datetime | None) -> Trust:
+    """A trust from the caller, as Keystone checks one: the caller is the trustor, the trustee exists, the project
+    is the caller's token's, each role is one the trustor has there, and it does not expire in the past."""
+    if trustor.trust_id is not None:
+        raise TrustRefused(403, "You are not authorized to perform the requested action: Redelegation allowed "
+                                "for delegated by trust only.")
+    if session.get(User, trustee_user_id) is None:
+        raise TrustRefused(404, f"Could not find user: {trustee_user_id}.")
+    project_id = project_id or trustor.project_id
+    if project_id != trustor.project_id:
+        raise TrustRefused(403, "You are not authorized to perform the requested action: a trust is for the "
+                                "project of the token that creates it.")
+    if not roles:
+        raise TrustRefused(403, "You are not authorized to perform the requested action: At least one role should "
+                                "be specified.")
+    held = set(roles_of(session, trustor.user_id, project_id))
+    for role in roles:
+        if role not in ROLES and role not in held:
+            raise TrustRefused(404, f"Could not find role: {role}.")
+        if role not in held:
+            raise TrustRefused(403, f"You are not authorized to perform the requested action: user "
+                                    f"{trustor.user_id} does not have role {role} in project {project_id}.")
+    if expires_at is not None and expires_at <= utcnow():
+        raise TrustRefused(400, "Invalid input for field 'expires_at': the expiration time is in the past.")
+    trust = Trust(trustor_user_id=trustor.user_id, trustee_user_id=trustee_user_id, project_id=project_id,
+                  roles=sorted(set(roles)), impersonation=impersonation, expires_at=expires_at)
+    session.add(trust)
+    session.flush()
+    return trust
+
+
+def valid_trust(session: Session, trust_id: str) -> Trust:
+    """The trust if it can be acted on: it exists, has not expired, and its trustor still has every role it
+    delegates (else Keystone's 404, or 403 "Trustee has no delegated roles.")."""
+    trust = session.get(Trust, trust_id) if trust_id else None
+    if trust is None or (trust.expires_at is not None and trust.expires_at <= utcnow()):
+        raise TrustRefused(404, f"Could not find trust: {trust_id}.")
+    if not set(trust.roles) <= set(roles_of(session, trust.trustor_user_id, trust.project_id)):
+        raise TrustRefused(403, "Trustee has no delegated roles.")
+    return trust
+
+
+def trust_principal(session: Session, trust: Trust) -> Principal:
+    """Who acts on the trust: the trustor when it impersonates, else the trustee; with the trust's roles only, on
+    its project."""
+    user = session.get(User, trust.trustor_user_id if trust.impersonation else trust.trustee_user_id)
+    project = session.get(Project, trust.project_id)
+    if user is None or project is None:
+        raise TrustRefused(404, f"Could not find trust: {trust.id}.")
+    roles = list(trust.roles)
+    return Principal(user_id=user.id, user_name=user.name, project_id=project.id, project_name=project.name,
+                     roles=roles, is_admin="admin" in roles, expires_at=trust.expires_at, trust_id=trust.id)
+
+
+def issue_trust_token(session: Session, user: User, trust_id: str, hours: float) -> str:
+    """A trust-scoped token for the trust's trustee (`user`, who authenticated)."""
+    trust = valid_trust(session, trust_id)
+    if trust.trustee_user_id != user.id:
+        raise TrustRefused(403, "User is not a trustee.")
+    project = session.get(Project, trust.project_id)
+    assert project is not None  # the foreign key cascades a project's deletion to its trusts
+    return issue_token(session, user, project, hours, trust)
+
+
+def delete_trust(session: Session, trust_id: str) -> bool:
+    """The trust and every token scoped to it; whether there was one."""
+    session.execute(delete(Token).where(Token.trust_id == trust_id))
+    return session.execute(delete(Trust).where(Trust.id == trust_id)).rowcount > 0
+
+
+def trusts_of(session: Session, trustor_user_id: str | None = None, trustee_user_id: str | None = None) -> list[Trust]:
+    """Trusts that are not expired, of a trustor or of a trustee (both None: all)."""
+    now = utcnow()
+    stmt = select(Trust).where(or_(Trust.expires_at.is_(None), Trust.expires_at > now)).order_by(Trust.created_at)
+    if trustor_user_id is not None:
+        stmt = stmt.where(Trust.trustor_user_id == trustor_user_id)
+    if trustee_user_id is not None:
+        stmt = stmt.where(Trust.trustee_user_id == trustee_user_id)
+    return list(session.scalars(stmt))
+
+
 class BuiltinIdentity:
     """The `Identity` of oasis's own database (see oasis.identity.base)."""
 
@@ -186,3 +307,29 @@ class BuiltinIdentity:
     def authenticate_token(self, token: str) -> Principal | None:
         with self.db.session() as s:
             return check_token(s, token)
+
+    def create_trust(self, user_token: str, trustor: Principal, *, roles: list[str] | None = None,
+                     expires_at: datetime | None = None, impersonation: bool = True) -> str:
+        with self.db.session() as s:
+            caller = check_token(s, user_token)
+            if caller is None or (caller.user_id, caller.project_id) != (trustor.user_id, trustor.project_id):
+                raise IdentityError("The token is invalid or has expired: no trust can be made from it")
+            # Bootstrap makes it; a database that bootstrap has not run on (a test's) gets it here.
+            service = s.scalars(select(User).where(User.name == SERVICE_USER)).first() or ensure_service_user(s)
+            try:
+                return make_trust(s, caller, service.id, caller.project_id,
+                                  list(roles) if roles is not None else list(caller.roles), impersonation,
+                                  expires_at).id
+            except TrustRefused as e:
+                raise IdentityError(e.message) from None
+
+    def trust_principal(self, trust_id: str) -> Principal | None:
+        with self.db.session() as s:
+            try:
+                return trust_principal(s, valid_trust(s, trust_id))
+            except TrustRefused:
+                return None
+
+    def delete_trust(self, trust_id: str) -> None:
+        with self.db.session() as s:
+            delete_trust(s, trust_id)

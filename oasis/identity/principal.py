@@ -15,3 +15,5 @@ class Principal:
     is_admin: bool = False
     expires_at: datetime | None = None
     issued_at: datetime | None = None
+    # Set when the principal acts on a trust (a trust-scoped token, or the engine for a trustor).
+    trust_id: str | None = None

@@ -120,6 +120,12 @@ RULES: tuple[Rule, ...] = (
     # a token's own holder may check and revoke it, whatever its role
     Rule("identity:token-validate", PREFIX + "identity:token_validate", READER, "Validate a token."),
     Rule("identity:token-revoke", PREFIX + "identity:token_revoke", READER, "Revoke a token."),
+    # Trusts are the caller's own delegations (the handlers allow the trustor, the trustee or an admin), so any
+    # role may make, see and delete them, a reader included, as in Keystone.
+    Rule("identity:trust-create", PREFIX + "identity:trust_create", READER, "Delegate one's roles to a trustee."),
+    Rule("identity:trust-list", PREFIX + "identity:trust_list", READER, "List one's trusts."),
+    Rule("identity:trust-get", PREFIX + "identity:trust_get", READER, "Show a trust one is party to."),
+    Rule("identity:trust-delete", PREFIX + "identity:trust_delete", READER, "Delete a trust one made."),
     Rule("identity:admin", PREFIX + "identity:admin", ADMIN, "Manage projects, users and role assignments."),
 )
 

@@ -29,7 +29,9 @@ MEMBER = Principal("u", "alice", "p", "p1", ["member"])
 ADMIN = Principal("u", "admin", "p", "admin", ["admin"], is_admin=True)
 # Changes of state by method, and the v1.1 cancel that is a GET; a token's holder may revoke it whatever its role.
 WRITES = {"POST", "PUT", "PATCH", "DELETE", "HEAD"}
-SELF_SERVICE = {"identity:token-revoke"}
+# Actions on the caller's own credentials and delegations, which any role takes (the handlers check whose)
+SELF_SERVICE = {"identity:token-revoke", "identity:trust-create", "identity:trust-list", "identity:trust-get",
+                "identity:trust-delete"}
 
 
 def token_routes(world: World) -> Iterator[tuple[RouteSpec, str]]:
