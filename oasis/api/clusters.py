@@ -87,12 +87,8 @@ def _node_group_row(ng: dict[str, Any], count: int | None = None) -> NodeGroup:
 
 
 def create_cluster(ctx: Ctx) -> Reply:
-    made: list[str] = []  # the trusts this request made: dropped again if it fails after making them
-    try:
+    with keystone.trusts_undone_on_failure(ctx) as made:
         return _create_cluster(ctx, made)
-    except BaseException:
-        keystone.drop_trusts(ctx, made)
-        raise
 
 
 def _create_cluster(ctx: Ctx, made: list[str]) -> Reply:

@@ -116,12 +116,8 @@ def _data_source(s: Session, principal: Principal, ds_id: str | None) -> DataSou
 
 
 def create_job(ctx: Ctx) -> Reply:
-    made: list[str] = []  # the trust this request made: dropped again if it fails after making it
-    try:
+    with keystone.trusts_undone_on_failure(ctx) as made:
         return _create_job(ctx, made)
-    except BaseException:
-        keystone.drop_trusts(ctx, made)
-        raise
 
 
 def _create_job(ctx: Ctx, made: list[str]) -> Reply:

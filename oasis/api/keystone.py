@@ -5,6 +5,8 @@ is oasis.api.identity_admin's."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -369,13 +371,20 @@ def trust_for_work(ctx: Ctx) -> str:
                        f"oasis could not get a trust from you for work that outlives your token: {e}") from None
 
 
-def drop_trusts(ctx: Ctx, trust_ids: list[str]) -> None:
-    """Trusts made for a request that then failed: nothing is left behind that no row knows about."""
-    for trust_id in trust_ids:
-        try:
-            ctx.deps.identity.delete_trust(trust_id)
-        except IdentityError as e:  # the request's own error matters more; this trust then expires unused
-            log.warning("could not delete the unused trust %s: %s", trust_id, e)
+@contextmanager
+def trusts_undone_on_failure(ctx: Ctx) -> Iterator[list[str]]:
+    """The list a request adds the ids of the trusts it makes to; if the request then fails, they are deleted
+    again, so nothing is left behind that no row knows about."""
+    made: list[str] = []
+    try:
+        yield made
+    except BaseException:
+        for trust_id in made:
+            try:
+                ctx.deps.identity.delete_trust(trust_id)
+            except IdentityError as e:  # the request's own error matters more; this trust then expires unused
+                log.warning("could not delete the unused trust %s: %s", trust_id, e)
+        raise
 
 
 def register(routes: Routes) -> None:
