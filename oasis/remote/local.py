@@ -26,7 +26,10 @@ class LocalRemote:
         try:
             out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError):
-            proc.kill()
+            try:
+                proc.kill()
+            except ProcessLookupError:  # it ended on its own meanwhile: the cancellation still goes on
+                pass
             await proc.wait()
             raise
         result = Result(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
