@@ -11,9 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from oasis.config import KeystoneAuth
+from oasis.identity.keystone import KeystoneIdentity
 from tests.integration import workflow as wf
 from tests.integration.services import Oasis, wait_until
-from tests.keystone_service import SERVICE_USER, KeystoneServer
+from tests.keystone_service import SERVICE_PROJECT, SERVICE_USER, KeystoneServer
 
 # Waits for a file the test makes once the tokens that made the cluster and the job have expired: the job ends
 # after that, whatever the machine's speed.
@@ -93,6 +95,12 @@ def assert_keystone_knows(alice: dict, keystone: KeystoneServer, trust_id: str) 
     assert "member" in {r["name"] for r in trust["roles"]}
 
 
+def without_trust(service: Oasis, cluster_id: str) -> bool:
+    """Whether the engine logged that it deleted the cluster without its creator's trust."""
+    needle = f"cluster {cluster_id}: Deleting the cluster without its creator's trust"
+    return any(needle in log.read_text(errors="replace") for log in service.state_dir.glob("*.log"))
+
+
 def refused_by_keystone(admin: httpx.Client, token: str) -> bool:
     return admin.get("/auth/tokens", headers={"X-Subject-Token": token}).status_code == 404
 
@@ -134,6 +142,7 @@ def test_a_transient_cluster_is_deleted_through_its_keystone_trust_after_the_tok
     assert refused_by_oasis(ks_oasis, token) and refused_by_oasis(ks_oasis, job_token)
     flag.write_text("go")
     wf.wait_gone(client, cid)
+    assert not without_trust(ks_oasis, cid)  # its deletion acted on its trust: the trust was still good then
     j = wf.job(client, jid)
     assert j["info"]["status"] == "SUCCEEDED", j
     for trust_id in (cluster_trust, job_trust):
@@ -149,6 +158,14 @@ def test_a_scale_after_alice_deleted_her_keystone_trust_is_refused_with_the_reas
     c = wf.wait_cluster(client, cid)
     assert c["trust_id"]
     assert_keystone_knows(alice, keystone_short_tokens, c["trust_id"])
+    # What the engine acts as on that trust, asked of Keystone with oasis's service credentials: alice on alpha.
+    ks = keystone_short_tokens
+    identity = KeystoneIdentity(KeystoneAuth(auth_url=ks.url, username=SERVICE_USER, password=ks.service_password,
+                                             project_name=SERVICE_PROJECT, www_authenticate_uri=ks.url))
+    acting = identity.trust_principal(c["trust_id"])
+    assert acting is not None and acting.trust_id == c["trust_id"], acting
+    assert (acting.user_id, acting.project_id) == (alice["user_id"], ks.projects["alpha"])
+    assert "member" in acting.roles and not acting.is_admin
     assert wf.ok(v3.delete(f"/OS-TRUST/trusts/{c['trust_id']}"), 204) == {}
 
     wf.ok(client.put(f"/clusters/{cid}", json={"resize_node_groups": [{"name": "worker", "count": 2}]}), 202)
@@ -165,4 +182,6 @@ def test_a_scale_after_alice_deleted_her_keystone_trust_is_refused_with_the_reas
     # Deleting goes on without the trust: nothing is left running that no row knows about.
     wf.ok(client.delete(f"/clusters/{cid}"), 204)
     wf.wait_gone(client, cid)
+    assert without_trust(ks_oasis, cid)
+    assert identity.trust_principal(c["trust_id"]) is None
     assert wf.ok(v3.get("/OS-TRUST/trusts", params={"trustor_user_id": alice["user_id"]}))["trusts"] == []
