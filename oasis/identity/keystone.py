@@ -57,9 +57,13 @@ def principal_of(token: dict[str, Any]) -> Principal | None:
         return None
     user = token.get("user") or {}
     roles = map_roles([r.get("name", "") for r in token.get("roles") or [] if r.get("name")])
+    # A trust-scoped token says so, as the builtin backend's principals do: what acts on a trust is known as such.
+    trust = token.get("OS-TRUST:trust")
+    trust_id = str(trust["id"]) if isinstance(trust, dict) and trust.get("id") else None
     return Principal(user_id=user.get("id", ""), user_name=user.get("name", ""), project_id=project["id"],
                      project_name=project.get("name", ""), roles=roles, is_admin=ADMIN in roles,
-                     expires_at=_time(token.get("expires_at")), issued_at=_time(token.get("issued_at")))
+                     expires_at=_time(token.get("expires_at")), issued_at=_time(token.get("issued_at")),
+                     trust_id=trust_id)
 
 
 class KeystoneIdentity:
