@@ -8,6 +8,13 @@ admin of account AUTH_test) and a second, `other:user` / `secret`, of another ac
         swift.auth_url  # http://127.0.0.1:PORT/auth/v1.0   (native Swift, tempauth)
         swift.endpoint  # http://127.0.0.1:PORT             (S3 through s3api: access key test:tester, secret testing)
 
+`SwiftServer(keystone=KeystoneAuth(...))` authenticates with Keystone instead: keystonemiddleware's `authtoken`
+(validating tokens with the given service user) and Swift's `keystoneauth` in the pipeline, `reseller_prefix
+AUTH_`, so that a project's account is `AUTH_<project id>` and its members (roles `admin`, `member`) own it;
+tempurl stays in front (with `delay_auth_decision`, a temp URL needs no token); no tempauth, no s3api.
+`swift.storage_url_template` is what to register as the `object-store` endpoint in Keystone's catalog.
+keystonemiddleware must be importable by the proxy (the test extra).
+
 `SwiftServer(bind_ip=ADDRESS)` serves the proxy (the only public part) on another local address, for example the
 lab's controller link (root side), so that hosts in the lab's namespaces reach it; the account, container and
 object servers and memcached stay on loopback. A wildcard address is refused: nothing here listens on every
@@ -29,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -59,8 +67,21 @@ def memcached_binary() -> str | None:
                                               if os.path.exists(p)), None)
 
 
+@dataclass(frozen=True)
+class KeystoneAuth:
+    """Where the proxy's authtoken validates tokens, and the service user it does so as."""
+
+    auth_url: str  # Keystone's v3 root, e.g. http://127.0.0.1:5000/v3
+    username: str
+    password: str = field(repr=False)
+    project_name: str = "service"
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+
+
 class SwiftServer:
-    def __init__(self, base: Path | None = None, bind_ip: str = "127.0.0.1") -> None:
+    def __init__(self, base: Path | None = None, bind_ip: str = "127.0.0.1",
+                 keystone: KeystoneAuth | None = None) -> None:
         if ipaddress.ip_address(bind_ip).is_unspecified:
             raise ValueError("the test Swift does not listen on every interface: give it one address")
         self.bind_ip = bind_ip
@@ -71,6 +92,9 @@ class SwiftServer:
         self.url = f"http://{bind_ip}:{self.ports['proxy']}"
         self.auth_url = f"{self.url}/auth/v1.0"
         self.endpoint = self.url
+        self.keystone = keystone
+        # Keystone's catalog substitutes the project's id: each project's own account.
+        self.storage_url_template = f"{self.url}/v1/AUTH_$(project_id)s"
         self.procs: list[subprocess.Popen] = []
 
     # --- config ---------------------------------------------------------------------------------------------
@@ -96,10 +120,13 @@ class SwiftServer:
                 f"\n[filter:healthcheck]\nuse = egg:swift#healthcheck\n"
                 f"\n[{kind}-replicator]\n\n[{kind}-auditor]\n{extra}")
         memcache = f"127.0.0.1:{self.ports['memcached']}"
-        (self.etc / "proxy-server.conf").write_text(
+        auth = "s3api tempauth" if self.keystone is None else "authtoken keystoneauth"
+        conf = self.etc / "proxy-server.conf"
+        conf.touch(mode=0o600)  # with Keystone it holds the service user's password
+        conf.write_text(
             self._default(self.ports["proxy"], self.bind_ip) + f"""
 [pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl s3api tempauth copy slo dlo versioned_writes symlink proxy-logging proxy-server
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl {auth} copy slo dlo versioned_writes symlink proxy-logging proxy-server
 
 [app:proxy-server]
 use = egg:swift#proxy
@@ -156,7 +183,33 @@ use = egg:swift#versioned_writes
 
 [filter:symlink]
 use = egg:swift#symlink
-""")
+""" + self._keystone_filters())
+
+    def _keystone_filters(self) -> str:
+        ks = self.keystone
+        if ks is None:
+            return ""
+        return f"""
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+www_authenticate_uri = {ks.auth_url}
+auth_url = {ks.auth_url}
+auth_type = password
+username = {ks.username}
+password = {ks.password}
+project_name = {ks.project_name}
+user_domain_name = {ks.user_domain_name}
+project_domain_name = {ks.project_domain_name}
+delay_auth_decision = True
+token_cache_time = 10
+service_token_roles_required = True
+
+[filter:keystoneauth]
+use = egg:swift#keystoneauth
+reseller_prefix = AUTH_
+operator_roles = admin, member
+reseller_admin_role = ResellerAdmin
+"""
 
     def _build_rings(self) -> None:
         builder = _bin("swift-ring-builder")
@@ -203,6 +256,8 @@ use = egg:swift#symlink
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"swift {kind} server not healthy after {timeout}s; see {self.base}")
                 time.sleep(0.05)
+        if self.keystone is not None:
+            return self  # healthy proxy; authtoken asks Keystone on the first request that carries a token
         # The first token proves tempauth reaches memcached.
         while True:
             try:

@@ -19,6 +19,11 @@ outlives the control plane (no engine renewing) by more than one TTL loses its S
 lasts to its deadline. URLs a job hands to its workers inside tasks are as fresh as the file was when the driver
 read it (at least 2/3 of a TTL left while renewal works).
 
+Swift without stored credentials (the Keystone backend): a swift:// data source with no user name is reached
+with a trust-scoped token of the job's (or its cluster's) trust, on the storage URL the token's catalog gives
+for the trust's project (`trusted_swift`, from the engine). The token sets the account's temp-URL key and is then
+dropped: the job gets only the temp URLs, as with stored credentials.
+
 The job receives its access map (JSON: {data source URL: entry}) in a file of its job directory, mode 0600,
 named by OASIS_DATA_ACCESS_FILE (OASIS_DATA_ACCESS, the map itself in the environment, is still read by
 `oasis.jobkit`). What the engine keeps to renew and revoke (`JobAccess.record`) holds no secret.
@@ -35,7 +40,7 @@ from typing import Any
 from oasis.db.models import DataSource
 from oasis.storage import Endpoints, StoreError, store_for
 from oasis.storage.secrets import Secrets
-from oasis.storage.swift import SwiftStore, sign_prefix
+from oasis.storage.swift import SwiftConnection, SwiftStore, TokenSource, sign_prefix
 from oasis.storage.urls import parse
 
 log = logging.getLogger(__name__)
@@ -151,14 +156,27 @@ def _s3_entry(store: Any, key: str, mode: str, expires: int, parts: int,
 # --- grant and revoke ---------------------------------------------------------------------------------------
 
 
+def uses_trust(url: str, creds: dict[str, Any]) -> bool:
+    """A swift:// location whose credentials name no user: reached on the project's trust, not stored secrets."""
+    return parse(url).kind == "swift" and not (creds.get("user") or creds.get("username"))
+
+
+def _store(loc: Any, creds: dict[str, Any], defaults: Endpoints | None, create: bool,
+           trusted_swift: TokenSource | None) -> Any:
+    if loc.kind == "swift" and trusted_swift is not None and not (creds.get("user") or creds.get("username")):
+        return SwiftStore(SwiftConnection.with_token(trusted_swift), loc.container, create=create)
+    return store_for(loc, creds, defaults, create=create)
+
+
 def grant(job_id: str, sources: list[tuple[str, str, dict[str, Any], str]], secrets: Secrets | None,
           defaults: Endpoints | None = None, lifetime_s: float = 24 * 3600,
           output_parts: int = DEFAULT_OUTPUT_PARTS, s3_ttl_s: float | None = None,
-          deadline: int | None = None) -> JobAccess:
+          deadline: int | None = None, trusted_swift: TokenSource | None = None) -> JobAccess:
     """Scoped access for one job. `sources`: (data source id, runtime URL, stored credentials, mode "r"|"rw").
     Locations that are not object stores (file://, hdfs://) pass through without an entry. Swift URLs last until
     the job's deadline (`deadline`, else now + `lifetime_s`); S3 presigned requests `s3_ttl_s` at most. A renewal
-    is the same call with the first grant's `deadline`."""
+    is the same call with the first grant's `deadline`. `trusted_swift` gives a trust-scoped token and the
+project's storage URL for swift:// sources without a user name (None: they need stored credentials)."""
     expires = int(deadline or time.time() + lifetime_s)
     access: dict[str, Any] = {}
     record: list[dict[str, Any]] = []
@@ -168,14 +186,15 @@ def grant(job_id: str, sources: list[tuple[str, str, dict[str, Any], str]], secr
             if not loc.is_object:
                 continue
             creds = secrets.decrypt_dict(stored) if secrets else dict(stored or {})
-            store = store_for(loc, creds, defaults, create="w" in mode)
+            store = _store(loc, creds, defaults, "w" in mode, trusted_swift)
             if loc.kind == "swift":
                 access[url] = _swift_entry(store, loc.key, job_id, mode, expires)  # type: ignore[arg-type]
             else:
                 access[url] = _s3_entry(store, loc.key, mode, expires, output_parts, s3_ttl_s)
             record.append({"data_source_id": ds_id, "url": url, "kind": loc.kind, "mode": mode})
     except StoreError as e:
-        revoke(job_id, [(r["url"], _creds(sources, r["data_source_id"])) for r in record], secrets, defaults)
+        revoke(job_id, [(r["url"], _creds(sources, r["data_source_id"])) for r in record], secrets, defaults,
+               trusted_swift)
         raise AccessError(f"granting the job access to its data failed: {e}") from None
     return JobAccess({ENV: json.dumps(access, separators=(",", ":"))} if access else {}, record, expires)
 
@@ -185,8 +204,9 @@ def _creds(sources: list[tuple[str, str, dict[str, Any], str]], ds_id: str) -> d
 
 
 def revoke(job_id: str, located: list[tuple[str, dict[str, Any]]], secrets: Secrets | None,
-           defaults: Endpoints | None = None) -> list[str]:
-    """Withdraw what `grant` gave a job: `located` is (URL, stored credentials) of each recorded data source.
+           defaults: Endpoints | None = None, trusted_swift: TokenSource | None = None) -> list[str]:
+    """Withdraw what `grant` gave a job: `located` is (URL, stored credentials) of each recorded data source
+    (`trusted_swift` as for `grant`: the account of sources without stored credentials).
     Returns the problems met (already logged without secrets); revocation goes on past one failing store."""
     problems = []
     done: set[tuple[str, str]] = set()
@@ -195,12 +215,14 @@ def revoke(job_id: str, located: list[tuple[str, dict[str, Any]]], secrets: Secr
         if loc.kind != "swift":
             continue  # presigned S3 requests end with their expiry
         creds = secrets.decrypt_dict(stored) if secrets else dict(stored or {})
-        ident = (str(creds.get("auth_url") or (defaults and defaults.swift_auth_url)), str(creds.get("user")))
+        trusted = trusted_swift is not None and uses_trust(url, creds)
+        ident = ("trust", "") if trusted else \
+            (str(creds.get("auth_url") or (defaults and defaults.swift_auth_url)), str(creds.get("user")))
         if ident in done:
             continue
         done.add(ident)
         try:
-            _swift_revoke(store_for(loc, creds, defaults), job_id)  # type: ignore[arg-type]
+            _swift_revoke(_store(loc, creds, defaults, False, trusted_swift), job_id)
         except StoreError as e:
             log.warning("job %s: withdrawing its Swift access failed: %s", job_id, e)
             problems.append(str(e))

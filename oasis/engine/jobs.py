@@ -29,7 +29,7 @@ from oasis.edp.shares import check_file_sources, shares_for_cluster
 from oasis.engine.machine import Machine, Operation, OperationError, Step, Wait, Work
 from oasis.engine.views import build_view, cluster_runtime
 from oasis.identity import trusts
-from oasis.identity.base import Identity
+from oasis.identity.base import Identity, IdentityError
 from oasis.plugins import get_plugin
 from oasis.plugins.base import PluginError
 from oasis.remote.base import RemoteError
@@ -74,6 +74,28 @@ def _agent_for(db: Database, remotes: Remotes, runtime: dict[str, Any]):
             return None
         view = build_view(s, remotes, cluster, ("active", "new", "decommission"))
     return next((i.agent for i in view.instances if i.id == inst.id), None)
+
+
+def _trusted_swift(identity: Identity | None, trust_id: str | None):  # noqa: ANN202
+    """How a job reaches a swift:// source stored without credentials: a trust-scoped token of its own trust or
+    its cluster's, and the project's Swift from the token's catalog (None: no trust to act on)."""
+    if identity is None or not trust_id:
+        return None
+
+    def token() -> tuple[str, str]:
+        try:
+            found = identity.trust_object_store(trust_id)
+        except IdentityError as e:
+            raise StoreError(f"reaching the project's Swift on its trust failed: {e}") from None
+        if found is None:
+            raise StoreError("a swift:// location without credentials needs the Keystone identity backend")
+        return found
+    return token
+
+
+def _trust_of(s, job: Job) -> str | None:  # noqa: ANN001
+    cluster = s.get(Cluster, job.cluster_id or "")
+    return job.trust_id or (cluster.trust_id if cluster is not None else None)
 
 
 class JobWork(Work):
@@ -154,9 +176,10 @@ class JobWork(Work):
             job_type = template.type
             mains, libs = list(template.mains), list(template.libs)
             python = cluster_runtime(s, cluster)["python"]
+            trusted = _trusted_swift(self.identity, _trust_of(s, job))
         # The job's scoped access (signed URLs), recorded before anything can fail after it, so revoke finds it.
         grant = await asyncio.to_thread(access.grant, job_id, sources, self.secrets, endpoints_of(self.store),
-                                        ACCESS_SECONDS, parts, self.access_ttl)
+                                        ACCESS_SECONDS, parts, self.access_ttl, None, trusted)
         self.set(runtime={"access": grant.record})
         await master.remote.run(["mkdir", "-p", workdir])
         if grant.env:  # the signed URLs go in a file only the job's user reads, never in the job's row or env
@@ -250,8 +273,10 @@ class JobWork(Work):
                 return
             sources = access.sources_for_record(s, runtime.get("access") or [])
             parts = access.output_parts(job.job_configs)
+            trusted = _trusted_swift(self.identity, _trust_of(s, job))
         grant = await asyncio.to_thread(access.grant, self.id, sources, self.secrets, endpoints_of(self.store),
-                                        ACCESS_SECONDS, parts, self.access_ttl, runtime.get("access_deadline"))
+                                        ACCESS_SECONDS, parts, self.access_ttl, runtime.get("access_deadline"),
+                                        trusted)
         if grant.env:
             await remote.put(posixpath.join(runtime["dir"], access.FILE_NAME), grant.env[access.ENV].encode(),
                              0o600, owner)  # the job's user reads it
@@ -298,8 +323,9 @@ class JobWork(Work):
             job = self.row(s)
             record = list((job.runtime or {}).get("access") or []) if job else []
             located = access.located_for_job(s, record)
+            trusted = _trusted_swift(self.identity, _trust_of(s, job)) if job else None
         if located:
-            access.revoke(self.id, located, self.secrets, endpoints_of(self.store))
+            access.revoke(self.id, located, self.secrets, endpoints_of(self.store), trusted)
 
     def _after_end(self) -> None:
         """A transient cluster is deleted once its last job has ended (on the cluster's own trust); the job's

@@ -31,3 +31,9 @@ class Identity(Protocol):
 
     def delete_trust(self, trust_id: str) -> None:
         """Remove a trust; one already gone is no error."""
+
+    def trust_object_store(self, trust_id: str) -> tuple[str, str] | None:
+        """A trust-scoped token and the public `object-store` endpoint of the trust's project (its Swift account,
+        from the token's catalog), for reaching the trustor's Swift without stored credentials; None where the
+        backend has no Swift that takes its tokens (the builtin one). Raises IdentityError when the trust cannot
+        be acted on or the catalog names no object store."""

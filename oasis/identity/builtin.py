@@ -333,3 +333,6 @@ class BuiltinIdentity:
     def delete_trust(self, trust_id: str) -> None:
         with self.db.session() as s:
             delete_trust(s, trust_id)
+
+    def trust_object_store(self, trust_id: str) -> tuple[str, str] | None:
+        return None  # no Swift takes the builtin identity's tokens: swift:// sources bring their own credentials

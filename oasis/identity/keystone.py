@@ -194,6 +194,26 @@ class KeystoneIdentity:
             return None
         return self.validate(token)
 
+    def trust_object_store(self, trust_id: str) -> tuple[str, str] | None:
+        # The service user's token on the trust (impersonating the trustor, with the delegated roles) is what
+        # Swift's keystoneauth sees as the trustor on the trust's project: the owner of that project's account.
+        auth = self._service_auth(trust_id)
+        try:
+            access = auth.get_access(ks_session.Session(verify=self._verify, timeout=TIMEOUT))
+        except (ks_exc.Unauthorized, ks_exc.NotFound):
+            raise IdentityError(f"the trust {trust_id} is gone (deleted, expired, or its trustor lost a role it "
+                                f"delegates)") from None
+        except ks_exc.ClientException as e:
+            raise IdentityError(f"The identity service cannot be reached ({type(e).__name__})") from None
+        try:
+            url = access.service_catalog.url_for(service_type="object-store", interface="public")
+        except ks_exc.EndpointNotFound:
+            url = None
+        if not url:
+            raise IdentityError(f"the identity service's catalog has no public object-store endpoint for the "
+                                f"project {access.project_id}")
+        return str(access.auth_token), str(url)
+
     def delete_trust(self, trust_id: str) -> None:
         # The service user is the trustee; Keystone's policy lets the trustor or an admin delete a trust, so the
         # service user has the admin role on its project (as Sahara's had; `oasis keystone register` says so).

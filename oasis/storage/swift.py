@@ -1,4 +1,5 @@
-"""OpenStack Swift through its native API (plain httpx): tempauth v1 or Keystone v3 authentication, objects in a
+"""OpenStack Swift through its native API (plain httpx): tempauth v1 or Keystone v3 authentication, or a token
+handed in by the caller (`token_source`: a trust-scoped token and the project's storage URL), objects in a
 container, and the account's temp-URL keys with which per-job scoped URLs are signed (see oasis.edp.access).
 
 Objects are streamed both ways: uploads go out chunked (Transfer-Encoding: chunked, CHUNK bytes at a time, from
@@ -9,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
@@ -22,6 +23,8 @@ LISTING_LIMIT = 10000
 CHUNK = 1 << 20  # bytes per chunk sent or received: large enough that per-chunk costs vanish
 
 Source = bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes]
+# Gives (token, storage URL) each time the connection needs a token: the first time and after a 401.
+TokenSource = Callable[[], tuple[str, str]]
 
 
 def _chunks(source: Source, size: int = CHUNK) -> Iterator[bytes]:
@@ -52,10 +55,12 @@ class SwiftConnection:
     """One Swift account: authenticates lazily, re-authenticates once on 401. Thread-safe."""
 
     def __init__(self, auth_url: str, user: str, key: str, *, project: str | None = None,
-                 domain: str = "Default", storage_url: str | None = None, timeout: float = 60) -> None:
+                 domain: str = "Default", storage_url: str | None = None, timeout: float = 60,
+                 token_source: TokenSource | None = None) -> None:
         self.auth_url, self.user, self._key = auth_url.rstrip("/"), user, key
         self.project, self.domain = project, domain
         self._storage_url, self._token = storage_url, None
+        self._token_source = token_source
         self._lock = threading.Lock()
         self.http = httpx.Client(timeout=timeout)
 
@@ -67,7 +72,16 @@ class SwiftConnection:
 
     # --- authentication -------------------------------------------------------------------------------------
 
+    @classmethod
+    def with_token(cls, token_source: TokenSource, timeout: float = 60) -> "SwiftConnection":
+        """An account reached with tokens someone else obtains (oasis's trust-scoped ones): no user, no key."""
+        return cls("", "", "", timeout=timeout, token_source=token_source)
+
     def _authenticate(self) -> None:
+        if self._token_source is not None:
+            self._token, url = self._token_source()
+            self._storage_url = self._storage_url or url
+            return
         try:
             if self.auth_url.endswith("/v3"):
                 self._keystone_v3()

@@ -1,0 +1,137 @@
+"""Swift without stored credentials (issue 13, item 3): `oasis up --config FILE` with the Keystone backend, and a
+real Swift whose proxy authenticates with the same real Keystone (authtoken + keystoneauth, devtools/devswift.py),
+registered in its catalog as `object-store`. alice (member of alpha) puts her input into alpha's account with her
+own token, names it in a swift:// data source with no credentials, and a Dask word count reads it and writes its
+output there, through temp URLs the engine signed with a key it set on alpha's account with a token of the
+cluster's trust. bob (beta) cannot see alice's data source; the job's URLs die with it."""
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devtools.devswift import KeystoneAuth, SwiftServer, memcached_binary
+from tests.integration import workflow as wf
+from tests.integration.services import Oasis, wait_until
+from tests.keystone_service import SERVICE_PROJECT, KeystoneServer
+
+DEMO = Path(__file__).resolve().parents[2] / "oasis" / "demo" / "wordcount_dask_objects.py"
+
+# The word count, after printing a temp URL of its input: the evidence that the job's access ends with it.
+PROBE = b"""
+import os, sys, runpy
+from oasis import jobkit
+print("probe", jobkit.signed_url(jobkit.list_objects(os.environ["OASIS_INPUT_URL"])[0]), file=sys.stderr)
+sys.argv = ["wordcount"]
+runpy.run_path(os.environ["WORDCOUNT"], run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def keystone_swift(keystone: KeystoneServer) -> Iterator[SwiftServer]:
+    """A Swift authenticating at the session's Keystone, as the project's object-store in its catalog; its service
+    user, service and endpoint are removed again at the end."""
+    if memcached_binary() is None:
+        pytest.fail("memcached is not installed: scripts/setup must apt-get install memcached")
+    admin = keystone.admin_client()
+    name, password = f"swift-{uuid.uuid4().hex[:6]}", secrets.token_urlsafe(16)
+    user = admin.users.create(name, domain="default", password=password)
+    service = endpoint = None
+    try:
+        admin.roles.grant(next(r for r in admin.roles.list() if r.name == "admin"), user=user,
+                          project=keystone.projects[SERVICE_PROJECT])
+        with SwiftServer(keystone=KeystoneAuth(keystone.url, name, password, SERVICE_PROJECT)) as swift:
+            service = admin.services.create("swift", type="object-store")
+            endpoint = admin.endpoints.create(service, swift.storage_url_template, interface="public",
+                                              region="RegionOne")
+            yield swift
+    finally:
+        if endpoint is not None:
+            admin.endpoints.delete(endpoint)
+        if service is not None:
+            admin.services.delete(service)
+        admin.users.delete(user)
+
+
+@pytest.fixture(scope="module")
+def ks_oasis(keystone: KeystoneServer, keystone_swift: SwiftServer,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
+    base = tmp_path_factory.mktemp("ks-swift-oasis")
+    conf = base / "oasis.conf"
+    conf.write_text("[identity]\nbackend = keystone\n" + keystone.config_section(cache_time=30))
+    conf.chmod(0o600)
+    service = Oasis(base / "state")
+    service.serve_args = ["--config", str(conf)]
+    service.env["WORDCOUNT"] = str(DEMO)
+    try:
+        service.wait_answering(service.spawn("up"))  # not start_api: oasis's own /v3 issues no tokens here
+        yield service
+    finally:
+        service.stop()
+    for log in service.state_dir.glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert "Traceback" not in text, f"{log}:\n{text[-3000:]}"
+        assert keystone.service_password not in text and not re.search(r"X-Subject-Token: \S{20,}", text)
+
+
+def client_of(oasis: Oasis, keystone: KeystoneServer, user: str) -> httpx.Client:
+    return httpx.Client(base_url=oasis.url + "/v2", headers={"X-Auth-Token": keystone.token(user)}, timeout=30)
+
+
+def test_a_job_reads_and_writes_its_projects_swift_on_a_trust_with_no_stored_credentials(
+        ks_oasis: Oasis, keystone: KeystoneServer, keystone_swift: SwiftServer) -> None:
+    session = keystone.user_session("alice")
+    account = session.get_endpoint(service_type="object-store", interface="public")
+    assert account.endswith("/AUTH_" + keystone.projects["alpha"])
+    mine = httpx.Client(base_url=account, headers={"X-Auth-Token": session.get_token()}, timeout=30)
+    container = f"wc-{uuid.uuid4().hex[:8]}"
+    assert mine.put(f"/{container}").status_code in (201, 202)
+    for i in range(3):
+        r = mine.put(f"/{container}/books/{i}.txt", content=b"the river the city\nthe data river\n" * (i + 1))
+        assert r.status_code == 201, r.text
+
+    with client_of(ks_oasis, keystone, "alice") as alice, client_of(ks_oasis, keystone, "bob") as bob:
+        inp = wf.ok(alice.post("/data-sources", json={"name": "books", "type": "swift",
+                                                      "url": f"swift://{container}/books"}), 202)["data_source"]
+        out = wf.ok(alice.post("/data-sources", json={"name": "counts", "type": "swift",
+                                                      "url": f"swift://{container}/counts/%JOB_EXEC_ID%"}),
+                    202)["data_source"]
+        assert bob.get(f"/data-sources/{inp['id']}").status_code == 404
+        assert inp["id"] not in str(wf.ok(bob.get("/data-sources")))
+
+        cid = wf.create_cluster(alice, "dask", "on-trust", workers=1)
+        wf.wait_cluster(alice, cid)
+        template = wf.job_template(alice, "wc-trust", "Dask", wf.upload_binary(alice, "probe.py", PROBE))
+        jid = wf.run_job(alice, template, cid, input_id=inp["id"], output_id=out["id"])
+        job = wf.wait_job(alice, jid)
+        stderr = wf.logs(alice, jid, "stderr")
+        assert job["info"]["status"] == "SUCCEEDED", (job["info"], stderr)
+        assert wf.logs(alice, jid).splitlines()[:2] == ["the\t18", "river\t12"]
+
+        # the output is in alpha's own account, read back with alice's own token
+        listing = mine.get(f"/{container}", params={"prefix": f"counts/{jid}/", "format": "json"})
+        assert listing.status_code == 200, listing.text
+        parts = [o["name"] for o in listing.json() if "/part-" in o["name"]]
+        assert parts, listing.json()
+        lines = "".join(mine.get(f"/{container}/{p}").text for p in parts)
+        assert sorted(lines.splitlines()) == ["city\t6", "data\t6", "river\t12", "the\t18"]
+
+        # the job held a temp URL, no token: it is refused once the job has ended (the engine rotates the key
+        # on the trust just after it records the end)
+        probe = re.search(r"^probe (\S+)$", stderr, re.M)
+        assert probe is not None, stderr
+        assert "X-Auth-Token" not in stderr and "temp_url_sig" in probe.group(1)
+        wait_until(lambda: httpx.get(probe.group(1), timeout=30).status_code == 401, 60,
+                   "the job's temp URL to be refused")
+        # bob's token does not open alpha's account
+        assert httpx.get(f"{account}/{container}/books/0.txt", headers={"X-Auth-Token": keystone.token("bob")},
+                         timeout=30).status_code in (401, 403)
+
+        wf.ok(alice.delete(f"/clusters/{cid}"), 204)
+        wf.wait_gone(alice, cid)
+    mine.close()
