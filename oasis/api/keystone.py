@@ -397,7 +397,7 @@ def register(routes: Routes) -> None:
                headers=("X-Subject-Token",))
     routes.add("POST", "/OS-TRUST/trusts", create_trust, "identity:trust-create", versions=V3, schema=TRUST_CREATE,
                status=201, returns="trust", errors=(403, 404))
-    routes.add("GET", "/OS-TRUST/trusts", list_trusts, "identity:trust-list", versions=V3, returns="trusts",
+    routes.add("GET", "/OS-TRUST/trusts", list_trusts, "identity:trust-list", versions=V3, returns="trusts[]",
                errors=(403,))
     routes.add("GET", "/OS-TRUST/trusts/{trust_id}", show_trust, "identity:trust-get", versions=V3,
                returns="trust", errors=(403, 404))
