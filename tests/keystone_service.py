@@ -10,6 +10,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -25,7 +26,7 @@ from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 from keystoneclient.v3 import client as ks_client
 
-from tests.integration.services import free_port, stop_process, wait_until
+from tests.integration.services import Oasis, free_port, stop_process, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 # gunicorn's worker would parse gunicorn's own argv with oslo.config and crash-loop: the wrapper clears it.
@@ -171,3 +172,29 @@ def running_keystone(token_expiration: int = 3600) -> Iterator[KeystoneServer]:
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def oasis_on_keystone(keystone: KeystoneServer, base: Path, cache_time: float, env: dict[str, str] | None = None,
+                      secrets_: tuple[str, ...] = ()) -> Iterator[Oasis]:
+    """`oasis up --config` with Keystone as its identity (a 0600 configuration file naming the test Keystone's
+    service user), stopped by PID at the end; then its logs must hold no traceback, no password of the test
+    Keystone (nor any of `secrets_`) and no token."""
+    conf = base / "oasis.conf"
+    conf.write_text("[identity]\nbackend = keystone\n" + keystone.config_section(cache_time=cache_time))
+    conf.chmod(0o600)
+    service = Oasis(base / "state")
+    service.serve_args = ["--config", str(conf)]
+    service.env.update(env or {})
+    try:
+        # not start_api: it logs in at oasis's own /v3, which issues no tokens with Keystone as the backend
+        service.wait_answering(service.spawn("up"))
+        yield service
+    finally:
+        service.stop()
+    for log in service.state_dir.glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert "Traceback" not in text, f"{log}:\n{text[-3000:]}"
+        for secret in (keystone.service_password, keystone.admin_password, *keystone.passwords.values(), *secrets_):
+            assert secret not in text, f"{log} holds a password"
+        assert not re.search(r"X-Subject-Token: \S{20,}", text), f"{log} holds a token"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import uuid
@@ -18,7 +17,7 @@ from saharaclient import client as sahara
 from saharaclient.api.base import APIException
 
 from tests.integration.services import Oasis
-from tests.keystone_service import KeystoneServer
+from tests.keystone_service import KeystoneServer, oasis_on_keystone
 
 BIN = Path(sys.executable).parent
 
@@ -30,23 +29,8 @@ def oasis_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 
 @pytest.fixture(scope="module")
 def ks_oasis(keystone: KeystoneServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
-    base = tmp_path_factory.mktemp("ks-oasis")
-    conf = base / "oasis.conf"
-    conf.write_text("[identity]\nbackend = keystone\n" + keystone.config_section(cache_time=30))
-    conf.chmod(0o600)
-    service = Oasis(base / "state")
-    service.serve_args = ["--config", str(conf)]
-    try:
-        # not start_api: it logs in at oasis's own /v3, which issues no tokens with Keystone as the backend
-        service.wait_answering(service.spawn("up"))
+    with oasis_on_keystone(keystone, tmp_path_factory.mktemp("ks-oasis"), cache_time=30) as service:
         yield service
-    finally:
-        service.stop()
-    for log in service.state_dir.glob("*.log"):
-        text = log.read_text(errors="replace")
-        assert "Traceback" not in text, f"{log}:\n{text[-3000:]}"
-        assert keystone.service_password not in text and keystone.admin_password not in text
-        assert not re.search(r"X-Subject-Token: \S{20,}", text)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 from devtools.devswift import KeystoneAuth, SwiftServer, memcached_binary
 from tests.integration import workflow as wf
 from tests.integration.services import Oasis, wait_until
-from tests.keystone_service import SERVICE_PROJECT, KeystoneServer
+from tests.keystone_service import SERVICE_PROJECT, KeystoneServer, oasis_on_keystone
 
 DEMO = Path(__file__).resolve().parents[2] / "oasis" / "demo" / "wordcount_dask_objects.py"
 
@@ -61,22 +61,9 @@ def keystone_swift(keystone: KeystoneServer) -> Iterator[SwiftServer]:
 @pytest.fixture(scope="module")
 def ks_oasis(keystone: KeystoneServer, keystone_swift: SwiftServer,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oasis]:
-    base = tmp_path_factory.mktemp("ks-swift-oasis")
-    conf = base / "oasis.conf"
-    conf.write_text("[identity]\nbackend = keystone\n" + keystone.config_section(cache_time=30))
-    conf.chmod(0o600)
-    service = Oasis(base / "state")
-    service.serve_args = ["--config", str(conf)]
-    service.env["WORDCOUNT"] = str(DEMO)
-    try:
-        service.wait_answering(service.spawn("up"))  # not start_api: oasis's own /v3 issues no tokens here
+    with oasis_on_keystone(keystone, tmp_path_factory.mktemp("ks-swift-oasis"), cache_time=30,
+                           env={"WORDCOUNT": str(DEMO)}) as service:
         yield service
-    finally:
-        service.stop()
-    for log in service.state_dir.glob("*.log"):
-        text = log.read_text(errors="replace")
-        assert "Traceback" not in text, f"{log}:\n{text[-3000:]}"
-        assert keystone.service_password not in text and not re.search(r"X-Subject-Token: \S{20,}", text)
 
 
 def client_of(oasis: Oasis, keystone: KeystoneServer, user: str) -> httpx.Client:
