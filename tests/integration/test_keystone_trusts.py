@@ -97,12 +97,8 @@ def test_a_transient_cluster_is_deleted_through_its_keystone_trust_after_the_tok
     ks, client, v3, admin = keystone_short_tokens, alice["client"], alice["v3"], alice["admin"]
     token = ks.token("alice")
     with httpx.Client(base_url=ks_oasis.url + "/v2", headers={"X-Auth-Token": token}, timeout=30) as short:
-        version = wf.plugin_version(short, "dask")
-        made = wf.ok(short.post("/clusters", json={
-            "name": "ks-transient", "plugin_name": "dask", "plugin_version": version, "is_transient": True,
-            "node_groups": [{"name": "master", "flavor_id": "2", "node_processes": ["scheduler"], "count": 1},
-                            {"name": "worker", "flavor_id": "2", "node_processes": ["worker"], "count": 1}]}),
-            202)["cluster"]
+        made = wf.ok(short.post("/clusters", json=wf.cluster_body(short, "dask", "ks-transient", workers=1,
+                                                                  is_transient=True)), 202)["cluster"]
     cid, cluster_trust = made["id"], made["trust_id"]
     assert cluster_trust, made
     assert wf.cluster(client, cid)["trust_id"] == cluster_trust

@@ -76,13 +76,7 @@ def json_lines(path: Path) -> list[dict]:
 
 def test_one_clusters_story_across_api_and_engine(observed: JsonOasis) -> None:
     client = observed.client
-    version = wf.plugin_version(client, "dask")
-    create = client.post("/clusters", json={"name": "observed", "plugin_name": "dask", "plugin_version": version,
-                                            "node_groups": [
-                                                {"name": "master", "flavor_id": "2", "node_processes": ["scheduler"],
-                                                 "count": 1},
-                                                {"name": "worker", "flavor_id": "2", "node_processes": ["worker"],
-                                                 "count": 1}]})
+    create = client.post("/clusters", json=wf.cluster_body(client, "dask", "observed", workers=1))
     assert create.status_code == 202, create.text
     create_id, cid = create.headers["x-openstack-request-id"], create.json()["cluster"]["id"]
     assert create_id.startswith("req-")

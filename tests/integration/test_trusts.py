@@ -74,12 +74,8 @@ def test_a_transient_cluster_is_deleted_through_its_trust_after_the_token_expire
     client, v3 = member["client"], member["v3"]
     token = token_of(service, "truster", PASSWORD, "trusting")
     with httpx.Client(base_url=service.url + "/v2", headers={"X-Auth-Token": token}, timeout=30) as short:
-        version = wf.plugin_version(short, "dask")
-        made = wf.ok(short.post("/clusters", json={
-            "name": "transient", "plugin_name": "dask", "plugin_version": version, "is_transient": True,
-            "node_groups": [{"name": "master", "flavor_id": "2", "node_processes": ["scheduler"], "count": 1},
-                            {"name": "worker", "flavor_id": "2", "node_processes": ["worker"], "count": 1}]}),
-            202)["cluster"]
+        made = wf.ok(short.post("/clusters", json=wf.cluster_body(short, "dask", "transient", workers=1,
+                                                                  is_transient=True)), 202)["cluster"]
     cid, cluster_trust = made["id"], made["trust_id"]
     assert cluster_trust, made
     trust = wf.ok(v3.get(f"/OS-TRUST/trusts/{cluster_trust}"))["trust"]

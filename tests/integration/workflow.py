@@ -20,12 +20,17 @@ def plugin_version(client: httpx.Client, plugin: str) -> str:
     return ok(client.get(f"/plugins/{plugin}"))["plugin"]["versions"][0]
 
 
-def create_cluster(client: httpx.Client, plugin: str, name: str, workers: int = 2, flavor: str = "2",
-                   **extra) -> str:
-    version = plugin_version(client, plugin)
-    body = {"name": name, "plugin_name": plugin, "plugin_version": version, "node_groups": [
+def cluster_body(client: httpx.Client, plugin: str, name: str, workers: int = 2, flavor: str = "2",
+                 **extra) -> dict:
+    """A cluster create's body: one master and `workers` workers of the plugin's version on this service."""
+    return {"name": name, "plugin_name": plugin, "plugin_version": plugin_version(client, plugin), "node_groups": [
         {"name": "master", "flavor_id": flavor, "node_processes": [MASTER[plugin]], "count": 1},
         {"name": "worker", "flavor_id": flavor, "node_processes": ["worker"], "count": workers}], **extra}
+
+
+def create_cluster(client: httpx.Client, plugin: str, name: str, workers: int = 2, flavor: str = "2",
+                   **extra) -> str:
+    body = cluster_body(client, plugin, name, workers, flavor, **extra)
     return ok(client.post("/clusters", json=body), 202)["cluster"]["id"]
 
 
