@@ -79,9 +79,11 @@ def removing_new_project_users() -> Iterator[None]:
     try:
         yield
     finally:
-        for name, uid in project_users().items():
-            if name not in users and unused(name, uid):
-                remove_unused_user(name)
+        # The bases first: a user is unused once the instance directories it was recorded for are gone, and
+        # those of dead instances go with their base.
         for base in (set(LOCAL_INSTANCES.iterdir()) if LOCAL_INSTANCES.is_dir() else set()) - bases:
             if base.is_dir() and not processes_under(base):  # what is left there (the agent, dead instances)
                 shutil.rmtree(base, ignore_errors=True)
+        for name, uid in project_users().items():
+            if name not in users and unused(name, uid):
+                remove_unused_user(name)
