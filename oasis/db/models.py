@@ -373,6 +373,9 @@ class Job(Stamped, Leased, Base):
     is_protected: Mapped[bool] = mapped_column(Boolean, default=False)
     # The creator's trust, for a job whose end leads to more work (its transient cluster's deletion).
     trust_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The job's proxy user where a proxy domain is set (oasis/identity/proxy.py): {"user_id", "name",
+    # "password", "trust_id"}; encrypted, never shown.
+    proxy: Mapped[dict[str, Any] | None] = mapped_column(EncryptedJSON, default=None)
 
 
 class PluginLabel(Base):
