@@ -84,6 +84,11 @@ class Settings:
     # Who checks tokens: "builtin" (oasis's own database) or "keystone" (`keystone` says where; oasis.configfile).
     identity_backend: str = "builtin"
     keystone: KeystoneAuth | None = None
+    # `[proxy] domain`: the Keystone domain where each job that reads or writes Swift gets a user of its own
+    # (oasis.identity.proxy); None: jobs reach Swift through scoped temporary URLs. `roles`: what the job's trust
+    # delegates to that user (what the project's Swift needs of a user to read and write its account).
+    proxy_domain: str | None = None
+    proxy_roles: list[str] = field(default_factory=lambda: ["member"])
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser().resolve()

@@ -16,6 +16,8 @@ service credentials, the object store's key) lives in a file of mode 0600 instea
     connection = postgresql+psycopg://oasis:...@db/oasis
     [object_store]
     url = swift+http://...
+    [proxy]
+    domain = oasis_proxy
 
 `read_config` gives the `Settings` keyword arguments the file sets; a command-line option wins over them, they
 win over the environment's defaults (oasis.cli.main). Anything wrong is one `ConfigError` line."""
@@ -75,6 +77,13 @@ def _url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _names(value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise ValueError("must name at least one role (comma-separated)")
+    return names
+
+
 # section -> key -> (what it parses into, the parser). [DEFAULT] is configparser's: its keys would otherwise
 # appear in every section, so they are read from it alone.
 SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
@@ -90,6 +99,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
     "database": {"connection": ("database_url", _text)},
     "object_store": {"url": ("object_store", _text)},
     "oslo_policy": {"policy_file": ("policy_file", lambda v: Path(_text(v)).expanduser())},
+    "proxy": {"domain": ("proxy_domain", _text), "roles": ("proxy_roles", _names)},
 }
 KEYSTONE_REQUIRED = ("auth_url", "username", "password")
 
@@ -149,4 +159,7 @@ def read_config(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: [keystone_authtoken] needs {', '.join(missing)} with backend = keystone")
         if not missing:
             out["keystone"] = KeystoneAuth(**keystone)
+    if "proxy_domain" in out and out.get("identity_backend") != "keystone":
+        raise ConfigError(f"{path}: [proxy] domain needs [identity] backend = keystone (proxy users are "
+                          f"Keystone users)")
     return out

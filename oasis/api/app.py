@@ -17,7 +17,7 @@ from oasis.api.errors import http_exception, unhandled
 from oasis.api.routing import Deps, Routes
 from oasis.config import Settings
 from oasis.db.session import Database
-from oasis.identity import open_identity
+from oasis.identity import open_identity, open_proxy_users
 from oasis.storage.base import ObjectStore
 from oasis.web.app import mount as dashboard
 
@@ -51,7 +51,8 @@ def build_routes(deps: Deps) -> Routes:
 def create_app(settings: Settings, db: Database, store: ObjectStore,
                notify: Callable[[], None] | None = None) -> Starlette:
     """`notify`, if given, is called after every write that sets an `op`, to wake an in-process engine."""
-    deps = Deps(settings, db, store, open_identity(settings, db), notify)
+    identity = open_identity(settings, db)
+    deps = Deps(settings, db, store, identity, notify, open_proxy_users(settings, identity))
     routes = build_routes(deps)
     app = Starlette(
         # The dashboard (/dashboard) is a client of these routes, called in-process (oasis.web).

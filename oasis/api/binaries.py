@@ -37,7 +37,10 @@ def _check_url(s: Session, ctx: Ctx, url: str, extra: dict[str, Any]) -> None:
     if scheme not in _EXTRA_NEEDED:
         raise bad("BAD_JOB_BINARY", f"URL scheme '{scheme}' is not supported; use internal-db://, swift:// or s3://")
     missing = [k for k in _EXTRA_NEEDED[scheme] if not extra.get(k)]
-    if missing:
+    # With Keystone, a swift:// binary in the caller's own project is read on its trust, with no credentials.
+    on_trust = scheme == "swift" and ctx.deps.identity.name == "keystone" and not (extra.get("user") or
+                                                                                  extra.get("password"))
+    if missing and not on_trust:
         raise bad("BAD_JOB_BINARY", f"{scheme}:// binaries need {', '.join(missing)} in 'extra'")
     try:
         deployment_policy(ctx.deps.settings, ctx.store).check_credentials(extra, "extra")

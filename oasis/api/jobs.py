@@ -15,14 +15,15 @@ from oasis.api.plugins import all_job_types, config_hints, require_enabled
 from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
                              page, require_owner)
 from oasis.api.routing import Ctx, Reply, Routes
-from oasis.db.models import Cluster, DataSource, Job, JobBinary, JobTemplate
+from oasis.db.models import Cluster, DataSource, Job, JobBinary, JobTemplate, new_id
 from oasis.db.states import ClusterStatus, JobOp
-from oasis.edp import joblogs
+from oasis.edp import access, joblogs
 from oasis.edp import statuses as st
 from oasis.edp.shares import ShareError, check_file_sources, shares_for_cluster
 from oasis.identity import trusts
 from oasis.identity.principal import Principal
 from oasis.plugins import get_plugin
+from oasis.storage.secrets import secrets_for
 
 JT, JOB = "Job template", "Job"
 # Types that run a main script or application; Java runs a class from its libs (or a main jar).
@@ -116,11 +117,11 @@ def _data_source(s: Session, principal: Principal, ds_id: str | None) -> DataSou
 
 
 def create_job(ctx: Ctx) -> Reply:
-    with keystone.trusts_undone_on_failure(ctx) as made:
-        return _create_job(ctx, made)
+    with keystone.trusts_undone_on_failure(ctx) as made, keystone.proxies_undone_on_failure(ctx) as proxies:
+        return _create_job(ctx, made, proxies)
 
 
-def _create_job(ctx: Ctx, made: list[str]) -> Reply:
+def _create_job(ctx: Ctx, made: list[str], proxies: list[dict[str, Any]]) -> Reply:
     data = ctx.body
     principal = ctx.principal
     with ctx.db.session() as s:
@@ -151,12 +152,17 @@ def _create_job(ctx: Ctx, made: list[str]) -> Reply:
             raise bad("INVALID_DATA", str(e)) from None
         if trusts.job_needs_trust(cluster.is_transient):
             made.append(keystone.trust_for_work(ctx))
-        job = Job(project_id=principal.project_id, job_template_id=template.id, cluster_id=cluster.id,
+        job = Job(id=new_id(), project_id=principal.project_id, job_template_id=template.id, cluster_id=cluster.id,
                   trust_id=made[0] if made else None,
                   input_id=data.get("input_id"), output_id=data.get("output_id"), job_configs=job_configs,
                   interface=data.get("interface") or {}, status=st.PENDING, engine_job_id=None, info={},
                   is_public=data.get("is_public", False), is_protected=data.get("is_protected", False),
                   op=JobOp.RUN, op_step=None, op_target={})
+        # Its own user in the proxy domain, for a job that reaches its project's Swift without credentials.
+        if ctx.deps.proxy_users is not None and access.reaches_swift_on_trust(
+                s, job, secrets_for(ctx.deps.settings.state_dir)):
+            proxies.append(keystone.proxy_for_job(ctx, job.id))
+            job.proxy = proxies[-1]
         s.add(job)
         s.flush()
         out = views.job(job)

@@ -387,6 +387,33 @@ def trusts_undone_on_failure(ctx: Ctx) -> Iterator[list[str]]:
         raise
 
 
+def proxy_for_job(ctx: Ctx, job_id: str) -> dict[str, Any]:
+    """The job's proxy user, with a trust from the caller limited to the job (oasis.identity.proxy), made with
+    the request's own token; a refusal is the caller's 403 with the identity's reason."""
+    assert ctx.deps.proxy_users is not None
+    try:
+        return ctx.deps.proxy_users.make(job_id, ctx.request.headers.get("x-auth-token", ""), ctx.principal)
+    except IdentityError as e:
+        raise ApiError(403, "TRUST_REFUSED", f"oasis could not make the job's proxy user: {e}") from None
+
+
+@contextmanager
+def proxies_undone_on_failure(ctx: Ctx) -> Iterator[list[dict[str, Any]]]:
+    """As `trusts_undone_on_failure`, for proxy users: a request that fails removes the ones it made (a crash in
+    between leaves them to the engines' periodic clean-up)."""
+    made: list[dict[str, Any]] = []
+    try:
+        yield made
+    except BaseException:
+        for record in made:
+            try:
+                assert ctx.deps.proxy_users is not None
+                ctx.deps.proxy_users.remove(record)
+            except IdentityError as e:
+                log.warning("could not remove the unused proxy user %s: %s", record.get("name"), e)
+        raise
+
+
 def register(routes: Routes) -> None:
     routes.add("GET", "", identity_version, "identity:version", versions=V3, auth="public", returns="version")
     routes.add("POST", "/auth/tokens", issue_token, "identity:token-issue", versions=V3, auth="public", body="any",

@@ -29,6 +29,7 @@ from oasis.config import Settings
 from oasis.db.session import Database
 from oasis.identity import policy
 from oasis.identity.base import Identity, IdentityError
+from oasis.identity.proxy import ProxyUsers
 from oasis.identity.policy import Forbidden
 from oasis.identity.principal import Principal
 from oasis.storage.base import ObjectStore
@@ -46,6 +47,7 @@ class Deps:
     store: ObjectStore
     identity: Identity
     notify: Callable[[], None] | None = None
+    proxy_users: ProxyUsers | None = None  # where `[proxy] domain` is set (oasis.identity.proxy)
 
 
 @dataclass

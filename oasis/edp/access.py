@@ -19,6 +19,10 @@ outlives the control plane (no engine renewing) by more than one TTL loses its S
 lasts to its deadline. URLs a job hands to its workers inside tasks are as fresh as the file was when the driver
 read it (at least 2/3 of a TTL left while renewal works).
 
+With a proxy domain (`[proxy] domain`, oasis.identity.proxy), those swift:// sources are reached by the job
+itself, as its own proxy user: its entry holds that user's id, password and trust id and the objects' storage
+URL, no signature; the user's deletion at the job's end is what withdraws that access.
+
 Swift without stored credentials (the Keystone backend): a swift:// data source with no user name is reached
 with a trust-scoped token of the job's (or its cluster's) trust, on the storage URL the token's catalog gives
 for the trust's project (`trusted_swift`, from the engine). The token sets the account's temp-URL key and is then
@@ -38,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oasis.db.models import DataSource
+from oasis.edp.datasources import resolve_job
 from oasis.storage import Endpoints, StoreError, store_for
 from oasis.storage.secrets import Secrets
 from oasis.storage.swift import SwiftConnection, SwiftStore, TokenSource, sign_prefix
@@ -56,6 +61,18 @@ DEFAULT_OUTPUT_PARTS = 64
 
 class AccessError(Exception):
     pass
+
+
+@dataclass
+class ProxyAccess:
+    """A job's proxy user (oasis.identity.proxy): what the job authenticates with at Keystone, and how the
+    engine lists the job's objects as that user."""
+
+    auth_url: str
+    user_id: str
+    password: str = field(repr=False)
+    trust_id: str = ""
+    token: TokenSource | None = None  # a token of the proxy user on its trust, and the project's storage URL
 
 
 @dataclass
@@ -102,6 +119,15 @@ def _swift_entry(store: SwiftStore, key: str, job_id: str, mode: str, expires: i
         entry["object_sig"] = sigs(key)  # the object `key` itself: a prefix signature on the exact name
     entry["objects"] = _listing(store, key)
     return entry
+
+
+def _proxy_entry(store: SwiftStore, key: str, mode: str, proxy: ProxyAccess) -> dict[str, Any]:
+    """What a job with a proxy user needs to reach one data source itself: its Keystone credentials (the job's
+    own user, trust-scoped) and where the objects are; no signature, nothing of the account's keys."""
+    return {"kind": "swift-proxy", "auth_url": proxy.auth_url, "user_id": proxy.user_id,
+            "password": proxy.password, "trust_id": proxy.trust_id, "storage_url": store.conn.storage_url,
+            "container": store.container, "key": key, "prefix": _dir(key), "objects": _listing(store, key),
+            "methods": ["GET", "PUT"] if "w" in mode else ["GET"]}
 
 
 def _listing(store: Any, key: str) -> list[list[Any]]:
@@ -161,6 +187,17 @@ def uses_trust(url: str, creds: dict[str, Any]) -> bool:
     return parse(url).kind == "swift" and not (creds.get("user") or creds.get("username"))
 
 
+def reaches_swift_on_trust(session: Any, job: Any, secrets: Secrets | None) -> bool:
+    """Whether a job (its row, before or after it is stored) names a swift:// data source without stored
+    credentials: one reached on its project's trust, or as its proxy user where there is a proxy domain."""
+    for ds_id, url in resolve_job(session, job).urls.items():
+        ds = session.get(DataSource, ds_id)
+        stored = dict(ds.credentials or {}) if ds is not None else {}
+        if uses_trust(url, secrets.decrypt_dict(stored) if secrets else stored):
+            return True
+    return False
+
+
 def _store(loc: Any, creds: dict[str, Any], defaults: Endpoints | None, create: bool,
            trusted_swift: TokenSource | None) -> Any:
     if loc.kind == "swift" and trusted_swift is not None and not (creds.get("user") or creds.get("username")):
@@ -171,12 +208,14 @@ def _store(loc: Any, creds: dict[str, Any], defaults: Endpoints | None, create: 
 def grant(job_id: str, sources: list[tuple[str, str, dict[str, Any], str]], secrets: Secrets | None,
           defaults: Endpoints | None = None, lifetime_s: float = 24 * 3600,
           output_parts: int = DEFAULT_OUTPUT_PARTS, s3_ttl_s: float | None = None,
-          deadline: int | None = None, trusted_swift: TokenSource | None = None) -> JobAccess:
+          deadline: int | None = None, trusted_swift: TokenSource | None = None,
+          proxy: ProxyAccess | None = None) -> JobAccess:
     """Scoped access for one job. `sources`: (data source id, runtime URL, stored credentials, mode "r"|"rw").
     Locations that are not object stores (file://, hdfs://) pass through without an entry. Swift URLs last until
     the job's deadline (`deadline`, else now + `lifetime_s`); S3 presigned requests `s3_ttl_s` at most. A renewal
     is the same call with the first grant's `deadline`. `trusted_swift` gives a trust-scoped token and the
-project's storage URL for swift:// sources without a user name (None: they need stored credentials)."""
+project's storage URL for swift:// sources without a user name (None: they need stored credentials); with a
+`proxy`, the job reaches those sources itself as its proxy user instead."""
     expires = int(deadline or time.time() + lifetime_s)
     access: dict[str, Any] = {}
     record: list[dict[str, Any]] = []
@@ -186,6 +225,11 @@ project's storage URL for swift:// sources without a user name (None: they need 
             if not loc.is_object:
                 continue
             creds = secrets.decrypt_dict(stored) if secrets else dict(stored or {})
+            if proxy is not None and uses_trust(url, creds):
+                store = SwiftStore(SwiftConnection.with_token(proxy.token), loc.container, create="w" in mode)
+                access[url] = _proxy_entry(store, loc.key, mode, proxy)
+                record.append({"data_source_id": ds_id, "url": url, "kind": loc.kind, "mode": mode, "proxy": True})
+                continue
             store = _store(loc, creds, defaults, "w" in mode, trusted_swift)
             if loc.kind == "swift":
                 access[url] = _swift_entry(store, loc.key, job_id, mode, expires)  # type: ignore[arg-type]
@@ -263,6 +307,8 @@ def located_for_job(session: Any, record: list[dict[str, Any]]) -> list[tuple[st
     """What `revoke` needs for a job's `runtime["access"]` record."""
     located = []
     for r in record or []:
+        if r.get("proxy"):
+            continue  # nothing to withdraw in the store: the proxy user's deletion ends that access
         ds = session.get(DataSource, r.get("data_source_id") or "")
         if ds is not None:
             located.append((r["url"], dict(ds.credentials or {})))

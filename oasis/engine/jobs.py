@@ -30,6 +30,7 @@ from oasis.engine.machine import Machine, Operation, OperationError, Step, Wait,
 from oasis.engine.views import build_view, cluster_runtime
 from oasis.identity import trusts
 from oasis.identity.base import Identity, IdentityError
+from oasis.identity.proxy import ProxyUsers
 from oasis.plugins import get_plugin
 from oasis.plugins.base import PluginError
 from oasis.remote.base import RemoteError
@@ -93,6 +94,21 @@ def _trusted_swift(identity: Identity | None, trust_id: str | None):  # noqa: AN
     return token
 
 
+def _proxy_swift(proxy_users: ProxyUsers | None, job: Job) -> access.ProxyAccess | None:
+    """How a job with a proxy user reaches a swift:// source stored without credentials: as that user."""
+    record = dict(job.proxy or {})
+    if proxy_users is None or not record.get("user_id"):
+        return None
+
+    def token() -> tuple[str, str]:
+        try:
+            return proxy_users.object_store(record)
+        except IdentityError as e:
+            raise StoreError(f"reaching the project's Swift as the job's proxy user failed: {e}") from None
+    return access.ProxyAccess(proxy_users.auth_url, record["user_id"], record["password"], record["trust_id"],
+                              token)
+
+
 def _trust_of(s, job: Job) -> str | None:  # noqa: ANN001
     cluster = s.get(Cluster, job.cluster_id or "")
     return job.trust_id or (cluster.trust_id if cluster is not None else None)
@@ -102,9 +118,11 @@ class JobWork(Work):
     model = Job
 
     def __init__(self, db: Database, job_id: str, on_change, remotes: Remotes, store: ObjectStore,  # noqa: ANN001
-                 secrets, access_ttl: float, identity: Identity | None = None) -> None:  # noqa: ANN001
+                 secrets, access_ttl: float, identity: Identity | None = None,  # noqa: ANN001
+                 proxy_users: ProxyUsers | None = None) -> None:
         super().__init__(db, job_id, on_change)
         self.remotes, self.store, self.secrets, self.identity = remotes, store, secrets, identity
+        self.proxy_users = proxy_users
         self.access_ttl = access_ttl  # S3 presigned requests' lifetime; renewed every third of it
         self.launched_now = False  # this engine launched the job: its access is fresh
 
@@ -165,8 +183,9 @@ class JobWork(Work):
             master = view.having(plugin.master_process)[0]
             workdir = f"{master.workdir}/jobs/{job_id}"
             binaries = {bid: s.get(JobBinary, bid) for bid in [*template.mains, *template.libs]}
-            files = {bid: (b.name, fetch(self.store, b, self.secrets)) for bid, b in binaries.items()
-                     if b is not None}
+            trusted_binaries = _trusted_swift(self.identity, _trust_of(s, job))
+            files = {bid: (b.name, fetch(self.store, b, self.secrets, trusted_binaries))
+                     for bid, b in binaries.items() if b is not None}
             data = resolve_job(s, job)
             # file:// data must lie on a share every host of a multi-host site mounts (rw for what is written)
             check_file_sources([(u, data.modes.get(d, "rw")) for d, u in data.urls.items()],
@@ -177,9 +196,10 @@ class JobWork(Work):
             mains, libs = list(template.mains), list(template.libs)
             python = cluster_runtime(s, cluster)["python"]
             trusted = _trusted_swift(self.identity, _trust_of(s, job))
+            proxy = _proxy_swift(self.proxy_users, job)
         # The job's scoped access (signed URLs), recorded before anything can fail after it, so revoke finds it.
         grant = await asyncio.to_thread(access.grant, job_id, sources, self.secrets, endpoints_of(self.store),
-                                        ACCESS_SECONDS, parts, self.access_ttl, None, trusted)
+                                        ACCESS_SECONDS, parts, self.access_ttl, None, trusted, proxy)
         self.set(runtime={"access": grant.record})
         await master.remote.run(["mkdir", "-p", workdir])
         if grant.env:  # the signed URLs go in a file only the job's user reads, never in the job's row or env
@@ -241,10 +261,12 @@ class JobWork(Work):
     async def ended(self) -> None:
         with self.db.session() as s:
             result = dict((self.row(s).op_target or {}).get("result") or {})
+        self._withdraw()  # whoever sees the end sees the job's data access gone
         self._record_end(result)
 
     async def failed(self, error: Exception) -> None:
         await self._finish_logs()
+        self._withdraw()
         self.done(status=st.FAILED, end_time=utcnow(), start_time=_or_now(self.id, self.db),
                   info={"status_description": str(error)[:2000]})
         self._after_end()
@@ -274,9 +296,10 @@ class JobWork(Work):
             sources = access.sources_for_record(s, runtime.get("access") or [])
             parts = access.output_parts(job.job_configs)
             trusted = _trusted_swift(self.identity, _trust_of(s, job))
+            proxy = _proxy_swift(self.proxy_users, job)
         grant = await asyncio.to_thread(access.grant, self.id, sources, self.secrets, endpoints_of(self.store),
                                         ACCESS_SECONDS, parts, self.access_ttl, runtime.get("access_deadline"),
-                                        trusted)
+                                        trusted, proxy)
         if grant.env:
             await remote.put(posixpath.join(runtime["dir"], access.FILE_NAME), grant.env[access.ENV].encode(),
                              0o600, owner)  # the job's user reads it
@@ -317,8 +340,10 @@ class JobWork(Work):
         except (StoreError, OSError) as e:
             log.warning("job %s: could not make its logs final: %s", self.id, e)
 
-    def _revoke(self) -> None:
-        """Withdraw the job's scoped data access (Swift: rotate the temp-URL key once no live job uses it)."""
+    def _withdraw(self) -> None:
+        """Withdraw the job's data access: its scoped URLs (Swift: rotate the temp-URL key once no live job uses
+        it) and its proxy user (deleting it deletes its trust and revokes its tokens). A proxy user Keystone
+        does not delete now is left to the periodic clean-up, which finds it by its name."""
         with self.db.session() as s:
             job = self.row(s)
             record = list((job.runtime or {}).get("access") or []) if job else []
@@ -326,11 +351,23 @@ class JobWork(Work):
             trusted = _trusted_swift(self.identity, _trust_of(s, job)) if job else None
         if located:
             access.revoke(self.id, located, self.secrets, endpoints_of(self.store), trusted)
+        self._remove_proxy()
+
+    def _remove_proxy(self) -> None:
+        with self.db.session() as s:
+            job = self.row(s)
+            proxy = dict(job.proxy or {}) if job else {}
+        if proxy and self.proxy_users is not None:
+            try:
+                self.proxy_users.remove(proxy)
+            except IdentityError as e:
+                log.warning("job %s: could not remove its proxy user %s now: %s", self.id, proxy.get("name"), e)
+                return
+            self.set(proxy=None)
 
     def _after_end(self) -> None:
         """A transient cluster is deleted once its last job has ended (on the cluster's own trust); the job's
         trust has done its work."""
-        self._revoke()
         with self.db.session() as s:
             job = self.row(s)
             trust_id = job.trust_id if job else None
@@ -428,11 +465,12 @@ class JobWork(Work):
                 await kill_on_instance(self.db, self.remotes, runtime)
             except RemoteError as e:  # deleting a job must not hang on an unreachable host
                 log.warning("job %s: could not stop it before deleting: %s", self.id, e)
-            self._revoke()
+            self._withdraw()
             await self._drop_access_file(force=True)
         await asyncio.to_thread(joblogs.delete_all, self.store, self.id)
 
     async def deleted(self) -> None:
+        self._remove_proxy()  # a job deleted before it ran still has its proxy user
         with self.db.session() as s:
             job = self.row(s)
             trust_id = job.trust_id if job is not None else None
@@ -468,8 +506,10 @@ OPERATIONS: dict[str, Operation[JobWork]] = {
 
 def job_machine(db: Database, remotes: Remotes, store: ObjectStore, on_change=lambda: None,  # noqa: ANN001
                 secrets=None, *, access_ttl: float = 900.0, unreachable_grace: float = 1800.0,  # noqa: ANN001
-                probe=None, identity: Identity | None = None) -> Machine[JobWork]:  # noqa: ANN001
-    return Machine(lambda jid: JobWork(db, jid, on_change, remotes, store, secrets, access_ttl, identity),
+                probe=None, identity: Identity | None = None,  # noqa: ANN001
+                proxy_users: ProxyUsers | None = None) -> Machine[JobWork]:
+    return Machine(lambda jid: JobWork(db, jid, on_change, remotes, store, secrets, access_ttl, identity,
+                                       proxy_users),
                    OPERATIONS, JOB_FAILURES, unreachable_grace, probe)
 
 

@@ -27,7 +27,8 @@ from oasis.engine.clusters import cluster_machine
 from oasis.engine.health import check_hosts
 from oasis.engine.jobs import job_machine
 from oasis.engine.sites import site_machine
-from oasis.identity import open_identity
+from oasis.engine.proxies import SWEEP_SECONDS, sweep
+from oasis.identity import open_identity, open_proxy_users
 from oasis.remote.hosts import Remotes
 from oasis.storage.base import ObjectStore
 from oasis.storage.secrets import secrets_for
@@ -47,12 +48,13 @@ class Engine:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.remotes = Remotes()
         self.identity = open_identity(settings, db)  # trusts: acting for a user after its token has expired
+        self.proxy_users = open_proxy_users(settings, self.identity)
         grace = settings.unreachable_grace_seconds
         self.machines: list[tuple[Any, Callable]] = [
             (Cluster, cluster_machine(db, self.remotes, self.wake, unreachable_grace=grace, identity=self.identity)),
             (Job, job_machine(db, self.remotes, store, self.wake, secrets_for(settings.state_dir),
                               access_ttl=settings.s3_access_ttl_seconds, unreachable_grace=grace,
-                              identity=self.identity)),
+                              identity=self.identity, proxy_users=self.proxy_users)),
             (Site, site_machine(db, self.remotes, self.wake)),
         ]
         self.tasks: dict[str, asyncio.Task] = {}
@@ -62,6 +64,7 @@ class Engine:
         self._last_periodic = 0.0
         self._health: asyncio.Task | None = None  # the host health check in progress, if any
         self._retention: asyncio.Task | None = None  # the job retention run in progress, if any
+        self._proxy_sweep: asyncio.Task | None = None  # the proxy users' clean-up in progress, if any
         self.pulse = leases.Pulse(db, self.id)
 
     def wake(self) -> None:
@@ -186,7 +189,18 @@ class Engine:
         if slot is not None and self.settings.job_retention_days > 0:
             log.info("engine %s: periodic job-retention slot %d", self.id, slot)
             self._expire_jobs()
+        if self.proxy_users is not None and \
+                leases.claim_period(self.db, "proxy-users", SWEEP_SECONDS, self.id) is not None:
+            self._sweep_proxy_users()
         self._check_health()
+
+    def _sweep_proxy_users(self) -> None:
+        """Remove the proxy users a crash left behind; in a thread (Keystone calls), never two at once."""
+        if self._proxy_sweep is not None and not self._proxy_sweep.done():
+            return
+        assert self.proxy_users is not None
+        self._proxy_sweep = asyncio.create_task(asyncio.to_thread(sweep, self.db, self.proxy_users))
+        self._proxy_sweep.add_done_callback(_log_sweep_failure)
 
     def _expire_jobs(self) -> None:
         """Remove the logs (and, once their cluster is gone, the rows) of jobs past the retention; in a thread,
@@ -228,6 +242,11 @@ class Engine:
 def _log_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("host health check failed", exc_info=task.exception())
+
+
+def _log_sweep_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the proxy users' clean-up failed; tried again next period", exc_info=task.exception())
 
 
 def _log_retention_failure(task: asyncio.Task) -> None:

@@ -6,6 +6,7 @@ from oasis.config import Settings
 from oasis.db.session import Database
 from oasis.identity.base import Identity
 from oasis.identity.builtin import BuiltinIdentity
+from oasis.identity.proxy import ProxyUsers, UserAdmin
 
 
 def open_identity(settings: Settings, db: Database) -> Identity:
@@ -16,3 +17,12 @@ def open_identity(settings: Settings, db: Database) -> Identity:
 
         return KeystoneIdentity(settings.keystone)
     return BuiltinIdentity(db)
+
+
+def open_proxy_users(settings: Settings, identity: Identity) -> ProxyUsers | None:
+    """The proxy domain's users where `[proxy] domain` is set (oasis.identity.proxy), else None."""
+    if not settings.proxy_domain:
+        return None
+    if not isinstance(identity, UserAdmin):
+        raise ValueError("a proxy domain ([proxy] domain) needs the keystone identity backend")
+    return ProxyUsers(identity, settings.proxy_domain, settings.proxy_roles)

@@ -21,9 +21,11 @@ class Identity(Protocol):
         bound)."""
 
     def create_trust(self, user_token: str, trustor: Principal, *, roles: list[str] | None = None,
-                     expires_at: datetime | None = None, impersonation: bool = True) -> str:
-        """A trust from `trustor` (whose valid token is `user_token`) to oasis's service user on the trustor's
-        project, with `roles` (default: all of the trustor's roles there); its id."""
+                     expires_at: datetime | None = None, impersonation: bool = True,
+                     trustee_user_id: str | None = None) -> str:
+        """A trust from `trustor` (whose valid token is `user_token`) to oasis's service user (or to
+        `trustee_user_id`) on the trustor's project, with `roles` (default: all of the trustor's roles there);
+        its id."""
 
     def trust_principal(self, trust_id: str) -> Principal | None:
         """Act on a trust: the principal a trust-scoped token of the service user stands for (impersonating the

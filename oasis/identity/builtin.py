@@ -309,7 +309,8 @@ class BuiltinIdentity:
             return check_token(s, token)
 
     def create_trust(self, user_token: str, trustor: Principal, *, roles: list[str] | None = None,
-                     expires_at: datetime | None = None, impersonation: bool = True) -> str:
+                     expires_at: datetime | None = None, impersonation: bool = True,
+                     trustee_user_id: str | None = None) -> str:
         with self.db.session() as s:
             caller = check_token(s, user_token)
             if caller is None or (caller.user_id, caller.project_id) != (trustor.user_id, trustor.project_id):
@@ -317,7 +318,7 @@ class BuiltinIdentity:
             # Bootstrap makes it; a database that bootstrap has not run on (a test's) gets it here.
             service = s.scalars(select(User).where(User.name == SERVICE_USER)).first() or ensure_service_user(s)
             try:
-                return make_trust(s, caller, service.id, caller.project_id,
+                return make_trust(s, caller, trustee_user_id or service.id, caller.project_id,
                                   list(roles) if roles is not None else list(caller.roles), impersonation,
                                   expires_at).id
             except TrustRefused as e:

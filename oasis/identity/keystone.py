@@ -84,6 +84,11 @@ class KeystoneIdentity:
         self._service_user_id: str | None = None
 
     @property
+    def public_url(self) -> str:
+        """Keystone's v3 root as clients (and jobs on instances) reach it."""
+        return identity_url(self.auth.www_authenticate_uri)
+
+    @property
     def www_authenticate(self) -> str:
         """The 401's WWW-Authenticate value, as keystonemiddleware sends it."""
         return f'Keystone uri="{self.auth.www_authenticate_uri}"'
@@ -163,12 +168,13 @@ class KeystoneIdentity:
         return self._service_user_id
 
     def create_trust(self, user_token: str, trustor: Principal, *, roles: list[str] | None = None,
-                     expires_at: datetime | None = None, impersonation: bool = True) -> str:
+                     expires_at: datetime | None = None, impersonation: bool = True,
+                     trustee_user_id: str | None = None) -> str:
         # The trustor makes it (Keystone lets only the trustor create its trusts), with its own token; the
         # roles are Keystone's names as the token listed them (`_member_` stays `_member_` if that is what it has).
         wanted = roles if roles is not None else trustor.roles
         body: dict[str, Any] = {"trust": {
-            "trustor_user_id": trustor.user_id, "trustee_user_id": self.service_user_id(),
+            "trustor_user_id": trustor.user_id, "trustee_user_id": trustee_user_id or self.service_user_id(),
             "project_id": trustor.project_id, "impersonation": impersonation,
             "roles": [{"name": r} for r in wanted]}}
         if expires_at is not None:
@@ -197,7 +203,14 @@ class KeystoneIdentity:
     def trust_object_store(self, trust_id: str) -> tuple[str, str] | None:
         # The service user's token on the trust (impersonating the trustor, with the delegated roles) is what
         # Swift's keystoneauth sees as the trustor on the trust's project: the owner of that project's account.
-        auth = self._service_auth(trust_id)
+        return self._object_store(self._service_auth(trust_id), trust_id)
+
+    def user_object_store(self, user_id: str, password: str, trust_id: str) -> tuple[str, str]:
+        """As `trust_object_store`, for another trustee of the trust: a proxy user (by id, with its password)."""
+        return self._object_store(v3.Password(auth_url=self.url, user_id=user_id, password=password,
+                                              trust_id=trust_id), trust_id)
+
+    def _object_store(self, auth: v3.Password, trust_id: str) -> tuple[str, str]:
         try:
             access = auth.get_access(ks_session.Session(verify=self._verify, timeout=TIMEOUT))
         except (ks_exc.Unauthorized, ks_exc.NotFound):
@@ -221,6 +234,40 @@ class KeystoneIdentity:
         if resp.status_code not in (204, 404):
             raise IdentityError(f"The identity service refused to delete the trust ({resp.status_code}): "
                                 f"{_message(resp)}")
+
+
+    # --- users of a domain (the proxy domain's) ------------------------------------------------------------
+    # The service user administers them with its own token: Keystone's default policy lets its admin role.
+
+    def domain_id(self, name: str) -> str:
+        resp = self._call("GET", "/domains", params={"name": name})
+        domains = resp.json().get("domains") if resp.status_code == 200 else None
+        if not domains:
+            raise IdentityError(f"The identity service has no domain {name!r} for proxy users "
+                                f"({resp.status_code}: {_message(resp) if resp.status_code != 200 else 'not found'})")
+        return str(domains[0]["id"])
+
+    def create_user(self, domain_id: str, name: str, password: str, description: str) -> str:
+        resp = self._call("POST", "/users", json={"user": {"name": name, "domain_id": domain_id,
+                                                           "password": password, "description": description}})
+        if resp.status_code != 201:
+            raise IdentityError(f"The identity service refused to create the proxy user ({resp.status_code}): "
+                                f"{_message(resp)}")
+        return str(resp.json()["user"]["id"])
+
+    def delete_user(self, user_id: str) -> None:
+        """Remove a user; Keystone deletes its trusts and revokes their tokens with it. One gone is no error."""
+        resp = self._call("DELETE", f"/users/{user_id}")
+        if resp.status_code not in (204, 404):
+            raise IdentityError(f"The identity service refused to delete the user ({resp.status_code}): "
+                                f"{_message(resp)}")
+
+    def list_users(self, domain_id: str) -> list[dict[str, Any]]:
+        resp = self._call("GET", "/users", params={"domain_id": domain_id})
+        if resp.status_code != 200:
+            raise IdentityError(f"The identity service refused to list the proxy users ({resp.status_code}): "
+                                f"{_message(resp)}")
+        return list(resp.json().get("users") or [])
 
 
 def _message(resp: Any) -> str:

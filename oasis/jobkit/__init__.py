@@ -18,6 +18,12 @@ Dask:   bag = jobkit.dask_bag_from(url)            one partition per object, fet
 Spark:  rdd = jobkit.spark_lines(spark, url)       the driver lists, each executor fetches its own objects
         jobkit.spark_save_text(rdd, url)           each executor writes its partition: url/part-00000 …
 
+Where the deployment has a proxy domain, a job that reads or writes its project's Swift without stored
+credentials holds instead the credentials of its own proxy user (a Keystone user made for this job alone, with a
+trust from the job's owner that ends with the job): the driver takes a trust-scoped token from Keystone with
+them, and the tasks carry that token with each object's plain URL. Deleting the user at the job's end revokes the
+token, so the workers' access ends with the job as well.
+
 The pyspark wheel has no Hadoop S3 or Swift filesystem (no hadoop-aws, no hadoop-openstack), and giving Hadoop
 the user's keys would put a long-lived credential on every instance; this is the way Spark jobs reach object
 storage in oasis. Only the signed URLs travel to the workers, inside the tasks.
@@ -91,21 +97,23 @@ def access(reload: bool = False) -> dict[str, Any]:
 
 
 def _fresh(url: str, method: str, act):
-    """Run `act(signed URL)`; when the store refuses it (expired), read the access file again and retry once."""
+    """Run `act(target)`; when the store refuses it (expired), read the access file again, take a new token,
+    and retry once."""
     try:
-        return act(signed_url(url, method))
+        return act(target(url, method))
     except AccessDenied:
         if not os.environ.get(FILE_ENV):
             raise
         access(reload=True)
-        return act(signed_url(url, method))
+        _tokens.clear()
+        return act(target(url, method))
 
 
 def _entry(url: str) -> tuple[dict[str, Any], str]:
     """The access entry covering an object URL, and the object's key."""
     scheme, container, key = _split(url)
     for entry in access().values():
-        ekind = "swift" if entry["kind"] == "swift-tempurl" else "s3"
+        ekind = "swift" if entry["kind"].startswith("swift") else "s3"
         econt = entry.get("container") or entry.get("bucket")
         if ekind != scheme or econt != container:
             continue
@@ -114,9 +122,49 @@ def _entry(url: str) -> tuple[dict[str, Any], str]:
     raise AccessDenied(f"this job has no access to {url}: only its own data sources are reachable")
 
 
-def signed_url(url: str, method: str = "GET") -> str:
-    """The HTTP URL that performs `method` (GET or PUT) on one object, signed for this job."""
+_tokens: dict[tuple[str, str], str] = {}
+
+
+def _proxy_token(entry: dict[str, Any]) -> str:
+    """A token of the job's proxy user on its trust, from Keystone (kept for the job's later requests)."""
+    key = (entry["user_id"], entry["trust_id"])
+    if key not in _tokens:
+        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "id": entry["user_id"], "password": entry["password"]}}},
+            "scope": {"OS-TRUST:trust": {"id": entry["trust_id"]}}}}
+        req = urllib.request.Request(entry["auth_url"].rstrip("/") + "/auth/tokens", method="POST",
+                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                _tokens[key] = r.headers["X-Subject-Token"]
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403, 404):
+                raise AccessDenied(f"this job's proxy user was refused by the identity service ({e.code}): "
+                                   f"the job has ended or its access was withdrawn") from None
+            raise OSError(f"POST {entry['auth_url']}/auth/tokens: HTTP {e.code}") from None
+        except urllib.error.URLError as e:
+            raise OSError(f"POST {entry['auth_url']}/auth/tokens: {e.reason}") from None
+    return _tokens[key]
+
+
+def target(url: str, method: str = "GET") -> Any:
+    """What performs `method` (GET or PUT) on one object for this job: its signed URL, or (with a proxy user)
+    its URL and the headers with the job's token."""
     entry, key = _entry(url)
+    if entry["kind"] == "swift-proxy":
+        if method not in entry.get("methods", ("GET", "PUT")):
+            raise AccessDenied(f"this job may not {method} {url}")
+        return (f"{entry['storage_url'].rstrip('/')}/{quote(entry['container'])}/{quote(key)}",
+                {"X-Auth-Token": _proxy_token(entry)})
+    return signed_url(url, method)
+
+
+def signed_url(url: str, method: str = "GET") -> str:
+    """The HTTP URL that performs `method` (GET or PUT) on one object, signed for this job (with a proxy user:
+    the object's URL, which needs the job's token; see `target`)."""
+    entry, key = _entry(url)
+    if entry["kind"] == "swift-proxy":
+        return target(url, method)[0]
     if entry["kind"] == "swift-tempurl":
         exact = key == entry["key"] and "object_sig" in entry
         sigs, prefix = (entry["object_sig"], key) if exact else (entry["sig"], entry["prefix"])
@@ -144,17 +192,19 @@ def _redact(url: str) -> str:
     return url.split("?", 1)[0]
 
 
-def http_get(url: str) -> bytes:
-    return _http("GET", url)
+def http_get(where: Any) -> bytes:
+    """GET a target: a URL, or a URL and its headers."""
+    return _http("GET", where)
 
 
-def http_put(url: str, data: bytes) -> None:
-    _http("PUT", url, data)
+def http_put(where: Any, data: bytes) -> None:
+    _http("PUT", where, data)
 
 
-def _http(method: str, url: str, data: bytes | None = None) -> bytes:
+def _http(method: str, where: Any, data: bytes | None = None) -> bytes:
+    url, headers = (where, {}) if isinstance(where, str) else where
     for attempt in range(RETRIES):
-        req = urllib.request.Request(url, data=data, method=method)
+        req = urllib.request.Request(url, data=data, method=method, headers=dict(headers))
         if data is not None:
             req.add_header("Content-Length", str(len(data)))
         try:
@@ -226,28 +276,33 @@ def _part(url: str, index: int) -> str:
     return join(url, f"part-{index:05d}")
 
 
-def reader_urls(url: str) -> list[str]:
-    """Per object: a URL any worker can GET with nothing but HTTP (signed), or a file:// URL."""
-    return [o if o.startswith("file://") else signed_url(o, "GET") for o in list_objects(url)]
+def reader_urls(url: str) -> list[Any]:
+    """Per object: a target any worker can GET with nothing but HTTP (a signed URL, or a URL and the job's
+    token), or a file:// URL."""
+    return [o if o.startswith("file://") else target(o, "GET") for o in list_objects(url)]
 
 
-def writer_urls(url: str, parts: int) -> list[str]:
-    return [_part(url, i) if url.startswith("file://") else signed_url(_part(url, i), "PUT") for i in range(parts)]
+def writer_urls(url: str, parts: int) -> list[Any]:
+    return [_part(url, i) if url.startswith("file://") else target(_part(url, i), "PUT") for i in range(parts)]
 
 
 # --- functions run on the workers: plain HTTP with a signed URL, nothing else ---------------------------------
 
 
-def fetch_lines(url: str) -> list[str]:
-    if url.startswith("file://"):
+def _is_file(where: Any) -> bool:
+    return isinstance(where, str) and where.startswith("file://")
+
+
+def fetch_lines(url: Any) -> list[str]:
+    if _is_file(url):
         with open(url[len("file://"):], encoding="utf-8") as f:
             return f.read().splitlines()
     return http_get(url).decode("utf-8").splitlines()
 
 
-def store_lines(url: str, lines: Iterable[Any]) -> int:
+def store_lines(url: Any, lines: Iterable[Any]) -> int:
     text = "".join(f"{line}\n" for line in lines)
-    if url.startswith("file://"):
+    if _is_file(url):
         path = url[len("file://"):]
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:

@@ -346,9 +346,11 @@ def test_daemons_and_jobs_run_as_the_instance_user(users: list[str], base: Path)
     uid = pwd.getpwnam(user).pw_uid
     me = ["--user", user, "--home", str(inst)]
     try:
+        # "ready" once "up" is written, so the groups line may follow a moment later: its end marks it whole
         pid = int(agent("start", *me, str(inst / "proc"), "svc", "--ready", "up", "--timeout", "10", "--",
-                        "sh", "-c", "echo up HOME=$HOME; id -G; exec sleep 300"))
+                        "sh", "-c", "echo up HOME=$HOME; id -G; echo groups-done; exec sleep 300"))
         assert _uid_of(pid) == uid
+        _until(lambda: "groups-done" in (inst / "proc" / "svc.log").read_text())
         log = (inst / "proc" / "svc.log").read_text()
         assert f"HOME={inst}" in log and log.split("\n")[1].split() == [str(pwd.getpwnam(user).pw_gid)]
         assert (inst / "proc" / "svc.pid").stat().st_uid == uid
