@@ -33,7 +33,7 @@ import yaml
 
 from devtools.devswift import KEY, USER, SwiftServer, memcached_binary
 from tests.integration.services import Oasis, Postgres
-from tests.keystone_service import KeystoneServer, running_keystone
+from tests.keystone_service import KeystoneServer, running_keystone, swift_on_keystone
 from tests.lab_fixture import built_lab, lab_service
 from tests.project_users import removing_new_project_users
 from tests.world import Template, World, make_world
@@ -253,6 +253,14 @@ def keystone_short_tokens() -> Iterator[KeystoneServer]:
     after its creator's token has expired."""
     with running_keystone(token_expiration=SHORT_TOKEN_SECONDS) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def keystone_swift(keystone: KeystoneServer) -> Iterator[SwiftServer]:
+    """One Swift for the session that authenticates at the session's Keystone, the projects' object-store in its
+    catalog (tests/keystone_service.py `swift_on_keystone`)."""
+    with swift_on_keystone(keystone) as swift:
+        yield swift
 
 
 # --- the lab ----------------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 from keystoneclient.v3 import client as ks_client
 
+from devtools.devswift import KeystoneAuth as SwiftKeystoneAuth
+from devtools.devswift import SwiftServer, memcached_binary
 from tests.integration.services import Oasis, free_port, stop_process, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -175,13 +177,39 @@ def running_keystone(token_expiration: int = 3600) -> Iterator[KeystoneServer]:
 
 
 @contextmanager
+def swift_on_keystone(keystone: KeystoneServer) -> Iterator[SwiftServer]:
+    """A Swift authenticating at `keystone` (authtoken + keystoneauth), registered there as the projects'
+    object-store; its service user, service and endpoint are removed again at the end."""
+    if memcached_binary() is None:
+        raise RuntimeError("memcached is not installed: scripts/setup must apt-get install memcached")
+    admin = keystone.admin_client()
+    name, password = f"swift-{secrets.token_hex(3)}", secrets.token_urlsafe(16)
+    user = admin.users.create(name, domain="default", password=password)
+    service = endpoint = None
+    try:
+        admin.roles.grant(next(r for r in admin.roles.list() if r.name == "admin"), user=user,
+                          project=keystone.projects[SERVICE_PROJECT])
+        with SwiftServer(keystone=SwiftKeystoneAuth(keystone.url, name, password, SERVICE_PROJECT)) as swift:
+            service = admin.services.create("swift", type="object-store")
+            endpoint = admin.endpoints.create(service, swift.storage_url_template, interface="public",
+                                              region="RegionOne")
+            yield swift
+    finally:
+        if endpoint is not None:
+            admin.endpoints.delete(endpoint)
+        if service is not None:
+            admin.services.delete(service)
+        admin.users.delete(user)
+
+
+@contextmanager
 def oasis_on_keystone(keystone: KeystoneServer, base: Path, cache_time: float, env: dict[str, str] | None = None,
-                      secrets_: tuple[str, ...] = ()) -> Iterator[Oasis]:
+                      secrets_: tuple[str, ...] = (), config: str = "") -> Iterator[Oasis]:
     """`oasis up --config` with Keystone as its identity (a 0600 configuration file naming the test Keystone's
     service user), stopped by PID at the end; then its logs must hold no traceback, no password of the test
     Keystone (nor any of `secrets_`) and no token."""
     conf = base / "oasis.conf"
-    conf.write_text("[identity]\nbackend = keystone\n" + keystone.config_section(cache_time=cache_time))
+    conf.write_text("[identity]\nbackend = keystone\n" + keystone.config_section(cache_time=cache_time) + config)
     conf.chmod(0o600)
     service = Oasis(base / "state")
     service.serve_args = ["--config", str(conf)]

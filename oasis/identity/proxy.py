@@ -30,6 +30,9 @@ NAME = re.compile(r"^job_([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 MADE = re.compile(r"made (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
 # A user whose job has no row yet may belong to a request still being committed: it is left alone this long.
 ORPHAN_GRACE = timedelta(minutes=10)
+# The trust ends by itself this long after it was made, if nothing removed the user before: as long as a job's
+# scoped access lasts (oasis.engine.jobs ACCESS_SECONDS).
+TRUST_LIFETIME = timedelta(days=7)
 
 
 def _now() -> datetime:
@@ -77,7 +80,7 @@ class ProxyUsers:
             self._domain_id = self.keystone.domain_id(self.domain)
         return self._domain_id
 
-    def make(self, job_id: str, user_token: str, trustor: Principal, expires_at: datetime) -> dict[str, Any]:
+    def make(self, job_id: str, user_token: str, trustor: Principal) -> dict[str, Any]:
         """The job's proxy user and the trust from `trustor` (whose token is `user_token`) to it: the record the
         job row keeps. Nothing is left behind when either refuses."""
         password = secrets.token_urlsafe(32)
@@ -85,7 +88,8 @@ class ProxyUsers:
         user_id = self.keystone.create_user(self.domain_id(), name, password,
                                             f"oasis proxy user of job {job_id}, made {_now().isoformat()}Z")
         try:
-            trust_id = self.keystone.create_trust(user_token, trustor, roles=self.roles, expires_at=expires_at,
+            trust_id = self.keystone.create_trust(user_token, trustor, roles=self.roles,
+                                                  expires_at=_now() + TRUST_LIFETIME,
                                                   impersonation=False, trustee_user_id=user_id)
         except IdentityError:
             self.remove({"user_id": user_id})

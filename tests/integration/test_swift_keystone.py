@@ -7,7 +7,6 @@ cluster's trust. bob (beta) cannot see alice's data source; the job's URLs die w
 from __future__ import annotations
 
 import re
-import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtools.devswift import KeystoneAuth, SwiftServer, memcached_binary
+from devtools.devswift import SwiftServer
 from tests.integration import workflow as wf
 from tests.integration.services import Oasis, wait_until
-from tests.keystone_service import SERVICE_PROJECT, KeystoneServer, oasis_on_keystone
+from tests.keystone_service import KeystoneServer, oasis_on_keystone
 
 DEMO = Path(__file__).resolve().parents[2] / "oasis" / "demo" / "wordcount_dask_objects.py"
 
@@ -30,32 +29,6 @@ print("probe", jobkit.signed_url(jobkit.list_objects(os.environ["OASIS_INPUT_URL
 sys.argv = ["wordcount"]
 runpy.run_path(os.environ["WORDCOUNT"], run_name="__main__")
 """
-
-
-@pytest.fixture(scope="module")
-def keystone_swift(keystone: KeystoneServer) -> Iterator[SwiftServer]:
-    """A Swift authenticating at the session's Keystone, as the project's object-store in its catalog; its service
-    user, service and endpoint are removed again at the end."""
-    if memcached_binary() is None:
-        pytest.fail("memcached is not installed: scripts/setup must apt-get install memcached")
-    admin = keystone.admin_client()
-    name, password = f"swift-{uuid.uuid4().hex[:6]}", secrets.token_urlsafe(16)
-    user = admin.users.create(name, domain="default", password=password)
-    service = endpoint = None
-    try:
-        admin.roles.grant(next(r for r in admin.roles.list() if r.name == "admin"), user=user,
-                          project=keystone.projects[SERVICE_PROJECT])
-        with SwiftServer(keystone=KeystoneAuth(keystone.url, name, password, SERVICE_PROJECT)) as swift:
-            service = admin.services.create("swift", type="object-store")
-            endpoint = admin.endpoints.create(service, swift.storage_url_template, interface="public",
-                                              region="RegionOne")
-            yield swift
-    finally:
-        if endpoint is not None:
-            admin.endpoints.delete(endpoint)
-        if service is not None:
-            admin.services.delete(service)
-        admin.users.delete(user)
 
 
 @pytest.fixture(scope="module")
