@@ -164,8 +164,13 @@ def _admin(settings: Settings, db: Database) -> None:
             password = secrets.token_urlsafe(18)
             user.password_hash = builtin.hash_password(password)
             log.info("admin credentials written to %s", path)
+    if settings.identity_backend == "keystone" and settings.keystone is not None:
+        # Users sign in at Keystone with credentials of their own, which oasis never sees: the file names
+        # where, and they add who (auth.username, password and project_name).
+        write_clouds_yaml(path, settings.keystone.www_authenticate_uri, None, None, None, cacert=settings.tls_ca)
+        return
     # Rewritten on every start: the service may listen on another address than last time.
-    write_clouds_yaml(path, settings.public_url, "admin", password, "admin", cacert=settings.tls_ca)
+    write_clouds_yaml(path, f"{settings.public_url}/v3", "admin", password, "admin", cacert=settings.tls_ca)
 
 
 def _known_password(path: Path) -> str | None:
@@ -175,13 +180,14 @@ def _known_password(path: Path) -> str | None:
         return None
 
 
-def write_clouds_yaml(path: Path, base_url: str, username: str, password: str, project: str,
-                      cacert: Path | None = None) -> None:
+def write_clouds_yaml(path: Path, auth_url: str, username: str | None, password: str | None,
+                      project: str | None, cacert: Path | None = None) -> None:
     """`cacert`: the CA the API's certificate is verified with (openstacksdk's and keystoneauth's key), so that
-    every client of this file verifies the TLS endpoint rather than trusting it blindly."""
+    every client of this file verifies the TLS endpoint rather than trusting it blindly. Without a user (the
+    Keystone backend), the cloud names only where to authenticate."""
+    who = {"username": username, "password": password, "project_name": project} if username else {}
     cloud = {"clouds": {"oasis": {
-        "auth": {"auth_url": f"{base_url}/v3", "username": username, "password": password, "project_name": project,
-                 "user_domain_name": "Default", "project_domain_name": "Default"},
+        "auth": {"auth_url": auth_url, **who, "user_domain_name": "Default", "project_domain_name": "Default"},
         "region_name": "RegionOne", "interface": "public", "identity_api_version": 3,
         "data_processing_api_version": "2"}}}
     if cacert is not None:

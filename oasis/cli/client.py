@@ -153,6 +153,9 @@ def authenticate(cloud: dict[str, Any], transport: httpx.BaseTransport | None = 
         auth_url += "/v3"
     if auth.get("token") and cloud.get("endpoint_override"):
         return Session(endpoint_for(cloud["endpoint_override"]), auth["token"])
+    if not auth.get("password"):
+        raise ConfigError(f"the cloud in {cloud.get('_path', 'clouds.yaml')} names no user: add your "
+                          f"auth.username, auth.password and auth.project_name (at {auth_url})")
     user: dict[str, Any] = {"password": auth.get("password", "")}
     if auth.get("user_id"):
         user["id"] = auth["user_id"]

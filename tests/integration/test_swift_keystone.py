@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from devtools.devswift import SwiftServer
 from tests.integration import workflow as wf
@@ -45,6 +46,9 @@ def client_of(oasis: Oasis, keystone: KeystoneServer, user: str) -> httpx.Client
 
 def test_a_job_reads_and_writes_its_projects_swift_on_a_trust_with_no_stored_credentials(
         ks_oasis: Oasis, keystone: KeystoneServer, keystone_swift: SwiftServer) -> None:
+    # the clouds.yaml `oasis up` writes sends its users to Keystone, and holds no credential of oasis's own
+    cloud = yaml.safe_load((ks_oasis.state_dir / "clouds.yaml").read_text())["clouds"]["oasis"]["auth"]
+    assert cloud["auth_url"] == keystone.url and "password" not in cloud and "username" not in cloud, cloud
     session = keystone.user_session("alice")
     account = session.get_endpoint(service_type="object-store", interface="public")
     assert account.endswith("/AUTH_" + keystone.projects["alpha"])

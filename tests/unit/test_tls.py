@@ -156,11 +156,11 @@ def test_cli_refuses_unusable_tls_settings_in_one_line(tmp_path: Path) -> None:
 
 def test_clouds_yaml_names_the_ca_only_with_tls(tmp_path: Path) -> None:
     path = tmp_path / "clouds.yaml"
-    write_clouds_yaml(path, "https://127.0.0.1:8386", "admin", "pw", "admin", cacert=tmp_path / "tls" / "ca.pem")
+    write_clouds_yaml(path, "https://127.0.0.1:8386/v3", "admin", "pw", "admin", cacert=tmp_path / "tls" / "ca.pem")
     cloud = yaml.safe_load(path.read_text())["clouds"]["oasis"]
     assert cloud["cacert"] == str(tmp_path / "tls" / "ca.pem")
     assert cloud["auth"]["auth_url"] == "https://127.0.0.1:8386/v3"
-    write_clouds_yaml(path, "http://127.0.0.1:8386", "admin", "pw", "admin")
+    write_clouds_yaml(path, "http://127.0.0.1:8386/v3", "admin", "pw", "admin")
     assert "cacert" not in yaml.safe_load(path.read_text())["clouds"]["oasis"]
 
 
