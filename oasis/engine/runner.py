@@ -27,6 +27,7 @@ from oasis.engine.clusters import cluster_machine
 from oasis.engine.health import check_hosts
 from oasis.engine.jobs import job_machine
 from oasis.engine.sites import site_machine
+from oasis.engine.verification import Verifications
 from oasis.identity import open_identity
 from oasis.remote.hosts import Remotes
 from oasis.storage.base import ObjectStore
@@ -63,6 +64,7 @@ class Engine:
         self._health: asyncio.Task | None = None  # the host health check in progress, if any
         self._retention: asyncio.Task | None = None  # the job retention run in progress, if any
         self.pulse = leases.Pulse(db, self.id)
+        self.verifications = Verifications(db, self.remotes, self.id, settings.verification_seconds)
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll; callable from any thread."""
@@ -96,6 +98,7 @@ class Engine:
             for task in list(self.tasks.values()):
                 task.cancel()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            await self.verifications.stop()
             await asyncio.to_thread(self.pulse.stop)
             await self.remotes.close()
 
@@ -187,6 +190,7 @@ class Engine:
             log.info("engine %s: periodic job-retention slot %d", self.id, slot)
             self._expire_jobs()
         self._check_health()
+        self.verifications.tick()
 
     def _expire_jobs(self) -> None:
         """Remove the logs (and, once their cluster is gone, the rows) of jobs past the retention; in a thread,
