@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oasis.remote.agent_client import Agent, owner_ids
-from oasis.remote.base import Remote
+# RemoteError and unreachable_in: what a plugin's engine half may catch of its remotes (oasis/plugins/probe.py)
+from oasis.remote.base import Remote, RemoteError, unreachable_in  # noqa: F401
 
 
 class PluginError(Exception):

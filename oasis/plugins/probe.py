@@ -11,8 +11,7 @@ import asyncio
 import json
 from typing import Any
 
-from oasis.plugins.base import InstanceView
-from oasis.remote.base import RemoteError, unreachable_in
+from oasis.plugins.base import InstanceView, RemoteError, unreachable_in
 
 PROBE_TIMEOUT = 10.0
 
