@@ -169,7 +169,9 @@ def save(db: Database, cluster_id: str, requested: str | None, status: str,
             spec={**c.spec, "verification": out}, updated_at=Cluster.updated_at))
         before = _last_health(s, cluster_id)
         if before != status:
-            log.warning("cluster %s: health %s -> %s", c.name, before or "unknown", status)
+            # a first verification that finds the cluster well is no news
+            level = logging.INFO if before is None and status == GREEN else logging.WARNING
+            log.log(level, "cluster %s: health %s -> %s", c.name, before or "unknown", status)
             step = ProvisionStep(cluster_id=cluster_id, project_id=c.project_id, step_name=f"Health: {status}",
                                  step_type=STEP_TYPE, total=len(checks), successful=status != RED, duration=0.0)
             s.add(step)
