@@ -62,6 +62,9 @@ class Settings:
     s3_access_ttl_seconds: float = float(os.environ.get("OASIS_S3_ACCESS_TTL_SECONDS", "900"))
     # Days a job's logs (and, once its cluster is gone, its row) are kept after it ended; 0 keeps them forever.
     job_retention_days: float = float(os.environ.get("OASIS_JOB_RETENTION_DAYS", "30"))
+    # How often each Active cluster is verified (its framework and its hosts: oasis.engine.verification); 0: only
+    # when asked (Sahara's verification PATCH).
+    verification_seconds: float = float(os.environ.get("OASIS_VERIFICATION_SECONDS", "300"))
     # TLS on the API (oasis.tls): "auto" makes a CA in the state dir and serves with a certificate from it; or
     # the operator's certificate and key, with the CA that signed them. `tls_ca` is what clients verify with.
     tls: str = field(default_factory=lambda: os.environ.get("OASIS_TLS", ""))

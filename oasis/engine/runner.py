@@ -28,6 +28,7 @@ from oasis.engine.health import check_hosts
 from oasis.engine.jobs import job_machine
 from oasis.engine.sites import site_machine
 from oasis.engine.proxies import SWEEP_SECONDS, sweep
+from oasis.engine.verification import Verifications
 from oasis.identity import open_identity, open_proxy_users
 from oasis.remote.hosts import Remotes
 from oasis.storage.base import ObjectStore
@@ -66,6 +67,7 @@ class Engine:
         self._retention: asyncio.Task | None = None  # the job retention run in progress, if any
         self._proxy_sweep: asyncio.Task | None = None  # the proxy users' clean-up in progress, if any
         self.pulse = leases.Pulse(db, self.id)
+        self.verifications = Verifications(db, self.remotes, self.id, settings.verification_seconds)
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll; callable from any thread."""
@@ -99,6 +101,7 @@ class Engine:
             for task in list(self.tasks.values()):
                 task.cancel()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            await self.verifications.stop()
             await asyncio.to_thread(self.pulse.stop)
             await self.remotes.close()
 
@@ -193,6 +196,7 @@ class Engine:
                 leases.claim_period(self.db, "proxy-users", SWEEP_SECONDS, self.id) is not None:
             self._sweep_proxy_users()
         self._check_health()
+        self.verifications.tick()
 
     def _sweep_proxy_users(self) -> None:
         """Remove the proxy users a crash left behind; in a thread (Keystone calls), never two at once."""

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oasis.remote.agent_client import Agent, owner_ids
-from oasis.remote.base import Remote
+# RemoteError and unreachable_in: what a plugin's engine half may catch of its remotes (oasis/plugins/probe.py)
+from oasis.remote.base import Remote, RemoteError, unreachable_in  # noqa: F401
 
 
 class PluginError(Exception):
@@ -85,6 +86,19 @@ class Launch:
 
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FrameworkHealth:
+    """What a plugin found of its framework on a running cluster (`Plugin.health`): whether the master process
+    (the Dask scheduler, the Spark master) answered, and which of the expected workers it has registered. The
+    engine (oasis/engine/verification.py) turns it, with the hosts' health, into GREEN / YELLOW / RED."""
+
+    master: str  # what the plugin calls its master process ("scheduler", "master")
+    master_up: bool
+    detail: str  # what answered, or why nothing did
+    expected: list[str] = field(default_factory=list)  # names of the instances whose worker should be registered
+    registered: list[str] = field(default_factory=list)  # those of them that are
 
 
 class Plugin(ABC):
@@ -170,6 +184,14 @@ class Plugin(ABC):
     @abstractmethod
     async def stop(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
         """Stop every process of these instances. Idempotent."""
+
+    async def health(self, cluster: ClusterView) -> FrameworkHealth:
+        """Ask the running framework itself (with the cluster's credentials, `cluster.secrets` is set) whether its
+        master answers and which workers it has; never raises for a framework or host that does not answer (that
+        is what it reports). The default knows nothing of a framework: its master is taken as up."""
+        return FrameworkHealth(self.master_process, True, "the plugin has no health check",
+                               [i.name for i in cluster.having(self.worker_process)],
+                               [i.name for i in cluster.having(self.worker_process)])
 
     @abstractmethod
     def info(self, cluster: ClusterView) -> dict[str, dict[str, str]]:

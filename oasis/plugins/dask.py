@@ -7,13 +7,14 @@ from typing import Any
 import yaml
 
 from oasis.plugins import security
-from oasis.plugins.base import ClusterView, InstanceView, Launch, Plugin, PluginError
+from oasis.plugins.base import ClusterView, FrameworkHealth, InstanceView, Launch, Plugin, PluginError
 from oasis.plugins.common import (
     installed_version,
     start_daemon,
     stop_daemons,
     worker_memory_mb,
 )
+from oasis.plugins.probe import ProbeFailed, get_json
 
 
 # A port that cannot be bound makes the scheduler, worker or nanny exit (the agent sees that), except an HTTP
@@ -239,6 +240,22 @@ class DaskPlugin(Plugin):
     async def stop(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
         # All at once: a worker that outlives its scheduler by a moment only logs a reconnect attempt.
         await stop_daemons(instances)
+
+    async def health(self, cluster: ClusterView) -> FrameworkHealth:
+        # The scheduler's own view (`Scheduler.identity()`), from its HTTP server, which asks for a certificate
+        # of the cluster's CA: the workers it has registered, by the name each was started with (`--name`).
+        s = self._scheduler(cluster)
+        expected = [w.name for w in cluster.having("worker")]
+        secure = self._secure(cluster)
+        url = f"{'https' if secure else 'http'}://{s.address}:{s.ports['dashboard']}/json/identity.json"
+        creds = {"ca": cluster.secrets["ca"]["cert"], **cluster.secrets["client"]} if secure else None
+        try:
+            identity = await get_json(s, cluster.runtime["python"], url, creds)
+        except ProbeFailed as e:
+            return FrameworkHealth("scheduler", False, f"the scheduler on {s.name} does not answer: {e}", expected)
+        names = {str(w.get("name")) for w in (identity.get("workers") or {}).values() if isinstance(w, dict)}
+        return FrameworkHealth("scheduler", True, f"the scheduler on {s.name} answers",
+                               expected, [n for n in expected if n in names])
 
     def info(self, cluster: ClusterView) -> dict[str, dict[str, str]]:
         s = self._scheduler(cluster)

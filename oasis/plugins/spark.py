@@ -5,13 +5,14 @@ import asyncio
 from typing import Any
 
 from oasis.plugins import security
-from oasis.plugins.base import ClusterView, InstanceView, Launch, Plugin, PluginError
+from oasis.plugins.base import ClusterView, FrameworkHealth, InstanceView, Launch, Plugin, PluginError
 from oasis.plugins.common import (
     installed_version,
     start_daemon,
     stop_daemons,
     worker_memory_mb,
 )
+from oasis.plugins.probe import ProbeFailed, get_json
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -236,6 +237,27 @@ class SparkPlugin(Plugin):
         # Workers before the master, so that none of them spends its last seconds reconnecting.
         await stop_daemons([i for i in instances if "master" not in i.processes])
         await stop_daemons([i for i in instances if "master" in i.processes])
+
+    async def health(self, cluster: ClusterView) -> FrameworkHealth:
+        # The master's own view, from its web UI's JSON (`/json/`), which asks for a certificate of the cluster's
+        # CA: its state (ALIVE) and its workers, each known by the host and RPC port it registered with.
+        m = self._master(cluster)
+        expected = {(w.address, int(w.ports["worker"])): w.name for w in cluster.having("worker")}
+        secure = self._secure(cluster)
+        url = f"{'https' if secure else 'http'}://{m.address}:{m.ports['master_ui']}/json/"
+        creds = {"ca": cluster.secrets["ca"]["cert"], **cluster.secrets["client"]} if secure else None
+        try:
+            state = await get_json(m, cluster.runtime["python"], url, creds)
+        except ProbeFailed as e:
+            return FrameworkHealth("master", False, f"the master on {m.name} does not answer: {e}",
+                                   list(expected.values()))
+        if state.get("status") != "ALIVE":
+            return FrameworkHealth("master", False, f"the master on {m.name} is {state.get('status')}",
+                                   list(expected.values()))
+        alive = {(str(w.get("host")), int(w.get("port") or 0)) for w in state.get("workers") or []
+                 if isinstance(w, dict) and w.get("state") == "ALIVE"}
+        return FrameworkHealth("master", True, f"the master on {m.name} is ALIVE", list(expected.values()),
+                               [name for key, name in expected.items() if key in alive])
 
     def info(self, cluster: ClusterView) -> dict[str, dict[str, str]]:
         m = self._master(cluster)

@@ -308,8 +308,11 @@ def test_dask_cluster_and_jobs(c2, c1) -> None:  # noqa: ANN001
     assert v1_view.hadoop_version == version and v1_view.tenant_id
     assert all("events" in step for step in v1_view.provision_progress)
 
-    verified = unwrap(c2.clusters.verification_update(cluster.id, "START"), "cluster")
-    assert verified["verification"]["status"] == "GREEN"
+    asked = unwrap(c2.clusters.verification_update(cluster.id, "START"), "cluster")
+    assert asked["verification"]["status"] == "CHECKING"  # an engine checks the scheduler, workers and hosts
+    verified = wait_status(lambda: c2.clusters.get(cluster.id), lambda c: c.verification["status"],
+                           {"GREEN", "YELLOW", "RED"})
+    assert verified.verification["status"] == "GREEN", verified.verification
     assert unwrap(c2.clusters.update(cluster.id, description="compat"), "cluster")["description"] == "compat"
 
     jbi = c1.job_binary_internals.create(unique("job") + ".py", DASK_JOB)

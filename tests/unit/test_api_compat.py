@@ -134,8 +134,9 @@ def test_verification(world: World) -> None:
                            internal_ip="127.0.0.1", management_ip="127.0.0.1", workdir="/tmp", vcpus=1, ram_mb=1,
                            disk_gb=1))
     r = world.patch(f"/v2/clusters/{cid}", start)
-    assert r.status_code == 202
-    assert r.json()["cluster"]["verification"]["status"] == "GREEN"
+    assert r.status_code == 202  # asked for: an engine runs it (tests/unit/test_verification.py)
+    assert r.json()["cluster"]["verification"]["status"] == "CHECKING" and world.notified
+    assert world.patch(f"/v2/clusters/{cid}", start).json()["error_name"] == "INVALID_DATA"  # already running
     both = world.patch(f"/v2/clusters/{cid}", {**start, "name": "other"})
     assert both.status_code == 400
     assert world.patch(f"/v2/clusters/{cid}", start, who="bob").status_code == 404

@@ -1,0 +1,67 @@
+"""A framework's own HTTP(S) status endpoint, asked from the instance that runs it (the Dask scheduler's
+`/json/identity.json`, the Spark master's `/json/`): the request goes out on the instance's host, through the
+instance's Remote, so that it takes the way every other instance command takes (SSH, a gateway, a proxy
+command), and plugins never open a connection themselves.
+
+The cluster's client certificate and key reach the probe on its stdin, never on its command line or in its
+environment, and are handed to OpenSSL through pipes: they never touch the host's disk."""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from oasis.plugins.base import InstanceView, RemoteError, unreachable_in
+
+PROBE_TIMEOUT = 10.0
+
+# Runs with the instance's Python (-I -S: the standard library only, nothing from the environment).
+PROBE_CODE = r'''
+import json, os, ssl, sys, urllib.request
+url, timeout = sys.argv[1], float(sys.argv[2])
+creds = json.loads(sys.stdin.read() or "{}")
+context = None
+if creds:
+    context = ssl.create_default_context(cadata=creds["ca"])
+    pipes = []
+    for pem in (creds["cert"], creds["key"]):
+        r, w = os.pipe()
+        os.write(w, pem.encode())
+        os.close(w)
+        pipes.append(r)
+    try:
+        context.load_cert_chain("/dev/fd/%d" % pipes[0], "/dev/fd/%d" % pipes[1])
+    finally:
+        for r in pipes:
+            os.close(r)
+try:
+    with urllib.request.urlopen(url, context=context, timeout=timeout) as response:
+        sys.stdout.write(response.read().decode("utf-8", "replace"))
+except Exception as e:
+    reason = getattr(e, "reason", None) or e
+    sys.stderr.write("%s: %s" % (type(e).__name__, reason))
+    sys.exit(3)
+'''
+
+
+class ProbeFailed(Exception):
+    """The endpoint did not answer, or not with JSON; the message says why, for the verification's check."""
+
+
+async def get_json(inst: InstanceView, python: str, url: str, creds: dict[str, str] | None) -> Any:
+    """GET `url` from `inst`'s host, as TLS client `creds` ({ca, cert, key}, PEM) where given, and its JSON."""
+    stdin = json.dumps(creds or {}).encode()
+    try:
+        result = await inst.remote.run([python, "-I", "-S", "-c", PROBE_CODE, url, str(PROBE_TIMEOUT)],
+                                       timeout=PROBE_TIMEOUT + 20, check=False, stdin=stdin)
+    except asyncio.TimeoutError:
+        raise ProbeFailed(f"no answer within {PROBE_TIMEOUT + 20:.0f} s") from None
+    except RemoteError as e:
+        gone = unreachable_in(e)
+        raise ProbeFailed(f"host unreachable ({gone.reason})" if gone else str(e)) from None
+    if result.rc != 0:
+        raise ProbeFailed((result.stderr.strip() or f"exit code {result.rc}")[-300:])
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        raise ProbeFailed(f"{url} did not answer with JSON") from None
