@@ -2,6 +2,8 @@
 job_configs at create (oasis/edp/interface.py), and the same through the API."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,8 @@ from oasis.edp.interface import SUBSTITUTE_BY_ID, InterfaceError, apply, check_t
 
 from tests.unit.conftest import World
 from tests.unit.test_api_edp import active_cluster, binary
+from tests.unit.test_cli import FakeService, fake  # noqa: F401 (the CLI's fake service, a fixture)
+from tests.unit.test_cli import run as cli
 
 KNOWN = {"ds-1", "ds-2"}
 
@@ -196,3 +200,25 @@ def test_a_java_jobs_main_class_may_come_from_its_interface(world: World) -> Non
     r = world.post("/v2/jobs", {"job_template_id": jt["id"], "cluster_id": cid, "interface": {"rows": 10}})
     assert r.status_code == 202, r.text
     assert r.json()["job"]["job_configs"] == {"configs": {"edp.java.main_class": "org.example.Main"}, "args": [10]}
+
+
+# --- the CLI ---------------------------------------------------------------------------------------------------
+
+
+def test_the_cli_sends_a_templates_interface_and_a_jobs_values(fake: FakeService, tmp_path: Path) -> None:
+    spec = tmp_path / "interface.json"
+    spec.write_text(json.dumps(SHELL))
+    fake.objects["job-binaries"].append({"id": "b-1", "name": "run.sh"})
+    fake.objects["data-sources"].append({"id": "ds-1", "name": "text"})
+    fake.objects["clusters"].append({"id": "c-1", "name": "c", "status": "Active"})
+    result = cli("job", "template", "create", "sh", "--type", "Shell", "--main", "run.sh", "--interface", str(spec))
+    assert result.exit_code == 0, result.output
+    assert fake.bodies("POST", "/v2/job-templates")[0]["interface"] == SHELL
+    result = cli("job", "run", "--template", "sh", "--cluster", "c", "--value", "greeting=hi", "--value",
+                 "input=text", "--value", "level=3")
+    assert result.exit_code == 0, result.output
+    # a data_source argument's value is the data source's id, looked up by name; the others go as typed
+    assert fake.bodies("POST", "/v2/jobs")[0]["interface"] == {"greeting": "hi", "input": "ds-1", "level": "3"}
+    spec.write_text("[not json")
+    result = cli("job", "template", "create", "bad", "--type", "Shell", "--main", "run.sh", "--interface", str(spec))
+    assert result.exit_code != 0 and "--interface" in result.output and "Traceback" not in result.output
