@@ -1,8 +1,9 @@
 """Sahara's job interface and JVM Spark jobs through a real `oasis up`, on one Spark cluster for the module: a Shell
 job whose template maps named values to positional arguments (one of them a data source, which reaches the job
 as its URL), a param and a config, and prints what it got; and a job from a jar, compiled here with javac against
-the pyspark wheel's jars, run by spark-submit with `--class` from `edp.java.main_class`, whose output shows that
-the interface's config and argument arrived."""
+the pyspark wheel's jars, run by spark-submit with `--class` from `edp.java.main_class`, as a Spark job (the jar
+its main) whose output shows that the interface's config and argument arrived, and as a Java job (the jar among
+its libs)."""
 from __future__ import annotations
 
 import subprocess
@@ -97,3 +98,12 @@ def test_a_jvm_spark_job_from_a_jar_runs_with_its_main_class(service: Oasis, spa
     assert j["job_configs"]["configs"] == {"edp.java.main_class": "oasis.test.Count",
                                            "spark.oasis.greeting": "hello"}
     assert j["job_configs"]["args"] == [100]
+
+    # Sahara's Java type: the jar among the template's libs, the main class and the arguments in the job's configs
+    java = wf.ok(client.post("/job-templates", json={"name": "jvm-java", "type": "Java", "libs": [main]}), 202
+                 )["job_template"]["id"]
+    jid = wf.run_job(client, java, spark_cluster, job_configs={"configs": {"edp.java.main_class": "oasis.test.Count"},
+                                                               "args": ["7"]})
+    j = wf.wait_job(client, jid, timeout=300)
+    assert j["info"]["status"] == "SUCCEEDED", wf.logs(client, jid, "stderr")[-3000:]
+    assert "count=7 greeting=none master=spark" in wf.logs(client, jid).splitlines()

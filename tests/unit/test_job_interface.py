@@ -10,11 +10,14 @@ import pytest
 
 from oasis.db.models import Job
 from oasis.edp.interface import SUBSTITUTE_BY_ID, InterfaceError, apply, check_template
+from oasis.plugins.base import PluginError
+from oasis.plugins.spark import SparkPlugin
 
 from tests.unit.conftest import World
 from tests.unit.test_api_edp import active_cluster, binary
 from tests.unit.test_cli import FakeService, fake  # noqa: F401 (the CLI's fake service, a fixture)
 from tests.unit.test_cli import run as cli
+from tests.unit.test_history import WORKDIR, view
 
 KNOWN = {"ds-1", "ds-2"}
 
@@ -222,3 +225,23 @@ def test_the_cli_sends_a_templates_interface_and_a_jobs_values(fake: FakeService
     spec.write_text("[not json")
     result = cli("job", "template", "create", "bad", "--type", "Shell", "--main", "run.sh", "--interface", str(spec))
     assert result.exit_code != 0 and "--interface" in result.output and "Traceback" not in result.output
+
+
+# --- JVM jobs on Spark -----------------------------------------------------------------------------------------
+
+
+def test_a_jar_runs_with_spark_submit_class() -> None:
+    plugin = SparkPlugin()
+    main_class = {"edp.java.main_class": "org.example.Count"}
+    argv = plugin.launch(view("spark"), "Spark", f"{WORKDIR}/count.jar", [f"{WORKDIR}/dep.jar"], main_class, ["9"],
+                         WORKDIR).argv
+    assert argv[argv.index("--class") + 1] == "org.example.Count"
+    assert argv[argv.index("--jars") + 1] == f"{WORKDIR}/dep.jar" and argv[-2:] == [f"{WORKDIR}/count.jar", "9"]
+    # a Java template's jar is among its libs: the first is the application, the others its --jars
+    argv = plugin.launch(view("spark"), "Java", None, [f"{WORKDIR}/app.jar", f"{WORKDIR}/dep.jar"], main_class,
+                         ["9"], WORKDIR).argv
+    assert argv[argv.index("--jars") + 1] == f"{WORKDIR}/dep.jar" and argv[-2:] == [f"{WORKDIR}/app.jar", "9"]
+    argv = plugin.launch(view("spark"), "Java", None, [f"{WORKDIR}/app.jar"], main_class, [], WORKDIR).argv
+    assert "--jars" not in argv and argv[-1] == f"{WORKDIR}/app.jar"
+    with pytest.raises(PluginError, match="edp.java.main_class"):
+        plugin.launch(view("spark"), "Spark", f"{WORKDIR}/count.jar", [], {}, [], WORKDIR)
