@@ -31,6 +31,9 @@ ACCEPTED = {
 # The engine resolves data source ids in a job's configuration to their per-execution URLs (and grants the job
 # access to them) only when this config is on: a data_source argument switches it on for its job.
 SUBSTITUTE_BY_ID = "edp.substitute_data_source_for_uuid"
+# The keys whose values the API blanks when it shows a job's configs and params (oasis.api.views): a job shows its
+# interface values as given, so a credential may not go through the interface to one of them.
+SECRET_KEY = re.compile(r"(password|secret|access[._-]?key|token)", re.I)
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _INDEX = re.compile(r"[0-9]+")
 
@@ -65,6 +68,9 @@ def check_template(job_type: str, interface: list[dict[str, Any]] | None,
         raise InterfaceError("The combination of mapping type and location must be unique within the interface "
                              "for any job")
     for a in args:
+        if a["mapping_type"] != "args" and SECRET_KEY.search(a["location"]):
+            raise InterfaceError(f"Argument '{a['name']}' maps to '{a['mapping_type']}'.'{a['location']}', a "
+                                 f"credential: a job shows its interface values, so pass it in job_configs")
         if a["required"] and a["default"] is not None:
             raise InterfaceError(f"Argument '{a['name']}' is required, so it cannot have a default")
         if a["mapping_type"] == "args" and not a["required"] and a["default"] is None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from oasis.db.models import Job
-from oasis.edp.interface import SUBSTITUTE_BY_ID, InterfaceError, apply, check_template
+from oasis.edp.interface import SECRET_KEY, SUBSTITUTE_BY_ID, InterfaceError, apply, check_template
 from oasis.plugins.base import PluginError
 from oasis.plugins.spark import SparkPlugin
 
@@ -65,6 +65,8 @@ def test_a_template_interface_is_stored_with_every_field() -> None:
     ("Shell", [arg("a", "configs", "k", value_type="number", default=True)], "not a valid number"),
     ("Shell", [arg("a", "configs", "k", default=5)], "default '5' of argument 'a' is not a valid string"),
     ("Shell", [arg("a", "configs", "k", value_type="data_source", default=7)], "not a valid data source id"),
+    ("Spark", [arg("key", "configs", "fs.s3a.secret.key")], "a credential: a job shows its interface values"),
+    ("Shell", [arg("pw", "params", "DB_PASSWORD")], "a credential"),
 ])
 def test_a_template_interface_is_refused(job_type: str, interface: list[dict[str, Any]], message: str) -> None:
     with pytest.raises(InterfaceError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
@@ -245,3 +247,8 @@ def test_a_jar_runs_with_spark_submit_class() -> None:
     assert "--jars" not in argv and argv[-1] == f"{WORKDIR}/app.jar"
     with pytest.raises(PluginError, match="edp.java.main_class"):
         plugin.launch(view("spark"), "Spark", f"{WORKDIR}/count.jar", [], {}, [], WORKDIR)
+
+
+def test_the_credential_keys_are_those_the_api_blanks() -> None:
+    from oasis.api.views import _SECRET
+    assert SECRET_KEY.pattern == _SECRET.pattern and SECRET_KEY.flags == _SECRET.flags
