@@ -17,7 +17,7 @@ from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.db.models import Cluster, DataSource, Job, JobBinary, JobTemplate, new_id
 from oasis.db.states import ClusterStatus, JobOp
-from oasis.edp import access, joblogs
+from oasis.edp import access, interface, joblogs
 from oasis.edp import statuses as st
 from oasis.edp.shares import ShareError, check_file_sources, shares_for_cluster
 from oasis.identity import trusts
@@ -45,9 +45,6 @@ def _check_binaries(s: Session, principal: Principal, data: dict[str, Any]) -> N
         raise bad("INVALID_DATA", "'mains' and 'libs' overlap")
     for binary_id in [*mains, *libs]:
         get_visible(s, JobBinary, binary_id, principal, "Job binary", status=400)
-    names = [i["name"] for i in data.get("interface") or []]
-    if len(names) != len(set(names)):
-        raise bad("INVALID_DATA", "Names of interface arguments must be unique")
 
 
 def list_job_templates(ctx: Ctx) -> Reply:
@@ -65,7 +62,7 @@ def create_job_template(ctx: Ctx) -> Reply:
         ensure_unique_name(s, JobTemplate, ctx.principal.project_id, data["name"], JT)
         row = JobTemplate(project_id=ctx.principal.project_id, name=data["name"], type=data["type"],
                           description=data.get("description") or "", mains=data.get("mains") or [],
-                          libs=data.get("libs") or [], interface=data.get("interface") or [],
+                          libs=data.get("libs") or [], interface=_template_interface(s, ctx.principal, data),
                           is_public=data.get("is_public", False), is_protected=data.get("is_protected", False))
         s.add(row)
         s.flush()
@@ -116,6 +113,26 @@ def _data_source(s: Session, principal: Principal, ds_id: str | None) -> DataSou
     return get_visible(s, DataSource, ds_id, principal, "Data source", status=400) if ds_id else None
 
 
+def _source_check(s: Session, principal: Principal) -> interface.DataSourceCheck:
+    return lambda ds_id: get_visible(s, DataSource, ds_id, principal, "Data source", status=400).id
+
+
+def _template_interface(s: Session, principal: Principal, data: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        return interface.check_template(data["type"], data.get("interface"), _source_check(s, principal))
+    except interface.InterfaceError as e:
+        raise bad("INVALID_DATA", str(e)) from None
+
+
+def _with_interface(s: Session, principal: Principal, template: JobTemplate, data: dict[str, Any]) -> dict[str, Any]:
+    """The job's job_configs with its interface values mapped in (the row keeps the values as given)."""
+    try:
+        return interface.apply(template.interface, data.get("interface"), data.get("job_configs") or {},
+                               _source_check(s, principal))
+    except interface.InterfaceError as e:
+        raise bad("INVALID_DATA", str(e)) from None
+
+
 def create_job(ctx: Ctx) -> Reply:
     with keystone.trusts_undone_on_failure(ctx) as made, keystone.proxies_undone_on_failure(ctx) as proxies:
         return _create_job(ctx, made, proxies)
@@ -137,7 +154,7 @@ def _create_job(ctx: Ctx, made: list[str], proxies: list[dict[str, Any]]) -> Rep
         if plugin is None or template.type not in plugin.job_types:
             raise bad("INVALID_REFERENCE", f"Cluster with id '{cluster.id}' doesn't support job type "
                                            f"'{template.type}'")
-        job_configs = data.get("job_configs") or {}
+        job_configs = _with_interface(s, principal, template, data)
         if template.type == "Java" and not (job_configs.get("configs") or {}).get("edp.java.main_class"):
             raise bad("INVALID_DATA", "Java job must specify edp.java.main_class")
         source = _data_source(s, principal, data.get("input_id"))

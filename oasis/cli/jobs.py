@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import codecs
+import json
 import sys
 import time
+from pathlib import Path
 from typing import IO, Any, Optional
 
 import typer
@@ -38,12 +40,19 @@ def template_create(ctx: typer.Context, name: str,
                     type_: str = typer.Option(..., "--type", help="Spark, Dask, Shell or Java"),
                     main: Optional[str] = typer.Option(None, help="Main job binary (name or id)"),
                     lib: list[str] = typer.Option([], help="Library job binary (name or id); repeat for more"),
-                    description: str = typer.Option("", help="Free text")) -> None:
+                    description: str = typer.Option("", help="Free text"),
+                    interface: Optional[Path] = typer.Option(None, help="JSON file: the template's interface "
+                                                                        "(a list of arguments)")) -> None:
     """Create a job template."""
     c = client(ctx)
     body: dict[str, Any] = {"name": name, "type": type_, "description": description,
                             "mains": [c.find("job-binaries", main)["id"]] if main else [],
                             "libs": [c.find("job-binaries", ref)["id"] for ref in lib]}
+    if interface is not None:
+        try:
+            body["interface"] = json.loads(interface.read_text())
+        except (OSError, ValueError) as e:
+            raise OasisError(f"--interface {interface}: {e}") from None
     obj = c.create("job-templates", body)
     console.print(f"created job template [bold]{obj['name']}[/] ({obj['id']})")
 
@@ -85,14 +94,20 @@ def run(ctx: typer.Context,
         arg: list[str] = typer.Option([], "--arg", help="An argument; datasource://NAME becomes its URL"),
         config: list[str] = typer.Option([], "--config", help="KEY=VALUE job config; repeat for more"),
         param: list[str] = typer.Option([], "--param", help="KEY=VALUE parameter (Shell: environment)"),
+        value: list[str] = typer.Option([], "--value", help="NAME=VALUE of the template's interface (a "
+                                                             "data_source argument takes a data source's name)"),
         wait: bool = typer.Option(False, "--wait", help="Wait for the end and print its stdout"),
         timeout: float = typer.Option(1800, help="Seconds to wait with --wait")) -> None:
     """Run a job template on a cluster."""
     c = client(ctx)
     configs: dict[str, Any] = {"edp.substitute_data_source_for_name": True, **key_values(config, "--config")}
-    body: dict[str, Any] = {"job_template_id": c.find("job-templates", template)["id"],
-                            "cluster_id": c.find("clusters", cluster)["id"],
-                            "job_configs": {"configs": configs, "args": arg, "params": key_values(param, "--param")}}
+    jt = c.find("job-templates", template)
+    sources = {a["name"] for a in jt.get("interface") or [] if a.get("value_type") == "data_source"}
+    values = {k: c.find("data-sources", v)["id"] if k in sources else v
+              for k, v in key_values(value, "--value").items()}
+    body: dict[str, Any] = {"job_template_id": jt["id"], "cluster_id": c.find("clusters", cluster)["id"],
+                            "job_configs": {"configs": configs, "args": arg, "params": key_values(param, "--param")},
+                            "interface": values}
     if input_:
         body["input_id"] = c.find("data-sources", input_)["id"]
     if output:

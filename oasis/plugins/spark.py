@@ -291,6 +291,8 @@ class SparkPlugin(Plugin):
             if not main_class:
                 raise PluginError("A jar job needs configs['edp.java.main_class']")
             submit += ["--class", str(main_class)]
+            if not main and libs:  # a Java template's jar is among its libs: the first is the application (Sahara)
+                main, libs = libs[0], libs[1:]
             if libs:
                 submit += ["--jars", ",".join(libs)]
         elif libs:

@@ -133,7 +133,8 @@ def test_data_sources(world: World) -> None:
 def test_job_templates(world: World) -> None:
     main, lib = binary(world, "main.py"), binary(world, "lib.zip")
     jt = template(world, "Spark", [main["id"]], libs=[lib["id"]],
-                  interface=[{"name": "n", "mapping_type": "args", "location": "1", "value_type": "number"}])
+                  interface=[{"name": "n", "mapping_type": "args", "location": "0", "value_type": "number",
+                              "default": "1"}])
     assert [m["name"] for m in jt["mains"]] == ["main.py"] and [l["name"] for l in jt["libs"]] == ["lib.zip"]
     assert jt["interface"][0]["mapping_type"] == "args"
     assert world.get(f"/v2/job-templates/{jt['id']}").json()["job_template"]["type"] == "Spark"
