@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from oasis.api import keystone, schemas, views
+from oasis.api import quotas
 from oasis.api.errors import bad
 from oasis.api.plugins import all_job_types, config_hints, require_enabled
 from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
@@ -151,6 +152,7 @@ def _create_job(ctx: Ctx, made: list[str]) -> Reply:
             raise bad("INVALID_DATA", str(e)) from None
         if trusts.job_needs_trust(cluster.is_transient):
             made.append(keystone.trust_for_work(ctx))
+        quotas.check_job(ctx, s)  # running_jobs; holds the project's quota lock until the job's row is committed
         job = Job(project_id=principal.project_id, job_template_id=template.id, cluster_id=cluster.id,
                   trust_id=made[0] if made else None,
                   input_id=data.get("input_id"), output_id=data.get("output_id"), job_configs=job_configs,

@@ -49,7 +49,10 @@ def _settings(state_dir: Optional[Path], database_url: Optional[str], host: str,
     kwargs.update({k: v for k, v in given.items() if v is not None})
     if config is not None:
         kwargs.update(_from_file(ctx, config))
-    return Settings(**kwargs)
+    try:
+        return Settings(**kwargs)
+    except ValueError as e:  # a setting of the environment that cannot be used (OASIS_QUOTA_*): one line
+        raise fail(str(e)) from None
 
 
 def _from_file(ctx: Optional[typer.Context], config: Path) -> dict:
