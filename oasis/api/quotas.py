@@ -53,11 +53,12 @@ def show_own_quota(ctx: Ctx) -> Reply:
 def show_quota(ctx: Ctx) -> Reply:
     """A project's limits and usage: an administrator's for any project, anyone else's for its own only."""
     ctx.check_params(set())
+    mine, ref = ctx.principal, ctx.path["id"]
+    if ref not in (mine.project_id, mine.project_name) and not mine.is_admin:
+        # Refused before any lookup, the same whether the project exists or not: nothing is learnt of others.
+        raise ApiError(403, "FORBIDDEN", "Only an administrator may read another project's quota")
     with ctx.db.session() as s:
-        project_id, _ = _project(ctx, s, ctx.path["id"])
-        if project_id != ctx.principal.project_id and not ctx.principal.is_admin:
-            # The same answer whether or not the project exists: a member learns nothing of other projects.
-            raise ApiError(403, "FORBIDDEN", "Only an administrator may read another project's quota")
+        project_id, _ = _project(ctx, s, ref)
         return Reply(200, _view(ctx, s, project_id))
 
 
