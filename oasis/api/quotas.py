@@ -25,13 +25,17 @@ QUOTA_UPDATE = {
 }
 
 
+def _no_project(ref: str) -> ApiError:
+    return ApiError(404, "NOT_FOUND", f"Project '{ref}' not found")
+
+
 def _project(ctx: Ctx, s: Session, ref: str) -> tuple[str, str]:
     """The project a path names, (id, name). The builtin identity knows every project, by id or name; with
     Keystone the path gives the project's id, which oasis cannot look up (Nova takes it as given too)."""
     if ctx.deps.settings.identity_backend == "builtin":
         row = s.scalars(select(Project).where(or_(Project.id == ref, Project.name == ref))).first()
         if row is None:
-            raise ApiError(404, "NOT_FOUND", f"Project '{ref}' not found")
+            raise _no_project(ref)
         return row.id, row.name
     mine = ctx.principal
     return (mine.project_id, mine.project_name) if ref in (mine.project_id, mine.project_name) else (ref, ref)
@@ -51,12 +55,13 @@ def show_own_quota(ctx: Ctx) -> Reply:
 
 
 def show_quota(ctx: Ctx) -> Reply:
-    """A project's limits and usage: an administrator's for any project, anyone else's for its own only."""
+    """A project's limits and usage: an administrator's for any project, anyone else's for its own only (another
+    project is a 404 to them, as its rows are)."""
     ctx.check_params(set())
     mine, ref = ctx.principal, ctx.path["id"]
     if ref not in (mine.project_id, mine.project_name) and not mine.is_admin:
-        # Refused before any lookup, the same whether the project exists or not: nothing is learnt of others.
-        raise ApiError(403, "FORBIDDEN", "Only an administrator may read another project's quota")
+        # As another project's rows are: not there for the caller, the same whether the project exists or not.
+        raise _no_project(ref)
     with ctx.db.session() as s:
         project_id, _ = _project(ctx, s, ref)
         return Reply(200, _view(ctx, s, project_id))

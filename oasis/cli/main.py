@@ -51,7 +51,7 @@ def _settings(state_dir: Optional[Path], database_url: Optional[str], host: str,
         kwargs.update(_from_file(ctx, config))
     try:
         return Settings(**kwargs)
-    except ValueError as e:  # a setting of the environment that cannot be used (OASIS_QUOTA_*): one line
+    except ValueError as e:  # a setting of the environment that cannot be used (OASIS_QUOTA_VCPUS=many): one line
         raise fail(str(e)) from None
 
 

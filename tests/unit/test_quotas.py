@@ -85,10 +85,10 @@ def test_who_may_read_and_set(world: World) -> None:
         assert r.status_code == 200 and r.json()["quota"]["clusters"] == 3
         r = world.put("/v2/quotas/p1", {"quota": {"clusters": 9}}, who=who)
         assert r.status_code == 403 and "data-processing:quotas:update" in r.json()["error_message"]
-    # another project's, existing or not, is the same 403: nothing is learnt of other projects
+    # another project's, existing or not, is the same 404 (as its rows are): nothing is learnt of other projects
     for ref in ("p2", world.projects["p2"], "no-such-project"):
         r = world.get(f"/v2/quotas/{ref}", who="alice")
-        assert r.status_code == 403 and r.json()["error_name"] == "FORBIDDEN", r.text
+        assert r.status_code == 404 and r.json()["error_message"].startswith(f"Project '{ref}' not found"), r.text
     assert world.get("/v2/quotas/p2", who="admin").json()["quota"] == UNLIMITED  # an administrator: any
     r = world.get("/v2/quotas/no-such-project", who="admin")
     assert r.status_code == 404 and "Project 'no-such-project' not found" in r.json()["error_message"]
