@@ -84,6 +84,15 @@ class Settings:
     # the default rules (docs/policy.md); None: the defaults.
     policy_file: Path | None = field(default_factory=lambda: _path_env("OASIS_POLICY_FILE"))
 
+    # Every project's limits unless an administrator set its own (PUT /v2/quotas/{project_id}; oasis/db/quotas.py):
+    # -1 (or unset) is unlimited, the default, since a site's capacity and quotas already bound what it takes.
+    quota_clusters: int = field(default_factory=lambda: _quota_env("OASIS_QUOTA_CLUSTERS"))
+    quota_instances: int = field(default_factory=lambda: _quota_env("OASIS_QUOTA_INSTANCES"))
+    quota_vcpus: int = field(default_factory=lambda: _quota_env("OASIS_QUOTA_VCPUS"))
+    quota_ram_mb: int = field(default_factory=lambda: _quota_env("OASIS_QUOTA_RAM_MB"))
+    quota_volume_gb: int = field(default_factory=lambda: _quota_env("OASIS_QUOTA_VOLUME_GB"))
+    quota_running_jobs: int = field(default_factory=lambda: _quota_env("OASIS_QUOTA_RUNNING_JOBS"))
+
     # Who checks tokens: "builtin" (oasis's own database) or "keystone" (`keystone` says where; oasis.configfile).
     identity_backend: str = "builtin"
     keystone: KeystoneAuth | None = None
@@ -97,6 +106,11 @@ class Settings:
         self.state_dir = Path(self.state_dir).expanduser().resolve()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.state_dir / 'oasis.db'}"
+
+    @property
+    def quota_defaults(self) -> dict[str, int]:
+        """The deployment's default limit per quota key (clusters, instances, ...); -1: unlimited."""
+        return {key.removeprefix("quota_"): value for key, value in vars(self).items() if key.startswith("quota_")}
 
     @property
     def objects_dir(self) -> Path:
@@ -119,6 +133,28 @@ class Settings:
 def _int_env(name: str) -> int | None:
     value = os.environ.get(name, "").strip()
     return int(value) if value else None
+
+
+def quota_limit(value: str) -> int:
+    """A quota limit as the environment or the configuration file gives it: an integer 0 or more, or -1 (or
+    nothing) for unlimited."""
+    value = value.strip()
+    if not value:
+        return -1
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = -2
+    if limit < -1:
+        raise ValueError("must be an integer 0 or more, or -1 for unlimited")
+    return limit
+
+
+def _quota_env(name: str) -> int:
+    try:
+        return quota_limit(os.environ.get(name, ""))
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
 
 
 def _path_env(name: str) -> Path | None:

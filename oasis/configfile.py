@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from oasis.config import KeystoneAuth
+from oasis.config import KeystoneAuth, quota_limit
 
 BACKENDS = ("builtin", "keystone")
 LOG_FORMATS = ("text", "json")
@@ -100,6 +100,9 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
     "object_store": {"url": ("object_store", _text)},
     "oslo_policy": {"policy_file": ("policy_file", lambda v: Path(_text(v)).expanduser())},
     "proxy": {"domain": ("proxy_domain", _text), "roles": ("proxy_roles", _names)},
+    # every project's default limits (oasis/db/quotas.py): `instances = 20`; -1 is unlimited
+    "quota": {key: (f"quota_{key}", quota_limit)
+              for key in ("clusters", "instances", "vcpus", "ram_mb", "volume_gb", "running_jobs")},
 }
 KEYSTONE_REQUIRED = ("auth_url", "username", "password")
 

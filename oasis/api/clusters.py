@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from oasis.api import keypairs, keystone, schemas, topology, views
+from oasis.api import keypairs, keystone, quotas, schemas, topology, views
 from oasis.api.errors import ApiError, bad, not_found
 from oasis.api.plugins import require_enabled
 from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
@@ -135,6 +135,8 @@ def _create_cluster(ctx: Ctx, made: list[str]) -> Reply:
         # by the engine) and its periodic work may come after the creator's token expired.
         for _ in names:
             made.append(keystone.trust_for_work(ctx))
+        # last before the rows: it holds the project's quota lock until they are committed (oasis/db/quotas.py)
+        quotas.check_clusters(ctx, s, _demands(s, [(g, g["count"]) for g in groups]) * len(names), len(names))
         rows = [_write_cluster(s, principal, name, data, site, groups, trust_id)
                 for name, trust_id in zip(names, made)]
         s.flush()
@@ -348,6 +350,7 @@ def scale_cluster(ctx: Ctx) -> Reply:
         topology.check_hostnames(cluster.name, [(sh.name, sh.count) for sh in shapes], cluster.spec.get("domain_name"))
         topology.check_instances(sum(sh.count for sh in shapes))
         topology.check_capacity(s, site, _demands(s, grow))
+        quotas.check_clusters(ctx, s, _demands(s, grow))  # holds the project's quota lock until the commit
 
         for g in added:
             row = _node_group_row(g, count=0)  # the engine raises it to its target as instances come up

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from oasis.api import keystone, schemas, views
+from oasis.api import quotas
 from oasis.api.errors import bad
 from oasis.api.plugins import all_job_types, config_hints, require_enabled
 from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
@@ -180,6 +181,8 @@ def _create_job(ctx: Ctx, made: list[str], proxies: list[dict[str, Any]]) -> Rep
                 s, job, secrets_for(ctx.deps.settings.state_dir)):
             proxies.append(keystone.proxy_for_job(ctx, job.id))
             job.proxy = proxies[-1]
+        # running_jobs: last before the row, as it holds the project's quota lock until the row is committed
+        quotas.check_job(ctx, s)
         s.add(job)
         s.flush()
         out = views.job(job)

@@ -13,6 +13,7 @@ from typing import Any
 from oasis.api import schemas
 from oasis.api.routing import KEYSTONE, MICROVERSION, V1, Routes, RouteSpec, dialect
 from oasis.api.views import _V1_RENAMES
+from oasis.db.quotas import KEYS as QUOTA_KEYS
 
 TITLE = "oasis: OpenStack Sahara's data processing API (v2, v1.1, v1.0) and a Keystone v3 subset"
 
@@ -175,6 +176,9 @@ def _body_schema(spec: RouteSpec, version: str) -> dict[str, Any] | None:
         return _item(["tags"], {"tags": {"type": "array", "items": _str}})
     if returns == "job_config":
         return _item(["job_config"], {"job_config": _obj})
+    if returns == "quota":  # limits and usage side by side, one integer per key (-1: unlimited)
+        counts = _item(list(QUOTA_KEYS), {key: _int for key in QUOTA_KEYS})
+        return _item(["project_id", "quota", "usage"], {"project_id": _str, "quota": counts, "usage": counts})
     if returns == "image-unwrapped":
         return RESOURCES["image"]
     returns, _, resource = returns.partition(":")  # "jobs[]:job_template": key jobs, items job templates

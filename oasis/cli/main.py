@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from oasis.cli import (binaries, clusters, datasources, export, history, identity, jobs, keypairs, keystone, lab,
-                       plugins, sites, templates)
+                       plugins, quotas, sites, templates)
 from oasis.cli.common import Options, command, fail, options
 from oasis.cli.demo import Demo
 from oasis.config import Settings
@@ -49,7 +49,10 @@ def _settings(state_dir: Optional[Path], database_url: Optional[str], host: str,
     kwargs.update({k: v for k, v in given.items() if v is not None})
     if config is not None:
         kwargs.update(_from_file(ctx, config))
-    return Settings(**kwargs)
+    try:
+        return Settings(**kwargs)
+    except ValueError as e:  # a setting of the environment that cannot be used (OASIS_QUOTA_VCPUS=many): one line
+        raise fail(str(e)) from None
 
 
 def _from_file(ctx: Optional[typer.Context], config: Path) -> dict:
@@ -190,6 +193,7 @@ app.add_typer(datasources.app, name="datasource")
 app.add_typer(jobs.app, name="job")
 app.add_typer(sites.app, name="site")
 app.add_typer(keypairs.app, name="keypair")
+app.add_typer(quotas.app, name="quota")
 app.add_typer(identity.projects, name="project")
 app.add_typer(identity.users, name="user")
 export.register(app)  # `oasis export`

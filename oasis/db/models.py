@@ -422,3 +422,19 @@ class PeriodicRun(Base):
     slot: Mapped[int] = mapped_column(Integer, primary_key=True)  # the period's number since the epoch
     engine_id: Mapped[str] = mapped_column(String(64))
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class ProjectQuota(Base):
+    """A project's limits (oasis/db/quotas.py): a column per key, NULL where the deployment's default applies,
+    -1 for unlimited. The row is also the project's quota lock: every create or scale that a limit bounds locks it
+    before it counts, so one exists for every project that ever asked (made with its first bounded request)."""
+
+    __tablename__ = "project_quotas"
+    project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    clusters: Mapped[int | None] = mapped_column(Integer, default=None)
+    instances: Mapped[int | None] = mapped_column(Integer, default=None)
+    vcpus: Mapped[int | None] = mapped_column(Integer, default=None)
+    ram_mb: Mapped[int | None] = mapped_column(Integer, default=None)
+    volume_gb: Mapped[int | None] = mapped_column(Integer, default=None)
+    running_jobs: Mapped[int | None] = mapped_column(Integer, default=None)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime, default=None, onupdate=utcnow)

@@ -113,6 +113,9 @@ RULES: tuple[Rule, ...] = (
     Rule("export:create", PREFIX + "exports:create", ADMIN, "Export the control plane's bundle."),
     Rule("export:list", PREFIX + "exports:get_all", ADMIN, "List the bundle versions."),
     Rule("export:get", PREFIX + "exports:get", ADMIN, "Read a bundle version."),
+    # a project's limits: set by administrators, read by the project's own readers (the handler refuses others)
+    Rule("quota:get", PREFIX + "quotas:get", READER, "Show a project's quota and usage (one's own; any: admin)."),
+    Rule("quota:update", PREFIX + "quotas:update", ADMIN, "Set a project's quota."),
     Rule("keypair:list", PREFIX + "keypairs:get_all", READER, "List keypairs."),
     Rule("keypair:get", PREFIX + "keypairs:get", READER, "Show a keypair."),
     Rule("keypair:create", PREFIX + "keypairs:create", MEMBER, "Create or import a keypair."),
