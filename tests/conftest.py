@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from devtools.devswift import KEY, USER, SwiftServer, memcached_binary
-from tests.integration.services import Oasis, Postgres
+from tests.integration.services import Oasis, Postgres, open_dir
 from tests.keystone_service import KeystoneServer, running_keystone, swift_on_keystone
 from tests.lab_fixture import built_lab, lab_service
 from tests.project_users import removing_new_project_users
@@ -53,12 +53,8 @@ def project_users_cleaned_up() -> Iterator[None]:
 def data_dir() -> Iterator[Path]:
     """A directory for a test's file:// data that jobs can read: they run as their project's user, who cannot
     pass through pytest's own temporary directories (0700)."""
-    d = Path(tempfile.mkdtemp(prefix="oasis-data-"))
-    d.chmod(0o755)
-    try:
+    with open_dir("oasis-data-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 # --- tiers ------------------------------------------------------------------------------------------------------

@@ -9,12 +9,27 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import yaml
 
 from oasis.procs import processes_under, wait_until  # noqa: F401 (re-exported for the tests)
+
+
+@contextmanager
+def open_dir(prefix: str) -> Iterator[Path]:
+    """A temporary directory that jobs can look into: they run as their project's Unix user, who cannot pass
+    through pytest's own temporary directories (0700). Removed at the end."""
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def free_port() -> int:

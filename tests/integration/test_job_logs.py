@@ -4,10 +4,8 @@ cluster is deleted, and another project's member cannot read them."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import httpx
 import pytest
 
 from tests.integration import workflow as wf
-from tests.integration.services import Oasis, stop_process, wait_until
+from tests.integration.services import Oasis, open_dir, stop_process, wait_until
 
 # Prints a line, blocks until the test makes the gate file, then prints the rest: what the API shows before the
 # gate exists can only have been streamed.
@@ -39,12 +37,8 @@ LINES = "first line\nsecond line \u2603\nthird line\n"
 @pytest.fixture
 def gate_dir() -> Iterator[Path]:
     """A directory the job's Unix user (a project user, when the tests run as root) can look into."""
-    d = Path(tempfile.mkdtemp(prefix="oasis-gate-"))
-    d.chmod(0o755)
-    try:
+    with open_dir("oasis-gate-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def logs(client: httpx.Client, job_id: str, **params: object) -> httpx.Response:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
-import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -22,7 +20,7 @@ from keystoneclient import exceptions as ks_exceptions
 
 from devtools.devswift import SwiftServer
 from tests.integration import workflow as wf
-from tests.integration.services import Oasis, wait_until
+from tests.integration.services import Oasis, open_dir, wait_until
 from tests.keystone_service import KeystoneServer, oasis_on_keystone
 
 DEMO = Path(__file__).resolve().parents[2] / "oasis" / "demo" / "wordcount_dask_objects.py"
@@ -60,12 +58,8 @@ def proxy_domain(keystone: KeystoneServer) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def gate_dir() -> Iterator[Path]:
     """Where the test lets a waiting job go on: readable by the jobs' Unix users."""
-    path = Path(tempfile.mkdtemp(prefix="oasis-proxy-gate-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    with open_dir("oasis-proxy-gate-") as d:
+        yield d
 
 
 @pytest.fixture(scope="module")
