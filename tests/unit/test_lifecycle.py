@@ -4,6 +4,7 @@ a job or a client in use keeps an idle cluster; a protected one is never deleted
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -272,3 +273,34 @@ def test_each_period_is_swept_by_one_engine(world: World) -> None:
         return started
 
     assert sorted(asyncio.run(run())) == [False, True]
+
+
+# --- the CLI ------------------------------------------------------------------------------------------------------
+
+from tests.unit.test_cli import FakeService, fake, run  # noqa: E402,F401 (the CLI's fake service and its runner)
+
+
+def test_cluster_show_has_the_lifecycle_table(fake: FakeService) -> None:  # noqa: F811
+    fake.objects["clusters"].append({
+        "id": "c1", "name": "alpha", "status": "Active", "plugin_name": "dask", "node_groups": [],
+        "lifecycle": {"idle_delete_after": 3600, "idle_delete_after_from": "deployment", "max_age": 86400,
+                      "delete_at": None, "idle_since": "2030-01-01T12:00:00Z", "busy": None,
+                      "last_seen_in_use": None,
+                      "deletes": [{"limit": "idle_delete_after", "at": "2030-01-01T13:00:00Z", "seconds_left": 3599},
+                                  {"limit": "max_age", "at": "2030-01-02T12:00:00Z", "seconds_left": 90000}]}})
+    out = run("cluster", "show", "alpha").stdout
+    assert "Lifecycle (idle since 2030-01-01T12:00:00Z)" in out
+    assert re.search(r"idle_delete_after\s+│ 3600 s idle \(deployment\)\s+│ 2030-01-01T13:00:00Z\s+│ 59m 59s", out)
+    assert re.search(r"max_age\s+│ 86400 s after creation\s+│ 2030-01-02T12:00:00Z\s+│ 1d 1h 0m", out)
+
+
+def test_cluster_create_and_lifecycle_send_the_limits(fake: FakeService) -> None:  # noqa: F811
+    result = run("cluster", "create", "wc", "--plugin", "dask", "--idle-delete-after", "2h", "--max-age", "3600")
+    assert result.exit_code == 0, result.output
+    assert fake.bodies("POST", "/v2/clusters")[0]["lifecycle"] == {"idle_delete_after": "2h", "max_age": 3600}
+    cid = fake.objects["clusters"][0]["id"]
+    result = run("cluster", "lifecycle", "wc", "--idle-delete-after", "0", "--delete-at", "none")
+    assert result.exit_code == 0, result.output
+    assert fake.bodies("PATCH", f"/v2/clusters/{cid}") == [{"lifecycle": {"idle_delete_after": 0, "delete_at": None}}]
+    assert run("cluster", "lifecycle", "wc", "--reset").exit_code == 0
+    assert fake.bodies("PATCH", f"/v2/clusters/{cid}")[-1] == {"lifecycle": None}
