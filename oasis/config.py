@@ -65,6 +65,12 @@ class Settings:
     # How often each Active cluster is verified (its framework and its hosts: oasis.engine.verification); 0: only
     # when asked (Sahara's verification PATCH).
     verification_seconds: float = float(os.environ.get("OASIS_VERIFICATION_SECONDS", "300"))
+    # Lifecycle (oasis.db.lifecycle): an Active cluster with no job and no client for this long is deleted unless
+    # it set its own `idle_delete_after` (0: never); a day, so that nothing leaks for long by default while no
+    # working cluster is lost overnight. 0 turns the default off. And a cluster left in Error with no operation is
+    # deleted after `error_cluster_grace_seconds` (0: never), time enough to read why it failed.
+    idle_delete_after_seconds: float = float(os.environ.get("OASIS_IDLE_DELETE_AFTER_SECONDS", "86400"))
+    error_cluster_grace_seconds: float = float(os.environ.get("OASIS_ERROR_CLUSTER_GRACE_SECONDS", "3600"))
     # TLS on the API (oasis.tls): "auto" makes a CA in the state dir and serves with a certificate from it; or
     # the operator's certificate and key, with the CA that signed them. `tls_ca` is what clients verify with.
     tls: str = field(default_factory=lambda: os.environ.get("OASIS_TLS", ""))

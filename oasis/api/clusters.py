@@ -15,6 +15,7 @@ from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_
                              page)
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.api.templates import check_cluster_groups
+from oasis.db import lifecycle
 from oasis.db.capacity import Demand
 from oasis.db.models import Cluster, ClusterTemplate, Flavor, Instance, NodeGroup, Site, new_id, utcnow
 from oasis.db.states import ClusterOp, ClusterStatus
@@ -30,7 +31,8 @@ _FROM_TEMPLATE = ("description", "node_groups", "anti_affinity", "default_image_
                   "use_autoconfig", "shares", "domain_name")
 # Request fields kept in the cluster's `spec` (the rest are columns or node groups).
 _SPEC_FIELDS = ("description", "default_image_id", "neutron_management_network", "user_keypair_id",
-                "cluster_configs", "anti_affinity", "use_autoconfig", "shares", "domain_name", "availability_zone")
+                "cluster_configs", "anti_affinity", "use_autoconfig", "shares", "domain_name", "availability_zone",
+                "lifecycle")
 # Node group fields that are not kept in a node group's `spec`.
 _NG_NOT_SPEC = {"name", "count", "description", "is_public", "is_protected"}
 
@@ -99,9 +101,10 @@ def _create_cluster(ctx: Ctx, made: list[str]) -> Reply:
         version = body["plugin_version"]
         require_enabled(s, plugin.name, version)
         names = _multiple_names(body["name"], body.get("count"))
+        limits = lifecycle.merged({}, _lifecycle(body.get("lifecycle")))
         for name in names:  # Sahara checks the name first
             ensure_unique_name(s, Cluster, principal.project_id, name, KIND)
-        data = _with_template(s, principal, body)
+        data = {**_with_template(s, principal, body), "lifecycle": limits or None}
         if data.get("user_keypair_id"):  # Sahara checked Nova; oasis has its own registry (api/keypairs.py)
             keypairs.require(s, principal.project_id, data["user_keypair_id"])
         groups = check_cluster_groups(s, principal, plugin.name, version, data.get("node_groups") or [])
@@ -140,7 +143,7 @@ def _create_cluster(ctx: Ctx, made: list[str]) -> Reply:
         rows = [_write_cluster(s, principal, name, data, site, groups, trust_id)
                 for name, trust_id in zip(names, made)]
         s.flush()
-        out = views.clusters(s, rows)
+        out = views.clusters(s, rows, limits=_limits(ctx))
     ctx.notify()
     if ctx.version != "v2" and body.get("count") is not None:  # v1.x `/clusters/multiple`: just the ids
         return Reply(202, {"clusters": [c["id"] for c in out]})
@@ -181,7 +184,7 @@ def list_clusters(ctx: Ctx) -> Reply:
                                     "plugin_version": Cluster.plugin_version, "hadoop_version": Cluster.plugin_version,
                                     "status": Cluster.status, "created_at": Cluster.created_at,
                                     "updated_at": Cluster.updated_at})
-        return Reply(200, listing("clusters", views.clusters(s, rows), markers))
+        return Reply(200, listing("clusters", views.clusters(s, rows, limits=_limits(ctx)), markers))
 
 
 def show_cluster(ctx: Ctx) -> Reply:
@@ -189,7 +192,7 @@ def show_cluster(ctx: Ctx) -> Reply:
     show_progress = str(ctx.query.get("show_progress", "false")).lower() == "true"
     with ctx.db.session() as s:
         row = get_visible(s, Cluster, ctx.path["id"], ctx.principal, KIND)
-        return Reply(200, {"cluster": views.cluster(s, row, show_progress)})
+        return Reply(200, {"cluster": views.cluster(s, row, show_progress, limits=_limits(ctx))})
 
 
 def client_config(ctx: Ctx) -> Reply:
@@ -224,7 +227,7 @@ def update_cluster(ctx: Ctx) -> Reply:
                 raise bad("INVALID_DATA", "Verification update should be the only key in the request")
             _verify(s, row)
             s.flush()
-            out = views.cluster(s, row)
+            out = views.cluster(s, row, limits=_limits(ctx))
             ctx.notify()
             return Reply(202, {"cluster": out})
         if data.get("update_keypair"):
@@ -239,12 +242,28 @@ def update_cluster(ctx: Ctx) -> Reply:
         for key in ("description", "shares"):
             if key in data:
                 spec[key] = data[key]
+        if "lifecycle" in data:  # null: back to the deployment's defaults
+            spec["lifecycle"] = lifecycle.merged(spec.get("lifecycle") if data["lifecycle"] is not None else {},
+                                                 _lifecycle(data["lifecycle"]))
         row.spec = spec
         s.flush()
-        out = views.cluster(s, row)
+        out = views.cluster(s, row, limits=_limits(ctx))
     if data.get("update_keypair"):
         ctx.notify()
     return Reply(202, {"cluster": out})
+
+
+def _lifecycle(body: dict[str, Any] | None) -> dict[str, Any]:
+    """The request's lifecycle limits, checked (positive seconds or '2h', a future time), or a 400."""
+    try:
+        return lifecycle.parse(body, utcnow())
+    except lifecycle.LimitError as e:
+        raise bad("INVALID_DATA", str(e)) from None
+
+
+def _limits(ctx: Ctx) -> tuple[float, float]:
+    """The deployment's lifecycle defaults that a cluster's view shows beside its own limits."""
+    return ctx.deps.settings.idle_delete_after_seconds, ctx.deps.settings.error_cluster_grace_seconds
 
 
 def _update_keypair(s: Session, cluster: Cluster) -> None:
@@ -361,7 +380,7 @@ def scale_cluster(ctx: Ctx) -> Reply:
         cluster.op, cluster.op_step = ClusterOp.SCALE, None
         cluster.op_target = {"resize": resize, "add": {g["name"]: g["count"] for g in added}, "remove": remove}
         s.flush()
-        out = views.cluster(s, cluster)
+        out = views.cluster(s, cluster, limits=_limits(ctx))
     ctx.notify()
     return Reply(202, {"cluster": out})
 

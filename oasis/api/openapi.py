@@ -43,7 +43,14 @@ RESOURCES: dict[str, dict[str, Any]] = {
                       "default_image_id": _nstr, "management_public_key": _str, "info": _obj,
                       "is_transient": _bool, "cluster_configs": _obj,
                       "node_groups": {"type": "array", "items": _NG},
-                      "provision_progress": {"type": "array", "items": _obj}, "verification": _obj}),
+                      "provision_progress": {"type": "array", "items": _obj}, "verification": _obj,
+                      # oasis: the limits in force and when each deletes the cluster (oasis/db/lifecycle.py)
+                      "lifecycle": _item(["idle_delete_after", "max_age", "delete_at", "deletes"], {
+                          "idle_delete_after": {**_int, "nullable": True}, "idle_delete_after_from": _str,
+                          "max_age": {**_int, "nullable": True}, "delete_at": _ts, "idle_since": _ts,
+                          "busy": _nstr, "last_seen_in_use": _nstr,
+                          "deletes": {"type": "array", "items": _item(["limit", "at", "seconds_left"], {
+                              "limit": _str, "at": _str, "seconds_left": _int})}})}),
     "node_group_template": _item([*_OWNED_REQ, "plugin_name", "plugin_version", "flavor_id", "node_processes"],
                                  {**_OWNED, "plugin_name": _str, "plugin_version": _str,
                                   "flavor_id": {"oneOf": [_str, _int]},

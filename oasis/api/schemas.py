@@ -91,6 +91,12 @@ CLUSTER_TEMPLATE_CREATE = {"type": "object", "additionalProperties": False,
                            "properties": _CLUSTER_TEMPLATE_FIELDS}
 CLUSTER_TEMPLATE_UPDATE = {**CLUSTER_TEMPLATE_CREATE, "required": []}
 
+# oasis: the cluster's lifecycle limits (oasis/db/lifecycle.py checks the values: seconds or '2h', a future time)
+_duration = {"type": ["integer", "number", "string", "null"]}
+LIFECYCLE = {"type": ["object", "null"], "additionalProperties": False,
+             "properties": {"idle_delete_after": _duration, "max_age": _duration,
+                            "delete_at": {"type": ["string", "null"], "maxLength": 64}}}
+
 CLUSTER_CREATE = {
     "type": "object", "additionalProperties": False, "required": ["name", "plugin_name", "plugin_version"],
     "properties": {**_CLUSTER_TEMPLATE_FIELDS,
@@ -99,7 +105,8 @@ CLUSTER_CREATE = {
                    "is_transient": flag,
                    "count": {"type": "integer", "minimum": 1, "maximum": MAX_INSTANCES},
                    # oasis: the site (availability zone) of the whole cluster
-                   "availability_zone": text},
+                   "availability_zone": text,
+                   "lifecycle": LIFECYCLE},
 }
 CLUSTER_CREATE_V1 = {**CLUSTER_CREATE, "properties": {k: v for k, v in CLUSTER_CREATE["properties"].items()
                                                       if k != "count"}}
@@ -109,7 +116,7 @@ CLUSTER_UPDATE = {
     "properties": {"name": hostname_name, "description": text, "shares": shares, "update_keypair": flag,
                    "verification": {"type": "object", "required": ["status"], "additionalProperties": False,
                                     "properties": {"status": {"enum": ["START"]}}},
-                   **_owned},
+                   "lifecycle": LIFECYCLE, **_owned},
 }
 CLUSTER_SCALE = {
     "type": "object", "additionalProperties": False,

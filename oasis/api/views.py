@@ -8,9 +8,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from oasis.db import lifecycle
 from oasis.db.models import (Cluster, ClusterTemplate, DataSource, Image, Instance, Job, JobBinary,
                              JobBinaryInternal, JobTemplate, NodeGroup, NodeGroupTemplate, ProvisionEvent,
-                             ProvisionStep)
+                             ProvisionStep, utcnow)
 from oasis.plugins.base import Plugin
 
 # Sahara's defaults for the optional node group fields, shown when a request left them out.
@@ -87,11 +88,14 @@ def step(row: ProvisionStep, events: list[ProvisionEvent] | None) -> dict[str, A
     return out
 
 
-def clusters(s: Session, rows: list[Cluster], show_progress: bool = False) -> list[dict[str, Any]]:
-    """Many clusters in a handful of queries (a list page must not cost a query per node group)."""
+def clusters(s: Session, rows: list[Cluster], show_progress: bool = False,
+             limits: tuple[float, float] = (0.0, 0.0)) -> list[dict[str, Any]]:
+    """Many clusters in a handful of queries (a list page must not cost a query per node group). `limits`: the
+    deployment's idle default and error grace, shown in each cluster's `lifecycle` beside its own limits."""
     if not rows:
         return []
     ids = [c.id for c in rows]
+    used, now = lifecycle.activity(s, ids), utcnow()
     groups: dict[str, list[NodeGroup]] = {i: [] for i in ids}
     for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id.in_(ids)).order_by(NodeGroup.created_at,
                                                                                           NodeGroup.name)):
@@ -112,7 +116,7 @@ def clusters(s: Session, rows: list[Cluster], show_progress: bool = False) -> li
                 events.setdefault(ev.step_id, []).append(ev)
     out = []
     for c in rows:
-        spec = {k: v for k, v in c.spec.items() if k != "verification"}
+        spec = {k: v for k, v in c.spec.items() if k not in ("verification", "lifecycle", "activity")}
         out.append({
             **CLUSTER_DEFAULTS, **spec, **_owned(c),
             "plugin_name": c.plugin_name, "plugin_version": c.plugin_version,
@@ -124,12 +128,14 @@ def clusters(s: Session, rows: list[Cluster], show_progress: bool = False) -> li
             "provision_progress": [step(st, events.get(st.id, []) if show_progress else None)
                                    for st in steps[c.id]],
             "verification": c.spec.get("verification") or {"status": None, "checks": []},
+            "lifecycle": lifecycle.view(c, used[c.id], *limits, now),
         })
     return out
 
 
-def cluster(s: Session, row: Cluster, show_progress: bool = False) -> dict[str, Any]:
-    return clusters(s, [row], show_progress)[0]
+def cluster(s: Session, row: Cluster, show_progress: bool = False,
+            limits: tuple[float, float] = (0.0, 0.0)) -> dict[str, Any]:
+    return clusters(s, [row], show_progress, limits)[0]
 
 
 def node_group(ng: NodeGroup, instances: list[Instance]) -> dict[str, Any]:

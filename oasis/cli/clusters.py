@@ -58,9 +58,10 @@ def show(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID"
     cluster = c.find("clusters", ref)
     if progress:
         cluster = c.show("clusters", cluster["id"], show_progress="true")
-    record(cluster, ctx, skip=("node_groups", "provision_progress", "management_public_key"))
+    record(cluster, ctx, skip=("node_groups", "provision_progress", "management_public_key", "lifecycle"))
     if ctx.find_root().obj.as_json:
         return
+    lifecycle_table(cluster.get("lifecycle") or {})
     rows = [{"group": ng.get("name"), "processes": ng.get("node_processes"), "flavor": ng.get("flavor_id"), **i}
             for ng in cluster.get("node_groups") or [] for i in ng.get("instances") or []]
     if rows:
@@ -68,6 +69,58 @@ def show(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID"
                      ("Flavor", "flavor"), ("Address", "management_ip")], title="Instances")
     if progress:
         steps_table(cluster, "Provisioning steps")
+
+
+def _left(s: int) -> str:
+    d, h, m = s // 86400, s % 86400 // 3600, s % 3600 // 60
+    return f"{d}d {h}h {m}m" if d else f"{h}h {m}m {s % 60}s" if h else f"{m}m {s % 60}s"
+
+
+def lifecycle_table(lc: dict[str, Any]) -> None:
+    """The limits in force and when each deletes the cluster, the soonest first."""
+    if not lc:
+        return
+    setting = {"idle_delete_after": f"{lc.get('idle_delete_after')} s idle ({lc.get('idle_delete_after_from')})"
+               if lc.get("idle_delete_after") else "never (idle)",
+               "max_age": f"{lc.get('max_age')} s after creation", "delete_at": str(lc.get("delete_at")),
+               "error_grace": "the deployment's grace for a cluster in Error"}
+    rows = [{**d, "setting": setting.get(d["limit"], ""), "left": _left(int(d["seconds_left"]))}
+            for d in lc.get("deletes") or []]
+    if lc.get("busy") or not lc.get("idle_delete_after"):
+        rows.append({"limit": "idle_delete_after", "setting": setting["idle_delete_after"], "at": "",
+                     "left": lc.get("busy") or ""})
+    table(rows, [("Limit", "limit"), ("Setting", "setting"), ("Deletes at (UTC)", "at"), ("Time left", "left")],
+          title="Lifecycle" + (f" (idle since {lc['idle_since']})" if lc.get("idle_since") else ""))
+
+
+def lifecycle_body(idle: Optional[str], max_age: Optional[str], delete_at: Optional[str]) -> dict[str, Any]:
+    """`--idle-delete-after`, `--max-age` (seconds or 2h, 30m, 1d; 'none' removes) and `--delete-at`."""
+    given = {"idle_delete_after": idle, "max_age": max_age, "delete_at": delete_at}
+    return {k: (None if v.lower() in ("none", "never") else int(v) if v.isdigit() else v)
+            for k, v in given.items() if v is not None}
+
+
+@command(app, "lifecycle")
+def set_lifecycle(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID"),
+                  idle: Optional[str] = typer.Option(None, "--idle-delete-after",
+                                                     help="Delete after this long unused: 3600, 2h, 0 (never)"),
+                  max_age: Optional[str] = typer.Option(None, "--max-age",
+                                                        help="Delete this long after creation; 'none' removes"),
+                  delete_at: Optional[str] = typer.Option(None, "--delete-at",
+                                                          help="Delete at this UTC time (ISO 8601); 'none' removes"),
+                  reset: bool = typer.Option(False, "--reset", help="Back to the deployment's defaults")) -> None:
+    """Change a cluster's lifecycle limits, and show them."""
+    c = client(ctx)
+    cluster = c.find("clusters", ref)
+    body = None if reset else lifecycle_body(idle, max_age, delete_at)
+    if body == {}:
+        raise OasisError("nothing to change: give --idle-delete-after, --max-age, --delete-at or --reset")
+    out = c.patch(f"/clusters/{cluster['id']}", {"lifecycle": body})
+    out = out.get("cluster", out) if isinstance(out, dict) else cluster
+    if ctx.find_root().obj.as_json:
+        print(json.dumps(out.get("lifecycle"), indent=2, sort_keys=True))
+        return
+    lifecycle_table(out.get("lifecycle") or {})
 
 
 @command(app, "connect")
@@ -99,6 +152,11 @@ def create(ctx: typer.Context, name: str,
            node_group: list[str] = typer.Option([], "--node-group", "-n",
                                                 help="NAME:PROCESS[,PROCESS]:COUNT[:FLAVOR]; repeat for more"),
            transient: bool = typer.Option(False, help="Delete the cluster once its jobs are done"),
+           idle: Optional[str] = typer.Option(None, "--idle-delete-after",
+                                              help="Delete after this long unused: 3600, 2h, 0 (never); "
+                                                   "default: the deployment's"),
+           max_age: Optional[str] = typer.Option(None, "--max-age", help="Delete this long after creation: 1d"),
+           delete_at: Optional[str] = typer.Option(None, "--delete-at", help="Delete at this UTC time (ISO 8601)"),
            availability_zone: Optional[str] = typer.Option(None, "--availability-zone", "--site",
                                                            help="The site to place it on (default: local)"),
            description: str = typer.Option("", help="Free text"),
@@ -113,6 +171,8 @@ def create(ctx: typer.Context, name: str,
         body["availability_zone"] = availability_zone
     if keypair:
         body["user_keypair_id"] = keypair
+    if lifecycle_body(idle, max_age, delete_at):
+        body["lifecycle"] = lifecycle_body(idle, max_age, delete_at)
     if template:
         t = c.find("cluster-templates", template)
         body.update(cluster_template_id=t["id"], plugin_name=t["plugin_name"], plugin_version=t["plugin_version"])

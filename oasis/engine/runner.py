@@ -26,6 +26,7 @@ from oasis.engine import leases
 from oasis.engine.clusters import cluster_machine
 from oasis.engine.health import check_hosts
 from oasis.engine.jobs import job_machine
+from oasis.engine.lifecycle import Lifecycle
 from oasis.engine.sites import site_machine
 from oasis.engine.proxies import SWEEP_SECONDS, sweep
 from oasis.engine.verification import Verifications
@@ -68,6 +69,8 @@ class Engine:
         self._proxy_sweep: asyncio.Task | None = None  # the proxy users' clean-up in progress, if any
         self.pulse = leases.Pulse(db, self.id)
         self.verifications = Verifications(db, self.remotes, self.id, settings.verification_seconds)
+        self.lifecycle = Lifecycle(db, self.remotes, self.id, settings.idle_delete_after_seconds,
+                                   settings.error_cluster_grace_seconds)
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll; callable from any thread."""
@@ -102,6 +105,7 @@ class Engine:
                 task.cancel()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
             await self.verifications.stop()
+            await self.lifecycle.stop()
             await asyncio.to_thread(self.pulse.stop)
             await self.remotes.close()
 
@@ -197,6 +201,7 @@ class Engine:
             self._sweep_proxy_users()
         self._check_health()
         self.verifications.tick()
+        self.lifecycle.tick()
 
     def _sweep_proxy_users(self) -> None:
         """Remove the proxy users a crash left behind; in a thread (Keystone calls), never two at once."""

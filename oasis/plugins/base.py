@@ -193,6 +193,12 @@ class Plugin(ABC):
                                [i.name for i in cluster.having(self.worker_process)],
                                [i.name for i in cluster.having(self.worker_process)])
 
+    async def activity(self, cluster: ClusterView) -> str | None:
+        """What uses the running framework now besides oasis's own jobs (clients connected, applications
+        running), for the idle limit (oasis/engine/lifecycle.py): a phrase, or None if nothing does or the plugin
+        cannot tell. Never raises for a framework that does not answer."""
+        return None
+
     @abstractmethod
     def info(self, cluster: ClusterView) -> dict[str, dict[str, str]]:
         """Links shown in the cluster's `info` (web UIs, service addresses)."""

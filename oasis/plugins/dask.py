@@ -257,6 +257,22 @@ class DaskPlugin(Plugin):
         return FrameworkHealth("scheduler", True, f"the scheduler on {s.name} answers",
                                expected, [n for n in expected if n in names])
 
+    async def activity(self, cluster: ClusterView) -> str | None:
+        # The scheduler's counts: its clients (less the "fire-and-forget" one it always has) and the tasks its
+        # workers are processing (work a client left running).
+        s = self._scheduler(cluster)
+        secure = self._secure(cluster)
+        url = f"{'https' if secure else 'http'}://{s.address}:{s.ports['dashboard']}/json/counts.json"
+        creds = {"ca": cluster.secrets["ca"]["cert"], **cluster.secrets["client"]} if secure else None
+        try:
+            counts = await get_json(s, cluster.runtime["python"], url, creds)
+        except ProbeFailed:
+            return None
+        clients, tasks = max(0, int(counts.get("clients") or 0) - 1), int(counts.get("processing") or 0)
+        if not clients and not tasks:
+            return None
+        return f"{clients} Dask client(s) connected, {tasks} task(s) processing"
+
     def info(self, cluster: ClusterView) -> dict[str, dict[str, str]]:
         s = self._scheduler(cluster)
         if not self._secure(cluster):

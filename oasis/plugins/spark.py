@@ -259,6 +259,19 @@ class SparkPlugin(Plugin):
         return FrameworkHealth("master", True, f"the master on {m.name} is ALIVE", list(expected.values()),
                                [name for key, name in expected.items() if key in alive])
 
+    async def activity(self, cluster: ClusterView) -> str | None:
+        # The master's running applications (a spark-submit, a shell or a notebook attached to it).
+        m = self._master(cluster)
+        secure = self._secure(cluster)
+        url = f"{'https' if secure else 'http'}://{m.address}:{m.ports['master_ui']}/json/"
+        creds = {"ca": cluster.secrets["ca"]["cert"], **cluster.secrets["client"]} if secure else None
+        try:
+            state = await get_json(m, cluster.runtime["python"], url, creds)
+        except ProbeFailed:
+            return None
+        apps = [a for a in state.get("activeapps") or [] if isinstance(a, dict)]
+        return f"{len(apps)} Spark application(s) running" if apps else None
+
     def info(self, cluster: ClusterView) -> dict[str, dict[str, str]]:
         m = self._master(cluster)
         if not self._secure(cluster):
