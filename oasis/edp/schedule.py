@@ -19,6 +19,8 @@ from typing import Any
 
 from croniter import croniter
 
+from oasis.db.states import ClusterStatus
+
 SAHARA_TIME = "%Y-%m-%d %H:%M:%S"
 FREQUENCY_LIMIT = 366 * 24 * 60  # minutes
 KEYS = frozenset({"job_execution_type", "start", "end", "frequency", "cron"})
@@ -145,3 +147,11 @@ def parse(info: dict[str, Any] | None, now: datetime) -> Schedule | None:
     if found.first(now) is None:
         raise ScheduleError(f"job_execution_info.end ({show(end)}) has passed: the job would never start")
     return found
+
+
+# A cluster on its way to Active: a job sent to it is accepted and waits (Sahara kept it PENDING); in any other
+# status but Active (Error, Deleting) the job is refused, or fails if it was waiting.
+CLUSTER_COMING_UP = frozenset({
+    ClusterStatus.VALIDATING, ClusterStatus.SPAWNING, ClusterStatus.WAITING, ClusterStatus.PREPARING,
+    ClusterStatus.CONFIGURING, ClusterStatus.STARTING, ClusterStatus.DECOMMISSIONING, ClusterStatus.SCALING_SPAWNING,
+    ClusterStatus.SCALING_WAITING, ClusterStatus.SCALING_PREPARING})

@@ -29,6 +29,7 @@ from oasis.edp import statuses as st
 from oasis.edp.binaries import BinaryError, fetch
 from oasis.edp.datasources import resolve_job
 from oasis.edp.joblogs import LogWriter
+from oasis.edp.schedule import CLUSTER_COMING_UP
 from oasis.edp.shares import check_file_sources, shares_for_cluster
 from oasis.engine import attempts
 from oasis.engine.machine import Machine, Operation, OperationError, Step, Wait, Work
@@ -57,11 +58,7 @@ MEANWHILE = {"prepare": "the job starts once it answers", "launch": "the job sta
 ACCESS_SECONDS = 7 * 24 * 3600  # scoped access lasts until the job ends, at most this long
 ACCESS_RETRY_SECONDS = 5.0  # a failed renewal of a job's S3 access is tried again this soon (or at TTL/3)
 CLUSTER_POLL_SECONDS = 1.0  # how often a job sent to a cluster still coming up looks at it again
-# A cluster on its way to Active: a job sent to it waits; any other status but Active fails the job.
-COMING_UP = frozenset({ClusterStatus.VALIDATING, ClusterStatus.SPAWNING, ClusterStatus.WAITING,
-                       ClusterStatus.PREPARING, ClusterStatus.CONFIGURING, ClusterStatus.STARTING,
-                       ClusterStatus.DECOMMISSIONING, ClusterStatus.SCALING_SPAWNING,
-                       ClusterStatus.SCALING_WAITING, ClusterStatus.SCALING_PREPARING})
+
 
 
 class JobCannotRun(OperationError):
@@ -272,7 +269,7 @@ class JobWork(Work):
                 return
             if status is None:
                 raise JobCannotRun(f"the job's cluster {name} was deleted before the job could start")
-            if status not in COMING_UP:
+            if status not in CLUSTER_COMING_UP:
                 raise JobCannotRun(f"the job's cluster {name} is {status}, not Active"
                                    + (f": {reason[:500]}" if reason else ""))
             if status != shown:
