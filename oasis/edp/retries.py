@@ -70,9 +70,9 @@ def policy_of(configs: dict[str, Any] | None) -> RetryPolicy:
 
 # --- a job's attempts, as kept on its row ---------------------------------------------------------------------
 # runtime["attempt"] is the number of the attempt the row shows now (1 without it); runtime["attempts"] the
-# records of the attempts that ended, oldest first: {number, status, return_code, start_time, end_time,
+# records of the earlier attempts, oldest first: {number, status, return_code, start_time, end_time,
 # instance_id, host, engine_job_id, status_description}. The row's own status, times and exit code are the
-# current attempt's.
+# current (or last) attempt's, never copied into a record.
 
 def current_attempt(runtime: dict[str, Any] | None) -> int:
     return int((runtime or {}).get("attempt") or 1)
@@ -93,9 +93,7 @@ def attempt_record(number: int, status: str, return_code: int | None, start: str
 def attempts_view(status: str, return_code: int | None, start: str | None, end: str | None,
                   runtime: dict[str, Any] | None, engine_job_id: str | None,
                   description: str | None) -> list[dict[str, Any]]:
-    """Every attempt of a job, the one in progress (or the last) included."""
-    ended = ended_attempts(runtime)
+    """Every attempt of a job, the one in progress (or the last: the row's own) included."""
     number = current_attempt(runtime)
-    if ended and ended[-1]["number"] == number:  # the job is over: its last attempt is recorded already
-        return ended
-    return [*ended, attempt_record(number, status, return_code, start, end, runtime, engine_job_id, description)]
+    return [*(a for a in ended_attempts(runtime) if a["number"] < number),
+            attempt_record(number, status, return_code, start, end, runtime, engine_job_id, description)]

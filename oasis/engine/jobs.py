@@ -363,14 +363,10 @@ class JobWork(Work):
             if self._again(st.FAILED, None, utcnow(), reason):
                 return
         self._withdraw()
-        start = _or_now(self.id, self.db)
         with self.db.session() as s:
-            job = self.row(s)
-            job.start_time = start  # the attempt's record shows it too
-            runtime = attempts.close_attempt(job, st.FAILED, None, utcnow(), reason)
-            info = {**{k: v for k, v in (job.info or {}).items() if k != "status_description"},
-                    "status_description": reason}
-        self.done(status=st.FAILED, end_time=utcnow(), start_time=start, info=info, runtime=runtime)
+            info = {**(self.row(s).info or {}), "status_description": reason}
+        # the last attempt is the row itself (its status, times and exit code), never a second copy of them
+        self.done(status=st.FAILED, end_time=utcnow(), start_time=_or_now(self.id, self.db), info=info)
         self._after_end()
         await self._drop_access_file()
 
@@ -401,11 +397,7 @@ class JobWork(Work):
 
     def _record_end(self, result: dict[str, Any]) -> None:
         rc = result.get("rc")
-        status, end = _status_of(result), _end_of(result)
-        with self.db.session() as s:
-            job = self.row(s)
-            runtime = attempts.close_attempt(job, status, rc, end, (job.info or {}).get("status_description") or "")
-        self.done(status=status, return_code=rc, end_time=end, runtime=runtime)
+        self.done(status=_status_of(result), return_code=rc, end_time=_end_of(result))
         metrics.observe_job_end(result.get("ended"))  # the job's end → the engine recording it
         self._after_end()
 
