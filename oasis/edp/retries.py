@@ -83,7 +83,8 @@ def ended_attempts(runtime: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def attempt_record(number: int, status: str, return_code: int | None, start: str | None, end: str | None,
-                   runtime: dict[str, Any] | None, engine_job_id: str | None, description: str | None) -> dict[str, Any]:
+                   runtime: dict[str, Any] | None, engine_job_id: str | None,
+                   description: str | None) -> dict[str, Any]:
     runtime = runtime or {}
     return {"number": number, "status": status, "return_code": return_code, "start_time": start, "end_time": end,
             "instance_id": runtime.get("instance_id"), "host": runtime.get("host"), "engine_job_id": engine_job_id,

@@ -137,7 +137,8 @@ class JobWork(Work):
 
     def __init__(self, db: Database, job_id: str, on_change, remotes: Remotes, store: ObjectStore,  # noqa: ANN001
                  secrets, access_ttl: float, identity: Identity | None = None,  # noqa: ANN001
-                 proxy_users: ProxyUsers | None = None, grace: float = 1800.0, sleep=asyncio.sleep) -> None:  # noqa: ANN001
+                 proxy_users: ProxyUsers | None = None, grace: float = 1800.0,
+                 sleep=asyncio.sleep) -> None:  # noqa: ANN001
         super().__init__(db, job_id, on_change)
         self.grace = grace  # seconds a retriable job's lost host is waited for before the attempt is given up
         self.sleep = sleep
@@ -248,7 +249,8 @@ class JobWork(Work):
                                [str(a) for a in configs.get("args") or []], workdir)
         if job_type == "Shell":
             env.update({str(k): str(v) for k, v in (configs.get("params") or {}).items()})
-        runtime = {**before, "instance_id": master.id, "host": host.name if host else None, "dir": workdir, "python": python, "argv": launch.argv,
+        runtime = {**before, "instance_id": master.id, "host": host.name if host else None, "dir": workdir,
+                   "python": python, "argv": launch.argv,
                    "env": {**launch.env, **env}, "access": grant.record, "access_deadline": grant.expires}
         self.set(runtime=runtime, data_source_urls=urls)
 

@@ -196,7 +196,7 @@ class Engine:
                 leases.claim_period(self.db, "proxy-users", SWEEP_SECONDS, self.id) is not None:
             self._sweep_proxy_users()
         if leases.claim_period(self.db, "job-starts", attempts.DUE_SECONDS, self.id) and attempts.start_due(self.db):
-            self.wake()  # retries and scheduled jobs whose time has come
+            self.wake()  # retried and scheduled jobs whose time has come
         self._check_health()
         self.verifications.tick()
 
