@@ -16,9 +16,9 @@ from oasis.api.plugins import all_job_types, config_hints, require_enabled
 from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
                              page, require_owner)
 from oasis.api.routing import Ctx, Reply, Routes
-from oasis.db.models import Cluster, DataSource, Job, JobBinary, JobTemplate, new_id
+from oasis.db.models import Cluster, DataSource, Job, JobBinary, JobTemplate, new_id, utcnow
 from oasis.db.states import ClusterStatus, JobOp
-from oasis.edp import access, interface, joblogs
+from oasis.edp import access, interface, joblogs, retries, schedule
 from oasis.edp import statuses as st
 from oasis.edp.shares import ShareError, check_file_sources, shares_for_cluster
 from oasis.identity import trusts
@@ -149,8 +149,10 @@ def _create_job(ctx: Ctx, made: list[str], proxies: list[dict[str, Any]]) -> Rep
             template = get_visible(s, JobTemplate, ctx.path["id"], principal, JT)
         cluster = get_visible(s, Cluster, data["cluster_id"], principal, "Cluster", status=400)
         require_enabled(s, cluster.plugin_name, cluster.plugin_version)
-        if cluster.status != ClusterStatus.ACTIVE:
-            raise bad("INVALID_DATA", f"Cluster with id '{cluster.id}' is not Active (status: {cluster.status})")
+        # A cluster on its way to Active takes the job, which waits for it (Sahara kept such a job PENDING).
+        if cluster.status != ClusterStatus.ACTIVE and cluster.status not in schedule.CLUSTER_COMING_UP:
+            raise bad("INVALID_DATA", f"Cluster with id '{cluster.id}' is {cluster.status}: a job runs on a cluster "
+                                      f"that is Active or on its way to it")
         plugin = get_plugin(cluster.plugin_name)
         if plugin is None or template.type not in plugin.job_types:
             raise bad("INVALID_REFERENCE", f"Cluster with id '{cluster.id}' doesn't support job type "
@@ -158,6 +160,7 @@ def _create_job(ctx: Ctx, made: list[str], proxies: list[dict[str, Any]]) -> Rep
         job_configs = _with_interface(s, principal, template, data)
         if template.type == "Java" and not (job_configs.get("configs") or {}).get("edp.java.main_class"):
             raise bad("INVALID_DATA", "Java job must specify edp.java.main_class")
+        policy, when = _policy_and_schedule(job_configs)
         source = _data_source(s, principal, data.get("input_id"))
         target = _data_source(s, principal, data.get("output_id"))
         if source is not None and target is not None and (source.id == target.id or source.url == target.url):
@@ -168,7 +171,8 @@ def _create_job(ctx: Ctx, made: list[str], proxies: list[dict[str, Any]]) -> Rep
                                *shares_for_cluster(s, cluster))
         except ShareError as e:
             raise bad("INVALID_DATA", str(e)) from None
-        if trusts.job_needs_trust(cluster.is_transient):
+        later = policy.max_retries > 0 or when is not None or cluster.status != ClusterStatus.ACTIVE
+        if trusts.job_needs_trust(cluster.is_transient, starts_later=later):
             made.append(keystone.trust_for_work(ctx))
         job = Job(id=new_id(), project_id=principal.project_id, job_template_id=template.id, cluster_id=cluster.id,
                   trust_id=made[0] if made else None,
@@ -176,6 +180,12 @@ def _create_job(ctx: Ctx, made: list[str], proxies: list[dict[str, Any]]) -> Rep
                   interface=data.get("interface") or {}, status=st.PENDING, engine_job_id=None, info={},
                   is_public=data.get("is_public", False), is_protected=data.get("is_protected", False),
                   op=JobOp.RUN, op_step=None, op_target={})
+        if when is not None:  # no operation until its time: the engine's periodic start gives it one then
+            first = when.first(utcnow())
+            assert first is not None  # schedule.parse refuses a schedule that never starts
+            job.op, job.runtime = None, {"schedule": when.record(), "due": first.isoformat()}
+            job.info = {"status_description": f"scheduled to start at {schedule.show(first)}" if not when.recurring
+                        else f"runs {when.describe()}; first at {schedule.show(first)}"}
         # Its own user in the proxy domain, for a job that reaches its project's Swift without credentials.
         if ctx.deps.proxy_users is not None and access.reaches_swift_on_trust(
                 s, job, secrets_for(ctx.deps.settings.state_dir)):
@@ -188,6 +198,15 @@ def _create_job(ctx: Ctx, made: list[str], proxies: list[dict[str, Any]]) -> Rep
         out = views.job(job)
     ctx.notify()
     return Reply(202, {"job": out})
+
+
+def _policy_and_schedule(job_configs: dict[str, Any]) -> tuple[retries.RetryPolicy, schedule.Schedule | None]:
+    """The job's retry policy (oasis's `edp.oasis.*` configs) and its schedule (Sahara's job_execution_info)."""
+    try:
+        return (retries.policy_of(job_configs.get("configs")),
+                schedule.parse(job_configs.get("job_execution_info"), utcnow()))
+    except (retries.RetryError, schedule.ScheduleError) as e:
+        raise bad("INVALID_DATA", str(e)) from None
 
 
 def list_jobs(ctx: Ctx) -> Reply:
@@ -309,19 +328,32 @@ def job_logs(ctx: Ctx) -> Response:
     """A job's stdout or stderr from byte `offset` (the whole log without it), while it runs and after it
     ended, also once its cluster is gone. `X-Oasis-Log-Size` is the bytes known so far (the next offset to ask
     for); `X-Oasis-Log-Complete` is true once the job is final and its log is whole."""
-    ctx.check_params({"stream", "offset"})
+    ctx.check_params({"stream", "offset", "attempt"})
     stream = ctx.query.get("stream", "stdout")
     if stream not in LOG_STREAMS:
         raise bad("INVALID_DATA", f"stream must be one of {', '.join(LOG_STREAMS)}")
     offset = _offset(ctx.query.get("offset"))
     with ctx.db.session() as s:
         job = get_visible(s, Job, ctx.path["id"], ctx.principal, JOB)
-        job_id, ended = job.id, job.status in st.TERMINAL
+        current = retries.current_attempt(job.runtime)
+        attempt = _attempt(ctx.query.get("attempt"), current)
+        # an earlier attempt is over: its logs are whole
+        job_id, ended = job.id, job.status in st.TERMINAL or attempt < current
     # The row before the store: an ended job's engine wrote all it will ever copy before it marked the end (a
     # job killed with its cluster keeps the parts it had as its log), so what the store holds next is whole.
-    data, snap = joblogs.read(ctx.store, job_id, stream, offset)
+    data, snap = joblogs.read(ctx.store, joblogs.log_id(job_id, attempt), stream, offset)
     return Response(data, media_type="text/plain; charset=utf-8",
                     headers={"X-Oasis-Log-Size": str(snap.size), "X-Oasis-Log-Complete": str(ended).lower()})
+
+
+def _attempt(value: str | None, current: int) -> int:
+    """Which attempt's logs (`attempt=N`, 1 the first run); the current one by default."""
+    if value is None:
+        return current
+    if not re.fullmatch(r"[0-9]{1,6}", value) or not 1 <= int(value) <= current:
+        raise bad("INVALID_DATA", f"attempt must be a number from 1 to {current} (the job's attempts so far), "
+                                  f"not {value[:40]!r}")
+    return int(value)
 
 
 def _offset(value: str | None) -> int:

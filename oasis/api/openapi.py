@@ -72,7 +72,9 @@ RESOURCES: dict[str, dict[str, Any]] = {
                   "output_id": _nstr, "job_configs": _obj, "engine_job_id": _nstr, "return_code": {**_int,
                                                                                                   "nullable": True},
                   "info": _item(["status"], {"status": _str}), "is_public": _bool, "is_protected": _bool,
-                  "start_time": _ts, "end_time": _ts, "data_source_urls": _obj}),
+                  "start_time": _ts, "end_time": _ts, "data_source_urls": _obj,
+                  "attempts": {"type": "array",
+                               "items": _item(["number", "status"], {"number": _int, "status": _str})}}),
     "image": _item(["id", "name", "username", "tags", "status", "description", "metadata"],
                    {"id": _str, "name": _str, "username": _str, "tags": {"type": "array", "items": _str},
                     "status": _str, "description": _nstr, "metadata": _obj}),
@@ -127,6 +129,7 @@ _LIST_FILTERS = {
     "/data-sources": ["type"], "/job-binaries": ["name"], "/job-binary-internals": ["name"],
     "/job-templates": ["type", "name"], "/jobs": ["status"], "/job-executions": ["status"],
 }
+_attempt = {"type": "integer", "minimum": 1}  # which run of a job (its retries); the latest by default
 _OTHER_PARAMS = {
     ("GET", "/clusters/{id}"): {"show_progress": _bool},
     ("GET", "/keypairs"): {"name": _str},
@@ -136,11 +139,11 @@ _OTHER_PARAMS = {
     ("GET", "/job-types"): {"type": _str, "plugin_name": _str, "plugin_version": _str, "plugin": _str,
                             "version": _str, "hints": _bool},
     ("GET", "/jobs/{id}/logs"): {"stream": {"type": "string", "enum": ["stdout", "stderr"]},
-                                 "offset": {"type": "integer", "minimum": 0}},
+                                 "offset": {"type": "integer", "minimum": 0}, "attempt": _attempt},
     ("GET", "/projects"): {"name": _str},
     ("GET", "/users"): {"name": _str},
     ("GET", "/job-executions/{id}/logs"): {"stream": {"type": "string", "enum": ["stdout", "stderr"]},
-                                           "offset": {"type": "integer", "minimum": 0}},
+                                           "offset": {"type": "integer", "minimum": 0}, "attempt": _attempt},
 }
 _PAGED = {"limit": {"type": "integer", "minimum": 1}, "marker": _str, "sort_by": _str}
 

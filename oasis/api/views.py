@@ -12,6 +12,7 @@ from oasis.db import lifecycle
 from oasis.db.models import (Cluster, ClusterTemplate, DataSource, Image, Instance, Job, JobBinary,
                              JobBinaryInternal, JobTemplate, NodeGroup, NodeGroupTemplate, ProvisionEvent,
                              ProvisionStep, utcnow)
+from oasis.edp import retries
 from oasis.plugins.base import Plugin
 
 # Sahara's defaults for the optional node group fields, shown when a request left them out.
@@ -188,7 +189,11 @@ def job(row: Job) -> dict[str, Any]:
             "return_code": row.return_code, "start_time": ts(row.start_time), "end_time": ts(row.end_time),
             "data_source_urls": row.data_source_urls or {}, "is_public": bool(row.is_public),
             "is_protected": bool(row.is_protected), "project_id": row.project_id,
-            "created_at": ts(row.created_at), "updated_at": ts(row.updated_at)}
+            "created_at": ts(row.created_at), "updated_at": ts(row.updated_at),
+            # oasis: every run of the job (its retries), the current one last
+            "attempts": retries.attempts_view(row.status, row.return_code, ts(row.start_time), ts(row.end_time),
+                                              row.runtime, row.engine_job_id,
+                                              (row.info or {}).get("status_description"))}
 
 
 def image(row: Image) -> dict[str, Any]:

@@ -7,7 +7,8 @@ part; when the last MERGE_FAN parts of the chain are of one level and small enou
 them again as one part of the next level and removes them (a base-MERGE_FAN counter), so the number of parts
 grows with the logarithm of the pieces, not with them, and each byte is rewritten a bounded number of times.
 Once the job has ended the whole stream becomes `jobs/{id}/{stream}` (the key readers always used) and the
-parts go.
+parts go. A job that is run again (its retries) keeps each attempt's logs apart: attempt 1 under `jobs/{id}/`,
+attempt N under `jobs/{id}/attempts/N/` (`log_id`), so every function here takes the log's id, not the job's.
 
 Every write is one whole object and comes before the removals it makes unneeded, so a reader (or an engine
 resuming the watch) is right at every moment: overlapping parts hold the same bytes (the job's file only
@@ -37,6 +38,12 @@ FINAL_LEVEL = 99  # the level of a final object turned back into a part: too big
 READ_ATTEMPTS = 5  # a part removed under a reader is read again from a fresh listing; a few races at most
 EXPIRED = "logs_expired"  # on a job's runtime once retention removed its logs (its cluster still exists)
 _PART = re.compile(r"(\d{16})-(\d{16})-(\d+)\Z")
+
+
+def log_id(job_id: str, attempt: int = 1) -> str:
+    """Whose logs the keys below name: the job's first attempt, or a later one's (under the job's prefix, so
+    that removing a job's logs removes all of its attempts')."""
+    return job_id if attempt <= 1 else f"{job_id}/attempts/{attempt}"
 
 
 def job_prefix(job_id: str) -> str:

@@ -5,7 +5,11 @@ The launcher (oasis-agent `run`) keeps the job alive on the master instance what
 controller; the engine watches it with `wait`, which returns the moment the job's result is written, so the
 API shows a job's end within a fraction of a second instead of Sahara's 45-second poll, and soon after the job
 wrote to stdout or stderr, so its logs reach the store piece by piece (oasis/edp/joblogs.py) a fraction of a
-second behind."""
+second behind.
+
+A job that fails may be run again (its retry policy: oasis/edp/retries.py; the next attempt's start:
+oasis/engine/attempts.py), each attempt with its own directory on the instance and its own logs; a job sent to
+a cluster still coming up waits in `prepare` until the cluster is Active."""
 from __future__ import annotations
 
 import asyncio
@@ -17,15 +21,17 @@ from typing import Any
 from sqlalchemy import select
 
 from oasis import metrics
-from oasis.db.models import Cluster, Instance, Job, JobBinary, JobTemplate, Site, utcnow
+from oasis.db.models import Cluster, Host, Instance, Job, JobBinary, JobTemplate, Site, utcnow
 from oasis.db.session import Database
 from oasis.db.states import ClusterOp, ClusterStatus, JobOp
-from oasis.edp import access, history, joblogs
+from oasis.edp import access, history, joblogs, retries
 from oasis.edp import statuses as st
 from oasis.edp.binaries import BinaryError, fetch
 from oasis.edp.datasources import resolve_job
 from oasis.edp.joblogs import LogWriter
+from oasis.edp.schedule import CLUSTER_COMING_UP
 from oasis.edp.shares import check_file_sources, shares_for_cluster
+from oasis.engine import attempts
 from oasis.engine.machine import Machine, Operation, OperationError, Step, Wait, Work
 from oasis.engine.views import build_view, cluster_runtime
 from oasis.identity import trusts
@@ -33,7 +39,7 @@ from oasis.identity.base import Identity, IdentityError
 from oasis.identity.proxy import ProxyUsers
 from oasis.plugins import get_plugin
 from oasis.plugins.base import PluginError
-from oasis.remote.base import RemoteError
+from oasis.remote.base import RemoteError, unreachable_in
 from oasis.remote.hosts import Remotes
 from oasis.storage import StoreError, endpoints_of
 from oasis.storage.base import ObjectNotFound, ObjectStore
@@ -51,6 +57,18 @@ MEANWHILE = {"prepare": "the job starts once it answers", "launch": "the job sta
              "watch": "the job keeps running there and is recorded once it answers"}
 ACCESS_SECONDS = 7 * 24 * 3600  # scoped access lasts until the job ends, at most this long
 ACCESS_RETRY_SECONDS = 5.0  # a failed renewal of a job's S3 access is tried again this soon (or at TTL/3)
+CLUSTER_POLL_SECONDS = 1.0  # how often a job sent to a cluster still coming up looks at it again
+
+
+
+class JobCannotRun(OperationError):
+    """The job cannot run at all (its cluster ended in Error or is gone, its template or trust is gone): no
+    retry would change that, so its retry policy does not apply."""
+
+
+class HostLost(OperationError):
+    """The job's host stayed unreachable past the grace while the job ran: this attempt is over (the job may go
+    on there unseen), and a retry policy runs the job again."""
 
 
 def _without_logs(result: dict[str, Any]) -> dict[str, Any]:
@@ -119,8 +137,11 @@ class JobWork(Work):
 
     def __init__(self, db: Database, job_id: str, on_change, remotes: Remotes, store: ObjectStore,  # noqa: ANN001
                  secrets, access_ttl: float, identity: Identity | None = None,  # noqa: ANN001
-                 proxy_users: ProxyUsers | None = None) -> None:
+                 proxy_users: ProxyUsers | None = None, grace: float = 1800.0,
+                 sleep=asyncio.sleep) -> None:  # noqa: ANN001
         super().__init__(db, job_id, on_change)
+        self.grace = grace  # seconds a retriable job's lost host is waited for before the attempt is given up
+        self.sleep = sleep
         self.remotes, self.store, self.secrets, self.identity = remotes, store, secrets, identity
         self.proxy_users = proxy_users
         self.access_ttl = access_ttl  # S3 presigned requests' lifetime; renewed every third of it
@@ -161,27 +182,36 @@ class JobWork(Work):
     async def prepare(self) -> None:
         """Put the job's files on the master instance and work out its command."""
         job_id = self.id
+        await self._cluster_active()
         with self.db.session() as s:
             job = self.row(s)
             cluster = s.get(Cluster, job.cluster_id or "")
             if cluster is None or cluster.status != ClusterStatus.ACTIVE:
-                raise OperationError("the job's cluster is not Active")
+                raise JobCannotRun("the job's cluster is not Active")
             template = s.get(JobTemplate, job.job_template_id)
             if template is None:
-                raise OperationError("the job's template no longer exists")
+                raise JobCannotRun("the job's template no longer exists")
             plugin = get_plugin(cluster.plugin_name)
             trust_id = job.trust_id
+            before = attempts.kept(job.runtime)
         try:  # a job started after its creator's token expired runs on the creator's trust
             trusts.act_on(self.identity, trust_id, "start the job")
         except trusts.TrustGone as e:
-            raise OperationError(str(e)) from None
+            raise JobCannotRun(str(e)) from None
         with self.db.session() as s:
             job = self.row(s)
             cluster = s.get(Cluster, job.cluster_id or "")
             view = build_view(s, self.remotes, cluster, ("active",))
             view.secrets = dict(cluster.secrets or {})  # for the job's credential files only
+            # Every attempt on the master instance: Spark's driver and the Dask client need its master process,
+            # and a cluster has one master, so a retry runs there again once it is back (prepare waits for it
+            # within the grace, like any step) or fails with the reason.
             master = view.having(plugin.master_process)[0]
-            workdir = f"{master.workdir}/jobs/{job_id}"
+            attempt = retries.current_attempt(before)
+            # its own directory: the launcher starts a job directory once
+            workdir = f"{master.workdir}/jobs/{job_id}" + (f"-{attempt}" if attempt > 1 else "")
+            inst = s.get(Instance, master.id)
+            host = s.get(Host, inst.host_id) if inst is not None else None
             binaries = {bid: s.get(JobBinary, bid) for bid in [*template.mains, *template.libs]}
             trusted_binaries = _trusted_swift(self.identity, _trust_of(s, job))
             files = {bid: (b.name, fetch(self.store, b, self.secrets, trusted_binaries))
@@ -200,7 +230,7 @@ class JobWork(Work):
         # The job's scoped access (signed URLs), recorded before anything can fail after it, so revoke finds it.
         grant = await asyncio.to_thread(access.grant, job_id, sources, self.secrets, endpoints_of(self.store),
                                         ACCESS_SECONDS, parts, self.access_ttl, None, trusted, proxy)
-        self.set(runtime={"access": grant.record})
+        self.set(runtime={**before, "access": grant.record})
         await master.remote.run(["mkdir", "-p", workdir])
         if grant.env:  # the signed URLs go in a file only the job's user reads, never in the job's row or env
             access_file = posixpath.join(workdir, access.FILE_NAME)
@@ -219,17 +249,75 @@ class JobWork(Work):
                                [str(a) for a in configs.get("args") or []], workdir)
         if job_type == "Shell":
             env.update({str(k): str(v) for k, v in (configs.get("params") or {}).items()})
-        runtime = {"instance_id": master.id, "dir": workdir, "python": python, "argv": launch.argv,
+        runtime = {**before, "instance_id": master.id, "host": host.name if host else None, "dir": workdir,
+                   "python": python, "argv": launch.argv,
                    "env": {**launch.env, **env}, "access": grant.record, "access_deadline": grant.expires}
         self.set(runtime=runtime, data_source_urls=urls)
+
+    async def _cluster_active(self) -> None:
+        """Wait while the job's cluster is on its way to Active (Sahara kept such a job PENDING); fail the job if
+        the cluster ends otherwise. The wait holds the job's lease, so a cancel or delete still ends it."""
+        shown = None
+        while True:
+            with self.db.session() as s:
+                job = self.row(s)
+                cluster = s.get(Cluster, job.cluster_id or "")
+                status = cluster.status if cluster is not None else None
+                reason = ((cluster.info or {}).get("status_description") or "") if cluster is not None else ""
+                name = cluster.name if cluster is not None else job.cluster_id
+            if status == ClusterStatus.ACTIVE:
+                if shown is not None:
+                    self.show_resumed(f"cluster {name} is Active")
+                return
+            if status is None:
+                raise JobCannotRun(f"the job's cluster {name} was deleted before the job could start")
+            if status not in CLUSTER_COMING_UP:
+                raise JobCannotRun(f"the job's cluster {name} is {status}, not Active"
+                                   + (f": {reason[:500]}" if reason else ""))
+            if status != shown:
+                with self.db.session() as s:
+                    job = self.row(s)
+                    job.info = {**(job.info or {}), "status_description":
+                                f"waiting for cluster {name} to be Active (it is {status}); the job starts then"}
+                self.on_change()
+                shown = status
+            await self.sleep(CLUSTER_POLL_SECONDS)
+
+    def _log_id(self) -> str:
+        """Where the current attempt's logs live in the store."""
+        return joblogs.log_id(self.id, retries.current_attempt(self._runtime()))
+
+    def _unreachable_for(self) -> float:
+        """Seconds the current wait for an unreachable host has lasted (0: none), as the machine recorded it."""
+        with self.db.session() as s:
+            record = (self.row(s).op_target or {}).get("unreachable")
+        if not record:
+            return 0.0
+        return (utcnow() - datetime.fromisoformat(record["since"])).total_seconds()
 
     async def launch(self) -> None:
         runtime = self._runtime()
         pid = await self._agent(runtime).run_job(runtime["dir"], runtime["argv"], runtime["env"])
         self.launched_now = True
-        self.set(status=st.RUNNING, engine_job_id=f"{pid}@{runtime['instance_id']}", start_time=utcnow())
+        with self.db.session() as s:  # what it waited for is over; its attempts tell the story so far
+            info = {k: v for k, v in (self.row(s).info or {}).items() if k != "status_description"}
+        self.set(status=st.RUNNING, engine_job_id=f"{pid}@{runtime['instance_id']}", start_time=utcnow(), info=info)
 
     async def watch(self) -> None:
+        """Wait for the job's end (`_watch`). The host of a job that its retry policy would run again is waited
+        for within the grace only: past it, this attempt is lost and the next one starts."""
+        try:
+            await self._watch()
+            return
+        except RemoteError as e:
+            gone = unreachable_in(e)
+            if gone is None or not self._may_run_again(st.FAILED) or self._unreachable_for() <= self.grace:
+                raise
+            lost = f"{gone} for more than {self.grace:g}s while the job ran; this attempt is given up"
+        # raised outside the handler, so that it carries no Unreachable for the machine to wait on again
+        raise HostLost(lost)
+
+    async def _watch(self) -> None:
         """Wait for the job's end, slice by slice, copying its logs between slices; its S3 access is renewed
         meanwhile. The result is kept on the operation for `ended`, so a resumed watch finds it again."""
         runtime = self._runtime()
@@ -240,7 +328,7 @@ class JobWork(Work):
             renewer = asyncio.create_task(keep_fresh(
                 lambda: self._renew_access(runtime, agent.remote, agent.owner_ids), period, min(period, ACCESS_RETRY_SECONDS),
                 first_delay=period if self.launched_now else 0.0, what=f"job {self.id}"))
-        logs = await asyncio.to_thread(LogWriter, self.store, self.id)  # goes on where the store's parts end
+        logs = await asyncio.to_thread(LogWriter, self.store, self._log_id())  # on where the store's parts end
         try:
             while True:
                 result = await self._copy_logs(agent, runtime["dir"], logs, WAIT_SLICE)
@@ -261,29 +349,57 @@ class JobWork(Work):
     async def ended(self) -> None:
         with self.db.session() as s:
             result = dict((self.row(s).op_target or {}).get("result") or {})
+        status, end = _status_of(result), _end_of(result)
+        if self._again(status, result.get("rc"), end, ""):
+            metrics.observe_job_end(result.get("ended"))
+            return
         self._withdraw()  # whoever sees the end sees the job's data access gone
         self._record_end(result)
 
     async def failed(self, error: Exception) -> None:
         await self._finish_logs()
+        reason = str(error)[:2000]
+        if not isinstance(error, JobCannotRun) and self._may_run_again(st.FAILED):
+            if not isinstance(error, HostLost):  # a lost host is not asked
+                await self._drop_access_file(force=True)  # this attempt's; the next one writes its own
+            if self._again(st.FAILED, None, utcnow(), reason):
+                return
         self._withdraw()
-        self.done(status=st.FAILED, end_time=utcnow(), start_time=_or_now(self.id, self.db),
-                  info={"status_description": str(error)[:2000]})
+        with self.db.session() as s:
+            info = {**(self.row(s).info or {}), "status_description": reason}
+        # the last attempt is the row itself (its status, times and exit code), never a second copy of them
+        self.done(status=st.FAILED, end_time=utcnow(), start_time=_or_now(self.id, self.db), info=info)
         self._after_end()
         await self._drop_access_file()
 
     # --- the end of a job -------------------------------------------------------------------------------
 
+    def _may_run_again(self, status: str) -> bool:
+        with self.db.session() as s:
+            job = self.row(s)
+            try:
+                policy = retries.policy_of((job.job_configs or {}).get("configs"))
+            except retries.RetryError:
+                return False
+            return policy.allows(retries.current_attempt(job.runtime), status)
+
+    def _again(self, status: str, rc: int | None, end: datetime, reason: str) -> bool:
+        """If the job's retry policy runs it again after this attempt, make it wait for the next one: this
+        attempt's data access is withdrawn, its proxy user and trust stay for the next. False: it was the last."""
+        if not self._may_run_again(status):
+            return False
+        self._revoke_access()
+        with self.db.session() as s:
+            due = attempts.next_attempt(self.row(s), status, rc, end, reason, utcnow())
+        if due is not None:
+            log.info("job %s: attempt ended %s; the next one starts at %s", self.id, status, due)
+            metrics.RETRIES.labels("job", JobOp.RUN, "job_failed").inc()
+        self.on_change()
+        return due is not None
+
     def _record_end(self, result: dict[str, Any]) -> None:
         rc = result.get("rc")
-        if result.get("cancelled"):
-            status = st.KILLED
-        elif result.get("lost"):
-            status = st.FAILED
-        else:
-            status = st.SUCCEEDED if rc == 0 else st.DONEWITHERROR
-        end = datetime.utcfromtimestamp(result["ended"]) if result.get("ended") else utcnow()
-        self.done(status=status, return_code=rc, end_time=end)
+        self.done(status=_status_of(result), return_code=rc, end_time=_end_of(result))
         metrics.observe_job_end(result.get("ended"))  # the job's end → the engine recording it
         self._after_end()
 
@@ -336,7 +452,8 @@ class JobWork(Work):
         """A job that ended without its watch (it failed, its host is gone) keeps what the store holds of its
         logs, as whole final objects."""
         try:
-            await asyncio.to_thread(lambda: LogWriter(self.store, self.id).finish())
+            log_id = self._log_id()
+            await asyncio.to_thread(lambda: LogWriter(self.store, log_id).finish())
         except (StoreError, OSError) as e:
             log.warning("job %s: could not make its logs final: %s", self.id, e)
 
@@ -344,6 +461,10 @@ class JobWork(Work):
         """Withdraw the job's data access: its scoped URLs (Swift: rotate the temp-URL key once no live job uses
         it) and its proxy user (deleting it deletes its trust and revokes its tokens). A proxy user Keystone
         does not delete now is left to the periodic clean-up, which finds it by its name."""
+        self._revoke_access()
+        self._remove_proxy()
+
+    def _revoke_access(self) -> None:
         with self.db.session() as s:
             job = self.row(s)
             record = list((job.runtime or {}).get("access") or []) if job else []
@@ -351,7 +472,6 @@ class JobWork(Work):
             trusted = _trusted_swift(self.identity, _trust_of(s, job)) if job else None
         if located:
             access.revoke(self.id, located, self.secrets, endpoints_of(self.store), trusted)
-        self._remove_proxy()
 
     def _remove_proxy(self) -> None:
         with self.db.session() as s:
@@ -368,10 +488,7 @@ class JobWork(Work):
     def _after_end(self) -> None:
         """A transient cluster is deleted once its last job has ended (on the cluster's own trust); the job's
         trust has done its work."""
-        with self.db.session() as s:
-            job = self.row(s)
-            trust_id = job.trust_id if job else None
-        trusts.release(self.identity, trust_id)
+        trusts.release(self.identity, self._own_trust())
         with self.db.session() as s:
             job = self.row(s)
             cluster = s.get(Cluster, job.cluster_id or "") if job else None
@@ -382,6 +499,14 @@ class JobWork(Work):
                 cluster.status, cluster.op, cluster.op_step, cluster.op_target = (
                     ClusterStatus.DELETING, ClusterOp.DELETE, None, {})
         self.on_change()
+
+    def _own_trust(self) -> str | None:
+        """The job's trust, unless it is its recurring job's (released when that one is deleted)."""
+        with self.db.session() as s:
+            job = self.row(s)
+            if job is None or (job.runtime or {}).get("shared_trust"):
+                return None
+            return job.trust_id
 
     # --- suspend and resume -----------------------------------------------------------------------------
     # A stopped job is alive: both go back to watching it, which keeps the status written here. If the signal
@@ -433,7 +558,7 @@ class JobWork(Work):
             result: dict[str, Any] = {"cancelled": True}
         else:
             await agent.cancel_job(runtime["dir"])
-            logs = await asyncio.to_thread(LogWriter, self.store, self.id)
+            logs = await asyncio.to_thread(LogWriter, self.store, self._log_id())
             deadline = asyncio.get_running_loop().time() + 60
             while True:  # the job's last words, up to its end (or the minute a kill may take)
                 left = max(0.0, deadline - asyncio.get_running_loop().time())
@@ -471,10 +596,7 @@ class JobWork(Work):
 
     async def deleted(self) -> None:
         self._remove_proxy()  # a job deleted before it ran still has its proxy user
-        with self.db.session() as s:
-            job = self.row(s)
-            trust_id = job.trust_id if job is not None else None
-        trusts.release(self.identity, trust_id)  # before the row: the identity's writes are fenced by its lease
+        trusts.release(self.identity, self._own_trust())  # before the row: the identity's writes are fenced
         with self.db.session() as s:
             job = self.row(s)
             if job is not None:
@@ -509,7 +631,7 @@ def job_machine(db: Database, remotes: Remotes, store: ObjectStore, on_change=la
                 probe=None, identity: Identity | None = None,  # noqa: ANN001
                 proxy_users: ProxyUsers | None = None) -> Machine[JobWork]:
     return Machine(lambda jid: JobWork(db, jid, on_change, remotes, store, secrets, access_ttl, identity,
-                                       proxy_users),
+                                       proxy_users, unreachable_grace),
                    OPERATIONS, JOB_FAILURES, unreachable_grace, probe)
 
 
@@ -527,6 +649,18 @@ async def keep_fresh(renew, period: float, retry: float, *, first_delay: float =
         except (access.AccessError, StoreError, RemoteError, OSError) as e:
             log.warning("%s: renewing its data access failed, retrying in %.0fs: %s", what, retry, e)
             delay = retry
+
+
+def _status_of(result: dict[str, Any]) -> str:
+    if result.get("cancelled"):
+        return st.KILLED
+    if result.get("lost"):
+        return st.FAILED
+    return st.SUCCEEDED if result.get("rc") == 0 else st.DONEWITHERROR
+
+
+def _end_of(result: dict[str, Any]) -> datetime:
+    return datetime.utcfromtimestamp(result["ended"]) if result.get("ended") else utcnow()
 
 
 def _or_now(job_id: str, db: Database) -> datetime:

@@ -22,7 +22,7 @@ from oasis.db.session import Database, LeaseLost, fenced
 from oasis.db.states import ClusterOp, ClusterStatus
 from oasis.edp.joblogs import purge_expired
 from oasis.edp.statuses import TERMINAL
-from oasis.engine import leases
+from oasis.engine import attempts, leases
 from oasis.engine.clusters import cluster_machine
 from oasis.engine.health import check_hosts
 from oasis.engine.jobs import job_machine
@@ -199,6 +199,8 @@ class Engine:
         if self.proxy_users is not None and \
                 leases.claim_period(self.db, "proxy-users", SWEEP_SECONDS, self.id) is not None:
             self._sweep_proxy_users()
+        if leases.claim_period(self.db, "job-starts", attempts.DUE_SECONDS, self.id) and attempts.start_due(self.db):
+            self.wake()  # retried and scheduled jobs whose time has come
         self._check_health()
         self.verifications.tick()
         self.lifecycle.tick()

@@ -2,9 +2,9 @@
 
 The API makes a trust from the caller to oasis's service user in the request that asks for work that can outlive
 the caller's token (Sahara's cluster trusts, oasis/api/keystone.py `trust_for_work`): every cluster, whose scale,
-deletion and periodic work may come later; and a job whose end leads to more work (its transient cluster's
-deletion). The engine asks for the trust's principal before it does such work later, and deletes the trust once
-the work is done."""
+deletion and periodic work may come later; a job whose end leads to more work (its transient cluster's
+deletion); and a job that starts later (scheduled, retried, or waiting for its cluster). The engine asks for the
+trust's principal before it does such work later, and deletes the trust once the work is done."""
 from __future__ import annotations
 
 import logging
@@ -19,10 +19,11 @@ class TrustGone(Exception):
     """The trust the work runs on is gone (deleted, expired, or its trustor lost a delegated role)."""
 
 
-def job_needs_trust(cluster_is_transient: bool) -> bool:
-    """A job on a transient cluster: its end deletes the cluster, possibly long after the creator's token expired.
-    (oasis has no scheduled or retried jobs; they would get one too.)"""
-    return cluster_is_transient
+def job_needs_trust(cluster_is_transient: bool, starts_later: bool = False) -> bool:
+    """A job on a transient cluster (its end deletes the cluster, possibly long after the creator's token
+    expired), and a job that may start long after it was asked for: a scheduled one, one with retries, one sent
+    to a cluster that is not Active yet."""
+    return cluster_is_transient or starts_later
 
 
 def act_on(identity: Identity | None, trust_id: str | None, what: str) -> Principal | None:

@@ -225,6 +225,8 @@ def test_job_refusals(world: World) -> None:
         r = world.post("/v2/jobs", body)
         return r.status_code, r.json().get("error_name", "")
 
+    with world.db.session() as s:  # a cluster that is not on its way to Active (one still coming up is taken)
+        s.get(Cluster, pending).status = "Error"
     assert run({"job_template_id": spark_jt["id"], "cluster_id": pending}) == (400, "INVALID_DATA")
     assert run({"job_template_id": "nope", "cluster_id": cid}) == (400, "INVALID_REFERENCE")
     assert run({"job_template_id": spark_jt["id"], "cluster_id": "nope"}) == (400, "INVALID_REFERENCE")
