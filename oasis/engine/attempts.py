@@ -65,6 +65,9 @@ def next_attempt(job: Job, status: str, return_code: int | None, end: datetime, 
                 "status_description": f"attempt {number} ended {status} ({how}); attempt {number + 1} of "
                                       f"{policy.max_retries + 1} starts at {show(due)}"}
     job.op, job.op_step, job.op_target = None, None, {}
+    if due <= now:  # no backoff: the next attempt is the run operation at once, not at the next periodic start
+        job.runtime = {k: v for k, v in job.runtime.items() if k != "due"}
+        job.op = JobOp.RUN
     return due
 
 

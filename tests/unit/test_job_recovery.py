@@ -247,6 +247,19 @@ def test_a_failed_attempt_is_run_again_with_its_own_directory_and_logs(world: Wo
         assert r.status_code == 400 and r.json()["error_name"] == "INVALID_DATA"
 
 
+def test_a_retry_without_backoff_is_run_at_once(world: World) -> None:
+    hosts = _fake_hosts(world)
+    _cid, jid = _dask_job(world, hosts, {"edp.oasis.max_retries": 1, "edp.oasis.retry_backoff": 0})
+    machine = job_machine(world.db, FakeRemotes(hosts), world.store)
+    asyncio.run(machine(jid))
+    with world.db.session() as s:  # no periodic start to wait for: the run operation is there already
+        job = s.get(Job, jid)
+        assert (job.status, job.op, job.runtime["attempt"]) == ("PENDING", "run", 2) and "due" not in job.runtime
+    asyncio.run(machine(jid))
+    with world.db.session() as s:
+        assert (s.get(Job, jid).status, s.get(Job, jid).op) == ("SUCCEEDED", None)
+
+
 def test_the_last_attempt_stands(world: World) -> None:
     hosts = _fake_hosts(world)
     _cid, jid = _dask_job(world, hosts, {})  # no retries: the first failure is the job's end
