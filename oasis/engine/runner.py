@@ -23,6 +23,7 @@ from oasis.db.states import ClusterOp, ClusterStatus
 from oasis.edp.joblogs import purge_expired
 from oasis.edp.statuses import TERMINAL
 from oasis.engine import leases
+from oasis.engine.autoscale import Autoscaler
 from oasis.engine.clusters import cluster_machine
 from oasis.engine.health import check_hosts
 from oasis.engine.jobs import job_machine
@@ -68,6 +69,7 @@ class Engine:
         self._proxy_sweep: asyncio.Task | None = None  # the proxy users' clean-up in progress, if any
         self.pulse = leases.Pulse(db, self.id)
         self.verifications = Verifications(db, self.remotes, self.id, settings.verification_seconds)
+        self.autoscaler = Autoscaler(db, self.remotes, self.id, settings.quota_defaults, self.wake)
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll; callable from any thread."""
@@ -102,6 +104,7 @@ class Engine:
                 task.cancel()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
             await self.verifications.stop()
+            await self.autoscaler.stop()
             await asyncio.to_thread(self.pulse.stop)
             await self.remotes.close()
 
@@ -197,6 +200,7 @@ class Engine:
             self._sweep_proxy_users()
         self._check_health()
         self.verifications.tick()
+        self.autoscaler.tick()
 
     def _sweep_proxy_users(self) -> None:
         """Remove the proxy users a crash left behind; in a thread (Keystone calls), never two at once."""
