@@ -1,0 +1,104 @@
+"""Autoscaling through `oasis up` with a real Dask cluster: a job whose task graph widens (200 tasks of 0.2 s)
+makes the worker group grow from 1 to its max of 3; when it narrows to a single reduction the idle workers are
+retired (their results moved first) and the group shrinks back to 1; the job succeeds with the right result and
+every decision is an event with its reason.
+
+The job's two phases wait for the test (gate files) rather than for a guess of how long a scale takes: the wide
+phase holds its tasks until the test has seen the third worker join, the reduction holds until the test has
+seen the group shrink back. So the test checks what happened, never how fast."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integration import workflow as wf
+from tests.integration.services import Oasis, wait_until
+
+JOB = b'''
+import os, sys, time
+from distributed import Client
+
+wide_gate, narrow_gate = sys.argv[1], sys.argv[2]
+
+
+def square(i, gate):
+    import os, time
+    while not os.path.exists(gate):  # the test opens it once it has seen the cluster grow
+        time.sleep(0.05)
+    time.sleep(0.2)
+    return i * i
+
+
+def total(xs, gate):
+    import os, time
+    while not os.path.exists(gate):  # ... and this one once it has seen it shrink
+        time.sleep(0.05)
+    return sum(xs)
+
+
+client = Client()
+squares = client.map(square, range(200), gate=wide_gate, pure=False)
+result = client.submit(total, squares, narrow_gate).result()
+assert result == sum(i * i for i in range(200)), result
+# every one of the 200 results is still there after the workers that computed most of them were retired
+assert sum(client.gather(squares)) == result
+print("result", result)
+'''
+
+
+def workers(c: dict) -> list[str]:
+    return sorted(i["instance_name"] for ng in c["node_groups"] if ng["name"] == "worker" for i in ng["instances"])
+
+
+def autoscale_events(client, cluster_id: str) -> list[str]:  # noqa: ANN001
+    steps = wf.cluster(client, cluster_id, progress=True)["provision_progress"]
+    return [e["event_info"] for s in steps if s["step_type"] == "Engine: autoscale" for e in s.get("events") or []]
+
+
+@pytest.mark.service()
+def test_dask_job_grows_then_shrinks_the_cluster_with_no_task_lost(service: Oasis, tmp_path: Path) -> None:
+    client = service.client
+    gates = tmp_path / "gates"
+    gates.mkdir(mode=0o755)
+    gates.chmod(0o755)  # the job's tasks may run as the project's user
+    wide, narrow = gates / "wide", gates / "narrow"
+    cid = wf.create_cluster(client, "dask", "elastic", workers=1, autoscaling={
+        "node_groups": {"worker": {"min": 1, "max": 3, "cooldown": 3}}})
+    try:
+        c = wf.wait_cluster(client, cid)
+        assert len(workers(c)) == 1
+        assert c["autoscaling"]["node_groups"]["worker"] == {"min": 1, "max": 3, "cooldown": 3}
+        template = wf.job_template(client, "widen-narrow", "Dask", wf.upload_binary(client, "wn.py", JOB))
+        jid = wf.run_job(client, template, cid, job_configs={"args": [str(wide), str(narrow)]})
+
+        def grown():
+            c = wf.cluster(client, cid)
+            return c if c["status"] == "Active" and len(workers(c)) == 3 else None
+
+        wait_until(grown, 240, "the worker group to grow to 3")
+        grew = [e for e in autoscale_events(client, cid) if "→ 3" in e]
+        assert grew and "pending tasks" in grew[0], autoscale_events(client, cid)
+        assert wf.job(client, jid)["info"]["status"] == "RUNNING"
+        wide.touch()
+
+        def shrunk():
+            c = wf.cluster(client, cid)
+            return c if c["status"] == "Active" and len(workers(c)) == 1 else None
+
+        wait_until(shrunk, 240, "the worker group to shrink back to 1")
+        events = autoscale_events(client, cid)
+        assert any("→ 1" in e and "removing idle" in e for e in events) or \
+            sum("removing idle" in e for e in events) >= 2, events
+        assert wf.job(client, jid)["info"]["status"] == "RUNNING"  # the reduction still runs: it was not lost
+        narrow.touch()
+
+        j = wf.wait_job(client, jid)
+        assert j["info"]["status"] == "SUCCEEDED", wf.logs(client, jid, "stderr")
+        assert wf.logs(client, jid).splitlines()[-1] == f"result {sum(i * i for i in range(200))}"
+        assert len(workers(wf.cluster(client, cid))) == 1  # never below min
+    finally:
+        wide.touch()
+        narrow.touch()
+        client.delete(f"/clusters/{cid}")
+        wf.wait_gone(client, cid)
