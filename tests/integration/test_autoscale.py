@@ -8,6 +8,8 @@ phase holds its tasks until the test has seen the third worker join, the reducti
 seen the group shrink back. So the test checks what happened, never how fast."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,11 +59,11 @@ def autoscale_events(client, cluster_id: str) -> list[str]:  # noqa: ANN001
 
 
 @pytest.mark.service()
-def test_dask_job_grows_then_shrinks_the_cluster_with_no_task_lost(service: Oasis, tmp_path: Path) -> None:
+def test_dask_job_grows_then_shrinks_the_cluster_with_no_task_lost(service: Oasis) -> None:
     client = service.client
-    gates = tmp_path / "gates"
-    gates.mkdir(mode=0o755)
-    gates.chmod(0o755)  # the job's tasks may run as the project's user
+    # the job's tasks run as the project's user, who cannot enter pytest's own (0700) temporary directories
+    gates = Path(tempfile.mkdtemp(prefix="oasis-autoscale-gates-"))
+    gates.chmod(0o755)
     wide, narrow = gates / "wide", gates / "narrow"
     cid = wf.create_cluster(client, "dask", "elastic", workers=1, autoscaling={
         "node_groups": {"worker": {"min": 1, "max": 3, "cooldown": 3}}})
@@ -102,3 +104,4 @@ def test_dask_job_grows_then_shrinks_the_cluster_with_no_task_lost(service: Oasi
         narrow.touch()
         client.delete(f"/clusters/{cid}")
         wf.wait_gone(client, cid)
+        shutil.rmtree(gates, ignore_errors=True)
