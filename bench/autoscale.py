@@ -69,8 +69,9 @@ def main() -> None:
     from distributed.security import Security
 
     work = Path(tempfile.mkdtemp(prefix="oasis-bench-autoscale-"))
-    gates = work / "gates"
-    gates.mkdir(mode=0o755)
+    # the tasks run as the project's Unix user, who cannot enter `work` (0700): the gates live apart
+    gates = Path(tempfile.mkdtemp(prefix="oasis-bench-autoscale-gates-"))
+    gates.chmod(0o755)
     service = EmbeddedService(work / "oasis")
     oasis_times: list[float] = []
     direct_times: list[float] = []
@@ -148,6 +149,7 @@ def main() -> None:
             gate.touch()
         service.stop()
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(gates, ignore_errors=True)
 
     def row(name: str, xs: list[float]) -> str:
         return f"| {name} | {statistics.median(xs):.2f} | {min(xs):.2f} | {max(xs):.2f} | {len(xs)} |"
