@@ -44,12 +44,19 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def gated(gate: str) -> int:
+def gated(i: int, gate: str) -> int:
     import os as _os
     import time as _time
     while not _os.path.exists(gate):
         _time.sleep(0.05)
-    return 1
+    return i
+
+
+def failed(futures: list) -> None:  # noqa: ANN001
+    """Raise a task's own error: a task that fails leaves nothing waiting, and no worker would ever be added."""
+    for f in futures:
+        if f.status == "error":
+            raise RuntimeError(f"a benchmark task failed: {f.exception()!r}")
 
 
 def workers_of(c: OasisClient, cid: str) -> int:
@@ -65,7 +72,7 @@ def main() -> None:
     ap.add_argument("--output", type=Path, default=ROOT / "bench" / "autoscale-results.md")
     args = ap.parse_args()
 
-    from distributed import Client
+    from distributed import Client, wait
     from distributed.security import Security
 
     work = Path(tempfile.mkdtemp(prefix="oasis-bench-autoscale-"))
@@ -74,6 +81,8 @@ def main() -> None:
     gates.chmod(0o755)
     service = EmbeddedService(work / "oasis")
     oasis_times: list[float] = []
+    cid: str | None = None
+    c: OasisClient | None = None
     direct_times: list[float] = []
     try:
         log("starting oasis up")
@@ -105,7 +114,7 @@ def main() -> None:
             gate = gates / f"oasis-{rep}"
             t0 = time.monotonic()
             futures = client.map(gated, range(TASKS), gate=str(gate), pure=False)
-            wait_until(lambda: n_workers() >= 2, 300, "the autoscaled worker", 0.02)
+            wait_until(lambda: failed(futures) or n_workers() >= 2, 300, "the autoscaled worker", 0.02)
             oasis_times.append(time.monotonic() - t0)
             log(f"rep {rep}: oasis {oasis_times[-1]:.2f} s")
             gate.touch()
@@ -130,11 +139,14 @@ def main() -> None:
                                     env={**os.environ, "DASK_CONFIG": str(conf)}, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, start_new_session=True)
             try:
-                wait_until(lambda: n_workers() >= 2, 300, "the worker started by hand", 0.02)
+                wait_until(lambda: failed(futures) or n_workers() >= 2, 300, "the worker started by hand", 0.02)
                 direct_times.append(time.monotonic() - t0)
                 log(f"rep {rep}: direct {direct_times[-1]:.2f} s")
                 gate.touch()
-                client.gather(futures)
+                # waited for, not gathered: the hand-started worker has only a client certificate (no
+                # serverAuth), so the scheduler cannot connect to it to fetch its results
+                wait(futures)
+                client.cancel(futures)
                 del futures
             finally:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -142,11 +154,12 @@ def main() -> None:
             wait_until(lambda: n_workers() == 1, 120, "the hand-started worker to leave", 0.2)
             c.patch(f"/clusters/{cid}", {"autoscaling": POLICY})
         client.close()
-        c.delete(f"/clusters/{cid}")
-        wait_until(lambda: c.cluster_or_none(cid) is None, 300, "the cluster to be deleted", 0.2)
     finally:
         for gate in gates.glob("*"):
             gate.touch()
+        if c is not None and cid is not None:  # its daemons and the project's user go with it
+            c.delete(f"/clusters/{cid}")
+            wait_until(lambda: c.cluster_or_none(cid) is None, 300, "the cluster to be deleted", 0.2)
         service.stop()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(gates, ignore_errors=True)
