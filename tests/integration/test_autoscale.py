@@ -1,7 +1,8 @@
 """Autoscaling through `oasis up` with a real Dask cluster: a job whose task graph widens (200 tasks of 0.2 s)
 makes the worker group grow from 1 to its max of 3; when it narrows to a single reduction the idle workers are
 retired (their results moved first) and the group shrinks back to 1; the job succeeds with the right result and
-every decision is an event with its reason.
+every decision is an event with its reason. With Spark, an application WAITING for a core grows the group, and a
+worker left idle is decommissioned and removed while another application still runs on the worker that stays.
 
 The job's two phases wait for the test (gate files) rather than for a guess of how long a scale takes: the wide
 phase holds its tasks until the test has seen the third worker join, the reduction holds until the test has
@@ -102,6 +103,74 @@ def test_dask_job_grows_then_shrinks_the_cluster_with_no_task_lost(service: Oasi
     finally:
         wide.touch()
         narrow.touch()
+        client.delete(f"/clusters/{cid}")
+        wf.wait_gone(client, cid)
+        shutil.rmtree(gates, ignore_errors=True)
+
+
+SPARK_JOB = b'''
+import sys
+from pyspark.sql import SparkSession
+
+gate = sys.argv[1]
+
+
+def square(i):
+    import os, time
+    while not os.path.exists(gate):  # the test opens it when it has seen what it waits for
+        time.sleep(0.05)
+    return i * i
+
+
+spark = SparkSession.builder.appName("gated").getOrCreate()
+print("result", sum(spark.sparkContext.parallelize(range(10), 2).map(square).collect()))
+spark.stop()
+'''
+
+
+@pytest.mark.service()
+def test_a_waiting_spark_application_grows_the_cluster_and_an_idle_worker_is_decommissioned(service: Oasis) -> None:
+    """Two applications of one core each on a cluster of one 1-core worker: the second WAITs, the group grows to 2
+    and it runs; once the first ends its worker is idle, is decommissioned (SIGPWR) and removed, while the second
+    still runs on the other worker and then succeeds."""
+    client = service.client
+    gates = Path(tempfile.mkdtemp(prefix="oasis-autoscale-gates-"))
+    gates.chmod(0o755)
+    first, second = gates / "first", gates / "second"
+    cid = wf.create_cluster(client, "spark", "elastic-spark", workers=1, autoscaling={
+        "node_groups": {"worker": {"min": 1, "max": 2, "cooldown": 3}}})
+    try:
+        wf.wait_cluster(client, cid)
+        template = wf.job_template(client, "gated", "Spark", wf.upload_binary(client, "gated.py", SPARK_JOB))
+        one_core = {"configs": {"spark.cores.max": "1", "spark.executor.cores": "1"}}
+        a = wf.run_job(client, template, cid, job_configs={**one_core, "args": [str(first)]})
+        b = wf.run_job(client, template, cid, job_configs={**one_core, "args": [str(second)]})
+
+        def grown():
+            c = wf.cluster(client, cid)
+            return c if c["status"] == "Active" and len(workers(c)) == 2 else None
+
+        wait_until(grown, 300, "the worker group to grow to 2")
+        grew = [e for e in autoscale_events(client, cid) if "→ 2" in e]
+        assert grew and "waiting applications" in grew[0], autoscale_events(client, cid)
+        first.touch()
+        assert wf.wait_job(client, a, timeout=300)["info"]["status"] == "SUCCEEDED", wf.logs(client, a, "stderr")[-3000:]
+
+        def shrunk():
+            c = wf.cluster(client, cid)
+            return c if c["status"] == "Active" and len(workers(c)) == 1 else None
+
+        wait_until(shrunk, 300, "the worker group to shrink back to 1")
+        assert any("→ 1" in e and "removing idle" in e for e in autoscale_events(client, cid))
+        assert wf.job(client, b)["info"]["status"] == "RUNNING"  # its worker was kept
+        second.touch()
+        j = wf.wait_job(client, b, timeout=300)
+        assert j["info"]["status"] == "SUCCEEDED", wf.logs(client, b, "stderr")[-3000:]
+        for jid in (a, b):
+            assert wf.logs(client, jid).splitlines()[-1] == f"result {sum(i * i for i in range(10))}"
+    finally:
+        first.touch()
+        second.touch()
         client.delete(f"/clusters/{cid}")
         wf.wait_gone(client, cid)
         shutil.rmtree(gates, ignore_errors=True)
