@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from oasis.api import keypairs, keystone, quotas, schemas, topology, views
+from oasis.api import autoscaling, keypairs, keystone, quotas, schemas, topology, views
 from oasis.api.errors import ApiError, bad, not_found
 from oasis.api.plugins import require_enabled
 from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
@@ -32,7 +32,7 @@ _FROM_TEMPLATE = ("description", "node_groups", "anti_affinity", "default_image_
 # Request fields kept in the cluster's `spec` (the rest are columns or node groups).
 _SPEC_FIELDS = ("description", "default_image_id", "neutron_management_network", "user_keypair_id",
                 "cluster_configs", "anti_affinity", "use_autoconfig", "shares", "domain_name", "availability_zone",
-                "lifecycle")
+                "lifecycle", "autoscaling")
 # Node group fields that are not kept in a node group's `spec`.
 _NG_NOT_SPEC = {"name", "count", "description", "is_public", "is_protected"}
 
@@ -112,6 +112,9 @@ def _create_cluster(ctx: Ctx, made: list[str]) -> Reply:
             raise bad("INVALID_DATA", "A cluster needs node groups, directly or from its cluster template")
         groups = _canonical(plugin, groups)
         topology.validate_topology(plugin, version, _shapes(groups))
+        if data.get("autoscaling") is not None:
+            data["autoscaling"] = autoscaling.check(plugin, {g["name"]: (g["node_processes"], g["count"])
+                                                             for g in groups}, data["autoscaling"])
 
         site = topology.resolve_site(s, [data.get("availability_zone"), *(g.get("availability_zone") for g in groups)])
         for g in groups:
@@ -245,6 +248,12 @@ def update_cluster(ctx: Ctx) -> Reply:
         if "lifecycle" in data:  # null: back to the deployment's defaults
             spec["lifecycle"] = lifecycle.merged(spec.get("lifecycle") if data["lifecycle"] is not None else {},
                                                  _lifecycle(data["lifecycle"]))
+        if "autoscaling" in data:
+            spec.pop("autoscaling", None)
+            if data["autoscaling"] is not None:
+                groups = {ng.name: (list(ng.spec["node_processes"]), ng.count)
+                          for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == row.id))}
+                spec["autoscaling"] = autoscaling.check(get_plugin(row.plugin_name), groups, data["autoscaling"])
         row.spec = spec
         s.flush()
         out = views.cluster(s, row, limits=_limits(ctx))

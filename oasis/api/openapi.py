@@ -50,7 +50,8 @@ RESOURCES: dict[str, dict[str, Any]] = {
                           "max_age": {**_int, "nullable": True}, "delete_at": _ts, "idle_since": _ts,
                           "busy": _nstr, "last_seen_in_use": _nstr,
                           "deletes": {"type": "array", "items": _item(["limit", "at", "seconds_left"], {
-                              "limit": _str, "at": _str, "seconds_left": _int})}})}),
+                              "limit": _str, "at": _str, "seconds_left": _int})}}),
+                      "autoscaling": _obj}),
     "node_group_template": _item([*_OWNED_REQ, "plugin_name", "plugin_version", "flavor_id", "node_processes"],
                                  {**_OWNED, "plugin_name": _str, "plugin_version": _str,
                                   "flavor_id": {"oneOf": [_str, _int]},

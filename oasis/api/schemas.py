@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from oasis.api.autoscaling import SCHEMA as AUTOSCALING
 from oasis.config import MAX_INSTANCES
 
 # Sahara's `valid_name_hostname` and `valid_name` formats. Patterns end in \Z, not $: `$` also matches before a
@@ -106,7 +107,8 @@ CLUSTER_CREATE = {
                    "count": {"type": "integer", "minimum": 1, "maximum": MAX_INSTANCES},
                    # oasis: the site (availability zone) of the whole cluster
                    "availability_zone": text,
-                   "lifecycle": LIFECYCLE},
+                   "lifecycle": LIFECYCLE,
+                   "autoscaling": AUTOSCALING},  # oasis: oasis/api/autoscaling.py
 }
 CLUSTER_CREATE_V1 = {**CLUSTER_CREATE, "properties": {k: v for k, v in CLUSTER_CREATE["properties"].items()
                                                       if k != "count"}}
@@ -116,7 +118,9 @@ CLUSTER_UPDATE = {
     "properties": {"name": hostname_name, "description": text, "shares": shares, "update_keypair": flag,
                    "verification": {"type": "object", "required": ["status"], "additionalProperties": False,
                                     "properties": {"status": {"enum": ["START"]}}},
-                   "lifecycle": LIFECYCLE, **_owned},
+                   "lifecycle": LIFECYCLE,
+                   "autoscaling": {"oneOf": [AUTOSCALING, {"type": "null"}]},  # null: autoscaling off
+                   **_owned},
 }
 CLUSTER_SCALE = {
     "type": "object", "additionalProperties": False,

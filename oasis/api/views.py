@@ -117,7 +117,7 @@ def clusters(s: Session, rows: list[Cluster], show_progress: bool = False,
                 events.setdefault(ev.step_id, []).append(ev)
     out = []
     for c in rows:
-        spec = {k: v for k, v in c.spec.items() if k not in ("verification", "lifecycle", "activity")}
+        spec = {k: v for k, v in c.spec.items() if k not in ("verification", "lifecycle", "activity", "autoscaler")}
         out.append({
             **CLUSTER_DEFAULTS, **spec, **_owned(c),
             "plugin_name": c.plugin_name, "plugin_version": c.plugin_version,

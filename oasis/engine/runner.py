@@ -23,6 +23,7 @@ from oasis.db.states import ClusterOp, ClusterStatus
 from oasis.edp.joblogs import purge_expired
 from oasis.edp.statuses import TERMINAL
 from oasis.engine import attempts, leases
+from oasis.engine.autoscale import Autoscaler
 from oasis.engine.clusters import cluster_machine
 from oasis.engine.health import check_hosts
 from oasis.engine.jobs import job_machine
@@ -71,6 +72,7 @@ class Engine:
         self.verifications = Verifications(db, self.remotes, self.id, settings.verification_seconds)
         self.lifecycle = Lifecycle(db, self.remotes, self.id, settings.idle_delete_after_seconds,
                                    settings.error_cluster_grace_seconds)
+        self.autoscaler = Autoscaler(db, self.remotes, self.id, settings.quota_defaults, self.wake)
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll; callable from any thread."""
@@ -106,6 +108,7 @@ class Engine:
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
             await self.verifications.stop()
             await self.lifecycle.stop()
+            await self.autoscaler.stop()
             await asyncio.to_thread(self.pulse.stop)
             await self.remotes.close()
 
@@ -204,6 +207,7 @@ class Engine:
         self._check_health()
         self.verifications.tick()
         self.lifecycle.tick()
+        self.autoscaler.tick()
 
     def _sweep_proxy_users(self) -> None:
         """Remove the proxy users a crash left behind; in a thread (Keystone calls), never two at once."""

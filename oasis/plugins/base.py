@@ -101,6 +101,27 @@ class FrameworkHealth:
     registered: list[str] = field(default_factory=list)  # those of them that are
 
 
+@dataclass
+class Load:
+    """What a running framework says of its work (`Plugin.load`), the signal the engine's autoscaler decides
+    from (oasis/engine/autoscale.py). Dask: tasks ready to run that no core has yet (queued, no-worker, or
+    assigned to a worker beyond its threads) and the cores running tasks; Spark: the cores that applications
+    asked for and were not granted (every core of a WAITING application's first executor at least) and the
+    cores in use."""
+
+    pending: int  # work waiting for a core: tasks (Dask) or cores (Spark)
+    busy_cores: int
+    total_cores: int
+    busy: list[str] = field(default_factory=list)  # names of the worker instances that hold running work
+    workers: list[str] = field(default_factory=list)  # names of the worker instances the framework has registered
+    unit: str = "pending tasks"  # what `pending` counts, as the event log says it
+    waiting_apps: int = 0  # Spark: applications WAITING for resources
+
+    def describe(self) -> str:
+        apps = f", {self.waiting_apps} waiting applications" if self.waiting_apps else ""
+        return f"{self.pending} {self.unit}{apps}, {self.busy_cores} busy cores of {self.total_cores}"
+
+
 class Plugin(ABC):
     name: str
     title: str
@@ -179,7 +200,8 @@ class Plugin(ABC):
 
     @abstractmethod
     async def decommission(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
-        """Take workers out of service gracefully and stop them."""
+        """Take workers out of service gracefully and stop them: called by a scale-down before the instances
+        are removed (`cluster.secrets` is set), so that the framework moves their work and data first."""
 
     @abstractmethod
     async def stop(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
@@ -197,6 +219,12 @@ class Plugin(ABC):
         """What uses the running framework now besides oasis's own jobs (clients connected, applications
         running), for the idle limit (oasis/engine/lifecycle.py): a phrase, or None if nothing does or the plugin
         cannot tell. Never raises for a framework that does not answer."""
+        return None
+
+    async def load(self, cluster: ClusterView) -> Load | None:
+        """What the running framework has to do now (with the cluster's credentials, `cluster.secrets` is set),
+        for the autoscaler; None where it cannot tell (no answer: the autoscaler then changes nothing). The
+        default knows nothing of a framework."""
         return None
 
     @abstractmethod

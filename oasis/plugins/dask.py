@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from oasis.plugins import security
-from oasis.plugins.base import ClusterView, FrameworkHealth, InstanceView, Launch, Plugin, PluginError
+from oasis.plugins.base import ClusterView, FrameworkHealth, InstanceView, Launch, Load, Plugin, PluginError
 from oasis.plugins.common import (
     installed_version,
     start_daemon,
     stop_daemons,
     worker_memory_mb,
 )
-from oasis.plugins.probe import ProbeFailed, get_json
+from oasis.plugins.probe import ProbeFailed, get_json, get_text, run_python
+
+log = logging.getLogger(__name__)
 
 
 # A port that cannot be bound makes the scheduler, worker or nanny exit (the agent sees that), except an HTTP
@@ -94,6 +99,49 @@ def main(argv):
 if __name__ == "__main__":
     main(sys.argv[1:])
 '''
+
+
+# Scheduler task states that wait for a core (Prometheus' `dask_scheduler_tasks{state=...}`): `queued` (ready,
+# held back by the scheduler until a worker has room), `no-worker` (ready, no worker can take it).
+READY_STATES = ("queued", "no-worker")
+# A worker's own task states that are work in hand (its heartbeat's `task_counts`): a worker with none of them
+# holds only results, which `retire_workers` moves away before it goes.
+WORKER_BUSY_STATES = ("executing", "long-running", "ready", "constrained", "waiting", "fetch", "flight",
+                      "resumed", "cancelled")
+RETIRE_TIMEOUT = 120.0
+
+# Runs with the instance's Python and its distributed (-I: nothing from the environment) on the scheduler's host:
+# retire the named workers (the scheduler copies every result held only by them to the others first, then closes
+# them), as the cluster's client, whose certificate and key arrive on stdin and reach OpenSSL through pipes.
+RETIRE_CODE = r"""
+import asyncio, json, os, ssl, sys
+address, timeout, names = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+creds = json.loads(sys.stdin.read() or "{}")
+args = {}
+if creds:
+    context = ssl.create_default_context(cadata=creds["ca"])
+    pipes = []
+    for pem in (creds["cert"], creds["key"]):
+        r, w = os.pipe()
+        os.write(w, pem.encode())
+        os.close(w)
+        pipes.append(r)
+    try:
+        context.load_cert_chain("/dev/fd/%d" % pipes[0], "/dev/fd/%d" % pipes[1])
+    finally:
+        for r in pipes:
+            os.close(r)
+    args = {"ssl_context": context, "require_encryption": True}
+
+async def main():
+    from distributed.core import rpc
+    async with rpc(address, connection_args=args, timeout=timeout) as scheduler:
+        out = await asyncio.wait_for(scheduler.retire_workers(names=names, close_workers=True,
+                                                              stimulus_id="oasis-decommission"), timeout)
+    sys.stdout.write(json.dumps(sorted(str(w.get("name")) for w in out.values())))
+
+asyncio.run(main())
+"""
 
 
 class DaskPlugin(Plugin):
@@ -233,9 +281,43 @@ class DaskPlugin(Plugin):
 
         await asyncio.gather(*(worker(w) for w in instances if "worker" in w.processes))
 
+    def _client_creds(self, cluster: ClusterView) -> dict[str, str] | None:
+        return {"ca": cluster.secrets["ca"]["cert"], **cluster.secrets["client"]} if self._secure(cluster) else None
+
     async def decommission(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
-        # SIGTERM makes the nanny close its worker gracefully; the scheduler reschedules what was there.
+        # Graceful: the scheduler retires the workers first (`retire_workers`: each result that only they hold is
+        # copied to a worker that stays, then they are closed), so that nothing computed is lost; their daemons
+        # are stopped after. If the scheduler cannot be asked, SIGTERM still makes each nanny close its worker
+        # gracefully, and the scheduler recomputes whatever was only there.
+        workers = [i for i in instances if "worker" in i.processes]
+        schedulers = cluster.having("scheduler")
+        if workers and schedulers and all("scheduler" not in i.processes for i in instances):
+            s = schedulers[0]
+            try:
+                out = await run_python(s, cluster.runtime["python"], RETIRE_CODE,
+                                       [self.scheduler_address(cluster), str(RETIRE_TIMEOUT),
+                                        *(w.name for w in workers)],
+                                       self._client_creds(cluster), isolated=False, timeout=RETIRE_TIMEOUT)
+                log.info("cluster %s: the scheduler retired %s", cluster.name, ", ".join(json.loads(out)) or "none")
+            except (ProbeFailed, ValueError) as e:
+                log.warning("cluster %s: the scheduler could not retire %s (%s); stopping them", cluster.name,
+                            ", ".join(w.name for w in workers), e)
         await stop_daemons(instances, grace=30)
+
+    async def load(self, cluster: ClusterView) -> Load | None:
+        # The scheduler's own view: its task states from its Prometheus metrics (`dask_scheduler_tasks`), and each
+        # worker's threads and task counts (its last heartbeat) from `/json/identity.json`; both from its HTTP
+        # server, which asks for a certificate of the cluster's CA.
+        s = self._scheduler(cluster)
+        base = f"{'https' if self._secure(cluster) else 'http'}://{s.address}:{s.ports['dashboard']}"
+        creds, python = self._client_creds(cluster), cluster.runtime["python"]
+        try:
+            metrics, identity = await asyncio.gather(get_text(s, python, f"{base}/metrics", creds),
+                                                     get_json(s, python, f"{base}/json/identity.json", creds))
+        except ProbeFailed as e:
+            log.info("cluster %s: no load from the scheduler: %s", cluster.name, e)
+            return None
+        return dask_load(metrics, identity)
 
     async def stop(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
         # All at once: a worker that outlives its scheduler by a moment only logs a reconnect attempt.
@@ -298,3 +380,29 @@ class DaskPlugin(Plugin):
             return Launch(["/bin/sh", main or "", *args], env)
         wrapper = [f"{workdir}/{WRAPPER}", self.report_path(workdir)]
         return Launch([cluster.runtime["python"], *wrapper, main or "", *args], env)
+
+
+def dask_load(metrics: str, identity: dict[str, Any]) -> Load:
+    """The load from the scheduler's metrics (Prometheus text) and identity (JSON)."""
+    states: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics):
+        if family.name == "dask_scheduler_tasks":
+            for sample in family.samples:
+                states[sample.labels.get("state", "")] = sample.value
+    total = busy_cores = over = 0
+    busy, names = [], []
+    for w in (identity.get("workers") or {}).values():
+        if not isinstance(w, dict):
+            continue
+        threads = int(w.get("nthreads") or 0)
+        counts = ((w.get("metrics") or {}).get("task_counts") or {})
+        running = int(counts.get("executing", 0)) + int(counts.get("long-running", 0))
+        in_hand = sum(int(counts.get(k, 0)) for k in WORKER_BUSY_STATES)
+        total += threads
+        busy_cores += min(threads, running)
+        over += max(0, in_hand - threads)  # assigned to it, beyond its threads: waiting for a core too
+        names.append(str(w.get("name")))
+        if in_hand:
+            busy.append(str(w.get("name")))
+    pending = int(sum(states.get(k, 0) for k in READY_STATES)) + over
+    return Load(pending=pending, busy_cores=busy_cores, total_cores=total, busy=sorted(busy), workers=sorted(names))

@@ -48,20 +48,34 @@ class ProbeFailed(Exception):
     """The endpoint did not answer, or not with JSON; the message says why, for the verification's check."""
 
 
-async def get_json(inst: InstanceView, python: str, url: str, creds: dict[str, str] | None) -> Any:
-    """GET `url` from `inst`'s host, as TLS client `creds` ({ca, cert, key}, PEM) where given, and its JSON."""
+async def run_python(inst: InstanceView, python: str, code: str, args: list[str], creds: dict[str, str] | None,
+                     *, isolated: bool = True, timeout: float = PROBE_TIMEOUT) -> str:
+    """Run `code` with the instance's Python on `inst`'s host (`creds` on its stdin) and return its stdout;
+    `isolated`: the standard library only (-S), else with the packages of the instance's runtime (distributed)."""
     stdin = json.dumps(creds or {}).encode()
+    flags = ["-I", "-S"] if isolated else ["-I"]
     try:
-        result = await inst.remote.run([python, "-I", "-S", "-c", PROBE_CODE, url, str(PROBE_TIMEOUT)],
-                                       timeout=PROBE_TIMEOUT + 20, check=False, stdin=stdin)
+        result = await inst.remote.run([python, *flags, "-c", code, *args], timeout=timeout + 20, check=False,
+                                       stdin=stdin)
     except asyncio.TimeoutError:
-        raise ProbeFailed(f"no answer within {PROBE_TIMEOUT + 20:.0f} s") from None
+        raise ProbeFailed(f"no answer within {timeout + 20:.0f} s") from None
     except RemoteError as e:
         gone = unreachable_in(e)
         raise ProbeFailed(f"host unreachable ({gone.reason})" if gone else str(e)) from None
     if result.rc != 0:
         raise ProbeFailed((result.stderr.strip() or f"exit code {result.rc}")[-300:])
+    return result.stdout
+
+
+async def get_text(inst: InstanceView, python: str, url: str, creds: dict[str, str] | None) -> str:
+    """GET `url` from `inst`'s host, as TLS client `creds` ({ca, cert, key}, PEM) where given: its body."""
+    return await run_python(inst, python, PROBE_CODE, [url, str(PROBE_TIMEOUT)], creds)
+
+
+async def get_json(inst: InstanceView, python: str, url: str, creds: dict[str, str] | None) -> Any:
+    """GET `url` from `inst`'s host, as TLS client `creds` ({ca, cert, key}, PEM) where given, and its JSON."""
+    text = await get_text(inst, python, url, creds)
     try:
-        return json.loads(result.stdout)
+        return json.loads(text)
     except ValueError:
         raise ProbeFailed(f"{url} did not answer with JSON") from None

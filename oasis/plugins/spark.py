@@ -5,7 +5,8 @@ import asyncio
 from typing import Any
 
 from oasis.plugins import security
-from oasis.plugins.base import ClusterView, FrameworkHealth, InstanceView, Launch, Plugin, PluginError
+from oasis.plugins.base import (ClusterView, FrameworkHealth, InstanceView, Launch, Load, Plugin, PluginError,
+                                RemoteError)
 from oasis.plugins.common import (
     installed_version,
     start_daemon,
@@ -56,6 +57,17 @@ UI_STORES = ("ui-keystore.p12", "ui-truststore.jks")
 # them off with `spark.eventLog.enabled=false`; where they go is oasis's, so a job's own `dir` or `rolling`
 # settings are not passed on.
 HISTORY_DIR = "history"
+
+# Graceful decommission (Spark 3.1+; the signal is configurable since 3.2): a worker sent SIGPWR tells the master
+# it is leaving and decommissions its executors, which move their cached RDD blocks and shuffle files to the
+# others before they exit; the master gives it no new executor meanwhile. A scale-down sends it, waits for the
+# worker's executors to be gone (up to DECOMMISSION_TIMEOUT) and then stops the worker. Defaults a cluster
+# config may change (`spark.decommission.enabled=false` turns it off: the worker is then stopped at once).
+DECOMMISSION_DEFAULTS = {"spark.decommission.enabled": "true", "spark.storage.decommission.enabled": "true",
+                         "spark.storage.decommission.rddBlocks.enabled": "true",
+                         "spark.storage.decommission.shuffleBlocks.enabled": "true"}
+DECOMMISSION_TIMEOUT = 120.0
+DECOMMISSION_POLL = 1.0
 EVENT_LOG_KEYS = ("spark.eventLog.dir", "spark.eventLog.rolling.enabled")
 
 
@@ -171,6 +183,7 @@ class SparkPlugin(Plugin):
 
     def _spark_defaults(self, cluster: ClusterView) -> dict[str, Any]:
         out = {c["name"]: c["default_value"] for c in self.configs(cluster.version)}
+        out.update(DECOMMISSION_DEFAULTS)
         for section in cluster.configs.values():
             if isinstance(section, dict):
                 out.update({k: v for k, v in section.items() if k.startswith("spark.")})
@@ -231,7 +244,59 @@ class SparkPlugin(Plugin):
         return "0" if self._secure(cluster) else str(ui_port)
 
     async def decommission(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
+        workers = [i for i in instances if "worker" in i.processes and "master" not in i.processes]
+        enabled = str(cluster.config("spark.decommission.enabled", "true")).strip().lower() != "false"
+        if workers and enabled and cluster.having("master"):
+            signal = str(cluster.config("spark.worker.decommission.signal", "PWR"))
+            await asyncio.gather(*(self._signal_worker(w, signal) for w in workers))
+            await self._wait_drained(cluster, workers)
         await stop_daemons(instances)
+
+    @staticmethod
+    async def _signal_worker(w: InstanceView, signal: str) -> None:
+        # The daemon's pid file names the JVM itself (spark-class execs it), which decommissions on that signal.
+        try:
+            await w.remote.run(["sh", "-c", 'pid=$(cat "$1" 2>/dev/null) && kill -s "$2" "$pid"', "sh",
+                                f"{w.procdir}/worker.pid", signal], timeout=30, check=False)
+        except RemoteError:
+            pass  # its host does not answer: the stop that follows says so
+
+    async def _wait_drained(self, cluster: ClusterView, workers: list[InstanceView]) -> None:
+        """Until the master shows none of `workers` with cores in use (their executors have moved their blocks
+        and exited), or DECOMMISSION_TIMEOUT."""
+        m = self._master(cluster)
+        keys = {(w.address, int(w.ports["worker"])) for w in workers}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DECOMMISSION_TIMEOUT
+        while loop.time() < deadline:
+            try:
+                state = await get_json(m, cluster.runtime["python"], self._master_json(cluster), self._creds(cluster))
+            except ProbeFailed:
+                return
+            used = [w for w in state.get("workers") or [] if isinstance(w, dict)
+                    and (str(w.get("host")), int(w.get("port") or 0)) in keys and int(w.get("coresused") or 0) > 0]
+            if not used:
+                return
+            await asyncio.sleep(DECOMMISSION_POLL)
+
+    def _master_json(self, cluster: ClusterView) -> str:
+        m = self._master(cluster)
+        return f"{'https' if self._secure(cluster) else 'http'}://{m.address}:{m.ports['master_ui']}/json/"
+
+    def _creds(self, cluster: ClusterView) -> dict[str, str] | None:
+        return {"ca": cluster.secrets["ca"]["cert"], **cluster.secrets["client"]} if self._secure(cluster) else None
+
+    async def load(self, cluster: ClusterView) -> Load | None:
+        # The master's own view (`/json/`): its workers' cores and cores in use, and its applications; one that
+        # is WAITING has no executor yet and asks for at least one executor's cores.
+        m = self._master(cluster)
+        try:
+            state = await get_json(m, cluster.runtime["python"], self._master_json(cluster), self._creds(cluster))
+        except ProbeFailed:
+            return None
+        names = {(w.address, int(w.ports["worker"])): w.name for w in cluster.having("worker")}
+        executor_cores = int(cluster.config("spark.executor.cores", 1) or 1)
+        return spark_load(state, names, executor_cores)
 
     async def stop(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
         # Workers before the master, so that none of them spends its last seconds reconnecting.
@@ -321,3 +386,16 @@ def _config(title: str, name: str, default: Any, description: str, kind: str = "
     return {"name": name, "title": title, "applicable_target": "general", "scope": "cluster", "config_type": kind,
             "default_value": default, "is_optional": True, "priority": 2, "description": description,
             "config_values": None}
+
+
+def spark_load(state: dict[str, Any], names: dict[tuple[str, int], str], executor_cores: int) -> Load:
+    """The load from the master's `/json/` state; `names`: instance names by the (host, port) of their worker."""
+    alive = [w for w in state.get("workers") or [] if isinstance(w, dict) and w.get("state") == "ALIVE"]
+    key = lambda w: (str(w.get("host")), int(w.get("port") or 0))  # noqa: E731
+    busy = sorted(names.get(key(w), str(w.get("id"))) for w in alive if int(w.get("coresused") or 0) > 0)
+    waiting = [a for a in state.get("activeapps") or [] if isinstance(a, dict) and a.get("state") == "WAITING"]
+    return Load(pending=len(waiting) * max(1, executor_cores),
+                busy_cores=sum(int(w.get("coresused") or 0) for w in alive),
+                total_cores=sum(int(w.get("cores") or 0) for w in alive), busy=busy,
+                workers=sorted(names.get(key(w), str(w.get("id"))) for w in alive),
+                unit="requested cores", waiting_apps=len(waiting))
