@@ -109,3 +109,24 @@ def test_a_failed_step_stops_its_dependant_and_a_restart_runs_only_what_failed(
     again = {s["name"]: s["job_id"] for s in done["steps"]}
     assert again["a"] == first["a"] and again["b"] != first["b"] and again["c"]  # a kept, b and c run
     assert (shared / "b-out").read_text() == "hello from a\nread by b\n"
+
+
+def test_a_managed_run_creates_uses_and_deletes_its_cluster(service: Oasis, shared: Path) -> None:
+    c = service.client
+    jt = _templates(service, "managed")
+    body = {"name": "flow-managed", "placement": {"managed_cluster": wf.cluster_body(c, "dask", "own", workers=1)},
+            "steps": [{"name": "a", "job_template_id": jt["write"],
+                       "job_configs": {"args": [f"file://{shared}/managed-out", "made on its own cluster"]}}]}
+    wid = wf.ok(c.post("/workflows", json=body), 202)["workflow"]["id"]
+    run = wf.ok(c.post(f"/workflows/{wid}/run", json={}), 202)["workflow_run"]
+    assert run["managed_cluster"] and run["cluster_id"]
+    try:
+        done = _wait_run(service, run["id"])
+        assert done["status"] == "SUCCEEDED", done
+        assert (shared / "managed-out").read_text() == "made on its own cluster\n"
+        wf.wait_gone(c, run["cluster_id"], timeout=180)  # the run deleted it
+        assert_nothing_left(service.state_dir, run["cluster_id"])
+    finally:
+        if wf.cluster(c, run["cluster_id"]) is not None:  # a failed run's cluster must not outlive the test
+            c.delete(f"/clusters/{run['cluster_id']}")
+            wf.wait_gone(c, run["cluster_id"], timeout=180)
