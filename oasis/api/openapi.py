@@ -88,6 +88,23 @@ RESOURCES: dict[str, dict[str, Any]] = {
     "site": _item(["id", "name", "status"], {"id": _str, "name": _str, "status": _str}),
     "version": _item(["id", "status", "links"], {"id": _str, "status": _str,
                                                   "links": {"type": "array", "items": _obj}}),
+    # oasis's workflows (oasis/api/workflows.py)
+    "workflow": _item([*_OWNED_REQ, "description", "steps", "placement", "parameters"],
+                      {**_OWNED, "description": _str, "steps": {"type": "array", "items": _item(
+                          ["name", "job_template_id", "depends_on"], {
+                              "name": _str, "job_template_id": _str, "depends_on": {"type": "array", "items": _str},
+                              "job_configs": _obj, "input_id": _nstr, "output_id": _nstr})},
+                       "placement": _obj, "parameters": _obj}),
+    "workflow_run": _item(["id", "workflow_id", "project_id", "status", "steps", "parameters", "cluster_id"],
+                          {"id": _str, "workflow_id": _str, "workflow_name": _str, "project_id": _str, "status": _str,
+                           "status_description": _str, "parameters": _obj, "cluster_id": _nstr,
+                           "managed_cluster": _bool, "start_time": _ts, "end_time": _ts, "created_at": _ts,
+                           "updated_at": _ts, "steps": {"type": "array", "items": _item(
+                               ["name", "status", "job_id"], {
+                                   "name": _str, "job_template_id": _str, "depends_on": {"type": "array",
+                                                                                        "items": _str},
+                                   "status": _str, "job_id": _nstr, "start_time": _ts, "end_time": _ts,
+                                   "output_url": _nstr, "reason": _str})}}),
     # Keystone's
     "token": _item(["expires_at", "user", "project", "catalog", "roles"], {
         "methods": {"type": "array", "items": _str}, "expires_at": _str, "issued_at": _str, "user": _obj,
@@ -129,6 +146,7 @@ _LIST_FILTERS = {
     "/node-group-templates": ["plugin_name", "plugin_version", "name"],
     "/data-sources": ["type"], "/job-binaries": ["name"], "/job-binary-internals": ["name"],
     "/job-templates": ["type", "name"], "/jobs": ["status"], "/job-executions": ["status"],
+    "/workflows": ["name"], "/workflow-runs": ["status", "workflow_id"],
 }
 _attempt = {"type": "integer", "minimum": 1}  # which run of a job (its retries); the latest by default
 _OTHER_PARAMS = {

@@ -365,6 +365,9 @@ class Job(Stamped, Leased, Base):
     return_code: Mapped[int | None] = mapped_column(Integer, default=None)
     start_time: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     end_time: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    # as a job's: a run is its project's (never public); the columns let the shared queries treat it as the others
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_protected: Mapped[bool] = mapped_column(Boolean, default=False)
     data_source_urls: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # where the launcher keeps the job on the master instance: {"instance_id", "dir"}
@@ -438,3 +441,39 @@ class ProjectQuota(Base):
     volume_gb: Mapped[int | None] = mapped_column(Integer, default=None)
     running_jobs: Mapped[int | None] = mapped_column(Integer, default=None)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime, default=None, onupdate=utcnow)
+
+
+# --- workflows (oasis/edp/workflow.py) ------------------------------------------------------------------------
+
+
+class Workflow(Owned, Base):
+    """A DAG of job templates: `spec` holds its steps, placement, parameters and description."""
+
+    __tablename__ = "workflows"
+    description: Mapped[str] = mapped_column(Text, default="")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+
+class WorkflowRun(Stamped, Leased, Base):
+    """One run of a workflow: the template as it was (`spec`), its parameter values, a record per step
+    (`steps`, by name), the cluster it runs on (made for it when `managed`) and the trust it acts on."""
+
+    __tablename__ = "workflow_runs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    workflow_id: Mapped[str] = mapped_column(String(36), index=True)
+    workflow_name: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(24), default="PENDING", index=True)
+    status_description: Mapped[str] = mapped_column(Text, default="")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    steps: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    cluster_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
+    managed: Mapped[bool] = mapped_column(Boolean, default=False)
+    trust_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    start_time: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    end_time: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    # as a job's: a run is its project's (never public); the columns let the shared queries treat it as the others
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_protected: Mapped[bool] = mapped_column(Boolean, default=False)

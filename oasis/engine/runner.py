@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from oasis import logconfig, metrics
 from oasis.config import Settings
-from oasis.db.models import Cluster, Job, Site, utcnow
+from oasis.db.models import Cluster, Job, Site, WorkflowRun, utcnow
 from oasis.db.session import Database, LeaseLost, fenced
 from oasis.db.states import ClusterOp, ClusterStatus
 from oasis.edp.joblogs import purge_expired
@@ -31,6 +31,7 @@ from oasis.engine.lifecycle import Lifecycle
 from oasis.engine.sites import site_machine
 from oasis.engine.proxies import SWEEP_SECONDS, sweep
 from oasis.engine.verification import Verifications
+from oasis.engine.workflows import workflow_machine
 from oasis.identity import open_identity, open_proxy_users
 from oasis.remote.hosts import Remotes
 from oasis.storage.base import ObjectStore
@@ -59,6 +60,7 @@ class Engine:
                               access_ttl=settings.s3_access_ttl_seconds, unreachable_grace=grace,
                               identity=self.identity, proxy_users=self.proxy_users)),
             (Site, site_machine(db, self.remotes, self.wake)),
+            (WorkflowRun, workflow_machine(db, self.wake, identity=self.identity)),
         ]
         self.tasks: dict[str, asyncio.Task] = {}
         self.driving: dict[str, tuple[Any, str]] = {}  # row id -> (model, the op being driven)

@@ -116,6 +116,16 @@ RULES: tuple[Rule, ...] = (
     # a project's limits: set by administrators, read by the project's own readers (the handler refuses others)
     Rule("quota:get", PREFIX + "quotas:get", READER, "Show a project's quota and usage (one's own; any: admin)."),
     Rule("quota:update", PREFIX + "quotas:update", ADMIN, "Set a project's quota."),
+    # workflows: DAGs of job templates and their runs (oasis/api/workflows.py)
+    Rule("workflow:list", PREFIX + "workflows:get_all", READER, "List workflows."),
+    Rule("workflow:get", PREFIX + "workflows:get", READER, "Show a workflow."),
+    Rule("workflow:create", PREFIX + "workflows:create", MEMBER, "Create a workflow."),
+    Rule("workflow:delete", PREFIX + "workflows:delete", MEMBER, "Delete a workflow."),
+    Rule("workflow:run", PREFIX + "workflows:run", MEMBER, "Run a workflow."),
+    Rule("workflow-run:list", PREFIX + "workflow-runs:get_all", READER, "List workflow runs."),
+    Rule("workflow-run:get", PREFIX + "workflow-runs:get", READER, "Show a workflow run and its steps."),
+    Rule("workflow-run:restart", PREFIX + "workflow-runs:restart", MEMBER,
+         "Restart a failed workflow run from its failed steps."),
     Rule("keypair:list", PREFIX + "keypairs:get_all", READER, "List keypairs."),
     Rule("keypair:get", PREFIX + "keypairs:get", READER, "Show a keypair."),
     Rule("keypair:create", PREFIX + "keypairs:create", MEMBER, "Create or import a keypair."),

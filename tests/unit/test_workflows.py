@@ -1,0 +1,289 @@
+"""Workflows: the DAG logic (oasis/edp/workflow.py), the API (oasis/api/workflows.py) and the run's operation
+(oasis/engine/workflows.py) driven by the real machine over the world's database, its jobs' ends written as the
+job machine writes them."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from oasis.db.models import Cluster, Job, Trust, WorkflowRun
+from oasis.edp import statuses as st
+from oasis.edp import workflow as wf
+from oasis.engine.workflows import workflow_machine
+from oasis.identity import open_identity
+
+from tests.unit.conftest import World
+from tests.unit.test_api_edp import active_cluster, binary, template
+
+
+def step(name: str, *deps: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "job_template_id": "jt", "depends_on": list(deps), **extra}
+
+
+DIAMOND = [step("a"), step("b", "a"), step("c", "a"), step("d", "b", "c")]
+
+
+def records(**statuses: str) -> dict[str, dict[str, Any]]:
+    return {name: wf.record(status) for name, status in statuses.items()}
+
+
+# --- the DAG --------------------------------------------------------------------------------------------------
+
+
+def test_order_puts_each_step_after_its_dependencies() -> None:
+    got = wf.order([step("d", "b", "c"), step("c", "a"), step("b", "a"), step("a")])
+    assert got.index("a") < got.index("b") < got.index("d") and got.index("c") < got.index("d")
+
+
+@pytest.mark.parametrize(("steps", "message"), [
+    ([step("a", "b"), step("b", "c"), step("c", "a")], "cycle: a -> b -> c -> a"),
+    ([step("a", "a")], "cycle: a -> a"),
+    ([step("a"), step("b", "x")], "step 'b' depends on unknown step"),
+    ([step("a"), step("a")], "unique: a given more than once"),
+    ([step("a b")], "letters, digits"),
+])
+def test_a_bad_dag_is_refused(steps: list[dict[str, Any]], message: str) -> None:
+    with pytest.raises(wf.WorkflowError, match=message):
+        wf.order(steps)
+
+
+def test_what_runs_next() -> None:
+    assert wf.ready(DIAMOND, records(a="PENDING", b="PENDING", c="PENDING", d="PENDING")) == ["a"]
+    assert wf.ready(DIAMOND, records(a="SUCCEEDED", b="PENDING", c="PENDING", d="PENDING")) == ["b", "c"]
+    assert wf.ready(DIAMOND, records(a="SUCCEEDED", b="SUCCEEDED", c="RUNNING", d="PENDING")) == []
+    assert wf.ready(DIAMOND, records(a="SUCCEEDED", b="SUCCEEDED", c="SUCCEEDED", d="PENDING")) == ["d"]
+
+
+def test_a_failed_step_stops_its_dependants_and_the_run_fails() -> None:
+    now = records(a="SUCCEEDED", b="FAILED", c="SUCCEEDED", d="PENDING")
+    assert wf.stopped(DIAMOND, now) == {"d": "not run: step 'b' failed"}
+    chain = [step("a"), step("b", "a"), step("c", "b")]
+    assert set(wf.stopped(chain, records(a="FAILED", b="PENDING", c="PENDING"))) == {"b", "c"}
+    assert wf.outcome(records(a="SUCCEEDED", b="FAILED", c="SUCCEEDED", d="SKIPPED")) == wf.FAILED
+    assert wf.outcome(records(a="SUCCEEDED", b="RUNNING")) is None
+    assert wf.outcome(records(a="SUCCEEDED", b="SUCCEEDED")) == wf.SUCCEEDED
+
+
+def test_a_restart_keeps_what_succeeded() -> None:
+    again = wf.for_restart(records(a="SUCCEEDED", b="FAILED", c="SUCCEEDED", d="SKIPPED"))
+    assert {n: r["status"] for n, r in again.items()} == {"a": "SUCCEEDED", "b": "PENDING", "c": "SUCCEEDED",
+                                                         "d": "PENDING"}
+    with pytest.raises(wf.WorkflowError, match="only a run with a failed step"):
+        wf.for_restart(records(a="SUCCEEDED"))
+
+
+def test_substitution_of_parameters_and_steps_values() -> None:
+    recs = records(a="SUCCEEDED")
+    recs["a"].update(output_url="file:///data/out-a", job_id="job-1")
+    configs = {"args": ["{{ day }}", "in={{steps.a.output}}", 3], "params": {"FROM": "{{ steps.a.job_id }}"},
+               "configs": {"k": "x-{{ day }}-y"}}
+    assert wf.substitute(configs, {"day": "2026-12-02"}, recs) == {
+        "args": ["2026-12-02", "in=file:///data/out-a", 3], "params": {"FROM": "job-1"},
+        "configs": {"k": "x-2026-12-02-y"}}
+    with pytest.raises(wf.WorkflowError, match="no parameter of that name"):
+        wf.substitute({"args": ["{{ nope }}"]}, {}, recs)
+    with pytest.raises(wf.WorkflowError, match="no step named 'z'"):
+        wf.substitute({"args": ["{{ steps.z.output }}"]}, {}, recs)
+    with pytest.raises(wf.WorkflowError, match="steps.NAME.output"):
+        wf.substitute({"args": ["{{ steps.a.url }}"]}, {}, recs)
+
+
+def test_references_are_checked_at_create() -> None:
+    wf.check_references([step("a", output_id="ds"), step("b", "a", job_configs={"args": ["{{ steps.a.output }}"]})],
+                        {})
+    with pytest.raises(wf.WorkflowError, match="'c' is not a step it depends on"):
+        wf.check_references([step("a"), step("c"), step("b", "a", job_configs={"args": ["{{ steps.c.job_id }}"]})],
+                            {})
+    with pytest.raises(wf.WorkflowError, match="has no output_id"):
+        wf.check_references([step("a"), step("b", "a", job_configs={"args": ["{{ steps.a.output }}"]})], {})
+    with pytest.raises(wf.WorkflowError, match="not one of the workflow's parameters"):
+        wf.check_references([step("a", job_configs={"configs": {"k": "{{ day }}"}})], {"month": "12"})
+
+
+def test_parameter_values() -> None:
+    assert wf.parameter_values({"day": "1", "n": None}, {"n": 5}) == {"day": "1", "n": "5"}
+    with pytest.raises(wf.WorkflowError, match="without a value or a default: n"):
+        wf.parameter_values({"n": None}, {})
+    with pytest.raises(wf.WorkflowError, match="unknown parameter"):
+        wf.parameter_values({}, {"x": "1"})
+
+
+# --- the API --------------------------------------------------------------------------------------------------
+
+
+def shell_template(world: World) -> str:
+    return template(world, "Shell", mains=[binary(world, "step.sh", b"#!/bin/sh\necho $1\n")["id"]])["id"]
+
+
+def data_source(world: World, name: str, url: str) -> str:
+    r = world.post("/v2/data-sources", {"name": name, "type": "hdfs", "url": url})
+    assert r.status_code == 202, r.text
+    return r.json()["data_source"]["id"]
+
+
+def body(world: World, cluster_id: str, jt: str, **extra: Any) -> dict[str, Any]:
+    out = data_source(world, "out-a", "hdfs://nn/out-a")
+    return {"name": "etl", "placement": {"cluster_id": cluster_id}, "parameters": {"day": "1"},
+            "steps": [{"name": "a", "job_template_id": jt, "output_id": out, "job_configs": {"args": ["{{ day }}"]}},
+                      {"name": "b", "job_template_id": jt, "depends_on": ["a"],
+                       "job_configs": {"args": ["{{ steps.a.output }}"]}},
+                      {"name": "c", "job_template_id": jt, "depends_on": ["a"]}], **extra}
+
+
+def test_api_create_show_list_and_another_projects_404(world: World) -> None:
+    cid, jt = active_cluster(world), shell_template(world)
+    data = body(world, cid, jt)
+    r = world.post("/v2/workflows", data)
+    assert r.status_code == 202, r.text
+    made = r.json()["workflow"]
+    assert [s["name"] for s in made["steps"]] == ["a", "b", "c"] and made["parameters"] == {"day": "1"}
+    assert world.get(f"/v2/workflows/{made['id']}").json()["workflow"]["name"] == "etl"
+    assert [w["id"] for w in world.get("/v2/workflows").json()["workflows"]] == [made["id"]]
+    assert world.get(f"/v2/workflows/{made['id']}", who="bob").status_code == 404
+    assert world.get("/v2/workflows", who="bob").json()["workflows"] == []
+    assert world.post(f"/v2/workflows/{made['id']}/run", {}, who="bob").status_code == 404
+    assert world.post("/v2/workflows", data | {"name": "x"}, who="carol").status_code == 403
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda b: b["steps"][0].update(depends_on=["c"]), "cycle: a -> c -> a"),
+    (lambda b: b["steps"][1].update(depends_on=["zz"]), "unknown step"),
+    (lambda b: b["steps"][2].update(name="a"), "unique"),
+    (lambda b: b["steps"][2].update(job_template_id="nope"), "Job template with id 'nope' not found"),
+    (lambda b: b["steps"][2].update(input_id="nope"), "Data source with id 'nope' not found"),
+    (lambda b: b.update(placement={"cluster_id": "nope"}), "Cluster with id 'nope' not found"),
+    (lambda b: b.update(placement={"managed_cluster": {"name": "m", "plugin_name": "nope",
+                                                       "plugin_version": "1"}}), "plugin with name 'nope'"),
+    (lambda b: b["steps"][2].update(job_configs={"args": ["{{ month }}"]}), "not one of the workflow's"),
+])
+def test_api_refuses_a_bad_workflow(world: World, change: Any, message: str) -> None:
+    cid, jt = active_cluster(world), shell_template(world)
+    data = body(world, cid, jt)
+    change(data)
+    r = world.post("/v2/workflows", data)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error_message"]
+
+
+def machine(world: World):  # noqa: ANN201
+    return workflow_machine(world.db, identity=open_identity(world.settings, world.db), poll=0.01)
+
+
+def run_once(world: World, run_id: str) -> None:
+    asyncio.run(machine(world)(run_id))
+
+
+async def drive_until(world: World, run_id: str, ends: dict[str, str]) -> None:
+    """Run the machine; end each step's job (as the job machine would) once it exists, with `ends[step]`."""
+    task = asyncio.create_task(machine(world)(run_id))
+    while not task.done():
+        with world.db.session() as s:
+            for job in s.query(Job).filter(Job.status == st.PENDING):
+                name = job.info["workflow_step"]
+                job.status, job.op = ends[name], None
+                if name == "a" and ends[name] == st.SUCCEEDED:
+                    job.data_source_urls = {job.output_id: "hdfs://nn/out-a"}
+        await asyncio.wait([task], timeout=0.02)
+    task.result()
+
+
+def test_a_run_drives_its_dag_and_restarts_from_its_failed_step(world: World) -> None:
+    cid, jt = active_cluster(world), shell_template(world)
+    wid = world.post("/v2/workflows", body(world, cid, jt)).json()["workflow"]["id"]
+    assert world.post(f"/v2/workflows/{wid}/run", {"parameters": {"nope": "1"}}).status_code == 400
+    r = world.post(f"/v2/workflows/{wid}/run", {"parameters": {"day": "7"}})
+    assert r.status_code == 202, r.text
+    run = r.json()["workflow_run"]
+    assert run["status"] == "PENDING" and [s["status"] for s in run["steps"]] == ["PENDING"] * 3
+    with world.db.session() as s:
+        trust_id = s.get(WorkflowRun, run["id"]).trust_id
+        assert s.get(Trust, trust_id) is not None  # the run acts on its creator's trust
+
+    asyncio.run(drive_until(world, run["id"], {"a": st.SUCCEEDED, "b": st.KILLED, "c": st.SUCCEEDED}))
+    shown = world.get(f"/v2/workflow-runs/{run['id']}").json()["workflow_run"]
+    assert shown["status"] == "FAILED" and "b" in shown["status_description"]
+    steps = {s["name"]: s for s in shown["steps"]}
+    assert {n: s["status"] for n, s in steps.items()} == {"a": "SUCCEEDED", "b": "FAILED", "c": "SUCCEEDED"}
+    assert steps["a"]["output_url"] == "hdfs://nn/out-a" and "KILLED" in steps["b"]["reason"]
+    with world.db.session() as s:
+        jobs = {j.info["workflow_step"]: j for j in s.query(Job)}
+        assert jobs["a"].job_configs["args"] == ["7"] and jobs["b"].job_configs["args"] == ["hdfs://nn/out-a"]
+        assert jobs["a"].trust_id == trust_id and jobs["a"].runtime["shared_trust"]
+        assert s.get(Trust, trust_id) is None  # released with the run's end
+    assert world.get(f"/v2/workflow-runs/{run['id']}", who="bob").status_code == 404
+    assert world.post(f"/v2/workflow-runs/{run['id']}/restart", {}, who="bob").status_code == 404
+
+    r = world.post(f"/v2/workflow-runs/{run['id']}/restart", {})
+    assert r.status_code == 202, r.text
+    assert [s["status"] for s in r.json()["workflow_run"]["steps"]] == ["SUCCEEDED", "PENDING", "SUCCEEDED"]
+    asyncio.run(drive_until(world, run["id"], {"b": st.SUCCEEDED}))
+    shown = world.get(f"/v2/workflow-runs/{run['id']}").json()["workflow_run"]
+    assert shown["status"] == "SUCCEEDED" and all(s["status"] == "SUCCEEDED" for s in shown["steps"])
+    with world.db.session() as s:
+        assert s.query(Job).count() == 4  # a and c kept, b run again
+    r = world.post(f"/v2/workflow-runs/{run['id']}/restart", {})
+    assert r.status_code == 400 and "only a FAILED run" in r.json()["error_message"]
+    assert [x["id"] for x in world.get("/v2/workflow-runs").json()["workflow_runs"]] == [run["id"]]
+
+
+def test_a_run_resumes_after_an_engine_dies_mid_dag(world: World) -> None:
+    """The machine is stopped after each look; the next one picks up from the rows alone."""
+    cid, jt = active_cluster(world), shell_template(world)
+    wid = world.post("/v2/workflows", body(world, cid, jt)).json()["workflow"]["id"]
+    run_id = world.post(f"/v2/workflows/{wid}/run", {}).json()["workflow_run"]["id"]
+
+    async def one_look() -> None:
+        task = asyncio.create_task(machine(world)(run_id))
+        await asyncio.wait([task], timeout=0.2)
+        task.cancel()  # the engine dies
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(one_look())
+    with world.db.session() as s:
+        jobs = list(s.query(Job))
+        assert [j.info["workflow_step"] for j in jobs] == ["a"]
+        jobs[0].status, jobs[0].data_source_urls = st.SUCCEEDED, {jobs[0].output_id: "hdfs://nn/out-a"}
+    asyncio.run(one_look())
+    with world.db.session() as s:
+        assert sorted(j.info["workflow_step"] for j in s.query(Job)) == ["a", "b", "c"]  # no step started twice
+    asyncio.run(drive_until(world, run_id, {"b": st.SUCCEEDED, "c": st.SUCCEEDED}))
+    assert world.get(f"/v2/workflow-runs/{run_id}").json()["workflow_run"]["status"] == "SUCCEEDED"
+
+
+def test_a_managed_run_creates_waits_for_and_deletes_its_cluster(world: World) -> None:
+    from tests.unit.conftest import cluster_body
+    jt = shell_template(world)
+    data = body(world, "unused", jt)
+    data["placement"] = {"managed_cluster": cluster_body("wfc", plugin="spark", workers=1)}
+    r = world.post("/v2/workflows", data)
+    assert r.status_code == 202, r.text
+    run = world.post(f"/v2/workflows/{r.json()['workflow']['id']}/run", {}).json()["workflow_run"]
+    assert run["managed_cluster"] and run["cluster_id"]
+    with world.db.session() as s:
+        cluster = s.get(Cluster, run["cluster_id"])
+        assert cluster.name.startswith("wfc-") and cluster.op == "create"
+        cluster.status, cluster.op = "Active", None  # as the cluster machine leaves it
+
+    asyncio.run(drive_until(world, run["id"], {"a": st.SUCCEEDED, "b": st.SUCCEEDED, "c": st.SUCCEEDED}))
+    assert world.get(f"/v2/workflow-runs/{run['id']}").json()["workflow_run"]["status"] == "SUCCEEDED"
+    with world.db.session() as s:
+        assert s.get(Cluster, run["cluster_id"]).op == "delete"
+
+
+def test_a_managed_cluster_in_error_fails_the_run_without_running_a_step(world: World) -> None:
+    from tests.unit.conftest import cluster_body
+    jt = shell_template(world)
+    data = body(world, "unused", jt)
+    data["placement"] = {"managed_cluster": cluster_body("wfe", plugin="spark", workers=1)}
+    wid = world.post("/v2/workflows", data).json()["workflow"]["id"]
+    run = world.post(f"/v2/workflows/{wid}/run", {}).json()["workflow_run"]
+    with world.db.session() as s:
+        s.get(Cluster, run["cluster_id"]).status = "Error"
+    run_once(world, run["id"])
+    shown = world.get(f"/v2/workflow-runs/{run['id']}").json()["workflow_run"]
+    assert shown["status"] == "FAILED" and "Error" in shown["status_description"]
+    assert all(s["status"] == "SKIPPED" for s in shown["steps"])
+    with world.db.session() as s:
+        assert s.query(Job).count() == 0 and s.get(Cluster, run["cluster_id"]).op == "delete"
