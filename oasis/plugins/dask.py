@@ -17,7 +17,7 @@ from oasis.plugins.common import (
     stop_daemons,
     worker_memory_mb,
 )
-from oasis.plugins.probe import ProbeFailed, get_json, get_text, run_python
+from oasis.plugins.probe import CLIENT_CONTEXT, ProbeFailed, get_json, get_text, run_python
 
 log = logging.getLogger(__name__)
 
@@ -113,25 +113,10 @@ RETIRE_TIMEOUT = 120.0
 # Runs with the instance's Python and its distributed (-I: nothing from the environment) on the scheduler's host:
 # retire the named workers (the scheduler copies every result held only by them to the others first, then closes
 # them), as the cluster's client, whose certificate and key arrive on stdin and reach OpenSSL through pipes.
-RETIRE_CODE = r"""
-import asyncio, json, os, ssl, sys
+RETIRE_CODE = CLIENT_CONTEXT + r"""
+import asyncio
 address, timeout, names = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
-creds = json.loads(sys.stdin.read() or "{}")
-args = {}
-if creds:
-    context = ssl.create_default_context(cadata=creds["ca"])
-    pipes = []
-    for pem in (creds["cert"], creds["key"]):
-        r, w = os.pipe()
-        os.write(w, pem.encode())
-        os.close(w)
-        pipes.append(r)
-    try:
-        context.load_cert_chain("/dev/fd/%d" % pipes[0], "/dev/fd/%d" % pipes[1])
-    finally:
-        for r in pipes:
-            os.close(r)
-    args = {"ssl_context": context, "require_encryption": True}
+args = {"ssl_context": context, "require_encryption": True} if context is not None else {}
 
 async def main():
     from distributed.core import rpc

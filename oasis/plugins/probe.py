@@ -15,10 +15,10 @@ from oasis.plugins.base import InstanceView, RemoteError, unreachable_in
 
 PROBE_TIMEOUT = 10.0
 
-# Runs with the instance's Python (-I -S: the standard library only, nothing from the environment).
-PROBE_CODE = r'''
-import json, os, ssl, sys, urllib.request
-url, timeout = sys.argv[1], float(sys.argv[2])
+# The part of a remote script that makes `context`: an SSL context with the cluster's CA and its client's
+# certificate and key, read from the JSON on stdin (`creds`) and handed to OpenSSL through pipes; None without.
+CLIENT_CONTEXT = r'''
+import json, os, ssl, sys
 creds = json.loads(sys.stdin.read() or "{}")
 context = None
 if creds:
@@ -34,6 +34,12 @@ if creds:
     finally:
         for r in pipes:
             os.close(r)
+'''
+
+# Runs with the instance's Python (-I -S: the standard library only, nothing from the environment).
+PROBE_CODE = CLIENT_CONTEXT + r'''
+import urllib.request
+url, timeout = sys.argv[1], float(sys.argv[2])
 try:
     with urllib.request.urlopen(url, context=context, timeout=timeout) as response:
         sys.stdout.write(response.read().decode("utf-8", "replace"))
