@@ -141,6 +141,10 @@ def _int_env(name: str) -> int | None:
     return int(value) if value else None
 
 
+# The largest quota limit: what a 32-bit integer column holds (PostgreSQL's INTEGER); ram_mb's is 2 PiB.
+QUOTA_MAX = 2**31 - 1
+
+
 def quota_limit(value: str) -> int:
     """A quota limit as the environment or the configuration file gives it: an integer 0 or more, or -1 (or
     nothing) for unlimited."""
@@ -151,8 +155,8 @@ def quota_limit(value: str) -> int:
         limit = int(value)
     except ValueError:
         limit = -2
-    if limit < -1:
-        raise ValueError("must be an integer 0 or more, or -1 for unlimited")
+    if not -1 <= limit <= QUOTA_MAX:
+        raise ValueError(f"must be an integer from 0 to {QUOTA_MAX}, or -1 for unlimited")
     return limit
 
 

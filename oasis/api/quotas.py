@@ -10,11 +10,12 @@ from sqlalchemy.orm import Session
 
 from oasis.api.errors import ApiError, bad
 from oasis.api.routing import Ctx, Reply, Routes
+from oasis.config import QUOTA_MAX
 from oasis.db import quotas
 from oasis.db.capacity import Demand
 from oasis.db.models import Project
 
-_LIMIT = {"type": ["integer", "null"], "minimum": -1,
+_LIMIT = {"type": ["integer", "null"], "minimum": -1, "maximum": QUOTA_MAX,
           "description": "The most the project may hold; -1 or null: unlimited"}
 QUOTA_UPDATE = {
     "type": "object",

@@ -64,6 +64,8 @@ def test_put_sets_the_keys_it_names_and_keeps_the_others(world: World) -> None:
 @pytest.mark.parametrize("body, says", [
     ({"quota": {"gpus": 1}}, "'gpus' was unexpected"),
     ({"quota": {"vcpus": -2}}, "quota.vcpus: -2 is less than the minimum of -1"),
+    # what the fuzzer sent: more than the column holds was a 500
+    ({"quota": {"instances": 3621686054516438859776}}, "is greater than the maximum of 2147483647"),
     ({"quota": {"vcpus": 1.5}}, "quota.vcpus: 1.5 is not of type"),
     ({"quota": {"vcpus": "4"}}, "quota.vcpus: '4' is not of type"),
     ({"quota": {"vcpus": True}}, "quota.vcpus: True is not of type"),
@@ -281,7 +283,7 @@ def test_defaults_from_the_environment_and_the_configuration_file(monkeypatch: p
     settings = Settings(state_dir=tmp_path)
     assert settings.quota_defaults == {**UNLIMITED, "clusters": 3, "ram_mb": 0}
     monkeypatch.setenv("OASIS_QUOTA_RUNNING_JOBS", "many")
-    with pytest.raises(ValueError, match="OASIS_QUOTA_RUNNING_JOBS: must be an integer 0 or more, or -1"):
+    with pytest.raises(ValueError, match="OASIS_QUOTA_RUNNING_JOBS: must be an integer from 0 to 2147483647, or -1"):
         Settings(state_dir=tmp_path)
     monkeypatch.delenv("OASIS_QUOTA_RUNNING_JOBS")
     conf = tmp_path / "oasis.conf"
@@ -292,7 +294,7 @@ def test_defaults_from_the_environment_and_the_configuration_file(monkeypatch: p
     with pytest.raises(ConfigError, match=r"\[quota\] gpus: unknown option"):
         read_config(conf)
     conf.write_text("[quota]\nvcpus = -5\n")
-    with pytest.raises(ConfigError, match=r"\[quota\] vcpus: must be an integer 0 or more"):
+    with pytest.raises(ConfigError, match=r"\[quota\] vcpus: must be an integer from 0 to 2147483647"):
         read_config(conf)
 
 
