@@ -59,15 +59,14 @@ def next_attempt(job: Job, status: str, return_code: int | None, end: datetime, 
     due = now + timedelta(seconds=policy.delay(number))
     runtime = close_attempt(job, status, return_code, end, description)
     how = f"exit code {return_code}" if return_code is not None else (description or status)[:300]
-    job.runtime = {**kept(runtime), "attempt": number + 1, "due": due.isoformat()}
+    # No backoff: the next attempt is the run operation at once, not one for the next periodic start to give.
+    at_once = due <= now
+    job.runtime = {**kept(runtime), "attempt": number + 1, **({} if at_once else {"due": due.isoformat()})}
     job.status, job.return_code, job.start_time, job.end_time, job.engine_job_id = st.PENDING, None, None, None, None
     job.info = {**{k: v for k, v in (job.info or {}).items() if k != "status_description"},
                 "status_description": f"attempt {number} ended {status} ({how}); attempt {number + 1} of "
                                       f"{policy.max_retries + 1} starts at {show(due)}"}
-    job.op, job.op_step, job.op_target = None, None, {}
-    if due <= now:  # no backoff: the next attempt is the run operation at once, not at the next periodic start
-        job.runtime = {k: v for k, v in job.runtime.items() if k != "due"}
-        job.op = JobOp.RUN
+    job.op, job.op_step, job.op_target = (JobOp.RUN if at_once else None), None, {}
     return due
 
 

@@ -213,8 +213,8 @@ class JobWork(Work):
             inst = s.get(Instance, master.id)
             host = s.get(Host, inst.host_id) if inst is not None else None
             binaries = {bid: s.get(JobBinary, bid) for bid in [*template.mains, *template.libs]}
-            trusted_binaries = _trusted_swift(self.identity, _trust_of(s, job))
-            files = {bid: (b.name, fetch(self.store, b, self.secrets, trusted_binaries))
+            trusted = _trusted_swift(self.identity, _trust_of(s, job))  # the binaries' and the data's Swift
+            files = {bid: (b.name, fetch(self.store, b, self.secrets, trusted))
                      for bid, b in binaries.items() if b is not None}
             data = resolve_job(s, job)
             # file:// data must lie on a share every host of a multi-host site mounts (rw for what is written)
@@ -225,7 +225,6 @@ class JobWork(Work):
             job_type = template.type
             mains, libs = list(template.mains), list(template.libs)
             python = cluster_runtime(s, cluster)["python"]
-            trusted = _trusted_swift(self.identity, _trust_of(s, job))
             proxy = _proxy_swift(self.proxy_users, job)
         # The job's scoped access (signed URLs), recorded before anything can fail after it, so revoke finds it.
         grant = await asyncio.to_thread(access.grant, job_id, sources, self.secrets, endpoints_of(self.store),
