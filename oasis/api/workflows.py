@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from oasis.api import clusters, keystone, schemas
-from oasis.api.errors import bad
+from oasis.api.errors import ApiError, bad
 from oasis.api.query import check_delete_allowed, ensure_unique_name, get_visible, listing, page, require_owner
 from oasis.api.routing import Ctx, Reply, Routes, validate
 from oasis.api.topology import plugin_for
@@ -53,6 +53,7 @@ WORKFLOW_RUN = {
                                   "additionalProperties": {"type": ["string", "number", "boolean"]}}},
 }
 RESTART = {"type": "object", "additionalProperties": False, "properties": {}}
+CANCEL = RESTART
 
 
 def _invalid(e: wf.WorkflowError):  # noqa: ANN202
@@ -210,14 +211,14 @@ def run_workflow(ctx: Ctx) -> Reply:
 
 
 def restart_run(ctx: Ctx) -> Reply:
-    """A failed run again, from its failed steps: those that SUCCEEDED are kept."""
+    """A failed or cancelled run again, from its unfinished steps: those that SUCCEEDED are kept."""
     with keystone.trusts_undone_on_failure(ctx) as made:
         with ctx.db.session() as s:
             run = get_visible(s, WorkflowRun, ctx.path["id"], ctx.principal, RUN)
             require_owner(run, ctx.principal, RUN)
-            if run.op is not None or run.status != wf.FAILED:
-                raise bad("INVALID_DATA", f"Workflow run {run.id} is {run.status}: only a FAILED run that has "
-                                          f"ended can be restarted")
+            if run.op is not None or run.status not in wf.RESTARTABLE:
+                raise bad("INVALID_DATA", f"Workflow run {run.id} is {run.status}: only a FAILED or KILLED run "
+                                          f"that has ended can be restarted")
             try:
                 records = wf.for_restart(run.steps or {})
             except wf.WorkflowError as e:
@@ -231,6 +232,26 @@ def restart_run(ctx: Ctx) -> Reply:
             row.op, row.op_step, row.op_target = run.op, None, {}
             s.flush()
             out = run_view(row)
+    ctx.notify()
+    return Reply(202, {"workflow_run": out})
+
+
+def cancel_run(ctx: Ctx) -> Reply:
+    """Cancel a run in progress: the engine kills its running steps' jobs (as a job's cancel does), runs nothing
+    more and deletes a managed cluster; the run ends KILLED. Asking again while it is being cancelled changes
+    nothing (202); a run that has ended is a 409."""
+    with ctx.db.session() as s:
+        run = get_visible(s, WorkflowRun, ctx.path["id"], ctx.principal, RUN)
+        require_owner(run, ctx.principal, RUN)
+        if run.op is None:
+            raise ApiError(409, "INVALID_STATE", f"Workflow run {run.id} has ended ({run.status}): there is "
+                                                 f"nothing to cancel")
+        if run.op != wf.CANCEL_OP:
+            # The run's engine lets go of the run operation (superseded) and an engine takes the cancel.
+            run.status, run.status_description = wf.TOBEKILLED, "cancel asked"
+            run.op, run.op_step, run.op_target = wf.CANCEL_OP, None, {}
+        s.flush()
+        out = run_view(run)
     ctx.notify()
     return Reply(202, {"workflow_run": out})
 
@@ -260,3 +281,5 @@ def register(routes: Routes) -> None:
     routes.add("GET", "/workflow-runs/{id}", show_run, "workflow-run:get", returns="workflow_run")
     routes.add("POST", "/workflow-runs/{id}/restart", restart_run, "workflow-run:restart", schema=RESTART,
                returns="workflow_run")
+    routes.add("POST", "/workflow-runs/{id}/cancel", cancel_run, "workflow-run:cancel", schema=CANCEL,
+               returns="workflow_run", errors=(409,))

@@ -10,11 +10,14 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-RUN_OP = "run"  # the one operation of a run; a restart is it again, over the steps left to do
+RUN_OP = "run"  # a run's operation; a restart is it again, over the steps left to do
+CANCEL_OP = "cancel"  # `POST /v2/workflow-runs/{id}/cancel`: kill the running steps' jobs, run nothing more
 
-# A run's status, and each step's
+# A run's status, and each step's; TOBEKILLED (a run being cancelled) and KILLED as a job's (Sahara's words)
 PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "SKIPPED"
-STEP_DONE = frozenset({SUCCEEDED, FAILED, SKIPPED})
+TOBEKILLED, KILLED = "TOBEKILLED", "KILLED"
+STEP_DONE = frozenset({SUCCEEDED, FAILED, SKIPPED, KILLED})
+RESTARTABLE = frozenset({FAILED, KILLED})  # the ends of a run that `restart` takes
 # `{{ name }}`, `{{ steps.NAME.output }}`, `{{ steps.NAME.job_id }}`; names are plain words
 REFERENCE = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")
@@ -176,11 +179,20 @@ def outcome(records: Mapping[str, dict[str, Any]]) -> str | None:
 
 
 def for_restart(records: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The records of a restarted run: what SUCCEEDED is kept, the failed and stopped steps start over (their
-    dependants were stopped, so they start over too)."""
-    if not any(r["status"] in (FAILED, SKIPPED) for r in records.values()):
-        raise WorkflowError("only a run with a failed step can be restarted")
+    """The records of a restarted run: what SUCCEEDED is kept, the failed, killed and stopped steps start over
+    (their dependants were stopped, so they start over too)."""
+    if not any(r["status"] in (FAILED, SKIPPED, KILLED) for r in records.values()):
+        raise WorkflowError("only a run with a failed, killed or skipped step can be restarted")
     return {name: (dict(r) if r["status"] == SUCCEEDED else record()) for name, r in records.items()}
+
+
+def cancelled(records: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The records once a cancel has been asked: what has not started never will."""
+    out = {name: dict(r) for name, r in records.items()}
+    for rec in out.values():
+        if rec["status"] == PENDING:
+            rec.update(status=SKIPPED, reason="not run: the run was cancelled")
+    return out
 
 
 def substitute(job_configs: dict[str, Any], parameters: Mapping[str, str],
