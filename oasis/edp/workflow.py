@@ -22,6 +22,9 @@ RESTARTABLE = frozenset({FAILED, KILLED})  # the ends of a run that `restart` ta
 REFERENCE = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")
 STEP_FIELDS = ("output", "job_id")
+# A step's record may hold, until its job is written, the proxy user the API made for it: {"job_id": the job's
+# id to be, "user": the proxy record, encrypted}; never shown.
+PROXY = "proxy"
 
 
 class WorkflowError(ValueError):
@@ -145,6 +148,16 @@ def new_records(steps: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def record(status: str = PENDING) -> dict[str, Any]:
     return {"status": status, "job_id": None, "start_time": None, "end_time": None, "output_url": None,
             "reason": ""}
+
+
+def shown(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """A step's record as the API shows it."""
+    return {k: v for k, v in rec.items() if k != PROXY}
+
+
+def planned_proxies(records: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The proxy users made for steps whose job was not written (yet): step name -> {"job_id", "user"}."""
+    return {name: rec[PROXY] for name, rec in records.items() if rec.get(PROXY)}
 
 
 def ready(steps: list[dict[str, Any]], records: Mapping[str, dict[str, Any]]) -> list[str]:

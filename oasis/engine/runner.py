@@ -63,7 +63,8 @@ class Engine:
                               identity=self.identity, proxy_users=self.proxy_users)),
             (Site, site_machine(db, self.remotes, self.wake)),
             (WorkflowRun, workflow_machine(db, self.wake, identity=self.identity, wait=self.changes.wait,
-                                           quota_defaults=settings.quota_defaults)),
+                                           quota_defaults=settings.quota_defaults,
+                                           secrets=secrets_for(settings.state_dir), proxy_users=self.proxy_users)),
         ]
         self.tasks: dict[str, asyncio.Task] = {}
         self.driving: dict[str, tuple[Any, str]] = {}  # row id -> (model, the op being driven)

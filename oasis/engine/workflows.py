@@ -7,6 +7,7 @@ that a step starts, so an engine killed at any point loses nothing: the next one
 say it is. The jobs themselves are the job machine's (oasis/engine/jobs.py); they run on the run's trust."""
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,7 +27,9 @@ from oasis.edp.schedule import CLUSTER_COMING_UP
 from oasis.engine.changes import sleep_only
 from oasis.engine.machine import Machine, Operation, OperationError, Step, Wait, Work
 from oasis.identity import trusts
-from oasis.identity.base import Identity
+from oasis.identity.base import Identity, IdentityError
+from oasis.identity.proxy import ProxyUsers
+from oasis.storage.secrets import Secrets
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +48,11 @@ class RunWork(Work):
     model = WorkflowRun
 
     def __init__(self, db: Database, run_id: str, on_change, identity: Identity | None,  # noqa: ANN001
-                 poll: float, wait: Waiter, quota_defaults: Mapping[str, int]) -> None:
+                 poll: float, wait: Waiter, quota_defaults: Mapping[str, int], secrets: Secrets | None,
+                 proxy_users: ProxyUsers | None) -> None:
         super().__init__(db, run_id, on_change)
         self.identity, self.poll, self.wait, self.quota_defaults = identity, poll, wait, quota_defaults
+        self.secrets, self.proxy_users = secrets, proxy_users
 
     # --- the steps --------------------------------------------------------------------------------------------
 
@@ -92,6 +97,7 @@ class RunWork(Work):
                 _delete_cluster(s, run.cluster_id)
 
     async def finish(self) -> None:
+        await self._drop_planned_proxies()
         with self.db.session() as s:
             run = self.row(s)
             status = wf.outcome(run.steps or {}) or wf.FAILED
@@ -103,6 +109,7 @@ class RunWork(Work):
 
     async def rollback(self, error: Exception) -> None:
         """The run cannot go on (its cluster failed, its trust is gone): what has not run is stopped."""
+        await self._drop_planned_proxies()
         with self.db.session() as s:
             run = self.row(s)
             records = copy.deepcopy(run.steps or {})
@@ -152,11 +159,32 @@ class RunWork(Work):
 
     async def killed(self, error: Exception | None = None) -> None:
         """The cancel's end: the trust released, the run KILLED (a restart takes it from its unfinished steps)."""
+        await self._drop_planned_proxies()
         with self.db.session() as s:
             trust_id = self.row(s).trust_id
         trusts.release(self.identity, trust_id)
         why = "cancelled" + (f" (and then: {error})" if error is not None else "")
         self.done(status=wf.KILLED, end_time=utcnow(), trust_id=None, status_description=why[:2000])
+
+    async def _drop_planned_proxies(self) -> None:
+        """The proxy users the API made for steps that never got a job: removed once the run is over (a restart
+        makes new ones). One Keystone refuses to remove is left to the periodic clean-up (oasis/engine/proxies.py),
+        which takes it once the run has ended."""
+        with self.db.session() as s:
+            planned = wf.planned_proxies(self.row(s).steps or {})
+        if not planned:
+            return
+        for name, proxy in planned.items():
+            if self.proxy_users is None or self.secrets is None:
+                break
+            try:
+                await asyncio.to_thread(self.proxy_users.remove, self.secrets.decrypt_dict(proxy.get("user")))
+            except IdentityError as e:
+                log.warning("workflow run %s: could not remove the unused proxy user of step %s now: %s", self.id,
+                            name, e)
+        with self.db.session() as s:
+            run = self.row(s)
+            run.steps = {n: wf.shown(r) for n, r in (run.steps or {}).items()}
 
     # --- the DAG ----------------------------------------------------------------------------------------------
 
@@ -206,7 +234,11 @@ class RunWork(Work):
         except (wf.WorkflowError, interface.InterfaceError) as e:
             rec.update(status=wf.FAILED, end_time=rec["start_time"], reason=str(e)[:500])
             return
-        job = Job(id=new_id(), project_id=run.project_id, job_template_id=template.id, cluster_id=run.cluster_id,
+        # the proxy user the API made for this step (its job id chosen then), as `POST /v2/jobs` gives a job one
+        planned = rec.pop(wf.PROXY, None) or {}
+        proxy = self.secrets.decrypt_dict(planned.get("user")) if planned and self.secrets is not None else None
+        job = Job(id=planned.get("job_id") or new_id(), project_id=run.project_id, job_template_id=template.id,
+                  cluster_id=run.cluster_id, proxy=proxy or None,
                   trust_id=run.trust_id, input_id=step.get("input_id"), output_id=step.get("output_id"),
                   job_configs=configs, interface={}, status=st.PENDING, engine_job_id=None,
                   info={"workflow_run_id": run.id, "workflow_step": step["name"]},
@@ -264,8 +296,10 @@ OPERATIONS: dict[str, Operation[RunWork]] = {
 
 def workflow_machine(db: Database, on_change=lambda: None, *, identity: Identity | None = None,  # noqa: ANN001
                      poll: float = POLL_SECONDS, probe=None, wait: Waiter = sleep_only,  # noqa: ANN001
-                     quota_defaults: Mapping[str, int] | None = None) -> Machine[RunWork]:
-    """`wait`: how a run waits between looks (the engine's Changes.wait: woken by its changes, else the poll)."""
+                     quota_defaults: Mapping[str, int] | None = None, secrets: Secrets | None = None,
+                     proxy_users: ProxyUsers | None = None) -> Machine[RunWork]:
+    """`wait`: how a run waits between looks (the engine's Changes.wait: woken by its changes, else the poll);
+    `secrets` open the proxy users the API made for steps, `proxy_users` remove those never used."""
     defaults = dict(quota_defaults or {})
-    return Machine(lambda rid: RunWork(db, rid, on_change, identity, poll, wait, defaults), OPERATIONS, (), 0.0,
-                   probe)
+    return Machine(lambda rid: RunWork(db, rid, on_change, identity, poll, wait, defaults, secrets, proxy_users),
+                   OPERATIONS, (), 0.0, probe)

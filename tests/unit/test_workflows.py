@@ -429,3 +429,71 @@ def test_cancelling_a_managed_run_deletes_its_cluster(world: World) -> None:
     assert shown["status"] == "KILLED" and all(s["status"] == "SKIPPED" for s in shown["steps"])
     with world.db.session() as s:
         assert s.query(Job).count() == 0 and s.get(Cluster, run["cluster_id"]).op == "delete"
+
+
+# --- a step's own proxy user ------------------------------------------------------------------------------------
+
+
+def test_a_step_reaching_swift_on_trust_gets_its_own_proxy_user(world: World) -> None:
+    """As `POST /v2/jobs` does, where there is a proxy domain: made by the API at `run` (with the user's token) for
+    the job id the step's job will have, kept encrypted on the run and never shown, set on the job when the step
+    starts; those of steps that never ran are removed at the run's end; the periodic clean-up leaves them be
+    while the run goes on."""
+    from oasis.engine.proxies import sweep
+    from oasis.identity.proxy import ProxyUsers
+    from oasis.storage.secrets import secrets_for
+    from tests.unit.test_proxy_users import FakeKeystone
+    keystone = FakeKeystone()
+    proxies = ProxyUsers(keystone, "oasis_proxy", ["member"])  # type: ignore[arg-type]
+    world.client.app.state.deps.proxy_users = proxies
+    cid, jt = active_cluster(world), shell_template(world)
+    swift_in = world.post("/v2/data-sources", {"name": "in", "type": "swift", "url": "swift://c/in"})
+    assert swift_in.status_code == 202, swift_in.text
+    swift_out = world.post("/v2/data-sources", {"name": "out", "type": "swift", "url": "swift://c/out"})
+    plain = data_source(world, "plain", "hdfs://nn/x")
+    flow = {"name": "swifty", "placement": {"cluster_id": cid},
+            "steps": [{"name": "a", "job_template_id": jt, "input_id": swift_in.json()["data_source"]["id"]},
+                      {"name": "b", "job_template_id": jt, "depends_on": ["a"], "input_id": plain},
+                      {"name": "c", "job_template_id": jt, "depends_on": ["a"],
+                       "output_id": swift_out.json()["data_source"]["id"]}]}
+    wid = world.post("/v2/workflows", flow).json()["workflow"]["id"]
+    r = world.post(f"/v2/workflows/{wid}/run", {})
+    assert r.status_code == 202, r.text
+    run_id = r.json()["workflow_run"]["id"]
+    assert "proxy" not in r.text and "password" not in r.text
+    assert "proxy" not in world.get(f"/v2/workflow-runs/{run_id}").text
+    assert len(keystone.users) == 2  # a's and c's; b reaches no Swift
+    with world.db.session() as s:
+        planned = wf.planned_proxies(s.get(WorkflowRun, run_id).steps)
+    assert sorted(planned) == ["a", "c"] and all("password" not in str(p) for p in planned.values())  # sealed
+
+    for user in keystone.users.values():  # older than the clean-up's grace for users without a job row
+        user["description"] = user["description"].split(", made")[0] + ", made 2020-01-01T00:00:00Z"
+    assert sweep(world.db, proxies) == []  # the run holds them for its steps
+
+    async def a_fails() -> None:
+        engine_side = workflow_machine(world.db, identity=open_identity(world.settings, world.db), poll=0.01,
+                                       secrets=secrets_for(world.settings.state_dir), proxy_users=proxies)
+        task = asyncio.create_task(engine_side(run_id))
+        while not task.done():
+            with world.db.session() as s:
+                for job in s.query(Job).filter(Job.status == st.PENDING):
+                    assert job.id == planned["a"]["job_id"]  # the id the proxy user was made for
+                    assert job.proxy["user_id"] in keystone.users and job.proxy["password"]
+                    job.status, job.op = st.FAILED, None
+            await asyncio.wait([task], timeout=0.02)
+        task.result()
+
+    asyncio.run(a_fails())
+    assert world.get(f"/v2/workflow-runs/{run_id}").json()["workflow_run"]["status"] == "FAILED"
+    with world.db.session() as s:
+        a_job = s.get(Job, planned["a"]["job_id"])
+        assert wf.planned_proxies(s.get(WorkflowRun, run_id).steps) == {}
+    # c never ran: its user is gone; a's is its job's, removed by the job machine at the job's end
+    assert list(keystone.users) == [a_job.proxy["user_id"]]
+
+    r = world.post(f"/v2/workflow-runs/{run_id}/restart", {})  # a restart makes the steps' users again
+    assert r.status_code == 202, r.text
+    with world.db.session() as s:
+        assert sorted(wf.planned_proxies(s.get(WorkflowRun, run_id).steps)) == ["a", "c"]
+    assert len(keystone.users) == 3
