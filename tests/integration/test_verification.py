@@ -73,7 +73,7 @@ def test_dask_green_then_yellow_then_red(service: Oasis) -> None:
         assert {c["status"] for c in green["checks"]} == {"GREEN"}
         assert "All 2 workers are registered" in checks(green)["Workers registered"]["description"]
         # the same from the CLI: a new verification, waited for, each check printed with its reason
-        by_cli = cli(service, "cluster", "verify", "verified", "--wait")
+        by_cli = cli(service, "cluster", "verify", "verified", "--wait", "--timeout", "120")
         assert by_cli.returncode == 0, by_cli.stdout + by_cli.stderr
         assert "Verification: GREEN" in by_cli.stdout and "All 2 workers are registered" in by_cli.stdout
         shown = cli(service, "--json", "cluster", "show", "verified")
@@ -96,7 +96,7 @@ def test_dask_green_then_yellow_then_red(service: Oasis) -> None:
         assert red["status"] == "RED", red
         assert checks(red)["Scheduler alive"]["status"] == "RED"
         assert "does not answer" in checks(red)["Scheduler alive"]["description"]
-        red_cli = cli(service, "cluster", "verify", "verified", "--wait")
+        red_cli = cli(service, "cluster", "verify", "verified", "--wait", "--timeout", "120")
         assert red_cli.returncode == 1, red_cli.stdout + red_cli.stderr  # not GREEN
         assert "Verification: RED" in red_cli.stdout and "Scheduler alive" in red_cli.stdout
         after = wf.cluster(client, cid)
