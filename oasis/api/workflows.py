@@ -4,6 +4,7 @@ trust (and its managed cluster, made here the way `POST /v2/clusters` makes one)
 engine (oasis/engine/workflows.py); the DAG logic is oasis/edp/workflow.py."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -11,15 +12,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from oasis.api import clusters, keystone, schemas
-from oasis.api.errors import bad
+from oasis.api.errors import ApiError, bad
 from oasis.api.query import check_delete_allowed, ensure_unique_name, get_visible, listing, page, require_owner
 from oasis.api.routing import Ctx, Reply, Routes, validate
 from oasis.api.topology import plugin_for
 from oasis.api.views import ts
-from oasis.db.models import Cluster, ClusterTemplate, DataSource, JobTemplate, Workflow, WorkflowRun, new_id
+from oasis.db.models import Cluster, ClusterTemplate, DataSource, Job, JobTemplate, Workflow, WorkflowRun, new_id
+from oasis.edp import access
 from oasis.edp import workflow as wf
 from oasis.identity.principal import Principal
 from oasis.plugins import get_plugin
+from oasis.storage.secrets import secrets_for
 
 WF, RUN = "Workflow", "Workflow run"
 
@@ -53,6 +56,7 @@ WORKFLOW_RUN = {
                                   "additionalProperties": {"type": ["string", "number", "boolean"]}}},
 }
 RESTART = {"type": "object", "additionalProperties": False, "properties": {}}
+CANCEL = RESTART
 
 
 def _invalid(e: wf.WorkflowError):  # noqa: ANN202
@@ -75,7 +79,7 @@ def run_view(row: WorkflowRun) -> dict[str, Any]:
     for step in (row.spec or {}).get("steps") or []:
         record = (row.steps or {}).get(step["name"]) or wf.record()
         steps.append({"name": step["name"], "job_template_id": step["job_template_id"],
-                      "depends_on": step.get("depends_on") or [], **record})
+                      "depends_on": step.get("depends_on") or [], **wf.shown(record)})
     return {"id": row.id, "workflow_id": row.workflow_id, "workflow_name": row.workflow_name,
             "project_id": row.project_id, "status": row.status, "status_description": row.status_description,
             "parameters": row.parameters or {}, "cluster_id": row.cluster_id, "managed_cluster": row.managed,
@@ -185,8 +189,28 @@ def _start(ctx: Ctx, run: WorkflowRun, made: list[str]) -> None:
     run.op, run.op_step, run.op_target = wf.RUN_OP, None, {}
 
 
+def _step_proxies(ctx: Ctx, s: Session, run: WorkflowRun, records: dict[str, dict[str, Any]],
+                  made: list[dict[str, Any]]) -> None:
+    """Where the deployment has a proxy domain: each step still to run whose data sources are swift:// without
+    stored credentials gets its own proxy user now, while the request holds the user's token, as `POST /v2/jobs`
+    gives a job one (for the job id the step's job will have). The record keeps it encrypted until the engine
+    writes the job; the engine removes those of steps that never ran once the run ends."""
+    if ctx.deps.proxy_users is None:
+        return
+    secrets = secrets_for(ctx.deps.settings.state_dir)
+    for step in run.spec["steps"]:
+        rec = records[step["name"]]
+        if rec["status"] != wf.PENDING:
+            continue
+        job = Job(id=new_id(), project_id=run.project_id, input_id=step.get("input_id"),
+                  output_id=step.get("output_id"), job_configs=step.get("job_configs") or {})
+        if access.reaches_swift_on_trust(s, job, secrets):
+            made.append(keystone.proxy_for_job(ctx, job.id))
+            rec[wf.PROXY] = {"job_id": job.id, "user": secrets.encrypt_dict(made[-1])}
+
+
 def run_workflow(ctx: Ctx) -> Reply:
-    with keystone.trusts_undone_on_failure(ctx) as made:
+    with keystone.trusts_undone_on_failure(ctx) as made, keystone.proxies_undone_on_failure(ctx) as proxies:
         with ctx.db.session() as s:
             row = get_visible(s, Workflow, ctx.path["id"], ctx.principal, WF)
             try:
@@ -202,6 +226,9 @@ def run_workflow(ctx: Ctx) -> Reply:
                               steps=wf.new_records(spec["steps"]), op_target={})
         _start(ctx, run, made)
         with ctx.db.session() as s:
+            records = copy.deepcopy(run.steps)
+            _step_proxies(ctx, s, run, records, proxies)
+            run.steps = records
             s.add(run)
             s.flush()
             out = run_view(run)
@@ -210,14 +237,14 @@ def run_workflow(ctx: Ctx) -> Reply:
 
 
 def restart_run(ctx: Ctx) -> Reply:
-    """A failed run again, from its failed steps: those that SUCCEEDED are kept."""
-    with keystone.trusts_undone_on_failure(ctx) as made:
+    """A failed or cancelled run again, from its unfinished steps: those that SUCCEEDED are kept."""
+    with keystone.trusts_undone_on_failure(ctx) as made, keystone.proxies_undone_on_failure(ctx) as proxies:
         with ctx.db.session() as s:
             run = get_visible(s, WorkflowRun, ctx.path["id"], ctx.principal, RUN)
             require_owner(run, ctx.principal, RUN)
-            if run.op is not None or run.status != wf.FAILED:
-                raise bad("INVALID_DATA", f"Workflow run {run.id} is {run.status}: only a FAILED run that has "
-                                          f"ended can be restarted")
+            if run.op is not None or run.status not in wf.RESTARTABLE:
+                raise bad("INVALID_DATA", f"Workflow run {run.id} is {run.status}: only a FAILED or KILLED run "
+                                          f"that has ended can be restarted")
             try:
                 records = wf.for_restart(run.steps or {})
             except wf.WorkflowError as e:
@@ -226,11 +253,32 @@ def restart_run(ctx: Ctx) -> Reply:
         _start(ctx, run, made)
         with ctx.db.session() as s:
             row = s.get(WorkflowRun, run.id)
+            _step_proxies(ctx, s, run, records, proxies)
             row.steps, row.trust_id, row.managed, row.cluster_id = records, run.trust_id, run.managed, run.cluster_id
             row.status, row.status_description, row.end_time = run.status, "", None
             row.op, row.op_step, row.op_target = run.op, None, {}
             s.flush()
             out = run_view(row)
+    ctx.notify()
+    return Reply(202, {"workflow_run": out})
+
+
+def cancel_run(ctx: Ctx) -> Reply:
+    """Cancel a run in progress: the engine kills its running steps' jobs (as a job's cancel does), runs nothing
+    more and deletes a managed cluster; the run ends KILLED. Asking again while it is being cancelled changes
+    nothing (202); a run that has ended is a 409."""
+    with ctx.db.session() as s:
+        run = get_visible(s, WorkflowRun, ctx.path["id"], ctx.principal, RUN)
+        require_owner(run, ctx.principal, RUN)
+        if run.op is None:
+            raise ApiError(409, "INVALID_STATE", f"Workflow run {run.id} has ended ({run.status}): there is "
+                                                 f"nothing to cancel")
+        if run.op != wf.CANCEL_OP:
+            # The run's engine lets go of the run operation (superseded) and an engine takes the cancel.
+            run.status, run.status_description = wf.TOBEKILLED, "cancel asked"
+            run.op, run.op_step, run.op_target = wf.CANCEL_OP, None, {}
+        s.flush()
+        out = run_view(run)
     ctx.notify()
     return Reply(202, {"workflow_run": out})
 
@@ -260,3 +308,5 @@ def register(routes: Routes) -> None:
     routes.add("GET", "/workflow-runs/{id}", show_run, "workflow-run:get", returns="workflow_run")
     routes.add("POST", "/workflow-runs/{id}/restart", restart_run, "workflow-run:restart", schema=RESTART,
                returns="workflow_run")
+    routes.add("POST", "/workflow-runs/{id}/cancel", cancel_run, "workflow-run:cancel", schema=CANCEL,
+               returns="workflow_run", errors=(409,))

@@ -58,10 +58,12 @@ def show(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID"
     cluster = c.find("clusters", ref)
     if progress:
         cluster = c.show("clusters", cluster["id"], show_progress="true")
-    record(cluster, ctx, skip=("node_groups", "provision_progress", "management_public_key", "lifecycle"))
+    record(cluster, ctx, skip=("node_groups", "provision_progress", "management_public_key", "lifecycle",
+                               "verification"))
     if ctx.find_root().obj.as_json:
         return
     lifecycle_table(cluster.get("lifecycle") or {})
+    verification_table(cluster.get("verification") or {})
     rows = [{"group": ng.get("name"), "processes": ng.get("node_processes"), "flavor": ng.get("flavor_id"), **i}
             for ng in cluster.get("node_groups") or [] for i in ng.get("instances") or []]
     if rows:
@@ -69,6 +71,55 @@ def show(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID"
                      ("Flavor", "flavor"), ("Address", "management_ip")], title="Instances")
     if progress:
         steps_table(cluster, "Provisioning steps")
+
+
+VERIFIED = ("GREEN", "YELLOW", "RED")  # a verification's final statuses; CHECKING while it runs
+VERIFY_POLL_SECONDS = 1.0
+
+
+def verification_table(v: dict[str, Any]) -> None:
+    """The cluster's last verification: the overall status, and each check's with its reason."""
+    if not v.get("status"):
+        console.print("Verification: none yet (`oasis cluster verify NAME`)")
+        return
+    when = v.get("updated_at") or v.get("created_at")
+    table(v.get("checks") or [], [("Check", "name"), ("Status", "status"), ("Reason", "description")],
+          title=f"Verification: {v['status']}" + (f" (at {when} UTC)" if when else ""))
+
+
+def _wait_verified(c: OasisClient, cluster_id: str, verification_id: str | None, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = c.get(f"/clusters/{cluster_id}")["cluster"].get("verification") or {}
+        if v.get("status") in VERIFIED and (verification_id is None or v.get("id") == verification_id):
+            return v
+        if time.monotonic() > deadline:
+            raise OasisError(f"the verification of cluster {cluster_id} is still {v.get('status')} after "
+                             f"{timeout:g}s")
+        time.sleep(VERIFY_POLL_SECONDS)
+
+
+@command(app, "verify")
+def verify(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID"),
+           wait: bool = typer.Option(False, "--wait", help="Wait for the outcome (exit code 1 unless GREEN)"),
+           timeout: float = typer.Option(300, help="Seconds to wait with --wait")) -> None:
+    """Check an Active cluster's health now (Sahara's verification): the framework's own checks and its hosts'.
+    Each check is GREEN, YELLOW or RED with its reason; the verification is its worst check."""
+    c = client(ctx)
+    cluster = c.find("clusters", ref)
+    asked = c.patch(f"/clusters/{cluster['id']}", {"verification": {"status": "START"}})
+    v = (asked.get("cluster") or {}).get("verification") or {}
+    if wait:
+        v = _wait_verified(c, cluster["id"], v.get("id"), timeout)
+    if ctx.find_root().obj.as_json:
+        print(json.dumps(v, indent=2, sort_keys=True))
+    elif v.get("status") in VERIFIED:
+        verification_table(v)
+    else:
+        console.print(f"verification of cluster [bold]{cluster['name']}[/] started: {v.get('status')} "
+                      f"(`oasis cluster show {cluster['name']}` shows its outcome, or use --wait)")
+    if wait and v.get("status") != "GREEN":
+        raise typer.Exit(1)
 
 
 def _left(s: int) -> str:

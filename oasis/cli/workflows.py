@@ -1,5 +1,5 @@
-"""`oasis workflow ...`: DAGs of job templates (`create FILE`, `list`), their runs (`run NAME`, `restart RUN_ID`)
-and each step's status (`show NAME|RUN_ID`)."""
+"""`oasis workflow ...`: DAGs of job templates (`create FILE`, `list`), their runs (`run NAME`, `restart RUN_ID`,
+`cancel RUN_ID`) and each step's status (`show NAME|RUN_ID`)."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,7 @@ from oasis.cli.common import client, command, console, key_values, options, tabl
 app = typer.Typer(help="Workflows: DAGs of job templates with dependencies and parameters, run on a named cluster "
                        "or on one the run creates and deletes.", no_args_is_help=True)
 
-ENDED = ("SUCCEEDED", "FAILED")
+ENDED = ("SUCCEEDED", "FAILED", "KILLED")
 POLL_SECONDS = 1.0
 
 
@@ -132,9 +132,22 @@ def run(ctx: typer.Context, name: str = typer.Argument(..., help="The workflow's
 def restart(ctx: typer.Context, run_id: str = typer.Argument(..., help="The failed run's id"),
             wait: bool = typer.Option(False, "--wait", help="Wait for the run's end (exit code 1 if it FAILED)"),
             timeout: float = typer.Option(3600, help="Seconds to wait with --wait")) -> None:
-    """Run a failed run again from its failed steps (those that SUCCEEDED are kept)."""
+    """Run a failed or cancelled run again from its unfinished steps (those that SUCCEEDED are kept)."""
     c = client(ctx)
     _after(ctx, c, c.post(f"/workflow-runs/{run_id}/restart", {})["workflow_run"], wait, timeout)
+
+
+@command(app, "cancel")
+def cancel(ctx: typer.Context, run_id: str = typer.Argument(..., help="The run's id"),
+           wait: bool = typer.Option(False, "--wait", help="Wait until the run is KILLED"),
+           timeout: float = typer.Option(600, help="Seconds to wait with --wait")) -> None:
+    """Cancel a run: its running steps' jobs are killed, the steps not started are not run, a managed cluster is
+    deleted; the run ends KILLED (`restart` takes it up again from its unfinished steps)."""
+    c = client(ctx)
+    run = c.post(f"/workflow-runs/{run_id}/cancel", {})["workflow_run"]
+    if wait:
+        run = _wait(c, run["id"], timeout)
+    _show_run(ctx, run)
 
 
 @command(app, "show")

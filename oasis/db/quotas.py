@@ -80,8 +80,22 @@ def usage(s: Session, project_id: str) -> dict[str, int]:
             out["ram_mb"] += n * flavor.ram_mb
         out["volume_gb"] += n * volumes.of_node_group(spec or {}).total_gb
     out["running_jobs"] = int(s.scalar(select(func.count(Job.id)).where(
-        Job.project_id == project_id, Job.status.not_in(JOB_ENDED))) or 0)
+        Job.project_id == project_id, Job.status.not_in(JOB_ENDED))) or 0) - _recurring(s, project_id)
     return out
+
+
+def _recurring(s: Session, project_id: str) -> int:
+    """How many of the project's open jobs are recurring jobs between their times: such a row never runs
+    itself (each time makes a job of its own, which counts), so it holds no slot. They wait with no operation,
+    PENDING, with a schedule that has a frequency or a cron expression (oasis/edp/schedule.py's record, read
+    here as data: the database layer imports no edp module)."""
+    waiting = s.scalars(select(Job.runtime).where(Job.project_id == project_id, Job.status == "PENDING",
+                                                  Job.op.is_(None)))
+    return sum(1 for runtime in waiting if _is_recurring((runtime or {}).get("schedule")))
+
+
+def _is_recurring(schedule: Any) -> bool:
+    return isinstance(schedule, dict) and (schedule.get("frequency") is not None or schedule.get("cron") is not None)
 
 
 def _scale_target(op: str | None, target: dict[str, Any]) -> dict[str, int]:
@@ -118,6 +132,17 @@ def check(s: Session, project_id: str, project_name: str, requested: Mapping[str
     over = over_limits(limits(s, project_id, defaults), usage(s, project_id), requested)
     if over:
         raise QuotaExceeded(project_name, over)
+
+
+def job_slot(s: Session, project_id: str, defaults: Mapping[str, int]) -> str | None:
+    """For a job the engine starts (a workflow step's, a recurring job's run): None if the project may run one
+    more, with its lock held until the session commits (write the job in it); else why it must wait."""
+    try:
+        check(s, project_id, project_id, {"running_jobs": 1}, defaults)
+    except QuotaExceeded as e:
+        _, _, used, limit = e.over[0]
+        return f"waiting: project over its running_jobs quota (used {used} of {limit})"
+    return None
 
 
 def set_limits(s: Session, project_id: str, changes: Mapping[str, int | None]) -> None:

@@ -10,15 +10,21 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-RUN_OP = "run"  # the one operation of a run; a restart is it again, over the steps left to do
+RUN_OP = "run"  # a run's operation; a restart is it again, over the steps left to do
+CANCEL_OP = "cancel"  # `POST /v2/workflow-runs/{id}/cancel`: kill the running steps' jobs, run nothing more
 
-# A run's status, and each step's
+# A run's status, and each step's; TOBEKILLED (a run being cancelled) and KILLED as a job's (Sahara's words)
 PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "SKIPPED"
-STEP_DONE = frozenset({SUCCEEDED, FAILED, SKIPPED})
+TOBEKILLED, KILLED = "TOBEKILLED", "KILLED"
+STEP_DONE = frozenset({SUCCEEDED, FAILED, SKIPPED, KILLED})
+RESTARTABLE = frozenset({FAILED, KILLED})  # the ends of a run that `restart` takes
 # `{{ name }}`, `{{ steps.NAME.output }}`, `{{ steps.NAME.job_id }}`; names are plain words
 REFERENCE = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")
 STEP_FIELDS = ("output", "job_id")
+# A step's record may hold, until its job is written, the proxy user the API made for it: {"job_id": the job's
+# id to be, "user": the proxy record, encrypted}; never shown.
+PROXY = "proxy"
 
 
 class WorkflowError(ValueError):
@@ -144,6 +150,16 @@ def record(status: str = PENDING) -> dict[str, Any]:
             "reason": ""}
 
 
+def shown(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """A step's record as the API shows it."""
+    return {k: v for k, v in rec.items() if k != PROXY}
+
+
+def planned_proxies(records: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The proxy users made for steps whose job was not written (yet): step name -> {"job_id", "user"}."""
+    return {name: rec[PROXY] for name, rec in records.items() if rec.get(PROXY)}
+
+
 def ready(steps: list[dict[str, Any]], records: Mapping[str, dict[str, Any]]) -> list[str]:
     """The steps to start now: PENDING, with every dependency SUCCEEDED (in the template's order)."""
     deps = dependencies(steps)
@@ -176,11 +192,20 @@ def outcome(records: Mapping[str, dict[str, Any]]) -> str | None:
 
 
 def for_restart(records: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The records of a restarted run: what SUCCEEDED is kept, the failed and stopped steps start over (their
-    dependants were stopped, so they start over too)."""
-    if not any(r["status"] in (FAILED, SKIPPED) for r in records.values()):
-        raise WorkflowError("only a run with a failed step can be restarted")
+    """The records of a restarted run: what SUCCEEDED is kept, the failed, killed and stopped steps start over
+    (their dependants were stopped, so they start over too)."""
+    if not any(r["status"] in (FAILED, SKIPPED, KILLED) for r in records.values()):
+        raise WorkflowError("only a run with a failed, killed or skipped step can be restarted")
     return {name: (dict(r) if r["status"] == SUCCEEDED else record()) for name, r in records.items()}
+
+
+def cancelled(records: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The records once a cancel has been asked: what has not started never will."""
+    out = {name: dict(r) for name, r in records.items()}
+    for rec in out.values():
+        if rec["status"] == PENDING:
+            rec.update(status=SKIPPED, reason="not run: the run was cancelled")
+    return out
 
 
 def substitute(job_configs: dict[str, Any], parameters: Mapping[str, str],

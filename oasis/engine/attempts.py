@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
 
+from oasis.db import quotas
 from oasis.db.models import Job, new_id, utcnow
 from oasis.db.session import Database
 from oasis.db.states import JobOp
@@ -70,19 +72,26 @@ def next_attempt(job: Job, status: str, return_code: int | None, end: datetime, 
     return due
 
 
-def start_due(db: Database, now: datetime | None = None) -> int:
-    """Start every job whose time has come; how many it started."""
+def start_due(db: Database, now: datetime | None = None, quota_defaults: Mapping[str, int] | None = None) -> int:
+    """Start every job whose time has come; how many it started. A recurring job's run is a new job, checked
+    against its project's running_jobs quota (`quota_defaults`: the deployment's limits) in the transaction that
+    writes it: over the quota, the recurrence waits, due, and fires at the first period with a free slot (once,
+    however many of its times went by meanwhile)."""
     now = now or utcnow()
     started = 0
     with db.session() as s:
         # Locked (PostgreSQL) so that a cancel or delete asked meanwhile waits and then replaces this run.
-        waiting = s.scalars(select(Job).where(Job.op.is_(None), Job.status == st.PENDING).with_for_update())
+        waiting = list(s.scalars(select(Job).where(Job.op.is_(None), Job.status == st.PENDING).with_for_update()))
         for job in waiting:
             due = (job.runtime or {}).get("due")
             if not due or datetime.fromisoformat(due) > now:
                 continue
             record = (job.runtime or {}).get("schedule")
             if record and Schedule.from_record(record).recurring:
+                full = quotas.job_slot(s, job.project_id, quota_defaults or {})
+                if full is not None:
+                    _wait_for_slot(job, full, datetime.fromisoformat(due))
+                    continue
                 _fire(s, job, datetime.fromisoformat(due), now)
             else:
                 job.runtime = {k: v for k, v in (job.runtime or {}).items() if k != "due"}
@@ -90,6 +99,13 @@ def start_due(db: Database, now: datetime | None = None) -> int:
                 job.op, job.op_step, job.op_target = JobOp.RUN, None, {}
             started += 1
     return started
+
+
+def _wait_for_slot(parent: Job, full: str, due: datetime) -> None:
+    said = f"{full}; its run for {show(due)} starts when a job of the project ends"
+    if (parent.info or {}).get("status_description") != said:
+        log.info("job %s: %s", parent.id, said)
+        parent.info = {**(parent.info or {}), "status_description": said}
 
 
 def _fire(s: Any, parent: Job, fired: datetime, now: datetime) -> None:

@@ -6,9 +6,10 @@ import logging
 
 from sqlalchemy import select
 
-from oasis.db.models import Job
+from oasis.db.models import Job, WorkflowRun
 from oasis.db.session import Database
 from oasis.edp.statuses import TERMINAL
+from oasis.edp.workflow import planned_proxies
 from oasis.identity.base import IdentityError
 from oasis.identity.proxy import ProxyUsers, to_remove
 
@@ -25,8 +26,11 @@ def sweep(db: Database, proxy_users: ProxyUsers) -> list[str]:
         return []
     with db.session() as s:
         rows = s.execute(select(Job.id, Job.status).where(Job.id.in_(ids))).all()
+        # a workflow run in progress holds proxy users for steps whose job is not written yet (their ids chosen)
+        planned = {p["job_id"] for steps in s.scalars(select(WorkflowRun.steps).where(WorkflowRun.op.is_not(None)))
+                   for p in planned_proxies(steps or {}).values()}
     known = {job_id for job_id, _ in rows}
-    live = {job_id for job_id, status in rows if status not in TERMINAL}
+    live = {job_id for job_id, status in rows if status not in TERMINAL} | planned
     removed = []
     for user in to_remove(users, live, known):
         try:

@@ -24,6 +24,7 @@ from oasis.edp.joblogs import purge_expired
 from oasis.edp.statuses import TERMINAL
 from oasis.engine import attempts, leases
 from oasis.engine.autoscale import Autoscaler
+from oasis.engine.changes import Changes
 from oasis.engine.clusters import cluster_machine
 from oasis.engine.health import check_hosts
 from oasis.engine.jobs import job_machine
@@ -54,13 +55,16 @@ class Engine:
         self.identity = open_identity(settings, db)  # trusts: acting for a user after its token has expired
         self.proxy_users = open_proxy_users(settings, self.identity)
         grace = settings.unreachable_grace_seconds
+        self.changes = Changes()  # what waits on other rows (a workflow run on its jobs) wakes with wake()
         self.machines: list[tuple[Any, Callable]] = [
             (Cluster, cluster_machine(db, self.remotes, self.wake, unreachable_grace=grace, identity=self.identity)),
             (Job, job_machine(db, self.remotes, store, self.wake, secrets_for(settings.state_dir),
                               access_ttl=settings.s3_access_ttl_seconds, unreachable_grace=grace,
                               identity=self.identity, proxy_users=self.proxy_users)),
             (Site, site_machine(db, self.remotes, self.wake)),
-            (WorkflowRun, workflow_machine(db, self.wake, identity=self.identity)),
+            (WorkflowRun, workflow_machine(db, self.wake, identity=self.identity, wait=self.changes.wait,
+                                           quota_defaults=settings.quota_defaults,
+                                           secrets=secrets_for(settings.state_dir), proxy_users=self.proxy_users)),
         ]
         self.tasks: dict[str, asyncio.Task] = {}
         self.driving: dict[str, tuple[Any, str]] = {}  # row id -> (model, the op being driven)
@@ -80,6 +84,7 @@ class Engine:
         """Look for work now rather than at the next poll; callable from any thread."""
         if self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
+            self._loop.call_soon_threadsafe(self.changes.notify)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
@@ -204,7 +209,8 @@ class Engine:
         if self.proxy_users is not None and \
                 leases.claim_period(self.db, "proxy-users", SWEEP_SECONDS, self.id) is not None:
             self._sweep_proxy_users()
-        if leases.claim_period(self.db, "job-starts", attempts.DUE_SECONDS, self.id) and attempts.start_due(self.db):
+        if leases.claim_period(self.db, "job-starts", attempts.DUE_SECONDS, self.id) and attempts.start_due(
+                self.db, quota_defaults=self.settings.quota_defaults):
             self.wake()  # retried and scheduled jobs whose time has come
         self._check_health()
         self.verifications.tick()

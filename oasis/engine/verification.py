@@ -155,6 +155,10 @@ def save(db: Database, cluster_id: str, requested: str | None, status: str,
     one replaced, or a periodic one while a request is CHECKING (that request writes its own). The cluster's
     `updated_at` is left alone (idle and transient limits count from it). An event if the health changed."""
     with db.session() as s:
+        # The row's lock before the read: a no-op UPDATE (SQLite's write lock; PostgreSQL's row lock, as FOR
+        # UPDATE takes too). A bare SELECT on SQLite runs outside any transaction, so a verification asked for
+        # between it and the write below was overwritten by a periodic outcome, and never answered.
+        s.execute(update(Cluster).where(Cluster.id == cluster_id).values(updated_at=Cluster.updated_at))
         c = s.scalars(select(Cluster).where(Cluster.id == cluster_id).with_for_update()).first()
         if c is None:
             return False

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from oasis.db import quotas
 from oasis.db.models import Cluster, DataSource, Job, JobTemplate, WorkflowRun, new_id, utcnow
 from oasis.db.session import Database
 from oasis.db.states import ClusterOp, ClusterStatus, JobOp
@@ -22,13 +24,20 @@ from oasis.edp import interface
 from oasis.edp import statuses as st
 from oasis.edp import workflow as wf
 from oasis.edp.schedule import CLUSTER_COMING_UP
+from oasis.engine.changes import sleep_only
 from oasis.engine.machine import Machine, Operation, OperationError, Step, Wait, Work
 from oasis.identity import trusts
-from oasis.identity.base import Identity
+from oasis.identity.base import Identity, IdentityError
+from oasis.identity.proxy import ProxyUsers
+from oasis.storage.secrets import Secrets
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 1.0  # how often a run looks at its cluster and its steps' jobs again
+# How often a run looks at its cluster and its steps' jobs again without being woken: this engine's changes
+# (a step's job ending, its cluster coming up) wake it at once (oasis/engine/changes.py); the poll catches what
+# other engines and the API change, and a slot of the project's running_jobs quota freed by another job.
+POLL_SECONDS = 5.0
+Waiter = Callable[[float], Awaitable[None]]
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -39,9 +48,11 @@ class RunWork(Work):
     model = WorkflowRun
 
     def __init__(self, db: Database, run_id: str, on_change, identity: Identity | None,  # noqa: ANN001
-                 poll: float) -> None:
+                 poll: float, wait: Waiter, quota_defaults: Mapping[str, int], secrets: Secrets | None,
+                 proxy_users: ProxyUsers | None) -> None:
         super().__init__(db, run_id, on_change)
-        self.identity, self.poll = identity, poll
+        self.identity, self.poll, self.wait, self.quota_defaults = identity, poll, wait, quota_defaults
+        self.secrets, self.proxy_users = secrets, proxy_users
 
     # --- the steps --------------------------------------------------------------------------------------------
 
@@ -64,10 +75,11 @@ class RunWork(Work):
                 return
             if status is None or status not in CLUSTER_COMING_UP:
                 raise OperationError(f"the run's cluster {cluster_id} is {status or 'gone'}: no step was run")
-            await asyncio.sleep(self.poll)
+            await self.wait(self.poll)
 
     async def drive(self) -> None:
-        """Advance the DAG until every step is done; between looks, wait for the jobs (a poll, not a busy loop)."""
+        """Advance the DAG until every step is done; between looks, wait for a change (a step's job ending wakes
+        it) or the poll."""
         while True:
             done, changed = self._advance()
             if changed:
@@ -75,7 +87,7 @@ class RunWork(Work):
             if done:
                 return
             if not changed:
-                await asyncio.sleep(self.poll)
+                await self.wait(self.poll)
 
     async def cleanup(self) -> None:
         """A managed cluster is deleted once the run is over (the cluster machine does it)."""
@@ -85,6 +97,7 @@ class RunWork(Work):
                 _delete_cluster(s, run.cluster_id)
 
     async def finish(self) -> None:
+        await self._drop_planned_proxies()
         with self.db.session() as s:
             run = self.row(s)
             status = wf.outcome(run.steps or {}) or wf.FAILED
@@ -96,6 +109,7 @@ class RunWork(Work):
 
     async def rollback(self, error: Exception) -> None:
         """The run cannot go on (its cluster failed, its trust is gone): what has not run is stopped."""
+        await self._drop_planned_proxies()
         with self.db.session() as s:
             run = self.row(s)
             records = copy.deepcopy(run.steps or {})
@@ -108,6 +122,69 @@ class RunWork(Work):
             trust_id = run.trust_id
         trusts.release(self.identity, trust_id)
         self.done(status=wf.FAILED, end_time=utcnow(), trust_id=None, status_description=str(error)[:2000])
+
+    # --- a cancel -------------------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Cancel the running steps' jobs (as a job's cancel does: TOBEKILLED and its cancel operation, which the
+        job machine drives), mark what has not started as not run, and wait for those jobs to end."""
+        while True:
+            done, changed = self._stop_look()
+            if changed:
+                self.on_change()
+            if done:
+                return
+            if not changed:
+                await self.wait(self.poll)
+
+    def _stop_look(self) -> tuple[bool, bool]:
+        with self.db.session() as s:
+            run = self.row(s)
+            records = wf.cancelled(copy.deepcopy(run.steps or {}))
+            for step in run.spec["steps"]:
+                rec = records[step["name"]]
+                if rec["status"] != wf.RUNNING:
+                    continue
+                job = s.get(Job, rec["job_id"] or "")
+                _record_job(s, step, rec)
+                if rec["status"] == wf.RUNNING and job is not None and job.op not in (JobOp.CANCEL, JobOp.DELETE):
+                    job.status, job.op, job.op_step = st.TOBEKILLED, JobOp.CANCEL, None
+                    log.info("workflow run %s: cancelling step %s's job %s", run.id, step["name"], job.id)
+                elif job is not None and job.status == st.KILLED:
+                    rec.update(status=wf.KILLED, reason=f"its job {job.id} was killed: the run was cancelled")
+            changed = records != (run.steps or {})
+            if changed:
+                run.steps = records
+            return not any(r["status"] == wf.RUNNING for r in records.values()), changed or bool(s.dirty)
+
+    async def killed(self, error: Exception | None = None) -> None:
+        """The cancel's end: the trust released, the run KILLED (a restart takes it from its unfinished steps)."""
+        await self._drop_planned_proxies()
+        with self.db.session() as s:
+            trust_id = self.row(s).trust_id
+        trusts.release(self.identity, trust_id)
+        why = "cancelled" + (f" (and then: {error})" if error is not None else "")
+        self.done(status=wf.KILLED, end_time=utcnow(), trust_id=None, status_description=why[:2000])
+
+    async def _drop_planned_proxies(self) -> None:
+        """The proxy users the API made for steps that never got a job: removed once the run is over (a restart
+        makes new ones). One Keystone refuses to remove is left to the periodic clean-up (oasis/engine/proxies.py),
+        which takes it once the run has ended."""
+        with self.db.session() as s:
+            planned = wf.planned_proxies(self.row(s).steps or {})
+        if not planned:
+            return
+        for name, proxy in planned.items():
+            if self.proxy_users is None or self.secrets is None:
+                break
+            try:
+                await asyncio.to_thread(self.proxy_users.remove, self.secrets.decrypt_dict(proxy.get("user")))
+            except IdentityError as e:
+                log.warning("workflow run %s: could not remove the unused proxy user of step %s now: %s", self.id,
+                            name, e)
+        with self.db.session() as s:
+            run = self.row(s)
+            run.steps = {n: wf.shown(r) for n, r in (run.steps or {}).items()}
 
     # --- the DAG ----------------------------------------------------------------------------------------------
 
@@ -135,8 +212,16 @@ class RunWork(Work):
     def _start_step(self, s: Session, run: WorkflowRun, step: dict[str, Any],
                     records: dict[str, dict[str, Any]]) -> None:
         """Write the step's job (the way `POST /v2/jobs` writes one) with its `{{ ... }}` values filled in; a
-        step whose job cannot be made FAILED, with the reason."""
+        step whose job cannot be made FAILED, with the reason. A project at its running_jobs quota keeps the
+        step PENDING, saying so: the check holds the project's lock until this transaction, which writes the
+        job, commits (so two runs, or a run and `POST /v2/jobs`, never both take the last slot)."""
         rec = records[step["name"]]
+        waiting = quotas.job_slot(s, run.project_id, self.quota_defaults)
+        if waiting is not None:
+            if rec["reason"] != waiting:
+                log.info("workflow run %s: step %s %s", run.id, step["name"], waiting)
+            rec["reason"] = waiting
+            return
         rec["start_time"] = _ts(utcnow())
         template = s.get(JobTemplate, step["job_template_id"])
         if template is None:
@@ -149,14 +234,18 @@ class RunWork(Work):
         except (wf.WorkflowError, interface.InterfaceError) as e:
             rec.update(status=wf.FAILED, end_time=rec["start_time"], reason=str(e)[:500])
             return
-        job = Job(id=new_id(), project_id=run.project_id, job_template_id=template.id, cluster_id=run.cluster_id,
+        # the proxy user the API made for this step (its job id chosen then), as `POST /v2/jobs` gives a job one
+        planned = rec.pop(wf.PROXY, None) or {}
+        proxy = self.secrets.decrypt_dict(planned.get("user")) if planned and self.secrets is not None else None
+        job = Job(id=planned.get("job_id") or new_id(), project_id=run.project_id, job_template_id=template.id,
+                  cluster_id=run.cluster_id, proxy=proxy or None,
                   trust_id=run.trust_id, input_id=step.get("input_id"), output_id=step.get("output_id"),
                   job_configs=configs, interface={}, status=st.PENDING, engine_job_id=None,
                   info={"workflow_run_id": run.id, "workflow_step": step["name"]},
                   # the run's trust is released by the run, not by the job's end
                   runtime={"shared_trust": True}, op=JobOp.RUN, op_step=None, op_target={})
         s.add(job)
-        rec.update(status=wf.RUNNING, job_id=job.id)
+        rec.update(status=wf.RUNNING, job_id=job.id, reason="")
         log.info("workflow run %s: step %s started as job %s", run.id, step["name"], job.id)
 
 
@@ -197,9 +286,20 @@ OPERATIONS: dict[str, Operation[RunWork]] = {
                Step("steps", RunWork.drive, wait=Wait.NO),
                Step("cleanup", RunWork.cleanup, wait=Wait.NO)),
         finish=RunWork.finish, rollback=RunWork.rollback),
+    # `stop` asks each running job's cancel once and then only looks; `cleanup` is the run's own.
+    wf.CANCEL_OP: Operation(
+        steps=(Step("stop", RunWork.stop, status=wf.TOBEKILLED, wait=Wait.NO),
+               Step("cleanup", RunWork.cleanup, wait=Wait.NO)),
+        finish=RunWork.killed, rollback=RunWork.killed),
 }
 
 
 def workflow_machine(db: Database, on_change=lambda: None, *, identity: Identity | None = None,  # noqa: ANN001
-                     poll: float = POLL_SECONDS, probe=None) -> Machine[RunWork]:  # noqa: ANN001
-    return Machine(lambda rid: RunWork(db, rid, on_change, identity, poll), OPERATIONS, (), 0.0, probe)
+                     poll: float = POLL_SECONDS, probe=None, wait: Waiter = sleep_only,  # noqa: ANN001
+                     quota_defaults: Mapping[str, int] | None = None, secrets: Secrets | None = None,
+                     proxy_users: ProxyUsers | None = None) -> Machine[RunWork]:
+    """`wait`: how a run waits between looks (the engine's Changes.wait: woken by its changes, else the poll);
+    `secrets` open the proxy users the API made for steps, `proxy_users` remove those never used."""
+    defaults = dict(quota_defaults or {})
+    return Machine(lambda rid: RunWork(db, rid, on_change, identity, poll, wait, defaults, secrets, proxy_users),
+                   OPERATIONS, (), 0.0, probe)

@@ -3,7 +3,8 @@ and the Swift that authenticates there. alice's Dask word count over swift:// da
 runs as a Keystone user of its own in the proxy domain, with a trust from alice limited to the job: the user
 exists while the job runs and is gone (with its trust) once the job's end shows, also when the oasis process that
 ran the job was killed mid-job; a user left behind in the proxy domain is removed by the periodic clean-up. The
-job's script is itself a swift:// job binary without credentials, read on the job's trust."""
+job's script is itself a swift:// job binary without credentials, read on the job's trust. Each step of a
+workflow gets its own user too, made at `run`."""
 from __future__ import annotations
 
 import os
@@ -162,6 +163,50 @@ def test_a_job_reaches_swift_as_its_own_proxy_user_which_is_gone_when_it_ends(
 
         wf.ok(api.delete(f"/clusters/{cid}"), 204)
         wf.wait_gone(api, cid)
+    alice.swift.close()
+
+
+def test_each_workflow_step_reaches_swift_as_its_own_proxy_user(
+        proxy_oasis: Oasis, keystone: KeystoneServer, proxy_domain: str, gate_dir: Path) -> None:
+    """A workflow a -> b of the same word count: `run` makes both steps' users (alice's token is at hand only
+    then), each step's job reaches Swift as its own, and each is gone once its job has ended."""
+    with httpx.Client(base_url=proxy_oasis.url + "/v2", headers={"X-Auth-Token": keystone.token("alice")},
+                      timeout=30) as api:
+        alice = Alice(keystone, api)
+        cid = wf.create_cluster(api, "dask", "proxied-flow", workers=1)
+        try:
+            wf.wait_cluster(api, cid)
+            step = {"job_template_id": alice.template, "input_id": alice.input, "output_id": alice.output}
+            flow = wf.ok(api.post("/workflows", json={
+                "name": f"flow-{alice.container}", "placement": {"cluster_id": cid},
+                "steps": [{"name": "a", **step}, {"name": "b", "depends_on": ["a"], **step}]}), 202)["workflow"]
+            before = set(proxy_users(keystone, proxy_domain))
+            run = wf.ok(api.post(f"/workflows/{flow['id']}/run", json={}), 202)["workflow_run"]
+            assert "password" not in api.get(f"/workflow-runs/{run['id']}").text
+            made = set(proxy_users(keystone, proxy_domain)) - before
+            assert len(made) == 2, made  # one per step, made by the request that held alice's token
+
+            def job_of(name: str) -> str | None:
+                steps = wf.ok(api.get(f"/workflow-runs/{run['id']}"), 200)["workflow_run"]["steps"]
+                return next(s["job_id"] for s in steps if s["name"] == name)
+            seen = []
+            for name in ("a", "b"):
+                jid = wait_until(lambda n=name: job_of(n), 180, f"step {name}'s job")
+                running_as_proxy(alice, keystone, proxy_domain, jid)
+                assert f"job_{jid}" in made
+                seen.append(jid)
+                (gate_dir / jid).touch()
+                job = wf.wait_job(api, jid)
+                assert job["info"]["status"] == "SUCCEEDED", (job["info"], wf.logs(api, jid, "stderr"))
+                assert alice.counts(jid) == ["city\t3", "data\t3", "river\t6", "the\t9"]
+                assert f"job_{jid}" not in proxy_users(keystone, proxy_domain)  # gone with its job's end
+            done = wait_until(lambda: (r := wf.ok(api.get(f"/workflow-runs/{run['id']}"), 200)["workflow_run"])[
+                "status"] in ("SUCCEEDED", "FAILED") and r, 120, "the run to end")
+            assert done["status"] == "SUCCEEDED", done
+            assert not made & set(proxy_users(keystone, proxy_domain))
+        finally:
+            wf.ok(api.delete(f"/clusters/{cid}"), 204)
+            wf.wait_gone(api, cid)
     alice.swift.close()
 
 

@@ -3,8 +3,11 @@ by the periodic check), YELLOW once a worker is killed (named in the reason), RE
 cluster verifies GREEN. The cluster's status stays Active throughout; each change of health is on its event log."""
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -29,6 +32,12 @@ def verify(client: httpx.Client, cluster_id: str) -> dict:
         return v if v["id"] == requested["id"] and v["status"] in FINAL else None
 
     return wait_until(done, 120, f"verification {requested['id']} to end")
+
+
+def cli(service: Oasis, *args: str) -> subprocess.CompletedProcess:
+    """`oasis ...` as a user runs it, on the service's clouds.yaml."""
+    return subprocess.run([sys.executable, "-m", "oasis.cli.main", "--state-dir", str(service.state_dir), *args],
+                          env={**service.env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=300)
 
 
 def checks(verification: dict) -> dict[str, dict]:
@@ -63,6 +72,14 @@ def test_dask_green_then_yellow_then_red(service: Oasis) -> None:
         assert green["status"] == "GREEN", green
         assert {c["status"] for c in green["checks"]} == {"GREEN"}
         assert "All 2 workers are registered" in checks(green)["Workers registered"]["description"]
+        # the same from the CLI: a new verification, waited for, each check printed with its reason
+        by_cli = cli(service, "cluster", "verify", "verified", "--wait", "--timeout", "120")
+        assert by_cli.returncode == 0, by_cli.stdout + by_cli.stderr
+        assert "Verification: GREEN" in by_cli.stdout and "All 2 workers are registered" in by_cli.stdout
+        shown = cli(service, "--json", "cluster", "show", "verified")
+        assert shown.returncode == 0, shown.stderr
+        last = json.loads(shown.stdout)["verification"]
+        assert last["status"] == "GREEN" and last["id"] != green["id"]  # the CLI's own verification
 
         gone = kill_daemon(service, cid, "worker")
         assert gone in workers
@@ -79,6 +96,9 @@ def test_dask_green_then_yellow_then_red(service: Oasis) -> None:
         assert red["status"] == "RED", red
         assert checks(red)["Scheduler alive"]["status"] == "RED"
         assert "does not answer" in checks(red)["Scheduler alive"]["description"]
+        red_cli = cli(service, "cluster", "verify", "verified", "--wait", "--timeout", "120")
+        assert red_cli.returncode == 1, red_cli.stdout + red_cli.stderr  # not GREEN
+        assert "Verification: RED" in red_cli.stdout and "Scheduler alive" in red_cli.stdout
         after = wf.cluster(client, cid)
         assert after["status"] == "Active"  # a verification reports; it never changes the cluster's status
         # each change of health is on the event log, once

@@ -1,11 +1,16 @@
 """Workflows through a real `oasis up` with a real Dask cluster on `local`: a DAG (a -> b, a -> c) of Shell jobs
 where b reads what a wrote (a file:// output, handed over as `{{ steps.a.output }}`) SUCCEEDS with the right
 output; a run whose middle step fails stops its dependant and is FAILED, and once the cause is fixed (a marker
-file the step checks) `restart` runs only that step and its dependant, and the run SUCCEEDS."""
+file the step checks) `restart` runs only that step and its dependant, and the run SUCCEEDS. With a running_jobs
+quota of 1, of two independent steps the second waits (visibly) while the first runs, held at a gate; and a run
+held at a gate is cancelled from the CLI (its job KILLED, the rest not run) and restarted to SUCCEEDED."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+
+import subprocess
+import sys
 
 import pytest
 
@@ -21,7 +26,12 @@ READ = b"""#!/bin/sh
 { cat "${1#file://}"; echo "read by b"; } > "$2"
 """
 HELLO = b"#!/bin/sh\necho hello\n"
-ENDED = ("SUCCEEDED", "FAILED")
+GATE = b"""#!/bin/sh
+while [ ! -e "$1" ]; do sleep 0.2; done
+echo "through $1"
+"""
+ENDED = ("SUCCEEDED", "FAILED", "KILLED")
+TERMINAL = ("SUCCEEDED", "FAILED", "KILLED", "DONEWITHERROR", "SUSPENDFAILED")  # a job's ends
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +140,84 @@ def test_a_managed_run_creates_uses_and_deletes_its_cluster(service: Oasis, shar
         if wf.cluster(c, run["cluster_id"]) is not None:  # a failed run's cluster must not outlive the test
             c.delete(f"/clusters/{run['cluster_id']}")
             wf.wait_gone(c, run["cluster_id"], timeout=180)
+
+
+def _gated(service: Oasis, cluster: str, shared: Path, tag: str, *, second_depends: bool) -> str:
+    """Step a waits for `shared/gate-TAG`; step b says hello (after a, or beside it)."""
+    c = service.client
+    gate = wf.job_template(c, f"gate-{tag}", "Shell", wf.upload_binary(c, f"gate-{tag}.sh", GATE))
+    hello = wf.job_template(c, f"hello-{tag}", "Shell", wf.upload_binary(c, f"hello-{tag}.sh", HELLO))
+    body = {"name": f"flow-{tag}", "placement": {"cluster_id": cluster},
+            "steps": [{"name": "a", "job_template_id": gate, "job_configs": {"args": [f"{shared}/gate-{tag}"]}},
+                      {"name": "b", "job_template_id": hello, "depends_on": ["a"] if second_depends else []}]}
+    return wf.ok(c.post("/workflows", json=body), 202)["workflow"]["id"]
+
+
+def _run_view(service: Oasis, run_id: str) -> dict:
+    return wf.ok(service.client.get(f"/workflow-runs/{run_id}"), 200)["workflow_run"]
+
+
+def test_a_step_over_the_running_jobs_quota_waits_for_a_slot(service: Oasis, dask_cluster: str,
+                                                             shared: Path) -> None:
+    c = service.client
+    project = wf.ok(c.get("/quotas"), 200)["project_id"]
+    wf.ok(c.put(f"/quotas/{project}", json={"quota": {"running_jobs": 1}}), 200)
+    try:
+        wid = _gated(service, dask_cluster, shared, "quota", second_depends=False)
+        run_id = wf.ok(c.post(f"/workflows/{wid}/run", json={}), 202)["workflow_run"]["id"]
+
+        def both_would_run() -> dict | None:  # a's job runs (held at its gate), b is ready and waits
+            steps = {s["name"]: s for s in _run_view(service, run_id)["steps"]}
+            a_job = wf.job(c, steps["a"]["job_id"]) if steps["a"]["job_id"] else None
+            ready = a_job is not None and a_job["info"]["status"] == "RUNNING" and "waiting" in steps["b"]["reason"]
+            return steps if ready else None
+        steps = wait_until(both_would_run, 180, "step a to run and step b to wait for a slot")
+        assert steps["b"]["status"] == "PENDING" and steps["b"]["job_id"] is None
+        assert steps["b"]["reason"] == "waiting: project over its running_jobs quota (used 1 of 1)"
+        assert wf.ok(c.get("/quotas"), 200)["usage"]["running_jobs"] == 1  # the quota is not exceeded
+        running = [j for j in wf.ok(c.get("/jobs"), 200)["jobs"]
+                   if j["info"]["status"] not in TERMINAL]
+        assert [j["id"] for j in running] == [steps["a"]["job_id"]]
+
+        (shared / "gate-quota").touch()  # a ends: its slot goes to b
+        done = _wait_run(service, run_id)
+        assert done["status"] == "SUCCEEDED", done
+        ended = {s["name"]: s for s in done["steps"]}
+        assert ended["b"]["reason"] == "" and ended["b"]["start_time"] >= ended["a"]["end_time"]
+        assert wf.logs(c, ended["a"]["job_id"], "stdout") == f"through {shared}/gate-quota\n"
+    finally:
+        wf.ok(c.put(f"/quotas/{project}", json={"quota": {"running_jobs": None}}), 200)
+
+
+def _cli(service: Oasis, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "oasis.cli.main", "--state-dir", str(service.state_dir), *args],
+                          env={**service.env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=300)
+
+
+def test_a_run_held_at_a_gate_is_cancelled_then_restarted(service: Oasis, dask_cluster: str, shared: Path) -> None:
+    c = service.client
+    wid = _gated(service, dask_cluster, shared, "cancel", second_depends=True)
+    run_id = wf.ok(c.post(f"/workflows/{wid}/run", json={}), 202)["workflow_run"]["id"]
+
+    def held() -> str | None:
+        a = next(s for s in _run_view(service, run_id)["steps"] if s["name"] == "a")
+        return a["job_id"] if a["job_id"] and wf.job(c, a["job_id"])["info"]["status"] == "RUNNING" else None
+    first_job = wait_until(held, 180, "step a's job to run, held at its gate")
+
+    cancelled = _cli(service, "workflow", "cancel", run_id, "--wait")
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert f"run {run_id} of flow-cancel: KILLED" in cancelled.stdout
+    killed = _run_view(service, run_id)
+    steps = {s["name"]: s for s in killed["steps"]}
+    assert killed["status"] == "KILLED" and killed["end_time"]
+    assert steps["a"]["status"] == "KILLED" and steps["b"]["status"] == "SKIPPED"
+    assert wf.job(c, first_job)["info"]["status"] == "KILLED"  # killed as a job's cancel kills it
+    again = c.post(f"/workflow-runs/{run_id}/cancel", json={})
+    assert again.status_code == 409 and "has ended (KILLED)" in again.json()["error_message"], again.text
+
+    (shared / "gate-cancel").touch()
+    wf.ok(c.post(f"/workflow-runs/{run_id}/restart", json={}), 202)
+    done = _wait_run(service, run_id)
+    assert done["status"] == "SUCCEEDED", done
+    steps = {s["name"]: s for s in done["steps"]}
+    assert steps["a"]["job_id"] != first_job and steps["b"]["status"] == "SUCCEEDED"

@@ -357,3 +357,22 @@ def test_top_words_parses_word_tab_count_lines() -> None:
 def test_api_error_is_typed() -> None:
     e = ApiError(400, "BAD", "nope")
     assert (e.code, e.name, e.message, str(e)) == (400, "BAD", "nope", "400 BAD: nope")
+
+
+def test_cluster_verify_asks_sahara_s_verification_and_prints_each_check(fake: FakeService) -> None:
+    checks = [{"name": "Scheduler alive", "status": "GREEN", "description": "The scheduler answers"},
+              {"name": "Workers registered", "status": "YELLOW", "description": "1 of 2 workers are registered"}]
+    fake.objects["clusters"].append({"id": "c7", "name": "dk", "status": "Active", "verification": {
+        "id": "v1", "status": "YELLOW", "checks": checks, "updated_at": "2026-12-02T05:00:00"}})
+    result = run("cluster", "verify", "dk", "--wait")
+    assert fake.bodies("PATCH", "/v2/clusters/c7") == [{"verification": {"status": "START"}}]
+    assert result.exit_code == 1, result.output  # not GREEN
+    assert "Verification: YELLOW" in result.stdout
+    assert "Workers registered" in result.stdout and "1 of 2 workers are registered" in result.stdout
+    shown = run("cluster", "show", "dk")
+    assert shown.exit_code == 0, shown.output
+    assert "Verification: YELLOW" in shown.stdout and "The scheduler answers" in shown.stdout
+    fake.objects["clusters"][0]["verification"] = {"id": "v2", "status": "GREEN", "checks": checks[:1]}
+    assert run("cluster", "verify", "dk", "--wait").exit_code == 0
+    as_json = json.loads(run("--json", "cluster", "verify", "dk").stdout)
+    assert as_json["status"] == "GREEN" and as_json["checks"][0]["name"] == "Scheduler alive"

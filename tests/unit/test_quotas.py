@@ -318,3 +318,42 @@ def test_cli_quota_set_and_show(world: World, monkeypatch: pytest.MonkeyPatch) -
     assert r.exit_code == 1 and "data-processing:quotas:update" in r.output and "Traceback" not in r.output
     r = runner.invoke(cli, ["quota", "set", "p1"])
     assert r.exit_code == 1 and "give at least one limit" in r.output
+
+
+def test_a_recurring_job_waits_for_a_running_jobs_slot_and_fires_once_for_its_missed_times(world: World) -> None:
+    """Its own row holds no slot (it never runs itself); each run does, checked when the engine makes it."""
+    from datetime import datetime, timedelta
+
+    from sqlalchemy import select
+
+    from oasis.edp import schedule as sc
+    from oasis.engine import attempts
+    cid = active_cluster(world)
+    set_quota(world, "p1", running_jobs=1)
+    start = datetime(2030, 1, 1, 10, 0)
+    every = sc.parse({"job_execution_type": "scheduled", "start": "2030-01-01 10:00:00", "frequency": 1}, start)
+    with world.db.session() as s:
+        parent = Job(project_id=world.projects["p1"], job_template_id="t", cluster_id=cid, status="PENDING", op=None,
+                     op_target={}, info={}, job_configs={}, runtime={"schedule": every.record(),
+                                                                     "due": start.isoformat()})
+        busy = Job(project_id=world.projects["p1"], job_template_id="t", cluster_id=cid, status="RUNNING", op=None,
+                   op_target={}, info={}, job_configs={}, runtime={})
+        s.add_all([parent, busy])
+    assert world.get("/v2/quotas").json()["usage"]["running_jobs"] == 1  # the running job, not the schedule
+
+    defaults = world.settings.quota_defaults
+    for minute in range(3):  # three of its times go by while the slot is taken
+        assert attempts.start_due(world.db, start + timedelta(minutes=minute), defaults) == 0
+    with world.db.session() as s:
+        row = s.get(Job, parent.id)
+        assert row.info["status_description"].startswith(
+            "waiting: project over its running_jobs quota (used 1 of 1); its run for 2030-01-01 10:00:00 UTC")
+        assert s.scalars(select(Job).where(Job.info["scheduled_by"].as_string() == parent.id)).first() is None
+        s.get(Job, busy.id).status = "SUCCEEDED"
+    later = start + timedelta(minutes=3, seconds=10)
+    assert attempts.start_due(world.db, later, defaults) == 1
+    assert attempts.start_due(world.db, later, defaults) == 0  # once for all the missed times
+    with world.db.session() as s:
+        row = s.get(Job, parent.id)
+        assert row.info["runs"] == 1 and row.runtime["due"] == datetime(2030, 1, 1, 10, 4).isoformat()
+    assert world.get("/v2/quotas").json()["usage"]["running_jobs"] == 1  # its run
