@@ -191,7 +191,7 @@ class Autoscaler:
             others = sum(1 for w in workers.values() if w.node_group != p.group)
             decision = decide(p, load, mine, cores, others, time.time(), state.get("changed_at"))
             if decision is not None:
-                return decision if self.ask(cluster_id, decision) else None
+                return self.ask(cluster_id, decision)
         if state.get("refused"):  # the load no longer asks for the growth the quota refused: a new one is news
             with self.db.session() as s:
                 c = s.get(Cluster, cluster_id)
@@ -219,17 +219,17 @@ class Autoscaler:
         self._save_state(s, c, {**keep, "asked": False, "changed_at": now, "failures": failures,
                                 "retry_at": now + wait})
 
-    def ask(self, cluster_id: str, d: Decision) -> bool:
+    def ask(self, cluster_id: str, d: Decision) -> Decision | None:
         """Write the scale (as the API's scale does) and the decision's event, unless the cluster changed
         meanwhile (another operation, not Active) or no growth fits its project's quota (the largest that fits
-        is asked for instead of a larger one)."""
+        is asked for instead of a larger one). The decision asked for, or None."""
         with self.db.session() as s:
             c = s.scalars(select(Cluster).where(Cluster.id == cluster_id).with_for_update()).first()
             if c is None or c.status != ClusterStatus.ACTIVE or c.op is not None:
-                return False
+                return None
             ng = s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == c.id, NodeGroup.name == d.group)).first()
             if ng is None:
-                return False
+                return None
             state = dict((c.spec or {}).get(STATE) or {})
             if d.target > d.current:
                 fits, refusal = self._quota_fit(s, c, ng, d)
@@ -238,7 +238,7 @@ class Autoscaler:
                         self._event(s, c, f"Autoscale: {d.group} not scaled", f"{d.reason}; not done: {refusal}",
                                     False)
                     self._save_state(s, c, {**state, "refused": True})
-                    return False
+                    return None
                 if fits != d.target:
                     d = Decision(d.group, d.current, fits, d.reason.replace(f"→ {d.target}:", f"→ {fits}:", 1)
                                  + f" (not {d.target}: {refusal})")
@@ -252,11 +252,11 @@ class Autoscaler:
                     **{k: v for k, v in state.items() if k in ("failures",)}, "asked": True, "changed_at": time.time(),
                     "last": d.reason, "group": d.group}}))
             if asked.rowcount != 1:
-                return False
+                return None
             self._event(s, c, f"Autoscale: {d.group} {d.current} → {d.target}", d.reason, True)
         log.info("cluster %s: %s", cluster_id, d.reason)
         self.on_change()
-        return True
+        return d
 
     def _quota_fit(self, s, c: Cluster, ng: NodeGroup, d: Decision) -> tuple[int | None, str]:  # noqa: ANN001
         """The largest target up to `d.target` whose growth the project's quota allows (None: not even one more
