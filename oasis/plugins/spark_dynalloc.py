@@ -30,13 +30,18 @@ GAUGES = "driver.ExecutorAllocationManager.executors"
 
 # What a job with dynamic allocation gets unless it (or its cluster) says otherwise:
 #   - shuffle tracking (there is no external shuffle service): an executor that holds shuffle files a running
-#     job still needs is kept, so a later stage never loses its input to a scale-down; once no active job needs
-#     them, the executor may go (and decommission moves its blocks first, DECOMMISSION_DEFAULTS);
+#     job still needs is kept (its worker stays busy, so the autoscaler never removes it), so a later stage never
+#     loses its input to a scale-down;
+#   - an idle executor holding shuffle files that no running job needs released after 60 s (Spark's default is
+#     never, until the JVM's garbage collector happens to clean the shuffle, which would keep its worker for as
+#     long): decommission moves its shuffle blocks to the executors that stay first (DECOMMISSION_DEFAULTS), so
+#     a later job that reuses them still finds them;
 #   - idle executors released after 15 s (Spark's default is 60 s), which is what lets a worker become idle and
 #     the autoscaler remove it;
 #   - executors holding cached blocks released after 5 minutes idle (Spark's default: never, which would keep
 #     their workers forever); their blocks move to the others on the way out.
 DEFAULTS = {"spark.dynamicAllocation.shuffleTracking.enabled": "true",
+            "spark.dynamicAllocation.shuffleTracking.timeout": "60s",
             "spark.dynamicAllocation.executorIdleTimeout": "15s",
             "spark.dynamicAllocation.cachedExecutorIdleTimeout": "300s"}
 

@@ -249,7 +249,8 @@ def test_a_spark_job_with_dynamic_allocation_grows_then_shrinks_the_cluster_with
         template = wf.job_template(client, "widen-narrow-spark", "Spark",
                                    wf.upload_binary(client, "wn-spark.py", DYNALLOC_JOB))
         configs = {"spark.dynamicAllocation.enabled": "true", "spark.executor.cores": "1",
-                   "spark.dynamicAllocation.executorIdleTimeout": "2s"}
+                   "spark.dynamicAllocation.executorIdleTimeout": "2s",
+                   "spark.dynamicAllocation.shuffleTracking.timeout": "2s"}
         jid = wf.run_job(client, template, cid, job_configs={"configs": configs,
                                                              "args": [str(wide), str(narrow), str(seen)]})
 

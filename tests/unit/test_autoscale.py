@@ -297,6 +297,7 @@ def test_a_job_with_dynamic_allocation_gets_the_metrics_sink_and_sensible_defaul
     assert got["spark.metrics.conf.driver.sink.oasisalloc.directory"] == f"{workdir}/{spark_dynalloc.METRICS_DIR}"
     assert got["spark.metrics.conf.driver.sink.oasisalloc.period"] == "1"
     assert got["spark.dynamicAllocation.shuffleTracking.enabled"] == "true"
+    assert got["spark.dynamicAllocation.shuffleTracking.timeout"] == "60s"
     assert got["spark.dynamicAllocation.executorIdleTimeout"] == "2s"  # the job's own wins
     # enabled for the whole cluster: its own settings win over oasis's defaults (they reach the driver through
     # the job's properties file), and the directory the driver writes into exists before it starts
