@@ -237,7 +237,7 @@ class Autoscaler:
                     if not state.get("refused"):  # once, until the load stops asking for growth
                         self._event(s, c, f"Autoscale: {d.group} not scaled", f"{d.reason}; not done: {refusal}",
                                     False)
-                    self._save_state(s, c, {**state, "refused": True})
+                        self._save_state(s, c, {**state, "refused": True})
                     return None
                 if fits != d.target:
                     d = Decision(d.group, d.current, fits, d.reason.replace(f"→ {d.target}:", f"→ {fits}:", 1)
