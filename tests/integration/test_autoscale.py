@@ -285,7 +285,7 @@ def test_a_spark_job_with_dynamic_allocation_grows_then_shrinks_the_cluster_with
         narrow.touch()
 
         j = wf.wait_job(client, jid, timeout=300)
-        assert j["info"]["status"] == "SUCCEEDED", wf.logs(client, jid, "stderr")[-3000:]
+        assert j["info"]["status"] == "SUCCEEDED", (j["info"], wf.logs(client, jid, "stderr")[-3000:])
         assert wf.logs(client, jid).splitlines()[-1] == f"result {sum(i * i for i in range(24))}"
         stderr = wf.logs(client, jid, "stderr")
         assert "Lost task" not in stderr and "FetchFailed" not in stderr, stderr[-3000:]  # no task was lost
