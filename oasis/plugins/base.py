@@ -106,8 +106,8 @@ class Load:
     """What a running framework says of its work (`Plugin.load`), the signal the engine's autoscaler decides
     from (oasis/engine/autoscale.py). Dask: tasks ready to run that no core has yet (queued, no-worker, or
     assigned to a worker beyond its threads) and the cores running tasks; Spark: the cores that applications
-    asked for and were not granted (every core of a WAITING application's first executor at least) and the
-    cores in use."""
+    asked for and were not granted (a WAITING application's first executor at least; for an application with
+    dynamic allocation, the executors its driver asks for beyond those it has) and the cores in use."""
 
     pending: int  # work waiting for a core: tasks (Dask) or cores (Spark)
     busy_cores: int
@@ -116,10 +116,12 @@ class Load:
     workers: list[str] = field(default_factory=list)  # names of the worker instances the framework has registered
     unit: str = "pending tasks"  # what `pending` counts, as the event log says it
     waiting_apps: int = 0  # Spark: applications WAITING for resources
+    asked_executors: int = 0  # Spark: executors drivers with dynamic allocation asked for and do not have
 
     def describe(self) -> str:
         apps = f", {self.waiting_apps} waiting applications" if self.waiting_apps else ""
-        return f"{self.pending} {self.unit}{apps}, {self.busy_cores} busy cores of {self.total_cores}"
+        asked = f", {self.asked_executors} executors asked by dynamic allocation" if self.asked_executors else ""
+        return f"{self.pending} {self.unit}{apps}{asked}, {self.busy_cores} busy cores of {self.total_cores}"
 
 
 class Plugin(ABC):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from oasis.plugins import security
+from oasis.plugins import security, spark_dynalloc
 from oasis.plugins.base import (ClusterView, FrameworkHealth, InstanceView, Launch, Load, Plugin, PluginError,
                                 RemoteError)
 from oasis.plugins.common import (
@@ -14,6 +14,7 @@ from oasis.plugins.common import (
     worker_memory_mb,
 )
 from oasis.plugins.probe import ProbeFailed, get_json
+from oasis.plugins.spark_dynalloc import METRICS_DIR, Ask
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -196,9 +197,11 @@ class SparkPlugin(Plugin):
     def job_files(self, cluster: ClusterView, workdir: str) -> dict[str, bytes]:
         # The driver's whole configuration: spark-submit reads no spark-defaults.conf next to --properties-file.
         # The event log directory must exist before the driver starts (Spark does not make it); a file in it
-        # makes it, given with the rest of the job's directory to the job's user.
+        # makes it, given with the rest of the job's directory to the job's user. So must the directory of the
+        # driver's metrics that a job with dynamic allocation writes for the autoscaler (spark_dynalloc).
         return {self._job_properties(workdir): _properties(self._spark_defaults(cluster)),
-                f"{workdir}/{HISTORY_DIR}/README": b"This job's Spark event logs; oasis keeps them when it ends.\n"}
+                f"{workdir}/{HISTORY_DIR}/README": b"This job's Spark event logs; oasis keeps them when it ends.\n",
+                f"{workdir}/{METRICS_DIR}/README": b"With dynamic allocation, the driver's metrics (for autoscaling).\n"}
 
     def event_log_conf(self, cluster: ClusterView, configs: dict[str, Any], workdir: str) -> dict[str, str]:
         """The `--conf`s of a job's event logging: into its own directory, unless the job (else its cluster)
@@ -288,15 +291,17 @@ class SparkPlugin(Plugin):
 
     async def load(self, cluster: ClusterView) -> Load | None:
         # The master's own view (`/json/`): its workers' cores and cores in use, and its applications; one that
-        # is WAITING has no executor yet and asks for at least one executor's cores.
+        # is WAITING has no executor yet and asks for at least one executor's cores. With it, in the same remote
+        # command, what the drivers with dynamic allocation ask for beyond what they have (spark_dynalloc).
         m = self._master(cluster)
         try:
-            state = await get_json(m, cluster.runtime["python"], self._master_json(cluster), self._creds(cluster))
+            state, asks = await spark_dynalloc.read(m, cluster.runtime["python"], self._master_json(cluster),
+                                                    self._creds(cluster))
         except ProbeFailed:
             return None
         names = {(w.address, int(w.ports["worker"])): w.name for w in cluster.having("worker")}
         executor_cores = int(cluster.config("spark.executor.cores", 1) or 1)
-        return spark_load(state, names, executor_cores)
+        return spark_load(state, names, executor_cores, asks)
 
     async def stop(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
         # Workers before the master, so that none of them spends its last seconds reconnecting.
@@ -364,6 +369,8 @@ class SparkPlugin(Plugin):
                 submit += ["--conf", f"{k}={v}"]
         for k, v in self.event_log_conf(cluster, configs, workdir).items():
             submit += ["--conf", f"{k}={v}"]
+        for k, v in spark_dynalloc.driver_conf(cluster, configs, workdir).items():
+            submit += ["--conf", f"{k}={v}"]
         if job_type == "Java" or (main or "").endswith(".jar"):
             main_class = configs.get("edp.java.main_class")
             if not main_class:
@@ -388,14 +395,23 @@ def _config(title: str, name: str, default: Any, description: str, kind: str = "
             "config_values": None}
 
 
-def spark_load(state: dict[str, Any], names: dict[tuple[str, int], str], executor_cores: int) -> Load:
-    """The load from the master's `/json/` state; `names`: instance names by the (host, port) of their worker."""
+def spark_load(state: dict[str, Any], names: dict[tuple[str, int], str], executor_cores: int,
+               asks: dict[str, Ask] | None = None) -> Load:
+    """The load from the master's `/json/` state; `names`: instance names by the (host, port) of their worker;
+    `asks`: what drivers with dynamic allocation ask for, by application id. An application with an ask counts
+    its missing executors (none: it asks for nothing more, WAITING or not); one without, one executor if it is
+    WAITING."""
     alive = [w for w in state.get("workers") or [] if isinstance(w, dict) and w.get("state") == "ALIVE"]
     key = lambda w: (str(w.get("host")), int(w.get("port") or 0))  # noqa: E731
     busy = sorted(names.get(key(w), str(w.get("id"))) for w in alive if int(w.get("coresused") or 0) > 0)
-    waiting = [a for a in state.get("activeapps") or [] if isinstance(a, dict) and a.get("state") == "WAITING"]
-    return Load(pending=len(waiting) * max(1, executor_cores),
+    apps = [a for a in state.get("activeapps") or [] if isinstance(a, dict)]
+    waiting = [a for a in apps if a.get("state") == "WAITING"]
+    asks = asks or {}
+    asked = sum(asks[a["id"]].missing for a in apps if a.get("id") in asks)
+    unasked = sum(1 for a in waiting if a.get("id") not in asks)
+    cores = max(1, executor_cores)
+    return Load(pending=(asked + unasked) * cores,
                 busy_cores=sum(int(w.get("coresused") or 0) for w in alive),
                 total_cores=sum(int(w.get("cores") or 0) for w in alive), busy=busy,
                 workers=sorted(names.get(key(w), str(w.get("id"))) for w in alive),
-                unit="requested cores", waiting_apps=len(waiting))
+                unit="requested cores", waiting_apps=len(waiting), asked_executors=asked)

@@ -60,6 +60,7 @@ import sys
 import time
 
 POLL = 0.05
+RESULT_GRACE = 10.0  # seconds a job's supervisor has to write its result once the job's process has ended
 LOG_COALESCE = 0.2  # `wait --from` answers this long after a log grew: a burst of lines comes as one piece
 LOG_MAX = 1 << 20  # bytes of each stream one `wait --from` answers at most; the rest comes with the next
 # Machine-wide, not under a host's base directory: the lab's hosts are namespaces of one machine that share one
@@ -339,12 +340,18 @@ def _status(d):
     pid = _read_pid(os.path.join(d, "pid"))
     if pid and _alive(pid):
         return {"done": False, "pid": pid}
-    time.sleep(0.2)  # the supervisor may be writing the result right now
-    try:
-        with open(os.path.join(d, "result")) as f:
-            return dict(json.load(f), done=True)
-    except (OSError, ValueError):
-        return {"done": True, "rc": None, "lost": True}
+    # The supervisor may be reaping the job and writing the result right now: on a loaded host (a load of 20 on
+    # two cores is enough) that takes well over a fraction of a second, and a job that ended well would be lost.
+    # A job that never started (no pid) has no supervisor to wait for.
+    deadline = time.time() + (RESULT_GRACE if pid else 0.2)
+    while True:
+        try:
+            with open(os.path.join(d, "result")) as f:
+                return dict(json.load(f), done=True)
+        except (OSError, ValueError):
+            if time.time() > deadline:
+                return {"done": True, "rc": None, "lost": True}
+        time.sleep(POLL)
 
 
 def _log_piece(d, stream, offset, limit):

@@ -174,3 +174,125 @@ def test_a_waiting_spark_application_grows_the_cluster_and_an_idle_worker_is_dec
         client.delete(f"/clusters/{cid}")
         wf.wait_gone(client, cid)
         shutil.rmtree(gates, ignore_errors=True)
+
+
+DYNALLOC_JOB = b'''
+import hashlib, os, sys
+from pyspark.sql import SparkSession
+
+wide_gate, narrow_gate, seen = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def square(i):
+    import hashlib, os, time
+    # the Python worker runs in its executor's directory, <worker's work dir>/<app>/<executor>: one mark per
+    # worker that ran a task, for the test to see the new workers' executors at work
+    worker = os.path.dirname(os.path.dirname(os.getcwd()))
+    open(os.path.join(seen, hashlib.sha256(worker.encode()).hexdigest()[:16]), "a").close()
+    while not os.path.exists(wide_gate):  # the test opens it once executors run on every worker
+        time.sleep(0.05)
+    time.sleep(0.2)
+    return (i % 4, i * i)
+
+
+def last(x):
+    import os, time
+    while not os.path.exists(narrow_gate):  # ... and this one once it has seen the group shrink
+        time.sleep(0.05)
+    return x
+
+
+spark = SparkSession.builder.appName("widen-narrow").getOrCreate()
+sc = spark.sparkContext
+# wide: 24 tasks (a shuffle's map side on every executor), then its reduce side reads them all
+sums = sc.parallelize(range(24), 24).map(square).reduceByKey(lambda a, b: a + b, 2).collect()
+total = sum(v for _, v in sums)
+# narrow: one task; the executors left idle are released by dynamic allocation and their workers go
+print("result", sc.parallelize([total], 1).map(last).collect()[0])
+spark.stop()
+'''
+
+
+def master_state(client, cid: str, where: Path) -> dict:  # noqa: ANN001
+    """The Spark master's own `/json/`, with the cluster's client certificate (GET client-config)."""
+    import httpx
+    import ssl
+
+    from oasis.cli.connect import client_files, write_private
+    cfg = wf.ok(client.get(f"/clusters/{cid}/client-config"))["client_config"]
+    write_private(where, client_files(cfg, where))
+    ctx = ssl.create_default_context(cafile=str(where / "ca.pem"))
+    ctx.load_cert_chain(str(where / "client.pem"), str(where / "client-key.pem"))
+    ui = wf.cluster(client, cid)["info"]["Spark"]["Web UI"]
+    return httpx.get(ui.rstrip("/") + "/json/", verify=ctx, timeout=10).json()
+
+
+@pytest.mark.spark
+@pytest.mark.service()
+def test_a_spark_job_with_dynamic_allocation_grows_then_shrinks_the_cluster_with_no_task_lost(
+        service: Oasis, tmp_path: Path) -> None:
+    """A driver with dynamic allocation on a cluster of one 1-core worker: its wide stage (24 tasks) makes it ask
+    for more executors than the master can grant (RUNNING, not WAITING: the master's `/json/` does not show the
+    ask; the driver's ExecutorAllocationManager gauges do), the group grows to its max of 3, and executors run
+    on the new workers; its narrow phase (one task) lets Spark release the idle executors, their workers are
+    decommissioned and removed while the job runs on; the job succeeds with the right result and no task lost."""
+    client = service.client
+    gates = Path(tempfile.mkdtemp(prefix="oasis-autoscale-gates-"))
+    gates.chmod(0o755)
+    wide, narrow, seen = gates / "wide", gates / "narrow", gates / "seen"
+    seen.mkdir()
+    seen.chmod(0o1777)  # the tasks (the project's user) mark the workers they ran on
+    cid = wf.create_cluster(client, "spark", "dynalloc", workers=1, autoscaling={
+        "node_groups": {"worker": {"min": 1, "max": 3, "cooldown": 3}}})
+    try:
+        wf.wait_cluster(client, cid)
+        template = wf.job_template(client, "widen-narrow-spark", "Spark",
+                                   wf.upload_binary(client, "wn-spark.py", DYNALLOC_JOB))
+        configs = {"spark.dynamicAllocation.enabled": "true", "spark.executor.cores": "1",
+                   "spark.dynamicAllocation.executorIdleTimeout": "2s",
+                   "spark.dynamicAllocation.shuffleTracking.timeout": "2s"}
+        jid = wf.run_job(client, template, cid, job_configs={"configs": configs,
+                                                             "args": [str(wide), str(narrow), str(seen)]})
+
+        def grown():
+            c = wf.cluster(client, cid)
+            return c if c["status"] == "Active" and len(workers(c)) == 3 else None
+
+        wait_until(grown, 300, "the worker group to grow to 3")
+        grew = [e for e in autoscale_events(client, cid) if "scaled worker" in e and "removing" not in e]
+        assert grew and all("executors asked by dynamic allocation" in e for e in grew), autoscale_events(client, cid)
+        assert not any("waiting applications" in e for e in grew)  # the application was RUNNING throughout
+        # an executor of the application on each of the three workers, each running one of the wide tasks
+        wait_until(lambda: len(list(seen.iterdir())) == 3, 300, "tasks on executors of all three workers")
+        busy = [w for w in master_state(client, cid, tmp_path / "conn")["workers"] if w["coresused"] > 0]
+        assert len(busy) == 3, busy
+        assert wf.job(client, jid)["info"]["status"] == "RUNNING"
+        wide.touch()
+
+        def shrunk():
+            c = wf.cluster(client, cid)
+            return c if c["status"] == "Active" and len(workers(c)) == 1 else None
+
+        try:
+            wait_until(shrunk, 300, "the worker group to shrink back to 1")
+        except TimeoutError as e:  # what each side said, for the report
+            state = master_state(client, cid, tmp_path / "conn")
+            raise AssertionError(f"{e}: events {autoscale_events(client, cid)}; master {state['workers']} "
+                                 f"{state['activeapps']}; driver {wf.logs(client, jid, 'stderr')[-6000:]}") from None
+        events = autoscale_events(client, cid)
+        assert any("removing idle" in e for e in events), events
+        assert wf.job(client, jid)["info"]["status"] == "RUNNING"  # the narrow task kept its worker
+        narrow.touch()
+
+        j = wf.wait_job(client, jid, timeout=300)
+        assert j["info"]["status"] == "SUCCEEDED", (j["info"], wf.logs(client, jid, "stderr")[-3000:])
+        assert wf.logs(client, jid).splitlines()[-1] == f"result {sum(i * i for i in range(24))}"
+        stderr = wf.logs(client, jid, "stderr")
+        assert "Lost task" not in stderr and "FetchFailed" not in stderr, stderr[-3000:]  # no task was lost
+        assert len(workers(wf.cluster(client, cid))) == 1
+    finally:
+        wide.touch()
+        narrow.touch()
+        client.delete(f"/clusters/{cid}")
+        wf.wait_gone(client, cid)
+        shutil.rmtree(gates, ignore_errors=True)

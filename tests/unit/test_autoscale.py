@@ -4,6 +4,7 @@ request for a scale (as the API's scale writes it), with its event."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
 import pytest
@@ -12,10 +13,13 @@ from sqlalchemy import select
 from oasis.db.models import Cluster, Image, Instance, ProvisionEvent, ProvisionStep
 from oasis.db.states import ClusterOp
 from oasis.engine.autoscale import STATE, Autoscaler, Decision, Policy, decide, policies
-from oasis.plugins.base import Load
+from oasis.plugins import spark_dynalloc
+from oasis.plugins.base import ClusterView, InstanceView, Load
 from oasis.plugins.dask import dask_load
-from oasis.plugins.spark import spark_load
+from oasis.plugins.spark import SparkPlugin, spark_load
+from oasis.plugins.spark_dynalloc import Ask
 from oasis.remote.hosts import Remotes
+from oasis.remote.local import LocalRemote
 
 from tests.unit.conftest import World, cluster_body
 from tests.unit.test_api_clusters import create, set_status
@@ -251,3 +255,250 @@ def test_no_request_while_another_operation_is_in_flight(world: World, monkeypat
     with world.db.session() as s:
         s.get(Cluster, cid).op = ClusterOp.UPDATE_KEYPAIR
     assert _look(world, cid, Load(40, 1, 1), monkeypatch) is None
+
+
+# --- Spark dynamic allocation: what a driver asks for ----------------------------------------------------------
+
+
+def test_spark_load_counts_what_drivers_with_dynamic_allocation_ask_for_beyond_what_they_have() -> None:
+    state = {"workers": [{"host": "10.0.0.2", "port": 7001, "cores": 1, "coresused": 1, "state": "ALIVE"}],
+             "activeapps": [{"id": "app-1", "state": "RUNNING", "cores": 1},  # one executor, asks for 7
+                            {"id": "app-2", "state": "WAITING", "cores": 0},  # dynamic, no task: asks for none
+                            {"id": "app-3", "state": "WAITING", "cores": 0},  # static: one executor at least
+                            {"id": "app-4", "state": "RUNNING", "cores": 1}]}  # dynamic, has what it asks for
+    asks = {"app-1": Ask(7, 1), "app-2": Ask(0, 0), "app-4": Ask(1, 1), "app-gone": Ask(9, 0)}
+    got = spark_load(state, {("10.0.0.2", 7001): "c-worker-0"}, executor_cores=2, asks=asks)
+    assert (got.pending, got.asked_executors, got.waiting_apps) == ((6 + 1) * 2, 6, 2)
+    assert got.describe() == ("14 requested cores, 2 waiting applications, 6 executors asked by dynamic allocation, "
+                              "1 busy cores of 1")
+    d = decide(Policy("worker", 1, 3), got, ["c-worker-0"], cores_per_worker=1)
+    assert d is not None and d.target == 3 and "6 executors asked by dynamic allocation" in d.reason
+
+
+def _spark_view(configs: dict | None = None) -> ClusterView:
+    inst = InstanceView("i1", "m", "master", ["master"], "127.0.0.1", "/base/i1", {"master": 20000, "master_ui": 20001},
+                        2, 2048, remote=None, agent=None)  # type: ignore[arg-type]
+    return ClusterView("c1", "c", "4.3", configs or {}, {"python": "/usr/bin/python3", "spark_home": "/opt/spark"},
+                       [inst], secrets={"insecure": True})
+
+
+def _confs(argv: list[str]) -> dict[str, str]:
+    return dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--conf")
+
+
+def test_a_job_with_dynamic_allocation_gets_the_metrics_sink_and_sensible_defaults() -> None:
+    plugin, workdir = SparkPlugin(), "/base/i1/jobs/j1"
+    plain = _confs(plugin.launch(_spark_view(), "Spark", f"{workdir}/a.py", [], {}, [], workdir).argv)
+    assert not any(k.startswith(("spark.metrics.", "spark.dynamicAllocation.")) for k in plain)
+    got = _confs(plugin.launch(_spark_view(), "Spark", f"{workdir}/a.py", [], {
+        "spark.dynamicAllocation.enabled": "true", "spark.dynamicAllocation.executorIdleTimeout": "2s"}, [],
+        workdir).argv)
+    assert got["spark.metrics.conf.driver.sink.oasisalloc.class"] == "org.apache.spark.metrics.sink.CsvSink"
+    assert got["spark.metrics.conf.driver.sink.oasisalloc.directory"] == f"{workdir}/{spark_dynalloc.METRICS_DIR}"
+    assert got["spark.metrics.conf.driver.sink.oasisalloc.period"] == "1"
+    assert got["spark.dynamicAllocation.shuffleTracking.enabled"] == "true"
+    assert got["spark.dynamicAllocation.shuffleTracking.timeout"] == "60s"
+    assert got["spark.dynamicAllocation.executorIdleTimeout"] == "2s"  # the job's own wins
+    # enabled for the whole cluster: its own settings win over oasis's defaults (they reach the driver through
+    # the job's properties file), and the directory the driver writes into exists before it starts
+    cluster = _spark_view({"general": {"spark.dynamicAllocation.enabled": "true",
+                                       "spark.dynamicAllocation.cachedExecutorIdleTimeout": "60s"}})
+    got = _confs(plugin.launch(cluster, "Spark", f"{workdir}/a.py", [], {}, [], workdir).argv)
+    assert "spark.metrics.conf.driver.sink.oasisalloc.class" in got
+    assert "spark.dynamicAllocation.cachedExecutorIdleTimeout" not in got
+    assert f"{workdir}/{spark_dynalloc.METRICS_DIR}/README" in plugin.job_files(cluster, workdir)
+
+
+def _gauges(d, app: str, target: int, have: int) -> None:  # noqa: ANN001
+    d.mkdir(parents=True, exist_ok=True)
+    for name, value in (("numberTargetExecutors", target), ("numberAllExecutors", have),
+                        ("numberMaxNeededExecutors", target)):
+        (d / f"{app}.{spark_dynalloc.GAUGES}.{name}.csv").write_text(f"t,value\n1,{value - 1}\n2,{value}\n")
+
+
+def test_the_load_probe_reads_the_drivers_gauges_and_the_master_in_one_command_and_cleans_ended_apps(
+        tmp_path) -> None:  # noqa: ANN001
+    import http.server
+    import threading
+
+    state = {"status": "ALIVE", "workers": [], "activeapps": [{"id": "app-1", "state": "RUNNING"}],
+             "completedapps": [{"id": "app-0"}]}
+
+    class Master(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = json.dumps(state).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # noqa: ANN002
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Master)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    master = tmp_path / "i1"
+    _gauges(master / "jobs" / "j1" / "metrics", "app-1", 5, 2)
+    _gauges(master / "jobs" / "j0" / "metrics", "app-0", 3, 0)  # ended: ignored, and its files removed
+    (master / "jobs" / "j0" / "metrics" / "README").write_text("kept")
+    calls: list[list[str]] = []
+
+    class Counting(LocalRemote):
+        async def run(self, argv, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            calls.append(argv)
+            return await super().run(argv, **kwargs)
+
+    inst = InstanceView("i1", "m", "master", ["master"], "127.0.0.1", str(master), {}, 1, 1024, remote=Counting(),
+                        agent=None)  # type: ignore[arg-type]
+    try:
+        got, asks = asyncio.run(spark_dynalloc.read(inst, sys.executable,
+                                                    f"http://127.0.0.1:{server.server_port}/json/", None))
+    finally:
+        server.shutdown()
+    assert got == state and asks == {"app-1": Ask(5, 2)} and asks["app-1"].missing == 3
+    assert len(calls) == 1  # one remote command for the master's state and every driver's gauges
+    assert sorted(p.name for p in (master / "jobs" / "j0" / "metrics").iterdir()) == ["README"]
+    assert len(list((master / "jobs" / "j1" / "metrics").iterdir())) == 3
+
+
+# --- worst cases -----------------------------------------------------------------------------------------------
+
+
+def test_dead_workers_count_towards_max_are_replaced_within_it_and_go_first() -> None:
+    # w0 died (the framework does not have it): its cores are replaced, but never beyond max
+    dead = Load(pending=4, busy_cores=2, total_cores=2, busy=["w1", "w2"], workers=["w1", "w2"])
+    assert decide(P, dead, W3, 1) is None  # at max already: no runaway growth however much waits
+    d = decide(Policy("worker", 1, 5), dead, W3, 1)
+    assert d is not None and d.target == 5  # 2 + 4 cores of registered workers, and the dead one
+    # nothing waits: the dead one goes first, a registered busy one never
+    idle = Load(pending=0, busy_cores=1, total_cores=2, busy=["w1"], workers=["w1", "w2"])
+    d = decide(P, idle, W3, 1)
+    assert d is not None and d.remove == ["w0", "w2"] and "w1" not in d.remove and "(not registered: w0)" in d.reason
+    # every registered one busy: only the dead one goes
+    d = decide(P, Load(0, 2, 2, ["w1", "w2"], ["w1", "w2"]), W3, 1)
+    assert d is not None and d.remove == ["w0"] and d.target == 2
+
+
+def test_flapping_load_around_a_boundary_changes_the_group_at_most_once_a_cooldown() -> None:
+    policy = Policy("worker", 1, 3, cooldown=30)
+    members, last, changes = ["w0", "w1"], 0.0, []
+    for t in range(1, 120):  # the load crosses the boundary of 2 workers every second
+        load = Load(pending=1 if t % 2 else 0, busy_cores=2 if t % 2 else 1, total_cores=len(members),
+                    busy=["w0"], workers=list(members))
+        d = decide(policy, load, members, 1, now=float(t), last_change=last)
+        if d is not None:
+            changes.append(t)
+            members = [f"w{i}" for i in range(d.target)] if d.target > len(members) else \
+                [m for m in members if m not in d.remove]
+            last = float(t)
+    assert changes and all(b - a >= 30 for a, b in zip(changes, changes[1:])), changes
+
+
+def _scaler(world: World, value: Load, monkeypatch: pytest.MonkeyPatch, clock: list[float],
+            quota: dict | None = None, on_load=None) -> Autoscaler:  # noqa: ANN001
+    from types import SimpleNamespace
+
+    from oasis.engine import autoscale
+    from oasis.plugins import get_plugin
+    real = get_plugin("dask")
+
+    class Plugin(LoadOf):
+        async def load(self, cluster) -> Load:  # noqa: ANN001
+            if on_load is not None:
+                on_load()
+            return self.value
+
+    monkeypatch.setattr(autoscale, "get_plugin", lambda name: Plugin(real, value))
+    monkeypatch.setattr(autoscale, "time", SimpleNamespace(time=lambda: clock[0]))
+    return Autoscaler(world.db, Remotes(), "engine-1", {**world.settings.quota_defaults, **(quota or {})},
+                      lambda: None)
+
+
+def _events(world: World, cid: str) -> list[tuple[str, str]]:
+    with world.db.session() as s:
+        steps = s.scalars(select(ProvisionStep).where(ProvisionStep.cluster_id == cid,
+                                                      ProvisionStep.step_type == "Engine: autoscale")).all()
+        return [(st.step_name, s.scalars(select(ProvisionEvent.event_info).where(
+            ProvisionEvent.step_id == st.id)).one()) for st in steps]
+
+
+def _end_scale(world: World, cid: str, failure: str = "") -> None:
+    with world.db.session() as s:
+        c = s.get(Cluster, cid)
+        c.op, c.op_target, c.status, c.status_description = None, None, "Active", failure
+
+
+def test_a_failed_scale_is_not_asked_again_every_period_it_backs_off_with_one_event(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from oasis.engine.autoscale import FAILURE_BACKOFF
+    cid = _autoscaled(world, 1, {"min": 1, "max": 3, "cooldown": 0})
+    clock = [1000.0]
+    scaler = _scaler(world, Load(40, 1, 1, ["c1-worker-0"]), monkeypatch, clock)
+    assert asyncio.run(scaler.look(cid)) is not None
+    failure = "Scaling cluster failed for the following reason(s): no host has room"
+    _end_scale(world, cid, failure)
+    asks = 1
+    for _ in range(20):  # 40 s of periods: it notes the failure, then waits
+        clock[0] += 2
+        if asyncio.run(scaler.look(cid)) is not None:
+            asks += 1
+            _end_scale(world, cid, failure)
+    assert asks == 2  # the first ask, and one after FAILURE_BACKOFF (30 s)
+    failed = [info for name, info in _events(world, cid) if name == "Autoscale: worker scale failed"]
+    assert len(failed) == 1 and "no host has room" in failed[0] and f"waits {FAILURE_BACKOFF:.0f} s" in failed[0]
+    with world.db.session() as s:
+        state = s.get(Cluster, cid).spec[STATE]
+    assert state["failures"] == 2 and state["retry_at"] - clock[0] > FAILURE_BACKOFF  # doubled
+    # a scale that works ends the row of failures
+    clock[0] = state["retry_at"] + 1
+    assert asyncio.run(scaler.look(cid)) is not None
+    _end_scale(world, cid)
+    clock[0] += 2
+    asyncio.run(scaler.look(cid))
+    with world.db.session() as s:
+        assert "failures" not in s.get(Cluster, cid).spec[STATE]
+
+
+@pytest.mark.parametrize("change", ["scale", "delete"])
+def test_a_scale_or_delete_by_the_user_between_the_decision_and_the_ask_wins(
+        world: World, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+    cid = _autoscaled(world, 1, {"min": 1, "max": 3})
+    theirs = {"resize": {"worker": 2}, "add": {}, "remove": []}
+
+    def user() -> None:  # while the autoscaler reads the load, the user's request is written
+        with world.db.session() as s:
+            c = s.get(Cluster, cid)
+            if change == "scale":
+                c.op, c.op_target, c.status = ClusterOp.SCALE, theirs, "Validating"
+            else:
+                c.op, c.status = ClusterOp.DELETE, "Deleting"
+
+    scaler = _scaler(world, Load(40, 1, 1, ["c1-worker-0"]), monkeypatch, [1000.0], on_load=user)
+    assert asyncio.run(scaler.look(cid)) is None
+    with world.db.session() as s:
+        c = s.get(Cluster, cid)
+        assert c.op == (ClusterOp.SCALE if change == "scale" else ClusterOp.DELETE)
+        assert change != "scale" or c.op_target == theirs
+        assert not (c.spec.get(STATE) or {}).get("asked")
+    assert _events(world, cid) == []
+
+
+def test_a_quota_refusal_is_one_event_and_the_growth_that_fits_is_asked(world: World,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    cid = _autoscaled(world, 1, {"min": 1, "max": 3})  # a scheduler and a worker: 2 instances
+    clock = [1000.0]
+    wide = Load(40, 1, 1, ["c1-worker-0"])
+    scaler = _scaler(world, wide, monkeypatch, clock, quota={"instances": 2})
+    for _ in range(5):
+        clock[0] += 2
+        assert asyncio.run(scaler.look(cid)) is None
+    refused = [info for name, info in _events(world, cid) if name == "Autoscale: worker not scaled"]
+    assert len(refused) == 1 and "Quota exceeded" in refused[0], _events(world, cid)
+    # the load stops asking for growth, then asks again: a new refusal is news
+    asyncio.run(_scaler(world, Load(0, 1, 1, ["c1-worker-0"]), monkeypatch, clock, {"instances": 2}).look(cid))
+    asyncio.run(_scaler(world, wide, monkeypatch, clock, {"instances": 2}).look(cid))
+    assert len([n for n, _ in _events(world, cid) if n == "Autoscale: worker not scaled"]) == 2
+    # room for one more instance: the group grows by one rather than not at all
+    d = asyncio.run(_scaler(world, wide, monkeypatch, clock, {"instances": 3}).look(cid))
+    assert d is not None and d.target == 2 and "scaled worker 1 → 2:" in d.reason and "(not 3: Quota" in d.reason
+    with world.db.session() as s:
+        assert s.get(Cluster, cid).op_target["resize"] == {"worker": 2}
