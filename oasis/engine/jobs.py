@@ -403,7 +403,12 @@ class JobWork(Work):
         with self.db.session() as s:
             result = dict((self.row(s).op_target or {}).get("result") or {})
         status, end = _status_of(result), _end_of(result)
-        if self._again(status, result.get("rc"), end, ""):
+        # The launcher's supervisor gone without writing the job's end: the host restarted or its processes were
+        # killed; for the next attempt's placement that host was lost, as one unreachable past the grace is.
+        lost = bool(result.get("lost"))
+        reason = (f"the job's processes on host {self._runtime().get('host')} ended without an exit code (the host "
+                  f"restarted, or they were killed)") if lost else ""
+        if self._again(status, result.get("rc"), end, reason, host_lost=lost):
             metrics.observe_job_end(result.get("ended"))
             return
         self._withdraw()  # whoever sees the end sees the job's data access gone

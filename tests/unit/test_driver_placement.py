@@ -153,10 +153,13 @@ class Losable(FakeHost):
     def __init__(self, name: str) -> None:
         super().__init__()
         self.name, self.lost, self.lose_on_run = name, False, False
+        self.jobs_die = False  # its agent answers that a job's supervisor died without its end (a reboot)
 
     def agent(self, args: list[str]) -> str:
         if self.lost:
             raise Unreachable(self.name, "connection refused")
+        if self.jobs_die and args[0] == "wait":
+            return json.dumps({"done": True, "rc": None, "lost": True})
         out = super().agent(args)
         self.lost = self.lose_on_run and args[0] == "run"
         return out
@@ -240,6 +243,24 @@ def test_a_job_whose_host_is_lost_runs_again_on_the_other_workers_host(world: Wo
     assert (second["number"], second["status"], second["host_lost"]) == (2, "SUCCEEDED", False)
     assert second["host"] == master_host != first["host"]  # the other worker's host, which answers
     assert placed[second["instance_id"]] == ("worker", second["host"]) and second["instance"].startswith("c1-worker-")
+
+
+def test_a_job_whose_processes_died_with_its_host_runs_again_elsewhere(world: World) -> None:
+    hosts = _two_hosts(world)
+    cid, jid = _worker_job(world, hosts, {"edp.oasis.max_retries": 1, "edp.oasis.retry_backoff": 0})
+    for h in hosts.values():  # the host answers again, but the job's processes there are gone (it restarted)
+        h.jobs_die = True
+    machine = job_machine(world.db, LosableRemotes(hosts), world.store)
+    asyncio.run(machine(jid))
+    for h in hosts.values():
+        h.jobs_die = False
+    asyncio.run(machine(jid))
+    shown = world.get(f"/v2/jobs/{jid}").json()["job"]
+    assert shown["info"]["status"] == "SUCCEEDED", shown["info"]
+    first, second = shown["attempts"]
+    assert (first["status"], first["host_lost"]) == ("FAILED", True)
+    assert f"on host {first['host']} ended without an exit code" in first["status_description"]
+    assert second["host"] != first["host"] and _placed(world, cid)[second["instance_id"]][0] == "worker"
 
 
 def test_with_retry_elsewhere_off_the_retry_waits_for_its_host(world: World,
