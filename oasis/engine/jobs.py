@@ -4,8 +4,8 @@ steps of the one operation machine (oasis/engine/machine.py).
 The launcher (oasis-agent `run`) keeps the job alive on its instance (the master, or a worker: where its driver
 runs, oasis/edp/driver.py) whatever happens to the controller; the engine watches it with `wait`, which returns
 the moment the job's result is written, so the API shows a job's end within a fraction of a second instead of
-Sahara's 45-second poll, and soon after the job wrote to stdout or stderr, so its logs reach the store piece by piece (oasis/edp/joblogs.py) a fraction of a
-second behind.
+Sahara's 45-second poll, and soon after the job wrote to stdout or stderr, so its logs reach the store piece by
+piece (oasis/edp/joblogs.py) a fraction of a second behind.
 
 A job that fails may be run again (its retry policy: oasis/edp/retries.py; the next attempt's start:
 oasis/engine/attempts.py), each attempt with its own directory on the instance and its own logs; a job sent to
