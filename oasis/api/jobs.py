@@ -18,12 +18,13 @@ from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.db.models import Cluster, DataSource, Job, JobBinary, JobTemplate, new_id, utcnow
 from oasis.db.states import ClusterStatus, JobOp
-from oasis.edp import access, interface, joblogs, retries, schedule
+from oasis.edp import access, driver, interface, joblogs, retries, schedule
 from oasis.edp import statuses as st
 from oasis.edp.shares import ShareError, check_file_sources, shares_for_cluster
 from oasis.identity import trusts
 from oasis.identity.principal import Principal
 from oasis.plugins import get_plugin
+from oasis.plugins.base import Plugin
 from oasis.storage.secrets import secrets_for
 
 JT, JOB = "Job template", "Job"
@@ -161,6 +162,7 @@ def _create_job(ctx: Ctx, made: list[str], proxies: list[dict[str, Any]]) -> Rep
         if template.type == "Java" and not (job_configs.get("configs") or {}).get("edp.java.main_class"):
             raise bad("INVALID_DATA", "Java job must specify edp.java.main_class")
         policy, when = _policy_and_schedule(job_configs)
+        _check_driver(plugin, job_configs)
         source = _data_source(s, principal, data.get("input_id"))
         target = _data_source(s, principal, data.get("output_id"))
         if source is not None and target is not None and (source.id == target.id or source.url == target.url):
@@ -207,6 +209,17 @@ def _policy_and_schedule(job_configs: dict[str, Any]) -> tuple[retries.RetryPoli
                 schedule.parse(job_configs.get("job_execution_info"), utcnow()))
     except (retries.RetryError, schedule.ScheduleError) as e:
         raise bad("INVALID_DATA", str(e)) from None
+
+
+def _check_driver(plugin: Plugin, job_configs: dict[str, Any]) -> None:
+    """Where the job's driver runs (`edp.oasis.driver`): a placement oasis knows, and one the plugin allows."""
+    try:
+        placement = driver.placement_of(job_configs.get("configs"))
+    except driver.DriverError as e:
+        raise bad("INVALID_DATA", str(e)) from None
+    if placement == driver.WORKER and not plugin.drivers_on_workers:
+        raise bad("INVALID_DATA", f"{plugin.title} runs a job's driver on the master instance only: "
+                                  f"'{driver.DRIVER}' must be {driver.MASTER}")
 
 
 def list_jobs(ctx: Ctx) -> Reply:

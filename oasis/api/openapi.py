@@ -75,7 +75,10 @@ RESOURCES: dict[str, dict[str, Any]] = {
                   "info": _item(["status"], {"status": _str}), "is_public": _bool, "is_protected": _bool,
                   "start_time": _ts, "end_time": _ts, "data_source_urls": _obj,
                   "attempts": {"type": "array",
-                               "items": _item(["number", "status"], {"number": _int, "status": _str})}}),
+                               "items": _item(["number", "status"], {
+                                   "number": _int, "status": _str,
+                                   # where it ran (its driver: oasis/edp/driver.py); host_lost: why it ended
+                                   "instance_id": _nstr, "instance": _nstr, "host": _nstr, "host_lost": _bool})}}),
     "image": _item(["id", "name", "username", "tags", "status", "description", "metadata"],
                    {"id": _str, "name": _str, "username": _str, "tags": {"type": "array", "items": _str},
                     "status": _str, "description": _nstr, "metadata": _obj}),

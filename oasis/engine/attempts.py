@@ -37,20 +37,22 @@ def ts(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%S") if value else None
 
 
-def close_attempt(job: Job, status: str, return_code: int | None, end: datetime, description: str) -> dict[str, Any]:
-    """The job's runtime with its current attempt recorded as ended."""
+def close_attempt(job: Job, status: str, return_code: int | None, end: datetime, description: str,
+                  host_lost: bool = False) -> dict[str, Any]:
+    """The job's runtime with its current attempt recorded as ended (`host_lost`: because its host was lost)."""
     runtime = dict(job.runtime or {})
     number = retries.current_attempt(runtime)
     ended = [a for a in retries.ended_attempts(runtime) if a["number"] != number]
     ended.append(retries.attempt_record(number, status, return_code, ts(job.start_time), ts(end), runtime,
-                                        job.engine_job_id, description))
+                                        job.engine_job_id, description, host_lost))
     return {**runtime, "attempts": ended}
 
 
 def next_attempt(job: Job, status: str, return_code: int | None, end: datetime, description: str,
-                 now: datetime) -> datetime | None:
+                 now: datetime, host_lost: bool = False) -> datetime | None:
     """If the job's retry policy runs it again after this attempt, make the row wait for the next one and return
-    when it starts; None (the row untouched) if this attempt was its last."""
+    when it starts; None (the row untouched) if this attempt was its last. `host_lost`: the attempt ended because
+    its host was lost (the next one's start then looks elsewhere, oasis/edp/driver.py)."""
     try:
         policy = retries.policy_of((job.job_configs or {}).get("configs"))
     except retries.RetryError:  # validated by the API; a row from before keeps the old behaviour
@@ -59,7 +61,7 @@ def next_attempt(job: Job, status: str, return_code: int | None, end: datetime, 
     if not policy.allows(number, status):
         return None
     due = now + timedelta(seconds=policy.delay(number))
-    runtime = close_attempt(job, status, return_code, end, description)
+    runtime = close_attempt(job, status, return_code, end, description, host_lost)
     how = f"exit code {return_code}" if return_code is not None else (description or status)[:300]
     # No backoff: the next attempt is the run operation at once, not one for the next periodic start to give.
     at_once = due <= now

@@ -1,11 +1,11 @@
 """Job operations: run (prepare, launch, watch), cancel, delete, suspend and resume, declared at the bottom as
 steps of the one operation machine (oasis/engine/machine.py).
 
-The launcher (oasis-agent `run`) keeps the job alive on the master instance whatever happens to the
-controller; the engine watches it with `wait`, which returns the moment the job's result is written, so the
-API shows a job's end within a fraction of a second instead of Sahara's 45-second poll, and soon after the job
-wrote to stdout or stderr, so its logs reach the store piece by piece (oasis/edp/joblogs.py) a fraction of a
-second behind.
+The launcher (oasis-agent `run`) keeps the job alive on its instance (the master, or a worker: where its driver
+runs, oasis/edp/driver.py) whatever happens to the controller; the engine watches it with `wait`, which returns
+the moment the job's result is written, so the API shows a job's end within a fraction of a second instead of
+Sahara's 45-second poll, and soon after the job wrote to stdout or stderr, so its logs reach the store piece by
+piece (oasis/edp/joblogs.py) a fraction of a second behind.
 
 A job that fails may be run again (its retry policy: oasis/edp/retries.py; the next attempt's start:
 oasis/engine/attempts.py), each attempt with its own directory on the instance and its own logs; a job sent to
@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import posixpath
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
 from oasis import metrics
+from oasis.db.health import host_health
 from oasis.db.models import Cluster, Host, Instance, Job, JobBinary, JobTemplate, Site, utcnow
 from oasis.db.session import Database
 from oasis.db.states import ClusterOp, ClusterStatus, JobOp
@@ -28,18 +30,21 @@ from oasis.edp import access, history, joblogs, retries
 from oasis.edp import statuses as st
 from oasis.edp.binaries import BinaryError, fetch
 from oasis.edp.datasources import resolve_job
+from oasis.edp.driver import MASTER, Candidate, DriverError, Previous, driver_order, placement_of
 from oasis.edp.joblogs import LogWriter
+from oasis.edp.retries import RetryPolicy
 from oasis.edp.schedule import CLUSTER_COMING_UP
 from oasis.edp.shares import check_file_sources, shares_for_cluster
 from oasis.engine import attempts
 from oasis.engine.machine import Machine, Operation, OperationError, Step, Wait, Work
 from oasis.engine.views import build_view, cluster_runtime
+from oasis.engine.waiting import probe
 from oasis.identity import trusts
 from oasis.identity.base import Identity, IdentityError
 from oasis.identity.proxy import ProxyUsers
 from oasis.plugins import get_plugin
-from oasis.plugins.base import PluginError
-from oasis.remote.base import RemoteError, unreachable_in
+from oasis.plugins.base import ClusterView, InstanceView, Plugin, PluginError
+from oasis.remote.base import RemoteError, Unreachable, unreachable_in
 from oasis.remote.hosts import Remotes
 from oasis.storage import StoreError, endpoints_of
 from oasis.storage.base import ObjectNotFound, ObjectStore
@@ -127,6 +132,59 @@ def _proxy_swift(proxy_users: ProxyUsers | None, job: Job) -> access.ProxyAccess
                               token)
 
 
+def _driver_choices(s, job: Job, cluster: Cluster, view: ClusterView, plugin: Plugin,  # noqa: ANN001
+                    before: dict[str, Any]) -> list[tuple[InstanceView, str]]:
+    """The instances this attempt's driver may run on, in the order to try them (oasis/edp/driver.py), each with
+    its host's name."""
+    configs = (job.job_configs or {}).get("configs")
+    try:
+        placement = placement_of(configs)
+    except DriverError:  # validated by the API; a row from before runs as before
+        placement = MASTER
+    try:
+        elsewhere = retries.policy_of(configs).elsewhere
+    except retries.RetryError:
+        elsewhere = RetryPolicy.elsewhere
+    eligible = {i.id: i for i in plugin.driver_instances(view, placement)}
+    host_of = {i.id: i.host_id for i in s.scalars(select(Instance).where(Instance.cluster_id == cluster.id))}
+    hosts = {h: s.get(Host, h) for h in set(host_of.values())}
+    master_hosts = {host_of.get(m.id) for m in view.having(plugin.master_process)}
+    # oasis's own jobs on each instance: those of the cluster launched (or about to be) and not over
+    busy = Counter((r or {}).get("instance_id") for r in s.scalars(select(Job.runtime).where(
+        Job.cluster_id == cluster.id, Job.id != job.id, Job.status.not_in(st.TERMINAL))))
+    candidates = [Candidate(i.id, i.name, hosts[host_of[i.id]].name, busy[i.id], _away(hosts[host_of[i.id]]),
+                            host_of[i.id] in master_hosts) for i in eligible.values() if i.id in host_of]
+    last = retries.previous_attempt(before)
+    previous = Previous(last.get("instance_id"), last.get("host"), bool(last.get("host_lost"))) if last else None
+    return [(eligible[c.instance_id], c.host) for c in driver_order(candidates, previous, elsewhere)]
+
+
+def _away(host: Host) -> bool:
+    """The host's last health check found it unreachable, or an operator took it out of service."""
+    return host.status != "up" or host_health(host)["reachable"] is False
+
+
+async def _first_answering(choices: list[tuple[InstanceView, str]], name: str) -> tuple[InstanceView, str, str]:
+    """The first of the driver's choices whose host answers, with the job's directory `name` made there. One whose
+    host cannot be reached is passed over for the next; if none answers, the first one's failure stands (the
+    machine waits within the grace and runs `prepare` again, which chooses again)."""
+    first: RemoteError | None = None
+    for inst, host in choices:
+        workdir = f"{inst.workdir}/jobs/{name}"
+        try:
+            await inst.remote.run(["mkdir", "-p", workdir])
+            return inst, host, workdir
+        except RemoteError as e:
+            gone = unreachable_in(e)
+            if gone is None:
+                raise
+            log.info("the driver of a job cannot run on %s now (%s); trying the next instance", inst.name, gone)
+            first = first or e
+    if first is None:
+        raise JobCannotRun("the job's cluster has no instance its driver may run on")
+    raise first
+
+
 def _trust_of(s, job: Job) -> str | None:  # noqa: ANN001
     cluster = s.get(Cluster, job.cluster_id or "")
     return job.trust_id or (cluster.trust_id if cluster is not None else None)
@@ -167,6 +225,15 @@ class JobWork(Work):
             job.info = {k: v for k, v in (job.info or {}).items() if k != "status_description"}
         self.on_change()
 
+    async def unreachable_host(self) -> Unreachable | None:
+        """A command on the job's instance that failed without an Unreachable (its `wait` killed with the host's
+        processes, say) may still come from a host going away: the host is asked."""
+        runtime = self._runtime()
+        agent = _agent_for(self.db, self.remotes, runtime) if runtime.get("dir") else None
+        if agent is None:
+            return None
+        return await probe({str(runtime.get("host") or runtime.get("instance_id")): agent.remote})
+
     def _runtime(self) -> dict[str, Any]:
         with self.db.session() as s:
             return dict(self.row(s).runtime or {})
@@ -174,13 +241,13 @@ class JobWork(Work):
     def _agent(self, runtime: dict[str, Any]):  # noqa: ANN202
         agent = _agent_for(self.db, self.remotes, runtime) if runtime.get("dir") else None
         if agent is None:
-            raise OperationError("the job's master instance is gone")
+            raise OperationError("the job's instance is gone")
         return agent
 
     # --- run: prepare, launch, watch --------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Put the job's files on the master instance and work out its command."""
+        """Put the job's files on the instance its driver runs on and work out its command."""
         job_id = self.id
         await self._cluster_active()
         with self.db.session() as s:
@@ -203,15 +270,11 @@ class JobWork(Work):
             cluster = s.get(Cluster, job.cluster_id or "")
             view = build_view(s, self.remotes, cluster, ("active",))
             view.secrets = dict(cluster.secrets or {})  # for the job's credential files only
-            # Every attempt on the master instance: Spark's driver and the Dask client need its master process,
-            # and a cluster has one master, so a retry runs there again once it is back (prepare waits for it
-            # within the grace, like any step) or fails with the reason.
-            master = view.having(plugin.master_process)[0]
+            # Where the driver runs (oasis/edp/driver.py): the master instance (a retry waits for it, within the
+            # grace like any step, since a cluster has one), or a worker: the least busy, and for a retry after
+            # a lost host another one whose host answers.
+            choices = _driver_choices(s, job, cluster, view, plugin, before)
             attempt = retries.current_attempt(before)
-            # its own directory: the launcher starts a job directory once
-            workdir = f"{master.workdir}/jobs/{job_id}" + (f"-{attempt}" if attempt > 1 else "")
-            inst = s.get(Instance, master.id)
-            host = s.get(Host, inst.host_id) if inst is not None else None
             binaries = {bid: s.get(JobBinary, bid) for bid in [*template.mains, *template.libs]}
             trusted = _trusted_swift(self.identity, _trust_of(s, job))  # the binaries' and the data's Swift
             files = {bid: (b.name, fetch(self.store, b, self.secrets, trusted))
@@ -230,25 +293,26 @@ class JobWork(Work):
         grant = await asyncio.to_thread(access.grant, job_id, sources, self.secrets, endpoints_of(self.store),
                                         ACCESS_SECONDS, parts, self.access_ttl, None, trusted, proxy)
         self.set(runtime={**before, "access": grant.record})
-        await master.remote.run(["mkdir", "-p", workdir])
+        # its own directory: the launcher starts a job directory once
+        runs_on, host, workdir = await _first_answering(choices, f"{job_id}-{attempt}" if attempt > 1 else job_id)
         if grant.env:  # the signed URLs go in a file only the job's user reads, never in the job's row or env
             access_file = posixpath.join(workdir, access.FILE_NAME)
-            await master.write(access_file, grant.env[access.ENV].encode(), 0o600)
+            await runs_on.write(access_file, grant.env[access.ENV].encode(), 0o600)
             env[access.FILE_ENV] = access_file
         # The cluster's credentials for the job (a dask config with the client certificate, Spark's properties
         # file with the secret): files only the job's user reads, which the launch points the job at by path.
         for path, content in plugin.job_files(view, workdir).items():
-            await master.write(path, content, 0o600)
+            await runs_on.write(path, content, 0o600)
         paths = {}
         for bid, (name, content) in files.items():
             paths[bid] = posixpath.join(workdir, posixpath.basename(name) or bid)
-            await master.write(paths[bid], content, 0o755)
+            await runs_on.write(paths[bid], content, 0o755)
         launch = plugin.launch(view, job_type, paths.get(mains[0]) if mains else None,
                                [paths[b] for b in libs if b in paths], configs.get("configs") or {},
-                               [str(a) for a in configs.get("args") or []], workdir)
+                               [str(a) for a in configs.get("args") or []], workdir, driver=runs_on)
         if job_type == "Shell":
             env.update({str(k): str(v) for k, v in (configs.get("params") or {}).items()})
-        runtime = {**before, "instance_id": master.id, "host": host.name if host else None, "dir": workdir,
+        runtime = {**before, "instance_id": runs_on.id, "instance": runs_on.name, "host": host, "dir": workdir,
                    "python": python, "argv": launch.argv,
                    "env": {**launch.env, **env}, "access": grant.record, "access_deadline": grant.expires}
         self.set(runtime=runtime, data_source_urls=urls)
@@ -349,7 +413,12 @@ class JobWork(Work):
         with self.db.session() as s:
             result = dict((self.row(s).op_target or {}).get("result") or {})
         status, end = _status_of(result), _end_of(result)
-        if self._again(status, result.get("rc"), end, ""):
+        # The launcher's supervisor gone without writing the job's end: the host restarted or its processes were
+        # killed; for the next attempt's placement that host was lost, as one unreachable past the grace is.
+        lost = bool(result.get("lost"))
+        reason = (f"the job's processes on host {self._runtime().get('host')} ended without an exit code (the host "
+                  f"restarted, or they were killed)") if lost else ""
+        if self._again(status, result.get("rc"), end, reason, host_lost=lost):
             metrics.observe_job_end(result.get("ended"))
             return
         self._withdraw()  # whoever sees the end sees the job's data access gone
@@ -359,9 +428,11 @@ class JobWork(Work):
         await self._finish_logs()
         reason = str(error)[:2000]
         if not isinstance(error, JobCannotRun) and self._may_run_again(st.FAILED):
-            if not isinstance(error, HostLost):  # a lost host is not asked
+            # its host stayed away while it ran (HostLost), or past the grace before it could start
+            lost = isinstance(error, HostLost) or unreachable_in(error) is not None
+            if not lost:  # a lost host is not asked
                 await self._drop_access_file(force=True)  # this attempt's; the next one writes its own
-            if self._again(st.FAILED, None, utcnow(), reason):
+            if self._again(st.FAILED, None, utcnow(), reason, host_lost=lost):
                 return
         self._withdraw()
         with self.db.session() as s:
@@ -382,14 +453,14 @@ class JobWork(Work):
                 return False
             return policy.allows(retries.current_attempt(job.runtime), status)
 
-    def _again(self, status: str, rc: int | None, end: datetime, reason: str) -> bool:
+    def _again(self, status: str, rc: int | None, end: datetime, reason: str, host_lost: bool = False) -> bool:
         """If the job's retry policy runs it again after this attempt, make it wait for the next one: this
         attempt's data access is withdrawn, its proxy user and trust stay for the next. False: it was the last."""
         if not self._may_run_again(status):
             return False
         self._revoke_access()
         with self.db.session() as s:
-            due = attempts.next_attempt(self.row(s), status, rc, end, reason, utcnow())
+            due = attempts.next_attempt(self.row(s), status, rc, end, reason, utcnow(), host_lost)
         if due is not None:
             log.info("job %s: attempt ended %s; the next one starts at %s", self.id, status, due)
             metrics.RETRIES.labels("job", JobOp.RUN, "job_failed").inc()

@@ -82,7 +82,8 @@ class ClusterView:
 
 @dataclass
 class Launch:
-    """How a job runs on the master instance: argv and environment for the launcher."""
+    """How a job runs on the instance of its driver (the master, unless placed elsewhere): argv and environment
+    for the launcher."""
 
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
@@ -128,8 +129,11 @@ class Plugin(ABC):
     name: str
     title: str
     description: str
-    master_process: str  # where jobs are launched, and the one process a cluster has exactly once
+    master_process: str  # where jobs are launched by default, and the one process a cluster has exactly once
     worker_process: str
+    # Whether a job's driver may run on a worker instance (`edp.oasis.driver=worker`, oasis/edp/driver.py): the
+    # framework's client runtime is on every instance, and the driver reaches the master from anywhere.
+    drivers_on_workers: bool = False
     aliases: dict[str, str] = {}
     job_types: list[str] = []
 
@@ -233,6 +237,17 @@ class Plugin(ABC):
     def info(self, cluster: ClusterView) -> dict[str, dict[str, str]]:
         """Links shown in the cluster's `info` (web UIs, service addresses)."""
 
+    def driver_instances(self, cluster: ClusterView, placement: str) -> list[InstanceView]:
+        """The instances a job's driver may run on for its placement: `master` the master instance, `worker` every
+        worker instance off the master (the plugin must allow it), or the worker on the master where it is the
+        cluster's only one."""
+        if placement == "master":
+            return cluster.having(self.master_process)
+        if not self.drivers_on_workers:
+            raise PluginError(f"{self.title} runs a job's driver on the master instance only")
+        workers = cluster.having(self.worker_process)
+        return [i for i in workers if self.master_process not in i.processes] or workers
+
     def job_files(self, cluster: ClusterView, workdir: str) -> dict[str, bytes]:
         """Files (path: content) that give a job in `workdir` its cluster's credentials; the engine writes them
         mode 0600 with the job's other files (`cluster.secrets` is set). `launch` points the job at them."""
@@ -240,5 +255,5 @@ class Plugin(ABC):
 
     @abstractmethod
     def launch(self, cluster: ClusterView, job_type: str, main: str | None, libs: list[str],
-               configs: dict[str, Any], args: list[str], workdir: str) -> Launch:
-        """The command that runs a job of this type on the master instance."""
+               configs: dict[str, Any], args: list[str], workdir: str, driver: InstanceView | None = None) -> Launch:
+        """The command that runs a job of this type on `driver` (one of `driver_instances`; None: the master)."""

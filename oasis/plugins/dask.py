@@ -134,6 +134,7 @@ class DaskPlugin(Plugin):
     title = "Dask distributed"
     description = "Dask distributed clusters: a scheduler and workers; jobs are Python scripts given the scheduler."
     master_process = "scheduler"
+    drivers_on_workers = True  # the client script runs on any instance: every one has Python and distributed
     worker_process = "worker"
     job_types = ["Dask", "Shell"]
 
@@ -353,7 +354,8 @@ class DaskPlugin(Plugin):
                                      "or `oasis cluster connect`"}}
 
     def launch(self, cluster: ClusterView, job_type: str, main: str | None, libs: list[str],
-               configs: dict[str, Any], args: list[str], workdir: str) -> Launch:
+               configs: dict[str, Any], args: list[str], workdir: str, driver: InstanceView | None = None) -> Launch:
+        # The same wherever the client runs: it connects to the scheduler's address with the job's own TLS files.
         env = {"DASK_SCHEDULER_ADDRESS": self.scheduler_address(cluster), "PYTHONUNBUFFERED": "1"}
         if self._secure(cluster):
             # dask reads its config from this directory: `job_files` put the TLS settings there, so a plain

@@ -28,9 +28,9 @@ BIND_FAILED = ("java.net.BindException", "Address already in use")
 #           takes unauthenticated submissions.
 #   worker: RPC (--port) and web UI (--webui-port) from the allocation; the external shuffle service (7337) is
 #           off unless a cluster config turns it on.
-#   driver (spark-submit on the master instance): its UI is switched off (see `launch`); its RPC
-#           (spark.driver.port), block manager and py4j/accumulator sockets, and the executors' block managers
-#           on the workers, bind port 0: the kernel picks one from its ephemeral range (32768-60999 on Linux),
+#   driver (spark-submit on the master instance, or a worker with `edp.oasis.driver`): its UI is switched off
+#           (see `launch`); its RPC (spark.driver.port), block manager and py4j/accumulator sockets, and the
+#           executors' block managers on the workers, bind port 0: the kernel picks one from its ephemeral range (32768-60999 on Linux),
 #           outside the hosts' allocation range (20000-29999 by default), and executors learn the driver's
 #           from the master, so nothing needs to know them in advance.
 #   web UIs, secured: the allocated UI port serves HTTPS and asks for a client certificate of the cluster's CA;
@@ -77,6 +77,7 @@ class SparkPlugin(Plugin):
     title = "Apache Spark"
     description = "Spark standalone clusters from the pyspark distribution, running on Java 17."
     master_process = "master"
+    drivers_on_workers = True  # spark-submit (client mode) runs on any instance: every one has the Spark runtime
     worker_process = "worker"
     aliases = {"slave": "worker"}
     job_types = ["Spark", "Java", "Shell"]
@@ -353,8 +354,9 @@ class SparkPlugin(Plugin):
                                       "from GET /v2/clusters/{id}/client-config or `oasis cluster connect`"}}
 
     def launch(self, cluster: ClusterView, job_type: str, main: str | None, libs: list[str],
-               configs: dict[str, Any], args: list[str], workdir: str) -> Launch:
-        m = self._master(cluster)
+               configs: dict[str, Any], args: list[str], workdir: str, driver: InstanceView | None = None) -> Launch:
+        # The driver (client mode) binds its instance's address, which executors connect back to.
+        m = driver or self._master(cluster)
         env = self._env(cluster, m)
         # The properties file carries the cluster's secret; only its path is on the command line.
         env["OASIS_SPARK_PROPERTIES"] = self._job_properties(workdir)
