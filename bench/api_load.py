@@ -90,14 +90,14 @@ def seed(db: Database, projects: list[str], clusters: int, jobs: int) -> dict[st
     for first in range(0, clusters, batch):
         rows, groups, insts, steps = [], [], [], []
         for i in range(first, min(first + batch, clusters)):
-            project = projects[i % len(projects)]
-            plugin = "spark" if i % 2 else "dask"
+            project, k = projects[i % len(projects)], i // len(projects)  # k: the cluster's index in its project
+            plugin = "spark" if k % 2 else "dask"
             master, worker = get_plugin(plugin).node_processes(PLUGINS[plugin])[plugin.capitalize()]
             cid, created = new_id(), start + timedelta(seconds=i * 30)
-            status = CLUSTER_STATUSES[i % len(CLUSTER_STATUSES)]
+            status = CLUSTER_STATUSES[k % len(CLUSTER_STATUSES)]
             rows.append({"id": cid, "project_id": project, "name": f"load-{i:06d}", "plugin_name": plugin,
                          "plugin_version": PLUGINS[plugin], "site_id": site.id, "status": status,
-                         "status_description": "", "is_public": i % 100 == 0, "is_protected": False,
+                         "status_description": "", "is_public": k % 100 == 0, "is_protected": False,
                          "is_transient": False, "spec": {"description": "seeded by bench/api_load.py",
                                                          "neutron_management_network": "local"},
                          "info": {}, "management_public_key": "ssh-ed25519 AAAA", "op_target": {},
@@ -107,14 +107,14 @@ def seed(db: Database, projects: list[str], clusters: int, jobs: int) -> dict[st
                 ngid = new_id()
                 groups.append({"id": ngid, "cluster_id": cid, "name": name, "count": count, "created_at": created,
                                "spec": {"flavor_id": "2", "node_processes": procs, "node_configs": {}}})
-                if status == "Active" and i % 3 == 0:
+                if status == "Active" and k % 3 == 0:
                     for k in range(count):
                         insts.append({"id": new_id(), "cluster_id": cid, "node_group_id": ngid, "host_id": host.id,
                                       "index": k, "name": f"load-{i:06d}-{name}-{k}", "internal_ip": "127.0.0.1",
                                       "management_ip": "127.0.0.1", "workdir": f"/nonexistent/{cid}/{k}",
                                       "ports": {}, "vcpus": 1, "ram_mb": 2048, "disk_gb": 20, "state": "active",
                                       "created_at": created})
-            if status == "Active" and i % 3 == 0:
+            if status == "Active" and k % 3 == 0:
                 for n, step in enumerate(("Spawning", "Configuring", "Starting")):
                     steps.append({"id": new_id(), "cluster_id": cid, "project_id": project, "step_name": step,
                                   "step_type": step, "total": 3, "successful": True, "duration": 1.5,
@@ -135,7 +135,7 @@ def seed(db: Database, projects: list[str], clusters: int, jobs: int) -> dict[st
         values = []
         for i in range(first, min(first + 5000, jobs)):
             p = projects[i % len(projects)]
-            status = JOB_STATUSES[i % len(JOB_STATUSES)]
+            status = JOB_STATUSES[(i // len(projects)) % len(JOB_STATUSES)]
             created = start + timedelta(seconds=i * 3)
             ended = status in statuses.TERMINAL
             jid = new_id()
