@@ -31,10 +31,10 @@ def _visibility(model: Any, principal: Principal) -> list[Any]:
 
 
 def get_visible(s: Session, model: Any, object_id: str, principal: Principal, kind: str,
-                status: int = 404) -> Any:
+                status: int = 404, load: tuple[Any, ...] = ()) -> Any:
     """The row if the caller may see it. A URL id that is not found is 404; a reference inside a body is 400
-    (Sahara's validators raise NotFound as 400), hence `status`."""
-    row = s.get(model, object_id)
+    (Sahara's validators raise NotFound as 400), hence `status`. `load`: loader options, as `page` takes."""
+    row = s.get(model, object_id, options=load)
     if row is None or not (principal.is_admin or row.project_id == principal.project_id or row.is_public):
         if status == 404:
             raise not_found(kind, object_id)
