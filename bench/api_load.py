@@ -45,6 +45,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# The processes this starts (`oasis api`, the ceiling, the load generators) run this checkout's code, not
+# whichever checkout the virtualenv's editable install names.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
 import httpx  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
