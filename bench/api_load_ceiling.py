@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The ceiling of bench/api_load.py: a bare Starlette app whose handlers run, on the same database, the SQL that
-answers the same requests as `oasis api` (the same rows, the same tables read), with nothing else: no policy, no
-schema validation, no ORM, no middleware. Served the way `oasis api` is served (oasis.server._serve: uvicorn, one
+answers the same requests as `oasis api` (the same rows, the same tables read, the same paging queries), with
+nothing else: no policy, no schema validation, no ORM, no middleware. Served the way `oasis api` is served (oasis.server._serve: uvicorn, one
 process, the same keep-alive).
 
     .venv/bin/python bench/api_load_ceiling.py --database-url URL --port PORT
@@ -68,33 +68,47 @@ def _auth(conn: Any, request: Request) -> str | None:
 
 def _page(conn: Any, table: str, cols: tuple[str, ...], project: str, query: Any, filters: tuple[str, ...]) \
         -> tuple[list[dict[str, Any]], dict | None]:
-    """Keyset paging on (created_at, id), Sahara's markers (as oasis.api.query.page gives them)."""
-    where, params = [f"(project_id = :p OR is_public = {_true()})"], {"p": project}
+    """Keyset paging on (created_at, id) with Sahara's markers, as oasis.api.query.page reads it: the project's
+    rows and other projects' public rows each read in index order and cut, then merged."""
+    where, params = [], {"p": project}
     for name in filters:
         values = query.getlist(name)
         if values:
             names = [f"{name}{i}" for i in range(len(values))]
             where.append(f"{name} IN ({', '.join(':' + n for n in names)})")
             params.update(zip(names, values))
+    parts = ["project_id = :p", f"is_public = {_true()} AND project_id != :p"]
     limit = int(query.get("limit", 100))
     marker = query.get("marker")
-    select = f"SELECT {', '.join(cols)} FROM {table}"
-    prev = None
-    base = " AND ".join(where)
+
+    def ids(extra: str, desc: bool, n: int, offset: int = 0) -> list[str]:
+        way = "DESC" if desc else "ASC"
+        members = [f"SELECT * FROM (SELECT created_at AS k0, id AS k1 FROM {table} WHERE "
+                   f"{' AND '.join([*where, part, *([extra] if extra else [])])} ORDER BY created_at {way}, id {way} "
+                   f"LIMIT {n + offset}) AS m{i}" for i, part in enumerate(parts)]
+        sql = f"SELECT k1 FROM ({' UNION ALL '.join(members)}) AS u ORDER BY k0 {way}, k1 {way} LIMIT {n} OFFSET {offset}"
+        return [r[0] for r in conn.execute(text(sql), params)]
+
+    prev, after = None, ""
     if marker:
-        m = conn.execute(text(f"SELECT created_at, id FROM {table} WHERE id = :m AND {base}"), {**params, "m": marker}).first()
+        visible = " AND ".join([*where, "(project_id = :p OR is_public = " + _true() + ")"])
+        m = conn.execute(text(f"SELECT created_at, id FROM {table} WHERE id = :m AND {visible}"),
+                         {**params, "m": marker}).first()
         if m is None:
             return [], {"prev": None, "next": None}
         params.update(mc=m[0], mi=m[1])
-        before = conn.execute(text(f"SELECT id FROM {table} WHERE {base} AND (created_at, id) < (:mc, :mi) "
-                                   f"ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET :off"),
-                              {**params, "off": limit - 1}).first()
+        before = ids("(created_at, id) < (:mc, :mi)", True, 1, limit - 1)
         prev = before[0] if before else None
-        base += " AND (created_at, id) > (:mc, :mi)"
-    rows = [_row(r) for r in conn.execute(text(f"{select} WHERE {base} ORDER BY created_at, id LIMIT :lim"),
-                                          {**params, "lim": limit + 1})]
-    nxt = rows[limit - 1]["id"] if len(rows) > limit else None
-    rows = rows[:limit]
+        after = "(created_at, id) > (:mc, :mi)"
+    chosen = ids(after, False, limit + 1)
+    nxt = chosen[limit - 1] if len(chosen) > limit else None
+    chosen = chosen[:limit]
+    rows: list[dict[str, Any]] = []
+    if chosen:
+        marks, named = _in(chosen)
+        found = {r.id: r for r in conn.execute(text(f"SELECT {', '.join(cols)} FROM {table} WHERE id IN ({marks})"),
+                                               named)}
+        rows = [_row(found[i]) for i in chosen]
     return rows, ({"prev": prev, "next": nxt} if marker or nxt or prev else None)
 
 
