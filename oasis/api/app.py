@@ -13,6 +13,7 @@ from starlette.routing import Route
 from oasis import logconfig, metrics
 from oasis.api import (binaries, clusters, datasources, history, identity_admin, jobs, keypairs, keystone, openapi,
                        plugins, quotas, site_join, sites, templates, versions, workflows)
+from oasis.api.dispatch import Dispatch
 from oasis.api.errors import http_exception, unhandled
 from oasis.api.routing import Deps, Routes
 from oasis.config import Settings
@@ -57,7 +58,8 @@ def create_app(settings: Settings, db: Database, store: ObjectStore,
     app = Starlette(
         # The dashboard (/dashboard) is a client of these routes, called in-process (oasis.web).
         routes=[Route("/openapi.json", openapi_document, methods=["GET"]),
-                Route("/metrics", metrics_document, methods=["GET"]), *routes.starlette_routes(), dashboard()],
+                Route("/metrics", metrics_document, methods=["GET"]), Dispatch(routes.starlette_routes()),
+                dashboard()],
         middleware=[Middleware(logconfig.RequestContext, observe=metrics.observe_request)],
         exception_handlers={HTTPException: http_exception, Exception: unhandled},
     )

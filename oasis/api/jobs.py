@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 from starlette.responses import Response
 
 from oasis.api import keystone, schemas, views
@@ -31,6 +31,7 @@ JT, JOB = "Job template", "Job"
 # Types that run a main script or application; Java runs a class from its libs (or a main jar).
 _NEEDS_MAINS = {"Spark", "Shell", "Dask", "Pig", "Hive"}
 LOG_STREAMS = ("stdout", "stderr")
+UNSHOWN = (defer(Job.proxy),)  # encrypted, never shown: left unread by the reads that only show jobs
 
 
 # --- job templates --------------------------------------------------------------------------------------------
@@ -224,7 +225,7 @@ def _check_driver(plugin: Plugin, job_configs: dict[str, Any]) -> None:
 
 def list_jobs(ctx: Ctx) -> Reply:
     with ctx.db.session() as s:
-        rows, markers = page(ctx, s, Job, JOB, filters={"status": Job.status},
+        rows, markers = page(ctx, s, Job, JOB, filters={"status": Job.status}, load=UNSHOWN,
                              sorts={"id": Job.id, "job_template": Job.job_template_id, "cluster": Job.cluster_id,
                                     "status": Job.status, "created_at": Job.created_at, "updated_at": Job.updated_at})
         return Reply(200, listing("jobs", [views.job(r) for r in rows], markers))
@@ -235,7 +236,7 @@ def show_job(ctx: Ctx) -> Reply:
     # engine, so it changes nothing.
     ctx.check_params({"refresh_status"})
     with ctx.db.session() as s:
-        return Reply(200, {"job": views.job(get_visible(s, Job, ctx.path["id"], ctx.principal, JOB))})
+        return Reply(200, {"job": views.job(get_visible(s, Job, ctx.path["id"], ctx.principal, JOB, load=UNSHOWN))})
 
 
 def refresh_job(ctx: Ctx) -> Reply:

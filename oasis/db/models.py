@@ -9,7 +9,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, event, inspect
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, event,
+                        inspect)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from oasis import logconfig
@@ -252,7 +253,10 @@ class Cluster(Owned, Leased, Base):
     # The cluster's own credentials (CA, certificates, framework secrets): never serialised by any API view;
     # encrypted at rest.
     secrets: Mapped[dict[str, Any] | None] = mapped_column(EncryptedJSON, default=dict)
-    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    # The list's default order, read from an index for a project's rows and for the public ones (oasis.api.query)
+    __table_args__ = (UniqueConstraint("project_id", "name"),
+                      Index("ix_clusters_project_created", "project_id", "created_at", "id"),
+                      Index("ix_clusters_public_created", "is_public", "created_at", "id"))
 
 
 class NodeGroup(Stamped, Base):
@@ -379,6 +383,12 @@ class Job(Stamped, Leased, Base):
     # The job's proxy user where a proxy domain is set (oasis/identity/proxy.py): {"user_id", "name",
     # "password", "trust_id"}; encrypted, never shown.
     proxy: Mapped[dict[str, Any] | None] = mapped_column(EncryptedJSON, default=None)
+    # The list's default order (as clusters'); a page of clusters counts their running jobs (cluster, status); a
+    # data source's deletion looks for the jobs that read or write it.
+    __table_args__ = (Index("ix_jobs_project_created", "project_id", "created_at", "id"),
+                      Index("ix_jobs_public_created", "is_public", "created_at", "id"),
+                      Index("ix_jobs_cluster_status", "cluster_id", "status"),
+                      Index("ix_jobs_input_id", "input_id"), Index("ix_jobs_output_id", "output_id"))
 
 
 class PluginLabel(Base):

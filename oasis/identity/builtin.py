@@ -152,8 +152,15 @@ def check_token(session: Session, token: str) -> Principal | None:
     on its project."""
     if not token:
         return None
-    row = session.get(Token, _digest(token))
-    if row is None or row.expires_at <= utcnow():
+    # The token with its user and project in one query (every request asks): outer joins, so that a token whose
+    # user or project is gone is told apart as before.
+    found = session.execute(select(Token, User, Project).outerjoin(User, User.id == Token.user_id)
+                            .outerjoin(Project, Project.id == Token.project_id)
+                            .where(Token.id_hash == _digest(token))).first()
+    if found is None:
+        return None
+    row, user, project = found
+    if row.expires_at <= utcnow():
         return None
     if row.trust_id is not None:
         try:
@@ -161,7 +168,6 @@ def check_token(session: Session, token: str) -> Principal | None:
         except TrustRefused:  # the trust was deleted, expired, or its trustor lost a delegated role
             return None
         return replace(principal, expires_at=row.expires_at)
-    user, project = session.get(User, row.user_id), session.get(Project, row.project_id)
     if user is None or project is None:
         return None
     roles = roles_of(session, user.id, project.id)
