@@ -168,7 +168,7 @@ def seed(db: Database, sites: int, hosts_per_site: int, clusters: int) -> list[s
         for sid in site_ids:
             for h in range(hosts_per_site):
                 hosts.append(dict(id=str(uuid.uuid4()), site_id=sid, name=f"h{h:04d}", access="local",
-                                  address=f"127.0.{h // 250}.{h % 250 + 1}", vcpus=64, ram_mb=1024 * 1024,
+                                  address=f"127.0.{h // 250}.{h % 250 + 1}", vcpus=128, ram_mb=4 * 1024 * 1024,
                                   disk_gb=100000, base_dir="/var/lib/oasis-agent/sim", status="up",
                                   spec={"health": {"reachable": True, "checked_at": now.isoformat()}},
                                   created_at=now))
