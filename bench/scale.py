@@ -64,6 +64,7 @@ from oasis.engine.runner import Engine  # noqa: E402
 from oasis.db.encrypted import load_key  # noqa: E402
 from oasis.plugins import get_plugin  # noqa: E402
 from oasis.storage.filesystem import FilesystemStore  # noqa: E402
+from tests.integration.services import Postgres  # noqa: E402
 
 FLAVOR = "2"  # m1.small
 BASE = {"hosts": 10, "sites": 1, "clusters": 10}  # the other dimensions while one grows
@@ -100,6 +101,7 @@ class Meter:
         self.label: str | None = None
         self.queries: Counter[str] = Counter()
         self.seconds: Counter[str] = Counter()
+        self.started: dict[str, list[str]] = {"autoscale": [], "verification": [], "host health": []}
         event.listen(db.engine, "before_cursor_execute", self._count)
 
     def _count(self, *_args: Any) -> None:
@@ -108,6 +110,8 @@ class Meter:
     def reset(self) -> None:
         self.queries.clear()
         self.seconds.clear()
+        for started in self.started.values():
+            started.clear()
 
     @contextlib.contextmanager
     def step(self, label: str) -> Iterator[None]:
@@ -256,19 +260,19 @@ def make_engine(settings: Settings, db: Database, meter: Meter) -> Engine:
 
     engine.machines = [(model, machine) for model, _ in engine.machines]
 
-    async def no_check(*_a: Any) -> None:
-        return None
-
     async def no_probe(_cluster_id: str) -> None:
         return None
 
-    async def no_look(_cluster_id: str) -> None:
-        return None
+    async def no_look(cluster_id: str) -> None:
+        meter.started["autoscale"].append(cluster_id)
+
+    async def no_check(_db: Any, _remotes: Any, site_ids: list[str]) -> None:
+        meter.started["host health"] += site_ids
 
     runner.check_hosts = no_check  # the health check's `true` on each host
     engine.lifecycle._probe = no_probe  # the frameworks' "in use?"
     engine.autoscaler._run = no_look  # the frameworks' load
-    engine.verifications._start = lambda cid, req: None  # the verification itself
+    engine.verifications._start = lambda cid, req: meter.started["verification"].append(cid)  # the check itself
 
     for name in ("alive", "superseded", "share", "claimable", "claim"):
         setattr(leases, name, meter.wrap(f"claim: {name}", getattr(leases, name)))
@@ -297,16 +301,41 @@ async def one_pass(engine: Engine, meter: Meter) -> float:
     return time.perf_counter() - began
 
 
+PERIODS = (attempts.DUE_SECONDS, 2.0, 5.0, runner.PERIODIC_SECONDS, 300.0)  # every periodic task's period
+
+
+def slots() -> tuple[int, ...]:
+    return tuple(int(time.time() // p) for p in PERIODS)
+
+
+async def pass_within_period(engine: Engine, meter: Meter, before: Callable[[], None] = lambda: None) -> float:
+    """A pass in a period this engine has already looked at (the usual pass: every periodic task's claim for
+    the period is behind it): a first pass, unmeasured, then the measured one, tried again until no period of
+    any periodic task began between the two."""
+    for _ in range(50):
+        at = slots()
+        await one_pass(engine, meter)
+        before()
+        meter.reset()
+        took = await one_pass(engine, meter)
+        if slots() == at:
+            return took
+    raise RuntimeError("no pass fitted within one period in 50 tries: the machine is too loaded")
+
+
 def new_period(db: Database, engine: Engine) -> None:
     """As if every periodic task's period had just begun: no claim of it yet, anywhere."""
     with db.session() as s:
         s.execute(delete(PeriodicRun))
-    engine.verifications._seen.clear()
     engine.lifecycle._task = None
-    for attr in ("_shard_slots",):  # an engine's memory of the slots it looked at (after the fix)
-        for part in (engine, engine.verifications, engine.autoscaler):
-            if hasattr(part, attr):
-                getattr(part, attr).clear()
+    # the engine's memory of the periods it looked at
+    for part in (engine, engine.verifications, engine.autoscaler):
+        if hasattr(part, "_seen"):
+            part._seen.clear()
+    for shards in (getattr(engine, "_health_shards", None), getattr(engine.verifications, "shards", None),
+                   getattr(engine.autoscaler, "shards", None)):
+        if shards is not None:
+            shards.slot = None
 
 
 def direct_pass(db: Database) -> float:
@@ -318,6 +347,7 @@ def direct_pass(db: Database) -> float:
 
 @dataclass
 class Size:
+    database: str
     dim: str
     n: int
     rows: dict[str, int]
@@ -333,11 +363,12 @@ class Size:
     period_s: dict[str, float] = field(default_factory=dict)
 
 
-async def measure(work: Path, dim: str, n: int, reps: int) -> Size:
+async def measure(work: Path, dim: str, n: int, reps: int, pg: Postgres | None = None) -> Size:
     dims = {**BASE, dim: n}
-    state = work / f"{dim}-{n}"
+    state = work / f"{dim}-{n}-{'postgresql' if pg else 'sqlite'}"
     state.mkdir(mode=0o700)
-    settings = Settings(state_dir=state, verification_seconds=300)
+    url = pg.create_database(f"scale_{dim}_{n}") if pg is not None else None
+    settings = Settings(state_dir=state, database_url=url, verification_seconds=300)
     db = Database(settings.database_url, key=load_key(state))
     db.migrate()
     began = time.perf_counter()
@@ -345,7 +376,7 @@ async def measure(work: Path, dim: str, n: int, reps: int) -> Size:
     with db.session() as s:
         counts = {name: s.scalar(text(f"SELECT count(*) FROM {name}"))
                   for name in ("sites", "hosts", "clusters", "instances", "host_ports", "jobs")}
-    log(f"{dim}={n}: seeded {counts} in {time.perf_counter() - began:.1f}s")
+    log(f"{'postgresql' if pg else 'sqlite'} {dim}={n}: seeded {counts} in {time.perf_counter() - began:.1f}s")
 
     place = med([place_once(db, site_ids[0]) for _ in range(reps)])
     pdirect = med([place_direct(db, site_ids[0]) for _ in range(reps)])
@@ -361,20 +392,25 @@ async def measure(work: Path, dim: str, n: int, reps: int) -> Size:
             meter.reset()
             period_t.append(await one_pass(engine, meter))
             period_q, period_s = Counter(meter.queries), Counter(meter.seconds)
-        steady_t = []
-        for _ in range(reps):
-            meter.reset()
-            steady_t.append(await one_pass(engine, meter))
+            await asyncio.gather(*engine.autoscaler.tasks.values(), *([engine._health] if engine._health else []))
+            # what a period's start must start, whatever the database: every Active cluster's verification, every
+            # autoscaled cluster's look, every site's health check (the queries that find them are right)
+            wanted = {"verification": dims["clusters"], "autoscale": len(range(1, dims["clusters"], 10)),
+                      "host health": dims["sites"]}
+            found = {k: len(set(v)) for k, v in meter.started.items()}
+            assert found == wanted, f"a period's start started {found}, not {wanted}"
+        steady_t = [await pass_within_period(engine, meter) for _ in range(reps)]
         steady_q = Counter(meter.queries)
-        claim_t = []
-        target = None
         with db.session() as s:
             target = s.scalar(text("SELECT id FROM clusters ORDER BY name LIMIT 1"))
-        for _ in range(reps):
+
+        def ask() -> None:
             with db.session() as s:
                 s.execute(update(Cluster).where(Cluster.id == target).values(op="verify", lease_owner=None))
-            meter.reset()
-            claim_t.append(await one_pass(engine, meter))
+
+        claim_t = []
+        for _ in range(reps):
+            claim_t.append(await pass_within_period(engine, meter, ask))
             assert target not in engine.tasks
             with db.session() as s:
                 s.execute(update(Cluster).where(Cluster.id == target).values(op=None))
@@ -385,11 +421,11 @@ async def measure(work: Path, dim: str, n: int, reps: int) -> Size:
             task.cancel()
         engine.pulse._stop.set()  # its thread never ran: the beats were the pass's own
         db.engine.dispose()
-    size = Size(dim, n, counts, place, pdirect, med(steady_t), med(period_t), med(claim_t), direct,
-                dict(steady_q), dict(period_q), dict(claim_q), dict(period_s))
-    log(f"{dim}={n}: place {place * 1e3:.2f} ms (direct {pdirect * 1e3:.2f}); pass {size.steady * 1e3:.1f} ms, "
-        f"at a period's start {size.period * 1e3:.1f} ms, with a claim {size.claim * 1e3:.1f} ms; queries "
-        f"{steady_q['pass'] if 'pass' in steady_q else sum(steady_q.values())}/{sum(period_q.values())}")
+    size = Size("postgresql" if pg else "sqlite", dim, n, counts, place, pdirect, med(steady_t), med(period_t),
+                med(claim_t), direct, dict(steady_q), dict(period_q), dict(claim_q), dict(period_s))
+    log(f"{size.database} {dim}={n}: place {place * 1e3:.2f} ms (direct {pdirect * 1e3:.2f}); pass "
+        f"{size.steady * 1e3:.1f} ms, at a period's start {size.period * 1e3:.1f} ms, with a claim {size.claim * 1e3:.1f} ms; queries "
+        f"{total(steady_q)}/{total(period_q)}/{total(claim_q)}")
     return size
 
 
@@ -403,19 +439,20 @@ def ms(x: float) -> str:
     return f"{x * 1e3:.2f}" if x < 0.1 else f"{x * 1e3:.0f}"
 
 
-def report(results: list[Size], reps: int, seconds: float) -> str:
-    out = [f"# Placement and reconcile cost as hosts, sites and clusters grow ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)",
-           "",
+def report(results: list[Size], reps: int, seconds: float, postgres: str | None = None) -> str:
+    pg = f"PostgreSQL {postgres}, " if postgres else ""
+    out = [f"# Placement and reconcile cost as hosts, sites and clusters grow "
+           f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
            f"`bench/scale.py`, median of {reps} per size, {seconds / 60:.1f} minutes; SQLite {sqlite_version()}, "
-           f"SQLAlchemy {metadata.version('sqlalchemy')}, Python {platform.python_version()}; a shared 2-core "
+           f"{pg}SQLAlchemy {metadata.version('sqlalchemy')}, Python {platform.python_version()}; a shared 2-core "
            "machine. One dimension grows, the others stay at 10 hosts per site, 1 site, 10 clusters. Times in ms; "
            "*per row*: the time over the size; *exponent*: the log-log slope over the sizes (1 is linear).", ""]
-    for dim in ("hosts", "sites", "clusters"):
-        rows = [r for r in results if r.dim == dim]
+    for database, dim in [(d, m) for d in ("sqlite", "postgresql") for m in ("hosts", "sites", "clusters")]:
+        rows = [r for r in results if r.dim == dim and r.database == database]
         if not rows:
             continue
         sizes = [r.n for r in rows]
-        out += [f"## {dim}", "",
+        out += [f"## {dim} ({'SQLite' if database == 'sqlite' else 'PostgreSQL'})", "",
                 "| " + dim + " | rows (hosts / clusters / instances) | place | place, bare SQL | pass | pass at a "
                 "period's start | pass with a claim | pass, bare SQL | queries: pass / period's start / claim |",
                 "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -424,12 +461,13 @@ def report(results: list[Size], reps: int, seconds: float) -> str:
                        f"| {ms(r.place_direct)} | {ms(r.steady)} | {ms(r.period)} | {ms(r.claim)} | {ms(r.direct)} "
                        f"| {total(r.steady_q)} / {total(r.period_q)} / {total(r.claim_q)} |")
         big = rows[-1]
-        out.append(f"| **exponent** | | **{slope(sizes, [r.place for r in rows]):.2f}** | "
-                   f"{slope(sizes, [r.place_direct for r in rows]):.2f} | **{slope(sizes, [r.steady for r in rows]):.2f}** "
-                   f"| **{slope(sizes, [r.period for r in rows]):.2f}** | **{slope(sizes, [r.claim for r in rows]):.2f}** "
-                   f"| {slope(sizes, [r.direct for r in rows]):.2f} | |")
-        out.append(f"| **per row at {big.n}** | | {big.place / big.n * 1e6:.1f} µs | | {big.steady / big.n * 1e6:.1f} µs "
-                   f"| {big.period / big.n * 1e6:.1f} µs | {big.claim / big.n * 1e6:.1f} µs | | |")
+        fit = {k: slope(sizes, [getattr(r, k) for r in rows])
+               for k in ("place", "place_direct", "steady", "period", "claim", "direct")}
+        out.append(f"| **exponent** | | **{fit['place']:.2f}** | {fit['place_direct']:.2f} | **{fit['steady']:.2f}** "
+                   f"| **{fit['period']:.2f}** | **{fit['claim']:.2f}** | {fit['direct']:.2f} | |")
+        per = {k: getattr(big, k) / big.n * 1e6 for k in ("place", "steady", "period", "claim")}
+        out.append(f"| **per row at {big.n}** | | {per['place']:.1f} µs | | {per['steady']:.1f} µs "
+                   f"| {per['period']:.1f} µs | {per['claim']:.1f} µs | | |")
         out += ["", f"Queries per step of a pass ({dim}; within a period / at a period's start):", "",
                 "| step | " + " | ".join(str(r.n) for r in rows) + " |",
                 "|---|" + "---:|" * len(rows)]
@@ -465,13 +503,24 @@ def sizes(text_: str) -> list[int]:
 
 async def main_async(args: argparse.Namespace) -> list[Size]:
     work = Path(tempfile.mkdtemp(prefix="oasis-scale-"))
+    # Not under `work`: PostgreSQL runs as `postgres` and must reach its directory.
+    pg_base = Path(tempfile.mkdtemp(prefix="oasis-scale-pg-")) if args.postgres else None
+    pg = Postgres(pg_base) if pg_base is not None else None
     results = []
     try:
+        if pg is not None:
+            pg.start()
         for dim in ("hosts", "sites", "clusters"):
             for n in sizes(getattr(args, dim)):
                 results.append(await measure(work, dim, n, args.reps))
+                if pg is not None:
+                    results.append(await measure(work, dim, n, args.reps, pg))
     finally:
+        if pg is not None:
+            pg.stop()
         shutil.rmtree(work, ignore_errors=True)
+        if pg_base is not None:
+            shutil.rmtree(pg_base, ignore_errors=True)
     return results
 
 
@@ -481,11 +530,13 @@ def main() -> None:
     p.add_argument("--sites", default="1,10,50")
     p.add_argument("--clusters", default="10,500,5000")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--postgres", action="store_true", help="each size on a throwaway PostgreSQL too")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "scale-results.md")
     args = p.parse_args()
     began = time.perf_counter()
     results = asyncio.run(main_async(args))
-    text_ = report(results, args.reps, time.perf_counter() - began)
+    postgres = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))[-1].parts[-3] if args.postgres else None
+    text_ = report(results, args.reps, time.perf_counter() - began, postgres)
     args.out.write_text(text_)
     print(text_)
 
