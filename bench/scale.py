@@ -424,8 +424,8 @@ async def measure(work: Path, dim: str, n: int, reps: int, pg: Postgres | None =
     size = Size("postgresql" if pg else "sqlite", dim, n, counts, place, pdirect, med(steady_t), med(period_t),
                 med(claim_t), direct, dict(steady_q), dict(period_q), dict(claim_q), dict(period_s))
     log(f"{size.database} {dim}={n}: place {place * 1e3:.2f} ms (direct {pdirect * 1e3:.2f}); pass "
-        f"{size.steady * 1e3:.1f} ms, at a period's start {size.period * 1e3:.1f} ms, with a claim {size.claim * 1e3:.1f} ms; queries "
-        f"{total(steady_q)}/{total(period_q)}/{total(claim_q)}")
+        f"{size.steady * 1e3:.1f} ms, at a period's start {size.period * 1e3:.1f} ms, with a claim "
+        f"{size.claim * 1e3:.1f} ms; queries {total(steady_q)}/{total(period_q)}/{total(claim_q)}")
     return size
 
 
