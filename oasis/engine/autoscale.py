@@ -3,7 +3,7 @@
 A cluster's `spec["autoscaling"]` (an oasis extension of cluster create and update, validated by the API,
 oasis/api/autoscaling.py) names a policy per worker node group: `min`, `max` and `cooldown` (seconds). Every
 AUTOSCALE_SECONDS, for each Active cluster with a policy and no operation in flight, one engine (the period's
-claim `autoscale:<cluster>`) asks the plugin for the framework's load (`Plugin.load`: pending tasks and busy
+claim of the cluster's shard, `autoscale#<shard>`: oasis.engine.leases.Sharded) asks the plugin for the framework's load (`Plugin.load`: pending tasks and busy
 cores for Dask, waiting applications and requested cores for Spark), decides (`decide`, pure) and asks for a
 scale exactly as the API's scale does: the cluster's `op` SCALE with its target, which the scale operation then
 carries out (a scale-down through the plugin's graceful `decommission`). Every decision is an event on the

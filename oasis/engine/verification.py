@@ -6,7 +6,8 @@ Two ways in, both periodic work claimed per period (`leases.claim_period`), so t
 - on demand: the API's `PATCH /v2/clusters/{id}` with `{"verification": {"status": "START"}}` writes a
   verification in CHECKING on the cluster (`spec["verification"]`); an engine claims that verification's run
   (`verify:<cluster>:<verification>`, again every REQUEST_RETRY_SECONDS if the engine that ran it died);
-- every `OASIS_VERIFICATION_SECONDS` (0: never) for each Active cluster (`verify:<cluster>`).
+- every `OASIS_VERIFICATION_SECONDS` (0: never) for each Active cluster, claimed by shard of the clusters
+  (`verify#<shard>`, oasis.engine.leases.Sharded): the engine that wins a shard verifies its clusters.
 
 A verification never changes the cluster's status; a change of its health is an event on the cluster's event
 log, and a warning in the engine's log."""
