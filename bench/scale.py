@@ -35,6 +35,7 @@ import contextlib
 import math
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -309,18 +310,20 @@ def slots() -> tuple[int, ...]:
 
 
 async def pass_within_period(engine: Engine, meter: Meter, before: Callable[[], None] = lambda: None) -> float:
-    """A pass in a period this engine has already looked at (the usual pass: every periodic task's claim for
-    the period is behind it): a first pass, unmeasured, then the measured one, tried again until no period of
-    any periodic task began between the two."""
-    for _ in range(50):
+    """A pass in periods this engine has already looked at (the usual pass: every periodic task's claim for the
+    period is behind it): passes are run until two in a row start and end in the same periods of every periodic
+    task; the second is the one measured."""
+    for _ in range(200):
         at = slots()
         await one_pass(engine, meter)
+        if slots() != at:
+            continue  # a period began during this one: the next pass may be the first to see it
         before()
         meter.reset()
         took = await one_pass(engine, meter)
         if slots() == at:
             return took
-    raise RuntimeError("no pass fitted within one period in 50 tries: the machine is too loaded")
+    raise RuntimeError("no pass fitted within one period in 200 tries: the machine is too loaded")
 
 
 def new_period(db: Database, engine: Engine) -> None:
@@ -525,6 +528,7 @@ async def main_async(args: argparse.Namespace) -> list[Size]:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill by PID still cleans up (the finally blocks)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hosts", default="10,100,1000")
     p.add_argument("--sites", default="1,10,50")
