@@ -517,7 +517,7 @@ def sizes(text_: str) -> list[int]:
 async def main_async(args: argparse.Namespace) -> list[Size]:
     work = Path(tempfile.mkdtemp(prefix="oasis-scale-"))
     # Not under `work`: PostgreSQL runs as `postgres` and must reach its directory.
-    pg_base = Path(tempfile.mkdtemp(prefix="oasis-scale-pg-")) if args.postgres else None
+    pg_base = Path(tempfile.mkdtemp(prefix="oasis-scale-pg-")) if args.postgres or args.postgres_only else None
     pg = Postgres(pg_base) if pg_base is not None else None
     results = []
     try:
@@ -525,9 +525,11 @@ async def main_async(args: argparse.Namespace) -> list[Size]:
             pg.start()
         for dim in ("hosts", "sites", "clusters"):
             for n in sizes(getattr(args, dim)):
-                results.append(await measure(work, dim, n, args.reps, tries=args.tries))
+                if not args.postgres_only:
+                    results.append(await measure(work, dim, n, args.reps, tries=args.tries))
                 if pg is not None:
                     results.append(await measure(work, dim, n, args.reps, pg, args.tries))
+                write(args, results)  # so far: a long run stopped midway keeps what it measured
     finally:
         if pg is not None:
             pg.stop()
@@ -535,6 +537,14 @@ async def main_async(args: argparse.Namespace) -> list[Size]:
         if pg_base is not None:
             shutil.rmtree(pg_base, ignore_errors=True)
     return results
+
+
+def write(args: argparse.Namespace, results: list[Size]) -> str:
+    with_pg = args.postgres or args.postgres_only
+    postgres = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))[-1].parts[-3] if with_pg else None
+    text_ = report(results, args.reps, time.perf_counter() - args.began, postgres)
+    args.out.write_text(text_)
+    return text_
 
 
 def main() -> None:
@@ -546,14 +556,12 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--tries", type=int, default=20, help="passes tried for one that fits within a period")
     p.add_argument("--postgres", action="store_true", help="each size on a throwaway PostgreSQL too")
+    p.add_argument("--postgres-only", action="store_true", help="each size on a throwaway PostgreSQL only")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "scale-results.md")
     args = p.parse_args()
-    began = time.perf_counter()
+    args.began = time.perf_counter()
     results = asyncio.run(main_async(args))
-    postgres = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))[-1].parts[-3] if args.postgres else None
-    text_ = report(results, args.reps, time.perf_counter() - began, postgres)
-    args.out.write_text(text_)
-    print(text_)
+    print(write(args, results))
 
 
 if __name__ == "__main__":
