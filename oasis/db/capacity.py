@@ -62,7 +62,10 @@ class Free:
 def volume_use(session: Session, host_ids: list[str] | None = None) -> dict[str, tuple[int, int]]:
     """(volumes, GB) that the instances on each host hold, from their node groups (an instance's volumes are
     its node group's: `volumes_per_node` of `volumes_size` GB)."""
-    query = select(Instance.host_id, NodeGroup.spec).join(NodeGroup, NodeGroup.id == Instance.node_group_id)
+    # only the node groups that have volumes (the API keeps `volumes_per_node` an integer): most have none, and
+    # each row read here is a node group's spec decoded
+    query = select(Instance.host_id, NodeGroup.spec).join(NodeGroup, NodeGroup.id == Instance.node_group_id).where(
+        NodeGroup.spec["volumes_per_node"].as_integer() > 0)
     if host_ids is not None:
         query = query.where(Instance.host_id.in_(host_ids))
     out: dict[str, tuple[int, int]] = {}
@@ -78,11 +81,13 @@ def free_capacity(session: Session, site_id: str) -> list[Free]:
     site = session.get(Site, site_id)
     if site is None:
         raise PlacementError(f"site {site_id} does not exist")
-    used = {row.host_id: row for row in session.execute(
-        select(Instance.host_id, func.sum(Instance.vcpus).label("vcpus"), func.sum(Instance.ram_mb).label("ram"),
-               func.sum(Instance.disk_gb).label("disk")).group_by(Instance.host_id))}
     hosts = list(session.scalars(select(Host).where(Host.site_id == site_id, Host.status == "up")
                                  .order_by(Host.name)))
+    # what the instances of this site's hosts use (not every site's: placement costs the site, not the cloud)
+    used = {row.host_id: row for row in session.execute(
+        select(Instance.host_id, func.sum(Instance.vcpus).label("vcpus"), func.sum(Instance.ram_mb).label("ram"),
+               func.sum(Instance.disk_gb).label("disk")).join(Host, Host.id == Instance.host_id)
+        .where(Host.site_id == site_id, Host.status == "up").group_by(Instance.host_id))}
     volume_used = volume_use(session, [h.id for h in hosts])
     out = []
     for host in hosts:

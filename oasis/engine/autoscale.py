@@ -3,7 +3,7 @@
 A cluster's `spec["autoscaling"]` (an oasis extension of cluster create and update, validated by the API,
 oasis/api/autoscaling.py) names a policy per worker node group: `min`, `max` and `cooldown` (seconds). Every
 AUTOSCALE_SECONDS, for each Active cluster with a policy and no operation in flight, one engine (the period's
-claim `autoscale:<cluster>`) asks the plugin for the framework's load (`Plugin.load`: pending tasks and busy
+claim of the cluster's shard, `autoscale#<shard>`: oasis.engine.leases.Sharded) asks the plugin for the framework's load (`Plugin.load`: pending tasks and busy
 cores for Dask, waiting applications and requested cores for Spark), decides (`decide`, pure) and asks for a
 scale exactly as the API's scale does: the cluster's `op` SCALE with its target, which the scale operation then
 carries out (a scale-down through the plugin's graceful `decommission`). Every decision is an event on the
@@ -134,18 +134,20 @@ class Autoscaler:
         self.db, self.remotes, self.engine_id = db, remotes, engine_id
         self.quota_defaults, self.on_change = dict(quota_defaults), on_change
         self.tasks: dict[str, asyncio.Task] = {}
+        self.shards = leases.Sharded("autoscale", AUTOSCALE_SECONDS)
 
     def tick(self) -> None:
-        """Claim and start this period's look at each autoscaled Active cluster (from the engine's periodic loop)."""
+        """Claim and start this period's look at each autoscaled Active cluster (from the engine's periodic loop):
+        once per period, the clusters with a policy found by the database (not every cluster's spec read here),
+        claimed by shard (oasis.engine.leases.Sharded)."""
         self.tasks = {cid: t for cid, t in self.tasks.items() if not t.done()}
+        if not self.shards.due():
+            return
         with self.db.session() as s:
-            rows = s.execute(select(Cluster.id, Cluster.spec).where(
-                Cluster.status == ClusterStatus.ACTIVE, Cluster.op.is_(None))).all()
-        for cluster_id, spec in rows:
-            if cluster_id in self.tasks or not (spec or {}).get("autoscaling"):
-                continue
-            if leases.claim_period(self.db, f"autoscale:{cluster_id}", AUTOSCALE_SECONDS, self.engine_id) is None:
-                continue
+            ids = [i for i in s.scalars(select(Cluster.id).where(
+                Cluster.status == ClusterStatus.ACTIVE, Cluster.op.is_(None),
+                Cluster.spec["autoscaling"].as_string().is_not(None))) if i not in self.tasks]
+        for cluster_id in self.shards.claim(self.db, self.engine_id, ids):
             self.tasks[cluster_id] = asyncio.create_task(self._run(cluster_id))
 
     async def _run(self, cluster_id: str) -> None:

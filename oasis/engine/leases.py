@@ -16,6 +16,7 @@ import os
 import random
 import threading
 import time
+import zlib
 from datetime import timedelta
 from typing import Any
 
@@ -116,6 +117,57 @@ def claim_period(db: Database, task: str, period: float, owner: str) -> int | No
         return slot
     except IntegrityError:
         return None
+
+
+SHARDS = 16  # the parts a per-row periodic task's period is claimed in (see Sharded)
+
+
+def shard_of(row_id: str) -> int:
+    """The shard a row falls in: the same on every engine."""
+    return zlib.crc32(row_id.encode()) % SHARDS
+
+
+class Sharded:
+    """One engine's part of a periodic task done per row (a cluster's verification or autoscale look, a site's
+    health check). The period is claimed per shard of the rows (at most SHARDS claims), not per row, and each
+    engine looks once per period: a period costs a bounded number of writes however many rows there are, and
+    the rows still spread over the engines alive. Each period's run of each row is done by exactly one engine,
+    the one that won its shard's claim."""
+
+    def __init__(self, task: str, period: float) -> None:
+        self.task, self.period = task, period
+        self.slot: int | None = None  # the period this engine last looked at
+
+    def due(self) -> bool:
+        """True on this engine's first look in a new period, False for the rest of it."""
+        slot = int(time.time() // self.period)
+        if slot == self.slot:
+            return False
+        self.slot = slot
+        return True
+
+    def claim(self, db: Database, owner: str, row_ids: list[str]) -> list[str]:
+        """Of `row_ids`, those whose shard this engine won for the period `due` started: one read, then one
+        insert per shard nobody has taken yet, in one transaction (a race lost to another engine's insert undoes
+        only its own savepoint)."""
+        assert self.slot is not None, "claim follows due()"
+        names = {shard_of(r): f"{self.task}#{shard_of(r)}" for r in row_ids}
+        if not names:
+            return []
+        won: set[int] = set()
+        with db.session() as s:
+            taken = set(s.scalars(select(PeriodicRun.task).where(PeriodicRun.task.in_(names.values()),
+                                                                 PeriodicRun.slot == self.slot)))
+            for shard, name in sorted(names.items()):
+                if name in taken:
+                    continue
+                try:
+                    with s.begin_nested():
+                        s.add(PeriodicRun(task=name, slot=self.slot, engine_id=owner))
+                    won.add(shard)
+                except IntegrityError:
+                    pass
+        return [r for r in row_ids if shard_of(r) in won]
 
 
 class Pulse:

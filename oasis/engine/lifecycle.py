@@ -17,6 +17,7 @@ import time
 from datetime import datetime
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm import load_only
 
 from oasis.db import lifecycle
 from oasis.db.models import Cluster, ProvisionEvent, ProvisionStep, utcnow
@@ -33,6 +34,9 @@ PERIOD_SECONDS = 5.0  # a limit fires at most this late (plus the deletion itsel
 PROBE_TIMEOUT = 40.0  # a framework that does not answer within this is taken as unused
 PROBES_AT_ONCE = 8
 STEP_TYPE = "Engine: lifecycle"
+# The columns a sweep reads of every cluster (oasis.db.lifecycle.deadlines)
+SWEPT = (Cluster.id, Cluster.spec, Cluster.status, Cluster.op, Cluster.is_protected, Cluster.created_at,
+         Cluster.updated_at)
 
 
 def probe_every(idle: int) -> float:
@@ -70,7 +74,8 @@ class Lifecycle:
         fired: dict[str, lifecycle.Due] = {}
         to_probe: list[str] = []
         with self.db.session() as s:
-            rows = list(s.scalars(select(Cluster).where(
+            # what the limits read, not the whole row: the secrets (decrypted on load) and the key stay unread
+            rows = list(s.scalars(select(Cluster).options(load_only(*SWEPT)).where(
                 Cluster.status != ClusterStatus.DELETING,
                 or_(Cluster.op.is_(None), Cluster.op != ClusterOp.DELETE))))
             used = lifecycle.activity(s, [c.id for c in rows])
@@ -96,7 +101,8 @@ class Lifecycle:
         for cluster_id, due in fired.items():
             if self._delete(cluster_id, due.limit, now):
                 done.append((cluster_id, due.limit))
-        self._probed = {k: v for k, v in self._probed.items() if k in {c.id for c in rows}}
+        swept = {c.id for c in rows}  # once, not per entry: the clean-up stays linear in the clusters
+        self._probed = {k: v for k, v in self._probed.items() if k in swept}
         return done
 
     # --- is the framework in use -----------------------------------------------------------------------------

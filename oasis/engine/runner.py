@@ -13,7 +13,7 @@ import uuid
 from datetime import timedelta
 from typing import Any, Callable
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from oasis import logconfig, metrics
 from oasis.config import Settings
@@ -72,6 +72,7 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_periodic = 0.0
         self._health: asyncio.Task | None = None  # the host health check in progress, if any
+        self._health_shards = leases.Sharded("health", PERIODIC_SECONDS)
         self._retention: asyncio.Task | None = None  # the job retention run in progress, if any
         self._proxy_sweep: asyncio.Task | None = None  # the proxy users' clean-up in progress, if any
         self.pulse = leases.Pulse(db, self.id)
@@ -235,31 +236,32 @@ class Engine:
         self._retention.add_done_callback(_log_retention_failure)
 
     def _check_health(self) -> None:
-        """Check the hosts of the sites whose check this engine took for this period, unless its previous
-        check still runs (a site cut off makes a check last up to its timeout)."""
+        """Check the hosts of the sites whose check this engine took for this period (claimed by shard of the
+        sites, once per period), unless its previous check still runs (a site cut off makes a check last up to
+        its timeout)."""
         if self._health is not None and not self._health.done():
+            return
+        if not self._health_shards.due():
             return
         with self.db.session() as s:
             site_ids = list(s.scalars(select(Site.id)))
-        sites = []
-        for site_id in site_ids:
-            slot = leases.claim_period(self.db, f"health:{site_id}", PERIODIC_SECONDS, self.id)
-            if slot is not None:
-                log.info("engine %s: periodic health:%s slot %d", self.id, site_id, slot)
-                sites.append(site_id)
+        sites = self._health_shards.claim(self.db, self.id, site_ids)
         if sites:
+            log.info("engine %s: periodic health of %d site(s), slot %d", self.id, len(sites),
+                     self._health_shards.slot)
             self._health = asyncio.create_task(check_hosts(self.db, self.remotes, sites))
             self._health.add_done_callback(_log_failure)
 
     def _delete_idle_transient(self) -> None:
-        """A transient cluster that is Active with no job left to run is deleted (Sahara's periodic task)."""
+        """A transient cluster that is Active with no job left to run is deleted (Sahara's periodic task); the
+        database finds them, in one query whatever the number of clusters and jobs."""
         idle_since = utcnow() - timedelta(seconds=TRANSIENT_IDLE_SECONDS)
+        busy = select(Job.id).where(Job.cluster_id == Cluster.id, Job.status.not_in(TERMINAL)).exists()
         with self.db.session() as s:
-            for c in s.scalars(select(Cluster).where(Cluster.is_transient, Cluster.status == ClusterStatus.ACTIVE,
-                                                     Cluster.op.is_(None))):
-                busy = s.scalars(select(Job.id).where(Job.cluster_id == c.id, Job.status.not_in(TERMINAL))).first()
-                if busy is None and (c.updated_at or c.created_at) < idle_since:
-                    c.status, c.op, c.op_step, c.op_target = ClusterStatus.DELETING, ClusterOp.DELETE, None, {}
+            for c in s.scalars(select(Cluster).where(
+                    Cluster.is_transient, Cluster.status == ClusterStatus.ACTIVE, Cluster.op.is_(None), ~busy,
+                    func.coalesce(Cluster.updated_at, Cluster.created_at) < idle_since)):
+                c.status, c.op, c.op_step, c.op_target = ClusterStatus.DELETING, ClusterOp.DELETE, None, {}
 
 
 def _log_failure(task: asyncio.Task) -> None:

@@ -6,7 +6,8 @@ Two ways in, both periodic work claimed per period (`leases.claim_period`), so t
 - on demand: the API's `PATCH /v2/clusters/{id}` with `{"verification": {"status": "START"}}` writes a
   verification in CHECKING on the cluster (`spec["verification"]`); an engine claims that verification's run
   (`verify:<cluster>:<verification>`, again every REQUEST_RETRY_SECONDS if the engine that ran it died);
-- every `OASIS_VERIFICATION_SECONDS` (0: never) for each Active cluster (`verify:<cluster>`).
+- every `OASIS_VERIFICATION_SECONDS` (0: never) for each Active cluster, claimed by shard of the clusters
+  (`verify#<shard>`, oasis.engine.leases.Sharded): the engine that wins a shard verifies its clusters.
 
 A verification never changes the cluster's status; a change of its health is an event on the cluster's event
 log, and a warning in the engine's log."""
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,30 +202,32 @@ class Verifications:
     def __init__(self, db: Database, remotes: Remotes, engine_id: str, period: float) -> None:
         self.db, self.remotes, self.engine_id, self.period = db, remotes, engine_id, period
         self.tasks: dict[str, asyncio.Task] = {}
-        self._seen: dict[str, int] = {}  # cluster -> the last periodic slot looked at (claimed here or not)
+        self.shards = leases.Sharded("verify", period) if period > 0 else None
 
     def tick(self) -> None:
         """Claim and start the verifications that are due: requested ones, and each Active cluster's periodic
-        one. Called from the engine's periodic loop (every second)."""
+        one. Called from the engine's periodic loop (every second): the requested ones are found by the
+        database (their status, not every cluster's spec read here); the periodic ones are looked for once per
+        period, claimed by shard (oasis.engine.leases.Sharded)."""
         self.tasks = {cid: t for cid, t in self.tasks.items() if not t.done()}
+        active = (Cluster.status == ClusterStatus.ACTIVE, Cluster.op.is_(None))
         with self.db.session() as s:
-            rows = s.execute(select(Cluster.id, Cluster.spec).where(
-                Cluster.status == ClusterStatus.ACTIVE, Cluster.op.is_(None))).all()
-        slot = int(time.time() // self.period) if self.period > 0 else None
-        for cluster_id, spec in rows:
+            requested = {cid: vid for cid, vid in s.execute(select(
+                Cluster.id, Cluster.spec[("verification", "id")].as_string()).where(
+                *active, Cluster.spec[("verification", "status")].as_string() == CHECKING)) if vid}
+        for cluster_id, verification_id in requested.items():
             if cluster_id in self.tasks:
                 continue
-            current = (spec or {}).get("verification") or {}
-            if current.get("status") == CHECKING and current.get("id"):
-                if leases.claim_period(self.db, f"verify:{cluster_id}:{current['id']}", REQUEST_RETRY_SECONDS,
-                                       self.engine_id) is not None:
-                    self._start(cluster_id, str(current["id"]))
-            elif slot is not None and self._seen.get(cluster_id) != slot:
-                self._seen[cluster_id] = slot
-                if leases.claim_period(self.db, f"verify:{cluster_id}", self.period, self.engine_id) is not None:
-                    self._start(cluster_id, None)
-        for gone in set(self._seen) - {r[0] for r in rows}:
-            del self._seen[gone]
+            if leases.claim_period(self.db, f"verify:{cluster_id}:{verification_id}", REQUEST_RETRY_SECONDS,
+                                   self.engine_id) is not None:
+                self._start(cluster_id, verification_id)
+        if self.shards is None or not self.shards.due():
+            return
+        with self.db.session() as s:
+            ids = [i for i in s.scalars(select(Cluster.id).where(*active))
+                   if i not in requested and i not in self.tasks]
+        for cluster_id in self.shards.claim(self.db, self.engine_id, ids):
+            self._start(cluster_id, None)
 
     def _start(self, cluster_id: str, requested: str | None) -> None:
         self.tasks[cluster_id] = asyncio.create_task(self._run(cluster_id, requested))

@@ -153,6 +153,32 @@ def test_each_period_has_one_run(world: World) -> None:
         assert len(list(s.scalars(select(PeriodicRun)))) == 1
 
 
+def test_per_row_periodic_work_is_claimed_by_shard_once_per_period(world: World) -> None:
+    """Each row's run of a period goes to exactly one engine, the claims cost at most one row per shard however
+    many rows, and an engine looks once per period."""
+    rows = [f"row-{i}" for i in range(500)]
+    engines = [leases.Sharded("task", 3600) for _ in range(3)]
+    got = []
+    for n, e in enumerate(engines):
+        assert e.due()
+        got.append(e.claim(world.db, f"engine-{n}", rows))
+    assert sorted(r for mine in got for r in mine) == sorted(rows)  # every row once, none twice
+    assert got[0] == rows  # the first to look wins every shard; the others find them taken
+    with world.db.session() as s:
+        claims = list(s.scalars(select(PeriodicRun.task)))
+    assert len(claims) == leases.SHARDS
+    assert not engines[0].due()  # once per period
+    late = leases.Sharded("task", 3600)
+    assert late.due() and late.claim(world.db, "engine-late", rows) == []
+    # engines looking at different rows of the same task share the shards out
+    a, b = leases.Sharded("other", 3600), leases.Sharded("other", 3600)
+    assert a.due() and b.due()
+    first = a.claim(world.db, "a", rows[:1])
+    second = b.claim(world.db, "b", rows)
+    assert first == rows[:1] and rows[0] not in second
+    assert len(second) == len([r for r in rows if leases.shard_of(r) != leases.shard_of(rows[0])])
+
+
 def test_a_duplicate_name_from_the_database_reads_as_name_already_exists(world: World) -> None:
     _cluster(world, "same")
     with pytest.raises(IntegrityError) as caught:
