@@ -65,7 +65,7 @@ def pool_view(s: Session, row: ClusterPool) -> dict[str, Any]:
             "cluster_template_id": row.cluster_template_id, "availability_zone": site.name if site else None,
             "plugin_name": row.spec["data"]["plugin_name"], "plugin_version": row.spec["data"]["plugin_version"],
             "size": row.size, "max_age": row.max_age, **n, "status": status,
-            "status_description": row.status_description if row.status in PROBLEMS else "",
+            "status_description": row.status_description,
             "clusters": [{"id": c.id, "name": c.name, "status": c.status} for c in members],
             "created_at": ts(row.created_at), "updated_at": ts(row.updated_at)}
 
