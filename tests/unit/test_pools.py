@@ -275,3 +275,17 @@ def test_max_age_is_the_pooled_clusters_lifecycle_limit(world: World) -> None:
     with world.db.session() as s:
         c = s.scalars(select(Cluster).where(Cluster.pool_id == pool["id"])).one()
         assert c.spec["lifecycle"] == {"idle_delete_after": 0, "max_age": 7200}
+
+
+def test_the_dashboard_shows_pooled_clusters_under_their_pool(world: World) -> None:
+    from tests.unit.test_web import browser, sign_in  # noqa: PLC0415 - the dashboard's own test helpers
+
+    pool = make_pool(world, cluster_template(world)["id"])
+    refiller(world).refill(pool["id"])
+    with browser(world) as client:
+        assert sign_in(client, "alice", "p1").status_code == 303
+        page = client.get("/dashboard/clusters")
+    assert page.status_code == 200
+    clusters, pools = page.text.split('id="pools"')
+    assert "pool-warm-1" not in clusters and "No clusters yet." in clusters
+    assert "warm" in pools and "pool-warm-1" in pools
