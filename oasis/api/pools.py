@@ -30,7 +30,7 @@ MAX_SIZE = 100
 # kept short enough for the hostnames, with room for a six-digit n.
 _NAME = {**schemas.hostname_name, "maxLength": 40}
 _SIZE = {"type": "integer", "minimum": 0, "maximum": MAX_SIZE, "description": "Ready clusters the pool keeps"}
-_MAX_AGE = {"type": ["integer", "string", "null"], "maxLength": 32,
+_MAX_AGE = {"type": ["integer", "string", "null"], "maxLength": 32, "minimum": 1, "maximum": lifecycle.MAX_SECONDS,
             "description": "Seconds (or '2h', '1d') a pooled cluster waits before it is replaced; null: forever"}
 POOL_CREATE = {
     "type": "object", "additionalProperties": False, "required": ["pool"],

@@ -64,6 +64,7 @@ def from_template(template: dict, name: str = "mine", **extra) -> dict:
     ({"name": "p", "cluster_template_id": "x", "size": 1.5}, "1.5 is not of type 'integer'"),
     ({"name": "not a hostname", "cluster_template_id": "x", "size": 1}, "does not match"),
     ({"name": "p", "cluster_template_id": "x", "size": 1, "nodes": 3}, "'nodes' was unexpected"),
+    ({"name": "p", "cluster_template_id": "x", "size": 1, "max_age": 10 ** 30}, "is greater than the maximum"),
 ])
 def test_create_refuses_bad_input(world: World, pool: dict, says: str) -> None:
     r = world.post("/v2/pools", {"pool": pool})
