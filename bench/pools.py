@@ -181,8 +181,8 @@ def render(res: dict[str, Any], reps: int, wall: float) -> str:
         "pool vs cold | target | met |",
         "|---|---:|---:|---:|---:|---:|---:|:---:|",
         row("dask", "Dask create → Active"), row("spark", "Spark create → Active"), "",
-        f"{at_once} of {2 * reps} creates from a pool answered 202 with the cluster already `Active` (the rest were "
-        "seen Active by the first 50 ms poll).", "",
+        f"{at_once} of {2 * reps} creates from a pool answered 202 with the cluster already `Active`"
+        + ("." if at_once == 2 * reps else " (the rest were seen Active by a later 50 ms poll)."), "",
         "How each was measured:", "",
         "- *from a pool*: a pool of 1 of the template; once the pool is Ready (not timed), `POST /v2/clusters` "
         "naming the template until the cluster is seen `Active` (the 202's own status when the create claimed a "

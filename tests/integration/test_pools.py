@@ -38,7 +38,7 @@ def pool_of(client: httpx.Client, pool_id: str) -> dict:
     return wf.ok(client.get(f"/pools/{pool_id}"), 200)["pool"]
 
 
-def wait_ready(client: httpx.Client, pool_id: str, timeout: float = 240) -> dict:
+def wait_ready(client: httpx.Client, pool_id: str, timeout: float = 600) -> dict:
     """The pool at its size with every cluster Active; its status Ready."""
     def ready() -> dict | None:
         pool = pool_of(client, pool_id)
@@ -67,7 +67,7 @@ def run(client: httpx.Client, plugin: str, cluster_id: str, code: bytes) -> str:
     template = wf.job_template(client, f"squares-{cluster_id[:8]}", wf.JOB_TYPE[plugin],
                                wf.upload_binary(client, f"squares-{cluster_id[:8]}.py", code))
     jid = wf.run_job(client, template, cluster_id)
-    j = wf.wait_job(client, jid, timeout=240)
+    j = wf.wait_job(client, jid, timeout=900)  # a Spark job on a loaded 2-core machine
     assert j["info"]["status"] == "SUCCEEDED", wf.logs(client, jid, "stderr")[-3000:]
     return wf.logs(client, jid).strip()
 
