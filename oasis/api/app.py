@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from oasis import logconfig, metrics
 from oasis.api import (binaries, clusters, datasources, history, identity_admin, jobs, keypairs, keystone, openapi,
-                       plugins, quotas, site_join, sites, templates, versions, workflows)
+                       plugins, pools, quotas, site_join, sites, templates, versions, workflows)
 from oasis.api.dispatch import Dispatch
 from oasis.api.errors import http_exception, unhandled
 from oasis.api.routing import Deps, Routes
@@ -25,7 +25,7 @@ from oasis.web.app import mount as dashboard
 # Every route of the server, in one table: the version documents, Sahara's resources, the site join (a bundle's
 # join token, not a Keystone token) and Keystone's identity subset (tokens, then administration).
 RESOURCES = (versions, plugins, templates, clusters, binaries, datasources, jobs, history, sites, site_join, keypairs,
-             quotas, workflows, keystone, identity_admin)
+             quotas, workflows, keystone, identity_admin, pools)
 
 
 async def openapi_document(request: Request) -> Response:

@@ -3,6 +3,7 @@ state (`op`, `op_target`) for an engine to carry out, and answers at once."""
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -15,12 +16,11 @@ from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_
                              page)
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.api.templates import check_cluster_groups
-from oasis.db import lifecycle
+from oasis.db import clusterrows, lifecycle, pools
 from oasis.db.capacity import Demand
-from oasis.db.models import Cluster, ClusterTemplate, Flavor, Instance, NodeGroup, Site, new_id, utcnow
+from oasis.db.models import Cluster, ClusterTemplate, Instance, NodeGroup, Site, new_id, utcnow
 from oasis.db.states import ClusterOp, ClusterStatus
 from oasis.identity.principal import Principal
-from oasis.keys import generate_keypair
 from oasis.plugins import get_plugin
 from oasis.plugins.base import NodeGroupShape, Plugin
 
@@ -29,15 +29,9 @@ ACTIVE, DELETING, VALIDATING = ClusterStatus.ACTIVE, ClusterStatus.DELETING, Clu
 # What a cluster inherits from its cluster template when the request does not say.
 _FROM_TEMPLATE = ("description", "node_groups", "anti_affinity", "default_image_id", "neutron_management_network",
                   "use_autoconfig", "shares", "domain_name")
-# Request fields kept in the cluster's `spec` (the rest are columns or node groups).
-_SPEC_FIELDS = ("description", "default_image_id", "neutron_management_network", "user_keypair_id",
-                "cluster_configs", "anti_affinity", "use_autoconfig", "shares", "domain_name", "availability_zone",
-                "lifecycle", "autoscaling")
 # Columns no view shows, left unread by the reads that only show clusters: decrypting them was a third of a list
 # page's time (bench/api_load.py).
 UNSHOWN = (defer(Cluster.management_private_key), defer(Cluster.secrets))
-# Node group fields that are not kept in a node group's `spec`.
-_NG_NOT_SPEC = {"name", "count", "description", "is_public", "is_protected"}
 
 
 # --- create ---------------------------------------------------------------------------------------------------
@@ -70,11 +64,7 @@ def _shapes(groups: list[dict[str, Any]]) -> list[NodeGroupShape]:
 
 def _demands(s: Session, groups: list[tuple[dict[str, Any], int]]) -> list[Demand]:
     """What each instance takes (its flavor's share and its volumes), for (node group, instance count) pairs."""
-    out: list[Demand] = []
-    for ng, count in groups:
-        f = s.get(Flavor, ng["flavor_id"])
-        out += [Demand.of(f.vcpus, f.ram_mb, f.disk_gb, ng)] * max(count, 0)
-    return out
+    return clusterrows.demands(s, groups)
 
 
 def _multiple_names(name: str, count: int | None) -> list[str]:
@@ -85,64 +75,89 @@ def _multiple_names(name: str, count: int | None) -> list[str]:
     return [f"{name}-{i:0{width}d}" for i in range(1, count + 1)]
 
 
-def _node_group_row(ng: dict[str, Any], count: int | None = None) -> NodeGroup:
-    spec = {k: v for k, v in ng.items() if k not in _NG_NOT_SPEC}
-    spec.setdefault("node_group_template_id", None)
-    return NodeGroup(name=ng["name"], count=ng["count"] if count is None else count, spec=spec)
-
-
 def create_cluster(ctx: Ctx) -> Reply:
     with keystone.trusts_undone_on_failure(ctx) as made:
         return _create_cluster(ctx, made)
+
+
+@dataclass
+class Resolved:
+    """A create request checked and completed: over its template, node groups canonical, site, image and network
+    chosen. What a cluster is made of; a pool keeps it to make its clusters (oasis/api/pools.py)."""
+
+    plugin: Plugin
+    data: dict[str, Any]
+    groups: list[dict[str, Any]]
+    site: Site
+
+
+def resolve(s: Session, principal: Principal, body: dict[str, Any], names: list[str]) -> Resolved:
+    """Every check of a create but the capacity and the quota (a claim from a pool needs neither), or a 400."""
+    plugin = topology.plugin_for(body["plugin_name"], body["plugin_version"])
+    version = body["plugin_version"]
+    require_enabled(s, plugin.name, version)
+    limits = lifecycle.merged({}, _lifecycle(body.get("lifecycle")))
+    data = {**_with_template(s, principal, body), "lifecycle": limits or None}
+    if data.get("user_keypair_id"):  # Sahara checked Nova; oasis has its own registry (api/keypairs.py)
+        keypairs.require(s, principal.project_id, data["user_keypair_id"])
+    groups = check_cluster_groups(s, principal, plugin.name, version, data.get("node_groups") or [])
+    if not groups:
+        raise bad("INVALID_DATA", "A cluster needs node groups, directly or from its cluster template")
+    groups = _canonical(plugin, groups)
+    topology.validate_topology(plugin, version, _shapes(groups))
+    if data.get("autoscaling") is not None:
+        data["autoscaling"] = autoscaling.check(plugin, {g["name"]: (g["node_processes"], g["count"])
+                                                         for g in groups}, data["autoscaling"])
+
+    site = topology.resolve_site(s, [data.get("availability_zone"), *(g.get("availability_zone") for g in groups)])
+    for g in groups:
+        if g.get("image_id"):
+            topology.image(s, g["image_id"], site, plugin.required_image_tags(version))
+    tags = plugin.required_image_tags(version)
+    if data.get("default_image_id"):
+        topology.image(s, data["default_image_id"], site, tags)
+    else:
+        data["default_image_id"] = topology.default_image(s, site, tags).id
+    default_net = site.spec.get("default_network") or "local"
+    network = data.get("neutron_management_network") or default_net
+    known = set(site.spec.get("networks") or {}) | {default_net}
+    if network not in known:
+        raise bad("NOT_FOUND", f"Network {network} not found in availability zone '{site.name}'")
+    data["neutron_management_network"] = network
+
+    for name in names:
+        topology.check_hostnames(name, [(g["name"], g["count"]) for g in groups], data.get("domain_name"))
+    topology.check_instances(sum(g["count"] for g in groups) * len(names))
+    return Resolved(plugin, data, groups, site)
 
 
 def _create_cluster(ctx: Ctx, made: list[str]) -> Reply:
     body = ctx.body
     principal = ctx.principal
     with ctx.db.session() as s:
-        plugin = topology.plugin_for(body["plugin_name"], body["plugin_version"])
-        version = body["plugin_version"]
-        require_enabled(s, plugin.name, version)
         names = _multiple_names(body["name"], body.get("count"))
-        limits = lifecycle.merged({}, _lifecycle(body.get("lifecycle")))
+        topology.plugin_for(body["plugin_name"], body["plugin_version"])
+        require_enabled(s, body["plugin_name"], body["plugin_version"])
         for name in names:  # Sahara checks the name first
             ensure_unique_name(s, Cluster, principal.project_id, name, KIND)
-        data = {**_with_template(s, principal, body), "lifecycle": limits or None}
-        if data.get("user_keypair_id"):  # Sahara checked Nova; oasis has its own registry (api/keypairs.py)
-            keypairs.require(s, principal.project_id, data["user_keypair_id"])
-        groups = check_cluster_groups(s, principal, plugin.name, version, data.get("node_groups") or [])
-        if not groups:
-            raise bad("INVALID_DATA", "A cluster needs node groups, directly or from its cluster template")
-        groups = _canonical(plugin, groups)
-        topology.validate_topology(plugin, version, _shapes(groups))
-        if data.get("autoscaling") is not None:
-            data["autoscaling"] = autoscaling.check(plugin, {g["name"]: (g["node_processes"], g["count"])
-                                                             for g in groups}, data["autoscaling"])
-
-        site = topology.resolve_site(s, [data.get("availability_zone"), *(g.get("availability_zone") for g in groups)])
-        for g in groups:
-            if g.get("image_id"):
-                topology.image(s, g["image_id"], site, plugin.required_image_tags(version))
-        tags = plugin.required_image_tags(version)
-        if data.get("default_image_id"):
-            topology.image(s, data["default_image_id"], site, tags)
-        else:
-            data["default_image_id"] = topology.default_image(s, site, tags).id
-        default_net = site.spec.get("default_network") or "local"
-        network = data.get("neutron_management_network") or default_net
-        known = set(site.spec.get("networks") or {}) | {default_net}
-        if network not in known:
-            raise bad("NOT_FOUND", f"Network {network} not found in availability zone '{site.name}'")
-        data["neutron_management_network"] = network
-
-        for name in names:
-            topology.check_hostnames(name, [(g["name"], g["count"]) for g in groups], data.get("domain_name"))
-        topology.check_instances(sum(g["count"] for g in groups) * len(names))
+        r = resolve(s, principal, body, names)
+        data, groups, site = r.data, r.groups, r.site
+        # A single create that a warm pool of the project matches takes one of its Active clusters (no new
+        # capacity or quota: the pooled cluster holds them already); the pool refills in the background.
+        pool = pools.matching(s, principal.project_id, data, groups, site.id) if body.get("count") is None else None
+        if pool is not None:
+            made.append(keystone.trust_for_work(ctx))
+            claimed = pools.claim(s, pool, names[0], data, made[0])
+            if claimed is not None:
+                out = views.clusters(s, [claimed], limits=_limits(ctx))
+                ctx.notify()  # the pool is one short: its refill may start now
+                return Reply(202, {"cluster": out[0]})
+            # none of its clusters is ready: an ordinary create, on the trust just made
         topology.check_capacity(s, site, _demands(s, [(g, g["count"]) for g in groups]) * len(names))
 
         # Every cluster gets its creator's trust (as Sahara's do): its scale, its deletion (a transient one's,
         # by the engine) and its periodic work may come after the creator's token expired.
-        for _ in names:
+        while len(made) < len(names):
             made.append(keystone.trust_for_work(ctx))
         # last before the rows: it holds the project's quota lock until they are committed (oasis/db/quotas.py)
         quotas.check_clusters(ctx, s, _demands(s, [(g, g["count"]) for g in groups]) * len(names), len(names))
@@ -160,22 +175,7 @@ def _create_cluster(ctx: Ctx, made: list[str]) -> Reply:
 
 def _write_cluster(s: Session, principal: Principal, name: str, data: dict[str, Any], site: Site,
                    groups: list[dict[str, Any]], trust_id: str | None = None) -> Cluster:
-    private, public = generate_keypair(f"oasis-{name}")
-    spec = {k: copy.deepcopy(data[k]) for k in _SPEC_FIELDS if data.get(k) is not None}
-    cluster = Cluster(project_id=principal.project_id, name=name, plugin_name=data["plugin_name"],
-                      plugin_version=data["plugin_version"], site_id=site.id,
-                      cluster_template_id=data.get("cluster_template_id"), status=VALIDATING, status_description="",
-                      is_transient=bool(data.get("is_transient", False)), is_public=bool(data.get("is_public", False)),
-                      is_protected=bool(data.get("is_protected", False)), spec=spec, info={},
-                      management_public_key=public, management_private_key=private, trust_id=trust_id,
-                      op=ClusterOp.CREATE, op_step=None, op_target={})
-    s.add(cluster)
-    s.flush()
-    for g in groups:
-        row = _node_group_row(g)
-        row.cluster_id = cluster.id
-        s.add(row)
-    return cluster
+    return clusterrows.write_cluster(s, principal.project_id, name, data, site.id, groups, trust_id)
 
 
 # --- read -----------------------------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def client_config(ctx: Ctx) -> Reply:
     it cannot see."""
     with ctx.db.session() as s:
         row = s.get(Cluster, ctx.path["id"])
-        if row is None or row.project_id != ctx.principal.project_id:
+        if row is None or row.project_id != ctx.principal.project_id or row.pool_id is not None:
             raise not_found(KIND, ctx.path["id"])
         if row.status != ACTIVE or not row.secrets:
             raise ApiError(409, "CLUSTER_NOT_ACTIVE", f"Cluster '{row.name}' is {row.status}: its client "
@@ -384,7 +384,7 @@ def scale_cluster(ctx: Ctx) -> Reply:
         quotas.check_clusters(ctx, s, _demands(s, grow))  # holds the project's quota lock until the commit
 
         for g in added:
-            row = _node_group_row(g, count=0)  # the engine raises it to its target as instances come up
+            row = clusterrows.node_group_row(g, count=0)  # the engine raises it to its target as instances come up
             row.cluster_id = cluster.id
             s.add(row)
         cluster.status = VALIDATING

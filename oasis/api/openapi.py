@@ -108,6 +108,16 @@ RESOURCES: dict[str, dict[str, Any]] = {
                                                                                         "items": _str},
                                    "status": _str, "job_id": _nstr, "start_time": _ts, "end_time": _ts,
                                    "output_url": _nstr, "reason": _str})}}),
+    # oasis's warm pools (oasis/api/pools.py)
+    "pool": _item(["id", "name", "project_id", "cluster_template_id", "size", "ready", "starting", "status",
+                   "clusters"],
+                  {"id": _str, "name": _str, "project_id": _str, "cluster_template_id": _str,
+                   "availability_zone": _nstr, "plugin_name": _str, "plugin_version": _str,
+                   "size": {**_int, "minimum": 0, "maximum": 100}, "max_age": {**_int, "nullable": True},
+                   "ready": _int, "starting": _int, "failed": _int, "status": _str, "status_description": _str,
+                   "clusters": {"type": "array", "items": _item(["id", "name", "status"],
+                                                                {"id": _str, "name": _str, "status": _str})},
+                   "created_at": _ts, "updated_at": _ts}),
     # Keystone's
     "token": _item(["expires_at", "user", "project", "catalog", "roles"], {
         "methods": {"type": "array", "items": _str}, "expires_at": _str, "issued_at": _str, "user": _obj,
@@ -150,6 +160,7 @@ _LIST_FILTERS = {
     "/data-sources": ["type"], "/job-binaries": ["name"], "/job-binary-internals": ["name"],
     "/job-templates": ["type", "name"], "/jobs": ["status"], "/job-executions": ["status"],
     "/workflows": ["name"], "/workflow-runs": ["status", "workflow_id"],
+    "/pools": ["name"],
 }
 _attempt = {"type": "integer", "minimum": 1}  # which run of a job (its retries); the latest by default
 _OTHER_PARAMS = {

@@ -15,7 +15,10 @@ PAGING = frozenset({"limit", "marker", "sort_by"})
 
 
 def visible(stmt: Select, model: Any, principal: Principal) -> Select:
-    """A project sees its own rows and public ones; an admin sees every project's."""
+    """A project sees its own rows and public ones; an admin sees every project's. A cluster waiting in a warm
+    pool is no one's yet: it is seen under its pool (oasis/api/pools.py), not as a cluster."""
+    if hasattr(model, "pool_id"):
+        stmt = stmt.where(model.pool_id.is_(None))
     if principal.is_admin:
         return stmt
     return stmt.where(or_(*_visibility(model, principal)))
@@ -35,6 +38,8 @@ def get_visible(s: Session, model: Any, object_id: str, principal: Principal, ki
     """The row if the caller may see it. A URL id that is not found is 404; a reference inside a body is 400
     (Sahara's validators raise NotFound as 400), hence `status`. `load`: loader options, as `page` takes."""
     row = s.get(model, object_id, options=load)
+    if row is not None and getattr(row, "pool_id", None) is not None:
+        row = None  # a pooled cluster: no one's until a create claims it
     if row is None or not (principal.is_admin or row.project_id == principal.project_id or row.is_public):
         if status == 404:
             raise not_found(kind, object_id)

@@ -26,6 +26,7 @@ KEYS = {
     "data-sources": ("data_source", "data_sources"),
     "job-templates": ("job_template", "job_templates"),
     "jobs": ("job", "jobs"),
+    "pools": ("pool", "pools"),
 }
 
 

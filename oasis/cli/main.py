@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from oasis.cli import (binaries, clusters, datasources, export, history, identity, jobs, keypairs, keystone, lab,
-                       plugins, quotas, sites, templates, workflows)
+                       plugins, pools, quotas, sites, templates, workflows)
 from oasis.cli.common import Options, command, fail, options
 from oasis.cli.demo import Demo
 from oasis.config import Settings
@@ -195,6 +195,7 @@ app.add_typer(sites.app, name="site")
 app.add_typer(keypairs.app, name="keypair")
 app.add_typer(quotas.app, name="quota")
 app.add_typer(workflows.app, name="workflow")
+app.add_typer(pools.app, name="pool")
 app.add_typer(identity.projects, name="project")
 app.add_typer(identity.users, name="user")
 export.register(app)  # `oasis export`

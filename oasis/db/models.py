@@ -253,6 +253,8 @@ class Cluster(Owned, Leased, Base):
     # The cluster's own credentials (CA, certificates, framework secrets): never serialised by any API view;
     # encrypted at rest.
     secrets: Mapped[dict[str, Any] | None] = mapped_column(EncryptedJSON, default=dict)
+    # The warm pool (ClusterPool) that holds the cluster until a create claims it; None: a user's cluster.
+    pool_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
     # The list's default order, read from an index for a project's rows and for the public ones (oasis.api.query)
     __table_args__ = (UniqueConstraint("project_id", "name"),
                       Index("ix_clusters_project_created", "project_id", "created_at", "id"),
@@ -487,3 +489,26 @@ class WorkflowRun(Stamped, Leased, Base):
     # as a job's: a run is its project's (never public); the columns let the shared queries treat it as the others
     is_public: Mapped[bool] = mapped_column(Boolean, default=False)
     is_protected: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+# --- warm pools (oasis/db/pools.py) ---------------------------------------------------------------------------
+
+
+class ClusterPool(Owned, Base):
+    """A project's pool of `size` ready clusters of one cluster template on one site: a create that matches it
+    claims one (oasis/db/pools.py), and the engine refills it (oasis/engine/pools.py). `spec` holds what the API
+    validated when the pool was made (the create request over the template, its node groups), from which the
+    refill writes each pooled cluster; `trust_id` is the creator's trust, which the refill acts on."""
+
+    __tablename__ = "cluster_pools"
+    cluster_template_id: Mapped[str] = mapped_column(String(36), index=True)
+    site_id: Mapped[str] = mapped_column(String(36))
+    size: Mapped[int] = mapped_column(Integer)
+    # Ready (all of size Active), Filling, Waiting (for quota), Error (the refill cannot go on)
+    status: Mapped[str] = mapped_column(String(24), default="Filling")
+    status_description: Mapped[str] = mapped_column(Text, default="")
+    max_age: Mapped[int | None] = mapped_column(Integer, default=None)  # seconds a pooled cluster is kept
+    serial: Mapped[int] = mapped_column(Integer, default=0)  # the number of the last pooled cluster written
+    trust_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    __table_args__ = (UniqueConstraint("project_id", "name"),)

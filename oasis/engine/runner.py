@@ -29,6 +29,7 @@ from oasis.engine.clusters import cluster_machine
 from oasis.engine.health import check_hosts
 from oasis.engine.jobs import job_machine
 from oasis.engine.lifecycle import Lifecycle
+from oasis.engine.pools import Pools
 from oasis.engine.sites import site_machine
 from oasis.engine.proxies import SWEEP_SECONDS, sweep
 from oasis.engine.verification import Verifications
@@ -80,6 +81,7 @@ class Engine:
         self.lifecycle = Lifecycle(db, self.remotes, self.id, settings.idle_delete_after_seconds,
                                    settings.error_cluster_grace_seconds)
         self.autoscaler = Autoscaler(db, self.remotes, self.id, settings.quota_defaults, self.wake)
+        self.pools = Pools(db, self.id, self.identity, settings.quota_defaults, self.wake)
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll; callable from any thread."""
@@ -117,6 +119,7 @@ class Engine:
             await self.verifications.stop()
             await self.lifecycle.stop()
             await self.autoscaler.stop()
+            await self.pools.stop()
             await asyncio.to_thread(self.pulse.stop)
             await self.remotes.close()
 
@@ -217,6 +220,7 @@ class Engine:
         self.verifications.tick()
         self.lifecycle.tick()
         self.autoscaler.tick()
+        self.pools.tick()
 
     def _sweep_proxy_users(self) -> None:
         """Remove the proxy users a crash left behind; in a thread (Keystone calls), never two at once."""

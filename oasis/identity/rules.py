@@ -128,6 +128,12 @@ RULES: tuple[Rule, ...] = (
          "Restart a failed or cancelled workflow run from its unfinished steps."),
     Rule("workflow-run:cancel", PREFIX + "workflow-runs:cancel", MEMBER,
          "Cancel a workflow run: kill its running steps' jobs and run no more of them."),
+    # warm pools of ready clusters (oasis/api/pools.py)
+    Rule("pool:list", PREFIX + "pools:get_all", READER, "List warm pools."),
+    Rule("pool:get", PREFIX + "pools:get", READER, "Show a warm pool and its clusters."),
+    Rule("pool:create", PREFIX + "pools:create", MEMBER, "Create a warm pool of ready clusters."),
+    Rule("pool:update", PREFIX + "pools:update", MEMBER, "Resize a warm pool."),
+    Rule("pool:delete", PREFIX + "pools:delete", MEMBER, "Delete a warm pool and its unclaimed clusters."),
     Rule("keypair:list", PREFIX + "keypairs:get_all", READER, "List keypairs."),
     Rule("keypair:get", PREFIX + "keypairs:get", READER, "Show a keypair."),
     Rule("keypair:create", PREFIX + "keypairs:create", MEMBER, "Create or import a keypair."),

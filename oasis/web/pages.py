@@ -51,8 +51,10 @@ async def overview(request: Request, api: Api, session: Session) -> Response:
 
 @signed_in
 async def clusters(request: Request, api: Api, session: Session) -> Response:
-    rows = await api.listing("/v2/clusters", "clusters")
-    return page(request, "clusters.html", session, clusters=sorted(rows, key=lambda c: c["name"]))
+    # A warm pool's clusters are not the user's until claimed (the API lists them under their pool, not as clusters)
+    rows, pools = await asyncio.gather(api.listing("/v2/clusters", "clusters"), api.listing("/v2/pools", "pools"))
+    return page(request, "clusters.html", session, clusters=sorted(rows, key=lambda c: c["name"]),
+                pools=sorted(pools, key=lambda p: p["name"]))
 
 
 async def _cluster_page(request: Request, api: Api, session: Session, cluster_id: str, status: int = 200,

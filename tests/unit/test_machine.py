@@ -343,7 +343,7 @@ def _differences(got: Any, expected: Any, path: str = "") -> str:
 def test_a_crash_at_any_step_resumes_to_the_same_end(make_world, scenario, step: str, when: str,  # noqa: ANN001
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # Keys are generated at random: the same ones in both runs, so that rows compare.
-    monkeypatch.setattr("oasis.api.clusters.generate_keypair", lambda comment: ("PRIVATE", f"ssh-ed25519 AAAA {comment}"))
+    monkeypatch.setattr("oasis.db.clusterrows.generate_keypair", lambda comment: ("PRIVATE", f"ssh-ed25519 AAAA {comment}"))
     expected = _baseline(scenario, make_world)
 
     crashed = scenario(make_world("crashed"), {})

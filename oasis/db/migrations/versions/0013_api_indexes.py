@@ -2,14 +2,14 @@
 counts, and the jobs that use a data source (bench/api_load.py found each a scan of the table)
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-02 05:40:00.000000
 """
 from alembic import op
 
 
 revision = '0013'
-down_revision = '0011'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 
