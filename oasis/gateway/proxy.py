@@ -82,7 +82,7 @@ class Gateway:
 
     @staticmethod
     async def _relay_error(context: grpc.aio.ServicerContext, e: grpc.aio.AioRpcError) -> None:
-        await context.abort(e.code(), e.details() or "", e.trailing_metadata() or ())
+        await context.abort(e.code(), e.details() or "", tuple(e.trailing_metadata() or ()))
 
     def _unary_handler(self, method: str) -> grpc.RpcMethodHandler:
         async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
