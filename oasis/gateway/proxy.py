@@ -82,7 +82,11 @@ class Gateway:
 
     @staticmethod
     async def _relay_error(context: grpc.aio.ServicerContext, e: grpc.aio.AioRpcError) -> None:
-        await context.abort(e.code(), e.details() or "", tuple(e.trailing_metadata() or ()))
+        trailing = tuple(e.trailing_metadata() or ())
+        # set first: gRPC falls back on the context's own trailing metadata when abort gets none, and that must
+        # be a tuple too
+        context.set_trailing_metadata(trailing)
+        await context.abort(e.code(), e.details() or "", trailing)
 
     def _unary_handler(self, method: str) -> grpc.RpcMethodHandler:
         async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:

@@ -58,7 +58,8 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event,
     """Serve until `stop` is set, then give calls in flight GRACE seconds (a client reattaches to what it had)."""
     remotes = Remotes()
     gateway = Gateway(Router(db, open_identity(settings, db), remotes))
-    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    # no SO_REUSEPORT (gRPC's default): a second gateway on a taken port must fail, not share it unseen
+    server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((gateway.handler(),))
     try:
         bound = server.add_secure_port(address(settings), credentials(settings))

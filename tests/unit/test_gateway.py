@@ -185,6 +185,9 @@ def upstream_handler(seen: list) -> grpc.GenericRpcHandler:
     async def stream(request: bytes, context: grpc.aio.ServicerContext):  # noqa: ANN202
         for i in range(3):
             yield request + str(i).encode()
+        if request == b"cancel":  # as Spark ends an interrupted query: mid-stream, with no trailing metadata
+            await context.abort(grpc.StatusCode.INTERNAL, "[OPERATION_CANCELED] Operation has been canceled.",
+                                (("grpc-status-details-bin", DETAILS),))
 
     async def upload(requests: Any, context: grpc.aio.ServicerContext) -> bytes:
         return b"+".join([r async for r in requests])
@@ -214,6 +217,12 @@ def test_the_gateway_forwards_bytes_swaps_the_token_and_relays_errors() -> None:
                 assert "x-oasis-cluster" not in seen[-1]
                 got = [r async for r in ch.unary_stream(methods.path("ExecutePlan"))(b"r", metadata=md)]
                 assert got == [b"r0", b"r1", b"r2"]
+                got.clear()
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    async for r in ch.unary_stream(methods.path("ExecutePlan"))(b"cancel", metadata=md):
+                        got.append(r)
+                assert e.value.code() == grpc.StatusCode.INTERNAL and "OPERATION_CANCELED" in e.value.details()
+                assert len(got) == 3
 
                 async def parts():  # noqa: ANN202
                     for p in (b"a", b"b"):
