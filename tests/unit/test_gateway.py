@@ -243,3 +243,74 @@ def test_the_gateway_forwards_bytes_swaps_the_token_and_relays_errors() -> None:
             await upstream.stop(None)
 
     asyncio.run(scenario())
+
+
+# --- the cluster's side (oasis/plugins/spark.py) and the string handed out ------------------------------------
+
+def master_view(configs: dict | None = None) -> tuple[ClusterView, Any]:
+    from oasis.plugins.base import InstanceView
+
+    plugin = get_plugin("spark")
+    view = ClusterView("cid", "sc", "4.3", configs or {}, {"spark_home": "/spark", "python": "python3"})
+    view.secrets = plugin.make_secrets(view)
+    m = InstanceView(id="i1", name="sc-master-001", node_group="master", processes=["master"], address="10.0.0.5",
+                     workdir="/w/m", ports={"master": 20001, "master_ui": 20002, CONNECT_PORT: 20003}, vcpus=1,
+                     ram_mb=2048, remote=None, agent=None)  # type: ignore[arg-type]
+    view.instances.append(m)
+    return view, m
+
+
+def test_the_master_runs_a_connect_server_with_its_own_token_in_a_private_file() -> None:
+    plugin = get_plugin("spark")
+    assert CONNECT_PORT in plugin.ports("master") and CONNECT_PORT not in plugin.ports("worker")
+    view, m = master_view()
+    files = plugin._instance_files(view, m)  # what configure writes, each mode 0600
+    conf = dict(line.split(" ", 1) for line in files["/w/m/conf/connect.properties"].decode().splitlines())
+    assert conf["spark.connect.authenticate.token"] == view.secrets[CONNECT_TOKEN]
+    assert conf["spark.authenticate.secret"] == view.secrets["auth_secret"]  # a driver of the secured cluster
+    assert (conf["spark.connect.grpc.binding.address"], conf["spark.connect.grpc.binding.port"]) == ("10.0.0.5",
+                                                                                                      "20003")
+    assert conf["spark.dynamicAllocation.enabled"] == "true" and conf["spark.dynamicAllocation.minExecutors"] == "0"
+    assert conf["spark.dynamicAllocation.maxExecutors"] == "2"
+    # decommission migrates shuffle files (the cluster's default): no shuffle tracking beside it
+    assert conf["spark.dynamicAllocation.shuffleTracking.enabled"] == "false"
+    assert "Spark Connect" in plugin.info(view)["Spark"]
+    assert view.secrets[CONNECT_TOKEN] not in str(plugin.info(view))
+
+
+def test_a_cluster_config_turns_the_server_off_or_sizes_it() -> None:
+    plugin = get_plugin("spark")
+    view, m = master_view({"general": {"oasis.spark.connect": "false"}})
+    assert "/w/m/conf/connect.properties" not in plugin._instance_files(view, m)
+    assert "Spark Connect" not in plugin.info(view)["Spark"]
+    view, m = master_view({"general": {"oasis.spark.connect.max_executors": 5,
+                                       "spark.decommission.enabled": "false"}})
+    conf = plugin._instance_files(view, m)["/w/m/conf/connect.properties"].decode()
+    assert "spark.dynamicAllocation.maxExecutors 5\n" in conf
+    assert "spark.dynamicAllocation.shuffleTracking.enabled true\n" in conf
+
+
+def test_an_idle_connect_server_is_no_activity() -> None:
+    from oasis.plugins.spark import CONNECT_APP, idle_connect_server
+
+    assert idle_connect_server({"name": CONNECT_APP, "cores": 0})
+    assert not idle_connect_server({"name": CONNECT_APP, "cores": 1})  # a query is running
+    assert not idle_connect_server({"name": "wordcount", "cores": 0})
+
+
+def test_client_config_gives_the_connect_string_never_a_token(world: World) -> None:
+    from oasis.cli.connect import connect_url
+
+    cid = connect_cluster(world)
+    with world.db.session() as s:
+        row = s.get(Cluster, cid)
+        row.info = {"Spark": {"Master": "spark://127.0.0.1:20001", "Spark Connect": "through the gateway"}}
+        token = row.secrets[CONNECT_TOKEN]
+    r = world.get(f"/v2/clusters/{cid}/client-config")
+    assert r.status_code == 200, r.text
+    cfg = r.json()["client_config"]
+    port = world.settings.connect_port
+    assert cfg["spark_connect"] == {"url": f"sc://localhost:{port}/;x-oasis-cluster=sc", "ca": None}
+    assert token not in r.text, "the server's own token stays with the gateway"
+    assert connect_url(cfg) == f"sc://localhost:{port}/;token=<token>;x-oasis-cluster=sc"
+    assert connect_url(cfg, "t0k") == f"sc://localhost:{port}/;token=t0k;x-oasis-cluster=sc"
