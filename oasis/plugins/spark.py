@@ -79,6 +79,7 @@ CONNECT_TOKEN = "connect_token"   # the secret the gateway presents (`spark.conn
 CONNECT_CONFIG = "oasis.spark.connect"
 CONNECT_MAX_EXECUTORS = "oasis.spark.connect.max_executors"
 CONNECT_IDLE_EXECUTOR = 60
+CONNECT_READY_TIMEOUT = 300.0
 
 
 class SparkPlugin(Plugin):
@@ -444,7 +445,10 @@ class SparkPlugin(Plugin):
                   "--class", CONNECT_CLASS, "--name", CONNECT_APP]
         env = self._env(cluster, m)
         env.pop("SPARK_DAEMON_JAVA_OPTS", None)  # the driver's JIT stays whole: it runs the queries' planning
-        await start_daemon(m, "connect", submit, env, CONNECT_READY, BIND_FAILED)
+        # a driver's start (its SparkContext, an executor, the gRPC service) is far more than a daemon's: on a
+        # loaded host it took over READY_TIMEOUT, so it has a bound of its own
+        await m.agent.start(m.procdir, "connect", submit, env, ready=CONNECT_READY, timeout=CONNECT_READY_TIMEOUT,
+                            fail=BIND_FAILED)
 
     def _connect_info(self, cluster: ClusterView, m: InstanceView) -> dict[str, str]:
         if not self._connect_on(cluster, m):
