@@ -112,6 +112,9 @@ def run_up(settings: Settings) -> None:
 def run_gateway(settings: Settings) -> None:
     """The Spark Connect gateway alone (stateless: as many as you like, on one database)."""
     logconfig.setup(settings.log_format)
+    if not settings.connect_port:
+        log.error("oasis gateway needs a port: --connect-port (or OASIS_CONNECT_PORT) is 0")
+        raise SystemExit(2)
     settings = tls.prepare(settings)  # the API's certificate, from the deployment's CA
     db, _ = _prepare(settings, serves_api=False)
 
