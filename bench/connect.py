@@ -108,6 +108,10 @@ def main() -> None:
         wait_until(lambda: c.cluster_or_none(cid) is None, 300, "the cluster to be deleted", 0.5)
     finally:
         service.stop()
+        # as root, the local host's instances live outside the state dir (its link's target): removed as well
+        base = (service.state_dir / "hosts" / "localhost").resolve()
+        if base != service.state_dir / "hosts" / "localhost":
+            shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 
     s_o, s_d = statistics.median(sessions["oasis"]), statistics.median(sessions["direct"])
