@@ -19,6 +19,7 @@ from oasis.db.session import Database
 from oasis.db.states import ClusterStatus
 from oasis.engine.views import host_remotes
 from oasis.identity.base import Identity
+from oasis.identity.policy import Forbidden, Policy
 from oasis.identity.principal import Principal
 from oasis.plugins.base import ClusterView
 from oasis.plugins.spark import CONNECT_PORT, CONNECT_TOKEN, connect_enabled
@@ -29,6 +30,7 @@ AUTHORIZATION = "authorization"
 CLUSTER = "x-oasis-cluster"
 MAX_REF = 255  # a cluster's id is 36 characters, its name at most 80: anything longer names none
 TTL = 5.0
+ACTION = "cluster:connect:execute"  # the policy rule (oasis/identity/rules.py): a member's by default
 # The statuses in which a cluster's master (and so its Connect server) runs; others are refused up front.
 SERVING = (ClusterStatus.ACTIVE, ClusterStatus.DECOMMISSIONING, ClusterStatus.SCALING_SPAWNING,
            ClusterStatus.SCALING_WAITING, ClusterStatus.SCALING_PREPARING)
@@ -108,9 +110,10 @@ def _digest(token: str) -> str:
 class Router:
     """The gateway's decisions for one call, from its metadata; answers cached for `ttl` seconds."""
 
-    def __init__(self, db: Database, identity: Identity, remotes: Remotes, ttl: float = TTL,
+    def __init__(self, db: Database, identity: Identity, remotes: Remotes, policy: Policy, ttl: float = TTL,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.db, self.identity, self.remotes, self.ttl, self.clock = db, identity, remotes, ttl, clock
+        self.db, self.identity, self.remotes, self.policy = db, identity, remotes, policy
+        self.ttl, self.clock = ttl, clock
         self._principals: dict[str, tuple[Principal, float]] = {}
         self._routes: dict[tuple[str, str], tuple[Route, float]] = {}
 
@@ -136,6 +139,10 @@ class Router:
         if principal is None:
             self._principals.pop(key, None)
             raise Refused(grpc.StatusCode.UNAUTHENTICATED, "the token is not valid (unknown, expired or revoked)")
+        try:
+            self.policy.authorize(principal, ACTION)
+        except Forbidden as e:
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, str(e)) from None
         self._principals[key] = (principal, now + self.ttl)
         self._forget_expired(now)
         return principal

@@ -17,7 +17,7 @@ from oasis.config import Settings
 from oasis.db.session import Database
 from oasis.gateway.proxy import CHANNEL_OPTIONS, Gateway
 from oasis.gateway.routes import Router
-from oasis.identity import open_identity
+from oasis.identity import open_identity, policy
 from oasis.remote.hosts import Remotes
 
 log = logging.getLogger("oasis.gateway")
@@ -57,7 +57,7 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event,
                 started: threading.Event | None = None) -> None:
     """Serve until `stop` is set, then give calls in flight GRACE seconds (a client reattaches to what it had)."""
     remotes = Remotes()
-    gateway = Gateway(Router(db, open_identity(settings, db), remotes))
+    gateway = Gateway(Router(db, open_identity(settings, db), remotes, policy.load(settings.policy_file)))
     # no SO_REUSEPORT (gRPC's default): a second gateway on a taken port must fail, not share it unseen
     server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((gateway.handler(),))

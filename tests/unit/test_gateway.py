@@ -15,6 +15,7 @@ from oasis.gateway import methods
 from oasis.gateway.proxy import Gateway, upstream_metadata
 from oasis.gateway.routes import Refused, Route, Router, bearer, cluster_ref
 from oasis.gateway.serve import pem_blocks
+from oasis.identity import policy
 from oasis.identity.builtin import BuiltinIdentity
 from oasis.plugins import get_plugin
 from oasis.plugins.base import ClusterView
@@ -87,7 +88,7 @@ def connect_cluster(world: World, name: str = "sc", who: str = "alice", port: in
 
 
 def router(world: World, **kw: Any) -> Router:
-    return Router(world.db, BuiltinIdentity(world.db), Remotes(), **kw)
+    return Router(world.db, BuiltinIdentity(world.db), Remotes(), policy.load(None), **kw)
 
 
 def call(world: World, who: str, ref: str) -> list[tuple[str, str]]:
@@ -129,6 +130,12 @@ def test_a_bad_token_is_refused_before_anything_is_looked_up(world: World) -> No
     connect_cluster(world)
     e = refusal(router(world), [("authorization", "Bearer not-a-token"), ("x-oasis-cluster", "sc")])
     assert e.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_reader_of_the_project_may_not_run_code_on_its_cluster(world: World) -> None:
+    connect_cluster(world)
+    e = refusal(router(world), call(world, "carol", "sc"))  # carol: a reader of alice's project
+    assert e.code == grpc.StatusCode.PERMISSION_DENIED and "data-processing:clusters:connect" in e.message
 
 
 def test_a_cluster_without_a_server_or_not_active_is_refused_with_why(world: World) -> None:
