@@ -85,19 +85,24 @@ def test_dataframes_a_udf_and_an_uploaded_module(oasis: Oasis, cluster: str, tmp
 
 def test_a_long_query_is_interrupted_and_the_server_goes_on(oasis: Oasis, cluster: str) -> None:
     spark = session(url_for(oasis, cluster))
+    assert spark.range(3).count() == 3  # the session is the server's before anything is interrupted
     interrupted: list[str] = []
+    failed: list[BaseException] = []
 
     def interrupt() -> None:  # until the query is running: interruptAll names what it interrupted
-        wait_until(lambda: interrupted.extend(spark.interruptAll()) or interrupted, 300, "the query to run", 0.5)
+        try:
+            wait_until(lambda: interrupted.extend(spark.interruptAll()) or interrupted, 300, "the query to run", 0.5)
+        except BaseException as e:  # noqa: BLE001 (said by the main thread's assertion)
+            failed.append(e)
 
-    thread = threading.Thread(target=interrupt)
+    thread = threading.Thread(target=interrupt, daemon=True)
     thread.start()
     try:
         with pytest.raises(Exception) as e:
             spark.range(10 ** 13).selectExpr("sum(id % 7)").collect()
-        assert "OPERATION_CANCELED" in str(e.value), e.value
+        assert "OPERATION_CANCELED" in str(e.value), (e.value, failed)
         thread.join(300)
-        assert interrupted
+        assert interrupted and not failed, failed
         assert spark.range(10).count() == 10  # the same session, the same server
     finally:
         thread.join(300)
