@@ -86,6 +86,9 @@ class Settings:
     log_format: str = field(default_factory=lambda: os.environ.get("OASIS_LOG_FORMAT", "text"))
     # The port an `oasis engine` serves /metrics on (on `host`); None: none. The API serves them on its own port.
     metrics_port: int | None = field(default_factory=lambda: _int_env("OASIS_METRICS_PORT"))
+    # The Spark Connect gateway's port (oasis.gateway; on `host`), served by `oasis up` and `oasis gateway`;
+    # 0: none. What `oasis cluster connect` names in its sc:// string.
+    connect_port: int = field(default_factory=lambda: _connect_port_env())
     # The policy file (oslo.policy's YAML; `[oslo_policy] policy_file` of the configuration file) that overrides
     # the default rules (docs/policy.md); None: the defaults.
     policy_file: Path | None = field(default_factory=lambda: _path_env("OASIS_POLICY_FILE"))
@@ -134,6 +137,14 @@ class Settings:
     @property
     def public_url(self) -> str:
         return f"{'https' if self.tls_on else 'http'}://{self.host}:{self.port}"
+
+
+DEFAULT_CONNECT_PORT = 15002  # Spark Connect's own default port
+
+
+def _connect_port_env() -> int:
+    port = _int_env("OASIS_CONNECT_PORT")
+    return DEFAULT_CONNECT_PORT if port is None else port
 
 
 def _int_env(name: str) -> int | None:

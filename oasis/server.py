@@ -17,6 +17,7 @@ from oasis.db.encrypted import load_key
 from oasis.db.session import Database
 from oasis.engine.health import reachable_by_site
 from oasis.engine.runner import Engine
+from oasis.gateway.serve import GatewayError, serve, start_thread
 from oasis.storage import ObjectStore, open_store
 from oasis.storage.endpoints import deployment_policy, set_policy
 
@@ -96,9 +97,36 @@ def run_up(settings: Settings) -> None:
     stop = asyncio.Event()
     thread = threading.Thread(target=loop.run_until_complete, args=(engine.run(stop),), name="engine", daemon=True)
     thread.start()
+    gateway = start_thread(settings, db) if settings.connect_port else None
     log.info("oasis up on %s (state in %s)", settings.public_url, settings.state_dir)
     try:
         _serve(settings, create_app(settings, db, store, notify=engine.wake))
     finally:
         loop.call_soon_threadsafe(stop.set)
+        if gateway is not None:
+            gateway[1].call_soon_threadsafe(gateway[2].set)
+            gateway[0].join(timeout=30)
         thread.join(timeout=30)
+
+
+def run_gateway(settings: Settings) -> None:
+    """The Spark Connect gateway alone (stateless: as many as you like, on one database)."""
+    logconfig.setup(settings.log_format)
+    if not settings.connect_port:
+        log.error("oasis gateway needs a port: --connect-port (or OASIS_CONNECT_PORT) is 0")
+        raise SystemExit(2)
+    settings = tls.prepare(settings)  # the API's certificate, from the deployment's CA
+    db, _ = _prepare(settings, serves_api=False)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, db, stop)
+
+    try:
+        asyncio.run(main())
+    except GatewayError as e:
+        log.error("%s", e)
+        raise SystemExit(2) from None

@@ -3,12 +3,14 @@ state (`op`, `op_target`) for an engine to carry out, and answers at once."""
 from __future__ import annotations
 
 import copy
+import socket
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
+from oasis import tls
 from oasis.api import autoscaling, keypairs, keystone, quotas, schemas, topology, views
 from oasis.api.errors import ApiError, bad, not_found
 from oasis.api.plugins import require_enabled
@@ -16,6 +18,7 @@ from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_
                              page)
 from oasis.api.routing import Ctx, Reply, Routes
 from oasis.api.templates import check_cluster_groups
+from oasis.config import Settings
 from oasis.db import clusterrows, lifecycle, pools
 from oasis.db.capacity import Demand
 from oasis.db.models import Cluster, ClusterTemplate, Instance, NodeGroup, Site, new_id, utcnow
@@ -201,6 +204,18 @@ def show_cluster(ctx: Ctx) -> Reply:
         return Reply(200, {"cluster": views.cluster(s, row, show_progress, limits=_limits(ctx))})
 
 
+def spark_connect(settings: Settings, cluster_name: str) -> dict[str, str | None]:
+    """How the stock Spark Connect client reaches a cluster through the deployment's gateway (oasis.gateway), less
+    the caller's token, which the client adds (`;token=`): over TLS with the deployment's CA (`ca`) when the
+    service has it on; else with gRPC's local credentials, which the client uses for `localhost` only."""
+    if settings.tls_on:
+        host = settings.host if settings.host not in ("", "0.0.0.0", "::") else socket.gethostname()
+        host = f"[{host}]" if ":" in host else host
+        return {"url": f"sc://{host}:{settings.connect_port}/;use_ssl=true;x-oasis-cluster={cluster_name}",
+                "ca": tls.ca_pem(settings)}
+    return {"url": f"sc://localhost:{settings.connect_port}/;x-oasis-cluster={cluster_name}", "ca": None}
+
+
 def client_config(ctx: Ctx) -> Reply:
     """The credentials and addresses a member of the owning project needs to reach the cluster's framework
     from outside it (an oasis extension). Only the owning project's members get them: every other caller,
@@ -214,6 +229,8 @@ def client_config(ctx: Ctx) -> Reply:
             raise ApiError(409, "CLUSTER_NOT_ACTIVE", f"Cluster '{row.name}' is {row.status}: its client "
                                                       "configuration is available once it is Active")
         body = get_plugin(row.plugin_name).client_config(dict(row.info or {}), dict(row.secrets))
+        if "Spark Connect" in ((row.info or {}).get("Spark") or {}) and ctx.deps.settings.connect_port:
+            body["spark_connect"] = spark_connect(ctx.deps.settings, row.name)
     return Reply(200, {"client_config": {"cluster_id": row.id, "cluster_name": row.name, **body}},
                  headers={"Cache-Control": "no-store"})
 

@@ -10,7 +10,7 @@ import typer
 
 from oasis.cli.client import OasisClient, OasisError
 from oasis.cli.common import client, command, console, fmt, parse_time, record, seconds, table
-from oasis.cli.connect import client_files, instructions, write_private
+from oasis.cli.connect import client_files, connect_url, instructions, write_private
 from oasis.cli.plugins import latest_version
 from oasis.cli.watch import wait_clusters, wait_gone
 
@@ -177,9 +177,12 @@ def set_lifecycle(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NA
 @command(app, "connect")
 def connect(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_ID"),
             directory: Optional[Path] = typer.Option(None, "--dir", help="Where to write the client's files "
-                                                     "(default: ~/.oasis/clusters/NAME)")) -> None:
+                                                     "(default: ~/.oasis/clusters/NAME)"),
+            show_token: bool = typer.Option(False, "--show-token", help="Put your current token into the "
+                                            "printed Spark Connect string (printed only, never written)")) -> None:
     """Write what a Dask Client or a spark-submit needs to reach the cluster (its CA, a client certificate,
-    Spark's secret) into a directory only you read, and print how to use it."""
+    Spark's secret) into a directory only you read, and print how to use it (a Spark cluster's Spark Connect
+    string too)."""
     c = client(ctx)
     cluster = c.find("clusters", ref)
     cfg = c.client_config(cluster["id"])
@@ -187,10 +190,12 @@ def connect(ctx: typer.Context, ref: str = typer.Argument(..., metavar="NAME_OR_
     write_private(target, client_files(cfg, target))
     if ctx.find_root().obj.as_json:
         shown = {k: cfg[k] for k in ("plugin", "scheduler_address", "dashboard", "master_url", "web_ui") if k in cfg}
+        if connect_url(cfg):
+            shown["spark_connect"] = connect_url(cfg, c.token if show_token else None)
         print(json.dumps({"directory": str(target), **shown}, indent=2, sort_keys=True))
         return
     console.print(f"Wrote the client configuration of {cluster['name']} to {target} (mode 0700, files 0600)")
-    console.print(instructions(cfg, target), markup=False, highlight=False)
+    console.print(instructions(cfg, target, c.token if show_token else None), markup=False, highlight=False)
 
 
 @command(app, "create")

@@ -9,6 +9,33 @@ from typing import Any
 import yaml
 
 
+CONNECT_CA = "oasis-ca.pem"
+TOKEN_PLACEHOLDER = "<token>"
+
+
+def connect_url(cfg: dict[str, Any], token: str | None = None) -> str | None:
+    """The sc:// string of the cluster's Spark Connect gateway, with `token` or a placeholder for it."""
+    url = (cfg.get("spark_connect") or {}).get("url")
+    if not url:
+        return None
+    return url.replace(";x-oasis-cluster=", f";token={token or TOKEN_PLACEHOLDER};x-oasis-cluster=", 1)
+
+
+def connect_instructions(cfg: dict[str, Any], directory: Path, token: str | None) -> list[str]:
+    url = connect_url(cfg, token)
+    if url is None:
+        return []
+    lines = ["", "Spark Connect (pip install 'pyspark[connect]'), through the oasis gateway:", f"  {url}"]
+    if token is None:
+        lines.append(f"  # {TOKEN_PLACEHOLDER}: your oasis token (`oasis cluster connect --show-token` prints "
+                     "it in the string; it is never written to a file)")
+    if (cfg.get("spark_connect") or {}).get("ca"):
+        lines.append(f"  export GRPC_DEFAULT_SSL_ROOTS_FILE_PATH={directory}/{CONNECT_CA}   # the gateway's CA")
+    lines += ["  from pyspark.sql import SparkSession",
+              "  spark = SparkSession.builder.remote(URL).getOrCreate()"]
+    return lines
+
+
 def client_files(cfg: dict[str, Any], directory: Path) -> dict[str, bytes]:
     """The files to write (name: content) for a client configuration."""
     files: dict[str, bytes] = {}
@@ -20,6 +47,8 @@ def client_files(cfg: dict[str, Any], directory: Path) -> dict[str, bytes]:
                "client": {"cert": str(directory / "client.pem"), "key": str(directory / "client-key.pem")}}
         files["dask.yaml"] = yaml.safe_dump({"distributed": {"comm": {"require-encryption": True, "tls": tls}}}
                                             ).encode()
+    if (cfg.get("spark_connect") or {}).get("ca"):  # the deployment's CA (public), for the gateway's TLS
+        files[CONNECT_CA] = cfg["spark_connect"]["ca"].encode()
     if cfg.get("plugin") == "spark":
         files["spark.properties"] = "".join(f"{k} {v}\n" for k, v in (cfg.get("spark_conf") or {}).items()).encode()
     return files
@@ -39,8 +68,8 @@ def write_private(directory: Path, files: dict[str, bytes]) -> None:
             os.close(fd)
 
 
-def instructions(cfg: dict[str, Any], directory: Path) -> str:
-    """What to type, once the files are written."""
+def instructions(cfg: dict[str, Any], directory: Path, token: str | None = None) -> str:
+    """What to type, once the files are written; `token` goes into the Spark Connect string where given."""
     d = directory
     if cfg.get("plugin") == "dask":
         address = cfg.get("scheduler_address", "")
@@ -64,4 +93,5 @@ def instructions(cfg: dict[str, Any], directory: Path) -> str:
                       "  # executors must be able to reach the driver: set spark.driver.host to an address of "
                       "this machine that the cluster's hosts reach",
                       "", "The web UI:",
-                      f"  curl --cacert {d}/ca.pem --cert {d}/client.pem --key {d}/client-key.pem {ui}"])
+                      f"  curl --cacert {d}/ca.pem --cert {d}/client.pem --key {d}/client-key.pem {ui}",
+                      *connect_instructions(cfg, d, token)])

@@ -36,6 +36,9 @@ class EmbeddedService:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = dict(os.environ, **(env or {}))
+        # its Spark Connect gateway on a free port too, unless told: several of these may run on one machine
+        self.env.setdefault("OASIS_CONNECT_PORT", str(free_port()))
+        self.connect_port = int(self.env["OASIS_CONNECT_PORT"])
         self.proc: subprocess.Popen | None = None
         self.log_path = self.state_dir / "oasis-up.log"
 

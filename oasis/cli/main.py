@@ -37,9 +37,11 @@ def _settings(state_dir: Optional[Path], database_url: Optional[str], host: str,
               object_store: Optional[str] = None, tls: Optional[str] = None, tls_cert: Optional[Path] = None,
               tls_key: Optional[Path] = None, tls_ca: Optional[Path] = None, log_format: Optional[str] = None,
               metrics_port: Optional[int] = None, ctx: Optional[typer.Context] = None,
-              config: Optional[Path] = None) -> Settings:
+              config: Optional[Path] = None, connect_port: Optional[int] = None) -> Settings:
     kwargs: dict = {"database_url": database_url, "host": host, "port": port, "object_store": object_store,
                     "metrics_port": metrics_port}
+    if connect_port is not None:
+        kwargs["connect_port"] = connect_port
     if log_format is not None:
         kwargs["log_format"] = log_format
     if state_dir is not None:
@@ -121,17 +123,37 @@ LOG_FORMAT = typer.Option(LogFormat.text, "--log-format", envvar="OASIS_LOG_FORM
 METRICS_PORT = typer.Option(None, "--metrics-port", envvar="OASIS_METRICS_PORT", show_envvar=False, min=1, max=65535,
                             help="Serve Prometheus metrics at http://HOST:PORT/metrics (default: not served)")
 
+CONNECT_PORT = typer.Option(None, "--connect-port", envvar="OASIS_CONNECT_PORT", show_envvar=False, min=0,
+                            max=65535, help="Port of the Spark Connect gateway on --host (default 15002; 0: none)")
+
 
 @app.command()
 def up(ctx: typer.Context, host: str = HOST, port: int = PORT, state_dir: Optional[Path] = STATE_DIR,
        database_url: Optional[str] = DATABASE_URL, object_store: Optional[str] = OBJECT_STORE,
        tls: Optional[str] = TLS, tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY,
-       tls_ca: Optional[Path] = TLS_CA, log_format: LogFormat = LOG_FORMAT, config: Optional[Path] = CONFIG) -> None:
-    """Run the API and the engine in one process (the embedded default: SQLite, the `local` site)."""
+       tls_ca: Optional[Path] = TLS_CA, log_format: LogFormat = LOG_FORMAT, config: Optional[Path] = CONFIG,
+       connect_port: Optional[int] = CONNECT_PORT) -> None:
+    """Run the API, the engine and the Spark Connect gateway in one process (the embedded default: SQLite, the
+    `local` site)."""
     from oasis.server import run_up  # lazy for start-up: the client commands never load the server
 
     _run(run_up, _settings(state_dir or options(ctx).state_dir, database_url, host, port, object_store,
-                           tls, tls_cert, tls_key, tls_ca, log_format.value, ctx=ctx, config=config))
+                           tls, tls_cert, tls_key, tls_ca, log_format.value, ctx=ctx, config=config,
+                           connect_port=connect_port))
+
+
+@app.command()
+def gateway(ctx: typer.Context, host: str = HOST, connect_port: Optional[int] = CONNECT_PORT,
+            state_dir: Optional[Path] = STATE_DIR, database_url: Optional[str] = DATABASE_URL,
+            tls: Optional[str] = TLS, tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY,
+            tls_ca: Optional[Path] = TLS_CA, log_format: LogFormat = LOG_FORMAT,
+            config: Optional[Path] = CONFIG) -> None:
+    """Run the Spark Connect gateway only (stateless: run as many as you like on one database)."""
+    from oasis.server import run_gateway  # lazy for start-up: the client commands never load the server
+
+    _run(run_gateway, _settings(state_dir or options(ctx).state_dir, database_url, host, 8386, None,
+                                tls, tls_cert, tls_key, tls_ca, log_format.value, ctx=ctx, config=config,
+                                connect_port=connect_port))
 
 
 @app.command()

@@ -79,6 +79,9 @@ RULES: tuple[Rule, ...] = (
     # it hands over the cluster's credentials: a member's, not a reader's
     Rule("cluster:client-config:execute", PREFIX + "clusters:client_config", MEMBER,
          "Get a cluster's client configuration, with its credentials."),
+    # Spark Connect runs the caller's code on the cluster: a member's, not a reader's (oasis.gateway)
+    Rule("cluster:connect:execute", PREFIX + "clusters:connect", MEMBER,
+         "Use a Spark cluster's Spark Connect server through the gateway."),
     # EDP
     *_crud("job-binary", "job-binaries", "job-binary", "job binary"),
     Rule("job-binary:get-data", PREFIX + "job-binaries:get_data", READER, "Download a job binary's data.",
@@ -188,3 +191,6 @@ def defaults() -> list[tuple[str, str, str]]:
     for path, (name, desc) in V1_NAMES.items():
         out.append((name, BY_ACTION[V1_ACTIONS[path]].default, desc))
     return out
+
+# Rules checked outside the API's route table: the Spark Connect gateway's (oasis.gateway.routes)
+NOT_ROUTES = frozenset({PREFIX + "clusters:connect"})

@@ -71,6 +71,17 @@ DECOMMISSION_TIMEOUT = 120.0
 DECOMMISSION_POLL = 1.0
 EVENT_LOG_KEYS = ("spark.eventLog.dir", "spark.eventLog.rolling.enabled")
 
+# The Spark Connect server of a cluster (see SparkPlugin's "Spark Connect server" block).
+CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+CONNECT_APP = "oasis Spark Connect"
+CONNECT_READY = "Spark Connect server started at"
+CONNECT_PORT = "connect"          # the master instance's port name
+CONNECT_TOKEN = "connect_token"   # the secret the gateway presents (`spark.connect.authenticate.token`)
+CONNECT_CONFIG = "oasis.spark.connect"
+CONNECT_MAX_EXECUTORS = "oasis.spark.connect.max_executors"
+CONNECT_IDLE_EXECUTOR = 60
+CONNECT_READY_TIMEOUT = 300.0
+
 
 class SparkPlugin(Plugin):
     name = "spark"
@@ -96,7 +107,7 @@ class SparkPlugin(Plugin):
         ]
 
     def ports(self, process: str) -> list[str]:
-        return {"master": ["master", "master_ui"], "worker": ["worker", "worker_ui"]}.get(process, [])
+        return {"master": ["master", "master_ui", CONNECT_PORT], "worker": ["worker", "worker_ui"]}.get(process, [])
 
     def config_hints(self, job_type: str) -> dict[str, Any]:
         configs = [{"name": "edp.java.main_class", "value": "", "description": "Main class of a jar job"}]
@@ -143,12 +154,13 @@ class SparkPlugin(Plugin):
 
     def make_secrets(self, cluster: ClusterView) -> dict[str, Any]:
         if security.insecure_for_bench():
-            return {"insecure": True}
+            return {"insecure": True, **connect_secrets()}
         # The CA's key is kept (encrypted with the row): every configure, scale's included, signs a UI
         # certificate for each instance's address.
         ca = security.make_cluster_ca(cluster.name, self.name)
         return {"auth_secret": security.new_password(), "store_password": security.new_password(),
-                "ca": security.as_dict(ca), "client": security.as_dict(security.client_pem(ca, cluster.name))}
+                "ca": security.as_dict(ca), "client": security.as_dict(security.client_pem(ca, cluster.name)),
+                **connect_secrets()}
 
     def _auth_conf(self, cluster: ClusterView) -> dict[str, str]:
         if not self._secure(cluster):
@@ -177,6 +189,7 @@ class SparkPlugin(Plugin):
             files[f"{conf}/{UI_STORES[0]}"] = security.pkcs12_keystore("ui", ui, ca.cert, password)
             files[f"{conf}/{UI_STORES[1]}"] = security.jks_truststore("cluster-ca", ca.cert, password)
         files[f"{conf}/spark-defaults.conf"] = _properties(settings)
+        files.update(self._connect_files(cluster, inst))
         return files
 
     async def configure(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
@@ -242,6 +255,8 @@ class SparkPlugin(Plugin):
                                "Successfully registered with master", BIND_FAILED)
 
         await asyncio.gather(*(worker(w) for w in instances if "worker" in w.processes))
+        for m in (i for i in instances if "master" in i.processes):
+            await self._start_connect(cluster, m)
 
     def _http_port(self, cluster: ClusterView, ui_port: int) -> str:
         """Secured, the UI's port is the HTTPS one, and the plain connector (a redirect only) takes any port."""
@@ -340,11 +355,14 @@ class SparkPlugin(Plugin):
             state = await get_json(m, cluster.runtime["python"], url, creds)
         except ProbeFailed:
             return None
-        apps = [a for a in state.get("activeapps") or [] if isinstance(a, dict)]
+        apps = [a for a in state.get("activeapps") or [] if isinstance(a, dict) and not idle_connect_server(a)]
         return f"{len(apps)} Spark application(s) running" if apps else None
 
     def info(self, cluster: ClusterView) -> dict[str, dict[str, str]]:
         m = self._master(cluster)
+        return {"Spark": {**self._info(cluster, m)["Spark"], **self._connect_info(cluster, m)}}
+
+    def _info(self, cluster: ClusterView, m: InstanceView) -> dict[str, dict[str, str]]:
         if not self._secure(cluster):
             return {"Spark": {"Web UI": f"http://{m.address}:{m.ports['master_ui']}", "Master": self.master_url(cluster),
                               "Security": "none (security bench)"}}
@@ -386,6 +404,78 @@ class SparkPlugin(Plugin):
             submit += ["--py-files", ",".join(libs)]
         return Launch([*submit, main or "", *args], env)
 
+    # --- Spark Connect server (issue 16 item 3) ------------------------------------------------------------------
+    # A Spark Connect server on the master instance: a driver of the cluster (spark-submit of Spark's own
+    # SparkConnectServer, in client mode) that Spark Connect clients reach through oasis's gateway
+    # (oasis/gateway/), never directly. It is one of the master instance's daemons, so the cluster's stop,
+    # restart and delete stop and start it with the master. Its gRPC port is one of the instance's own
+    # (CONNECT_PORT), bound to the instance's address; Spark's pre-shared token check
+    # (`spark.connect.authenticate.token`, a token of the cluster's own in its secrets) refuses every call that
+    # does not carry it, and only the gateway has it. Its properties file (mode 0600) carries that token and the
+    # cluster's `spark.authenticate` secret, as a job's does: nothing on a command line or in an environment.
+    #
+    # Not starving jobs: the server holds no cores while no one queries it. Dynamic allocation (with shuffle
+    # tracking, so no external shuffle service is needed) gives it at most `oasis.spark.connect.max_executors`
+    # executors of `spark.executor.cores` while queries run and releases them after
+    # CONNECT_IDLE_EXECUTOR seconds without work; an idle server is not activity (idle-cluster checks).
+
+    def _connect_on(self, cluster: ClusterView, m: InstanceView) -> bool:
+        return connect_enabled(cluster, m.ports)
+
+    def _connect_properties(self, m: InstanceView) -> str:
+        return f"{m.workdir}/conf/connect.properties"
+
+    def _connect_files(self, cluster: ClusterView, inst: InstanceView) -> dict[str, bytes]:
+        if "master" not in inst.processes or not self._connect_on(cluster, inst):
+            return {}
+        settings = self._spark_defaults(cluster)
+        max_executors = int(cluster.config(CONNECT_MAX_EXECUTORS, 2) or 1)
+        settings.update({
+            "spark.app.name": CONNECT_APP, "spark.ui.enabled": "false", "spark.eventLog.enabled": "false",
+            "spark.driver.host": inst.address, "spark.port.maxRetries": "0",
+            "spark.connect.grpc.binding.address": inst.address,
+            "spark.connect.grpc.binding.port": str(inst.ports[CONNECT_PORT]),
+            "spark.connect.grpc.port.maxRetries": "0",
+            "spark.connect.authenticate.token": cluster.secrets[CONNECT_TOKEN],
+            # Shuffle files of a removed executor: migrated by decommission where the cluster has it on (the
+            # default; Spark warns when both are on), else kept alive by shuffle tracking.
+            "spark.dynamicAllocation.enabled": "true",
+            "spark.dynamicAllocation.shuffleTracking.enabled": str(not _migrates_shuffle(settings)).lower(),
+            "spark.dynamicAllocation.minExecutors": "0", "spark.dynamicAllocation.initialExecutors": "1",
+            "spark.dynamicAllocation.maxExecutors": str(max(1, max_executors)),
+            "spark.dynamicAllocation.executorIdleTimeout": f"{CONNECT_IDLE_EXECUTOR}s"})
+        # its driver's asks are read by the autoscaler like a job's (spark_dynalloc), from a directory its glob sees
+        metrics = f"{inst.workdir}/jobs/connect-server/{METRICS_DIR}"
+        settings.update(spark_dynalloc.sink_conf(metrics))
+        return {self._connect_properties(inst): _properties(settings),
+                f"{metrics}/README": b"The Spark Connect server's driver metrics (for autoscaling).\n"}
+
+    async def _start_connect(self, cluster: ClusterView, m: InstanceView) -> None:
+        if not self._connect_on(cluster, m):
+            return
+        submit = [f"{cluster.runtime['spark_home']}/bin/spark-submit", "--master", self.master_url(cluster),
+                  "--properties-file", self._connect_properties(m), "--deploy-mode", "client",
+                  "--class", CONNECT_CLASS, "--name", CONNECT_APP]
+        env = self._env(cluster, m)
+        env.pop("SPARK_DAEMON_JAVA_OPTS", None)  # the driver's JIT stays whole: it runs the queries' planning
+        # a driver's start (its SparkContext, an executor, the gRPC service) is far more than a daemon's: on a
+        # loaded host it took over READY_TIMEOUT, so it has a bound of its own
+        await m.agent.start(m.procdir, "connect", submit, env, ready=CONNECT_READY, timeout=CONNECT_READY_TIMEOUT,
+                            fail=BIND_FAILED)
+
+    def _connect_info(self, cluster: ClusterView, m: InstanceView) -> dict[str, str]:
+        if not self._connect_on(cluster, m):
+            return {}
+        return {"Spark Connect": "through the oasis gateway: `oasis cluster connect` prints the sc:// string"}
+
+    @staticmethod
+    def connect_endpoint(instances: list[InstanceView]) -> tuple[InstanceView, int] | None:
+        """The master instance and the port of its Spark Connect server (what the gateway forwards to)."""
+        for i in instances:
+            if "master" in i.processes and CONNECT_PORT in i.ports:
+                return i, int(i.ports[CONNECT_PORT])
+        return None
+
 
 def _properties(settings: dict[str, Any]) -> bytes:
     return ("".join(f"{k} {v}\n" for k, v in settings.items())).encode()
@@ -395,6 +485,28 @@ def _config(title: str, name: str, default: Any, description: str, kind: str = "
     return {"name": name, "title": title, "applicable_target": "general", "scope": "cluster", "config_type": kind,
             "default_value": default, "is_optional": True, "priority": 2, "description": description,
             "config_values": None}
+
+
+def connect_enabled(cluster: ClusterView, master_ports: dict[str, int]) -> bool:
+    """Whether a cluster runs a Spark Connect server: on unless it says `oasis.spark.connect: false`; a cluster
+    made before the feature (no port, no token) has none."""
+    on = str(cluster.config(CONNECT_CONFIG, True)).strip().lower() not in ("false", "0", "no", "off")
+    return on and CONNECT_PORT in master_ports and bool(cluster.secrets.get(CONNECT_TOKEN))
+
+
+def _migrates_shuffle(settings: dict[str, Any]) -> bool:
+    return all(str(settings.get(k, "false")).strip().lower() == "true"
+               for k in ("spark.decommission.enabled", "spark.storage.decommission.enabled",
+                         "spark.storage.decommission.shuffleBlocks.enabled"))
+
+
+def connect_secrets() -> dict[str, str]:
+    return {CONNECT_TOKEN: security.new_password()}
+
+
+def idle_connect_server(app: dict[str, Any]) -> bool:
+    """The master's record of a cluster's Connect server holding no cores: no one is querying it."""
+    return app.get("name") == CONNECT_APP and int(app.get("cores") or 0) == 0
 
 
 def spark_load(state: dict[str, Any], names: dict[tuple[str, int], str], executor_cores: int,
@@ -410,7 +522,8 @@ def spark_load(state: dict[str, Any], names: dict[tuple[str, int], str], executo
     waiting = [a for a in apps if a.get("state") == "WAITING"]
     asks = asks or {}
     asked = sum(asks[a["id"]].missing for a in apps if a.get("id") in asks)
-    unasked = sum(1 for a in waiting if a.get("id") not in asks)
+    # an idle Connect server holds no executor (it is WAITING) and asks for none: no work waits on it
+    unasked = sum(1 for a in waiting if a.get("id") not in asks and not idle_connect_server(a))
     cores = max(1, executor_cores)
     return Load(pending=(asked + unasked) * cores,
                 busy_cores=sum(int(w.get("coresused") or 0) for w in alive),

@@ -57,9 +57,14 @@ def driver_conf(cluster: ClusterView, configs: dict[str, Any], workdir: str) -> 
     if not enabled(cluster, configs):
         return {}
     out = {k: v for k, v in DEFAULTS.items() if k not in configs and cluster.config(k) is None}
-    out.update({f"{SINK}.class": "org.apache.spark.metrics.sink.CsvSink", f"{SINK}.period": "1",
-                f"{SINK}.unit": "seconds", f"{SINK}.directory": f"{workdir}/{METRICS_DIR}"})
+    out.update(sink_conf(f"{workdir}/{METRICS_DIR}"))
     return out
+
+
+def sink_conf(directory: str) -> dict[str, str]:
+    """Spark's own CsvSink on a driver, writing its gauges every second into `directory` (which must exist)."""
+    return {f"{SINK}.class": "org.apache.spark.metrics.sink.CsvSink", f"{SINK}.period": "1",
+            f"{SINK}.unit": "seconds", f"{SINK}.directory": directory}
 
 
 # Runs on the master's host with its Python (-I -S): the gauges first, then the master's state, so that every

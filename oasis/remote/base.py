@@ -59,6 +59,12 @@ class Remote(Protocol):
 
     async def http_get(self, port: int, path: str, timeout: float = 10) -> bytes: ...
 
+    async def tunnel(self, address: str, port: int) -> tuple[str, int]:
+        """A (host, port) on this machine that reaches `address:port` as this host reaches it, for long-lived
+        streams (the Spark Connect gateway's gRPC): the address itself on the local host, a forwarded port on
+        loopback through the pooled SSH connection otherwise (made once, remade after the connection is lost)."""
+        ...
+
 
 def quote(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)

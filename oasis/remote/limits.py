@@ -38,3 +38,7 @@ class Limited:
 
     async def http_get(self, port: int, path: str, timeout: float = 10) -> bytes:
         return await self._hold(self.remote.http_get(port, path, timeout))
+
+    async def tunnel(self, address: str, port: int) -> tuple[str, int]:
+        # not held: a tunnel lives as long as its streams, and a command slot would be taken for all that time
+        return await self.remote.tunnel(address, port)

@@ -70,6 +70,8 @@ class SshRemote:
         self._sftp: asyncssh.SFTPClient | None = None
         self._lock = asyncio.Lock()
         self._channels = asyncio.Semaphore(target.max_channels)
+        # forwarded ports (`tunnel`), each with the connection it rides on
+        self._tunnels: dict[tuple[str, int], tuple[asyncssh.SSHClientConnection, asyncssh.SSHListener]] = {}
         _REMOTES.add(self)
 
     async def connection(self) -> asyncssh.SSHClientConnection:
@@ -178,7 +180,27 @@ class SshRemote:
             raise RemoteError(f"{self.address}:{port}{path}: HTTP {head[:80]!r}")
         return body
 
+    async def tunnel(self, address: str, port: int) -> tuple[str, int]:
+        conn = await self.connection()
+        have = self._tunnels.get((address, port))
+        if have is not None and have[0] is conn:
+            return "127.0.0.1", have[1].get_port()
+        try:
+            listener = await conn.forward_local_port("127.0.0.1", 0, address, port)
+        except (OSError, asyncssh.Error) as e:
+            reason = transport_reason(e)
+            if reason is not None:
+                raise Unreachable(self.name, reason) from e
+            raise RemoteError(f"{self.name}: cannot forward a port to {address}:{port}: {e}") from e
+        if have is not None:
+            have[1].close()
+        self._tunnels[(address, port)] = (conn, listener)
+        return "127.0.0.1", listener.get_port()
+
     async def close(self) -> None:
+        for _, listener in self._tunnels.values():
+            listener.close()
+        self._tunnels.clear()
         if self._conn is not None:
             self._conn.close()
             await self._conn.wait_closed()

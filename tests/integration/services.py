@@ -110,6 +110,9 @@ class Oasis:
         self.first_port = 20000 + (self.port % 100) * 100  # a port range of its own, as other oasis may run here
         self.env = dict(os.environ, OASIS_LEASE_SECONDS=str(lease_seconds), OASIS_POLL_SECONDS="0.1",
                         OASIS_LOCAL_PORTS=f"{self.first_port}-{self.first_port + 99}")
+        # the Spark Connect gateway of `oasis up` on a port of its own too (not Spark Connect's usual 15002)
+        self.connect_port = free_port()
+        self.env["OASIS_CONNECT_PORT"] = str(self.connect_port)
         self.procs: list[subprocess.Popen] = []
         self.client: httpx.Client | None = None
         self.serve_args: list[str] = []  # more arguments of `oasis up|api` (tests/tls_service.py: --tls ...)

@@ -1,0 +1,158 @@
+"""Who may reach which cluster: a call's bearer token becomes a principal (the identity backend), and its
+`x-oasis-cluster` header (a name or an id) a cluster of that principal's project, never another's: a cluster of
+another project is "not found", exactly as one that does not exist. Both answers are kept for a few seconds
+(TTL), so that a query's many RPCs do not each ask the database; a revoked token is refused within TTL."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import grpc
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from oasis.db.models import Cluster, Host, Instance, NodeGroup
+from oasis.db.session import Database
+from oasis.db.states import ClusterStatus
+from oasis.engine.views import host_remotes
+from oasis.identity.base import Identity
+from oasis.identity.policy import Forbidden, Policy
+from oasis.identity.principal import Principal
+from oasis.plugins.base import ClusterView
+from oasis.plugins.spark import CONNECT_PORT, CONNECT_TOKEN, connect_enabled
+from oasis.remote.base import Remote
+from oasis.remote.hosts import Remotes
+
+AUTHORIZATION = "authorization"
+CLUSTER = "x-oasis-cluster"
+MAX_REF = 255  # a cluster's id is 36 characters, its name at most 80: anything longer names none
+TTL = 5.0
+ACTION = "cluster:connect:execute"  # the policy rule (oasis/identity/rules.py): a member's by default
+# The statuses in which a cluster's master (and so its Connect server) runs; others are refused up front.
+SERVING = (ClusterStatus.ACTIVE, ClusterStatus.DECOMMISSIONING, ClusterStatus.SCALING_SPAWNING,
+           ClusterStatus.SCALING_WAITING, ClusterStatus.SCALING_PREPARING)
+
+
+class Refused(Exception):
+    """A call the gateway does not forward: the status code and a message safe to show the caller."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True)
+class Route:
+    cluster_id: str
+    remote: Remote = field(repr=False, compare=False)
+    address: str  # the Connect server's, as the master's host reaches it
+    port: int
+    token: str = field(repr=False)  # the server's own (`spark.connect.authenticate.token`); never shown
+
+
+def header(metadata: Iterable[tuple[str, str | bytes]], name: str) -> str | None:
+    for key, value in metadata:
+        if key.lower() == name:
+            return value.decode(errors="replace") if isinstance(value, bytes) else value
+    return None
+
+
+def bearer(metadata: Iterable[tuple[str, str | bytes]]) -> str:
+    value = (header(metadata, AUTHORIZATION) or "").strip()
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Refused(grpc.StatusCode.UNAUTHENTICATED,
+                      "an oasis token is needed: add ;token=<your token> to the sc:// connection string")
+    return token.strip()
+
+
+def cluster_ref(metadata: Iterable[tuple[str, str | bytes]]) -> str:
+    ref = (header(metadata, CLUSTER) or "").strip()
+    if not ref:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                      "name the cluster: add ;x-oasis-cluster=<name or id> to the sc:// connection string")
+    if len(ref) > MAX_REF:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"x-oasis-cluster is longer than {MAX_REF} characters")
+    return ref
+
+
+def find_route(session: Session, remotes: Remotes, project_id: str, ref: str) -> Route:
+    """The Connect server of the project's cluster named (or identified by) `ref`."""
+    c = session.scalars(select(Cluster).where(Cluster.project_id == project_id,
+                                              or_(Cluster.id == ref, Cluster.name == ref))
+                        .order_by((Cluster.id == ref).desc())).first()
+    if c is None or c.plugin_name != "spark":
+        raise Refused(grpc.StatusCode.NOT_FOUND, f"no Spark cluster {ref!r} in your project")
+    if c.status not in SERVING:
+        raise Refused(grpc.StatusCode.FAILED_PRECONDITION, f"cluster {c.name} is {c.status}, not Active")
+    groups = {ng.id: ng for ng in session.scalars(select(NodeGroup).where(NodeGroup.cluster_id == c.id))}
+    masters = [ng.id for ng in groups.values() if "master" in ng.spec.get("node_processes", [])]
+    master = session.scalars(select(Instance).where(Instance.node_group_id.in_(masters), Instance.state == "active")
+                             .order_by(Instance.index)).first()
+    view = ClusterView(c.id, c.name, c.plugin_version, c.spec.get("cluster_configs") or {}, {},
+                       secrets=dict(c.secrets or {}))
+    if master is None or not connect_enabled(view, dict(master.ports)):
+        raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                      f"cluster {c.name} runs no Spark Connect server (its config oasis.spark.connect is off, or "
+                      "it was made before oasis offered one)")
+    host = session.get(Host, master.host_id)
+    remote = host_remotes(session, remotes, c, [host], groups)[host.id]
+    return Route(c.id, remote, master.internal_ip, int(master.ports[CONNECT_PORT]), view.secrets[CONNECT_TOKEN])
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Router:
+    """The gateway's decisions for one call, from its metadata; answers cached for `ttl` seconds."""
+
+    def __init__(self, db: Database, identity: Identity, remotes: Remotes, policy: Policy, ttl: float = TTL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.db, self.identity, self.remotes, self.policy = db, identity, remotes, policy
+        self.ttl, self.clock = ttl, clock
+        self._principals: dict[str, tuple[Principal, float]] = {}
+        self._routes: dict[tuple[str, str], tuple[Route, float]] = {}
+
+    async def route(self, metadata: Iterable[tuple[str, str | bytes]]) -> Route:
+        metadata = list(metadata)
+        token, ref = bearer(metadata), cluster_ref(metadata)
+        principal = await self.principal(token)
+        key = (principal.project_id, ref)
+        hit = self._routes.get(key)
+        if hit is not None and hit[1] > self.clock():
+            return hit[0]
+        route = await asyncio.to_thread(self._find, principal.project_id, ref)
+        self._routes[key] = (route, self.clock() + self.ttl)
+        return route
+
+    async def principal(self, token: str) -> Principal:
+        key = _digest(token)
+        hit = self._principals.get(key)
+        now = self.clock()
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        principal = await asyncio.to_thread(self.identity.authenticate_token, token)
+        if principal is None:
+            self._principals.pop(key, None)
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "the token is not valid (unknown, expired or revoked)")
+        try:
+            self.policy.authorize(principal, ACTION)
+        except Forbidden as e:
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, str(e)) from None
+        self._principals[key] = (principal, now + self.ttl)
+        self._forget_expired(now)
+        return principal
+
+    def _find(self, project_id: str, ref: str) -> Route:
+        with self.db.session() as s:
+            return find_route(s, self.remotes, project_id, ref)
+
+    def _forget_expired(self, now: float) -> None:
+        if len(self._principals) > 1000:
+            self._principals = {k: v for k, v in self._principals.items() if v[1] > now}
+        if len(self._routes) > 1000:
+            self._routes = {k: v for k, v in self._routes.items() if v[1] > now}

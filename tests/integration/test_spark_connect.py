@@ -1,0 +1,162 @@
+"""The Spark Connect gateway with the stock pyspark Connect client (pyspark[connect], unmodified) against a real
+Spark cluster of `oasis up`: DataFrames, Python UDFs, artifacts, an interrupted query, who is refused, and a
+gateway process restarted under a live session. One cluster for the module: each costs a minute or more."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.integration import workflow as wf
+from tests.integration.services import Oasis, free_port, open_dir, stop_process, wait_until
+
+pytestmark = pytest.mark.spark
+
+HELPER = "def triple(x):\n    return x * 3\n"
+
+
+@pytest.fixture(scope="module")
+def oasis() -> Iterator[Oasis]:
+    with open_dir("oasis-connect-") as d:
+        service = Oasis(d / "state")
+        try:
+            service.start_api("up")
+            yield service
+        finally:
+            service.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(oasis: Oasis) -> str:
+    cid = wf.create_cluster(oasis.client, "spark", "sc", workers=1)
+    wf.wait_cluster(oasis.client, cid, timeout=600)
+    return cid
+
+
+def token_of(client) -> str:  # noqa: ANN001
+    return client.headers["X-Auth-Token"]
+
+
+def url_for(oasis: Oasis, cid: str, token: str | None = None) -> str:
+    """The string the API hands out (client-config's spark_connect), with the caller's token added."""
+    cfg = wf.ok(oasis.client.get(f"/clusters/{cid}/client-config"))["client_config"]
+    url = cfg["spark_connect"]["url"]
+    assert url == f"sc://localhost:{oasis.connect_port}/;x-oasis-cluster=sc", url
+    assert "token" not in url and cfg["spark_connect"]["ca"] is None  # plaintext on loopback without --tls
+    return url.replace(";x-oasis-cluster", f";token={token or token_of(oasis.client)};x-oasis-cluster")
+
+
+def session(url: str):  # noqa: ANN201
+    from pyspark.sql import SparkSession
+
+    return SparkSession.builder.remote(url).create()
+
+
+def test_dataframes_a_udf_and_an_uploaded_module(oasis: Oasis, cluster: str, tmp_path: Path) -> None:
+    from pyspark.sql.functions import col, udf
+
+    spark = session(url_for(oasis, cluster))
+    try:
+        df = spark.createDataFrame([("a", 1), ("b", 2), ("a", 3)], ["k", "v"])
+        assert sorted(tuple(r) for r in df.groupBy("k").sum("v").collect()) == [("a", 4), ("b", 2)]
+        plus = udf(lambda x: x + 1, "long")
+        assert [r.p for r in spark.range(4).select(plus(col("id")).alias("p")).collect()] == [1, 2, 3, 4]
+
+        module = tmp_path / "oasis_connect_helper.py"
+        module.write_text(HELPER)
+        spark.addArtifacts(str(module), pyfile=True)
+
+        @udf("long")
+        def tripled(x: int) -> int:
+            import oasis_connect_helper  # only on the cluster's Python path through the uploaded artifact
+
+            return oasis_connect_helper.triple(x)
+
+        assert [r[0] for r in spark.range(3).select(tripled("id")).collect()] == [0, 3, 6]
+        # executed on the cluster: its master, not a local one
+        assert spark.conf.get("spark.master").startswith("spark://127.0.0.1:")
+    finally:
+        spark.stop()
+
+
+def test_a_long_query_is_interrupted_and_the_server_goes_on(oasis: Oasis, cluster: str) -> None:
+    spark = session(url_for(oasis, cluster))
+    assert spark.range(3).count() == 3  # the session is the server's before anything is interrupted
+    interrupted: list[str] = []
+    failed: list[BaseException] = []
+
+    def interrupt() -> None:  # until the query is running: interruptAll names what it interrupted
+        try:
+            wait_until(lambda: interrupted.extend(spark.interruptAll()) or interrupted, 300, "the query to run", 0.5)
+        except BaseException as e:  # noqa: BLE001 (said by the main thread's assertion)
+            failed.append(e)
+
+    thread = threading.Thread(target=interrupt, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(Exception) as e:
+            spark.range(10 ** 13).selectExpr("sum(id % 7)").collect()
+        assert "OPERATION_CANCELED" in str(e.value), (e.value, failed)
+        thread.join(300)
+        assert interrupted and not failed, failed
+        assert spark.range(10).count() == 10  # the same session, the same server
+    finally:
+        thread.join(300)
+        spark.stop()
+
+
+def test_other_projects_and_bad_tokens_are_refused(oasis: Oasis, cluster: str) -> None:
+    _, bob = oasis.add_project("connect-p2", "connect-bob", "bob-password")
+    url = url_for(oasis, cluster)
+    theirs = url.replace(f"token={token_of(oasis.client)}", f"token={token_of(bob)}")
+    for ref in ("sc", cluster):  # by name or id: as if it did not exist
+        spark = session(theirs.replace("x-oasis-cluster=sc", f"x-oasis-cluster={ref}"))
+        with pytest.raises(Exception) as e:
+            spark.range(1).count()
+        assert f"no Spark cluster '{ref}' in your project" in str(e.value), e.value
+    spark = session(theirs.replace("x-oasis-cluster=sc", "x-oasis-cluster=no-such-cluster"))
+    with pytest.raises(Exception) as missing:
+        spark.range(1).count()
+    assert "no Spark cluster 'no-such-cluster' in your project" in str(missing.value)
+    spark = session(url.replace(f"token={token_of(oasis.client)}", "token=not-a-token"))
+    with pytest.raises(Exception) as e:
+        spark.range(1).count()
+    assert "the token is not valid" in str(e.value) and "UNAUTHENTICATED" in str(e.value), e.value
+
+
+def start_gateway(oasis: Oasis, port: int) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "oasis.cli.main", "gateway", "--state-dir", str(oasis.state_dir),
+            "--connect-port", str(port)]
+    log = oasis.state_dir / f"gateway-{port}-{len(list(oasis.state_dir.glob(f'gateway-{port}-*.log')))}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, env=oasis.env, stdout=out, stderr=subprocess.STDOUT)
+
+    def serving() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"oasis gateway exited with {proc.returncode}; see {log}")
+        return "spark connect gateway on" in log.read_text(errors="replace")
+
+    wait_until(serving, 60, "oasis gateway to serve")
+    return proc
+
+
+def test_a_session_survives_a_restart_of_the_gateway(oasis: Oasis, cluster: str) -> None:
+    port = free_port()
+    url = url_for(oasis, cluster).replace(f"localhost:{oasis.connect_port}", f"localhost:{port}")
+    proc = start_gateway(oasis, port)
+    spark = session(url)
+    try:
+        assert spark.range(5).selectExpr("sum(id)").collect()[0][0] == 10
+        session_id = spark.session_id
+        stop_process(proc)  # by its PID; it keeps nothing
+        assert proc.returncode is not None
+        proc = start_gateway(oasis, port)
+        assert spark.range(6).selectExpr("sum(id)").collect()[0][0] == 15
+        assert spark.session_id == session_id
+    finally:
+        spark.stop()
+        stop_process(proc)
