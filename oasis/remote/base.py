@@ -3,8 +3,9 @@ implement it; plugins and EDP only ever see this interface."""
 from __future__ import annotations
 
 import shlex
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class RemoteError(Exception):
@@ -44,6 +45,18 @@ class Result:
     stderr: str
 
 
+@dataclass
+class Channel:
+    """A long-lived command on a host, talked to through its stdin and stdout (bytes): an agent's session.
+    `writer` has write() and drain(), `reader` and `errors` (its stderr) readline() and readexactly();
+    `close` ends it (its stdin first: the command sees the end of its input and leaves)."""
+
+    writer: Any
+    reader: Any
+    errors: Any
+    close: Callable[[], Awaitable[None]]
+
+
 class Remote(Protocol):
     address: str
 
@@ -58,6 +71,10 @@ class Remote(Protocol):
     async def get(self, path: str) -> bytes: ...
 
     async def http_get(self, port: int, path: str, timeout: float = 10) -> bytes: ...
+
+    async def open_channel(self, argv: list[str]) -> Channel:
+        """Start `argv` on the host for as long as the returned channel lives (one SSH channel, or a process)."""
+        ...
 
 
 def quote(argv: list[str]) -> str:
