@@ -40,6 +40,10 @@ idempotent, so an engine that died half-way can simply run it again.
   volumes-down BACKEND WHERE KEY              unmount, detach and remove every volume named oasis-KEY-*, however
                                               many there are (a removal that died half-way finds the rest)
 
+  provision                                   one instance's prepare, ports check and volumes in one call, its
+                                              spec (JSON) on stdin; prints JSON {"owner", "busy", "volumes",
+                                              "done"} (see cmd_provision)
+  is-dir DIR                                  fail unless DIR is a directory
   serve                                       answer framed requests on stdin, each a command above run in a
                                               forked child of this process, many at once, until stdin closes
                                               (one long-lived session per host: no interpreter start and no SSH
@@ -435,6 +439,11 @@ def cmd_signal(d, sig):
 
 
 def cmd_busy_ports(address, *ports):
+    print(json.dumps(_busy_ports(address, ports)))
+    return 0
+
+
+def _busy_ports(address, ports):
     busy = []
     for port in ports:
         s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
@@ -444,8 +453,7 @@ def cmd_busy_ports(address, *ports):
             busy.append(int(port))
         finally:
             s.close()
-    print(json.dumps(busy))
-    return 0
+    return busy
 
 
 def _edit_keys(path, edit):
@@ -580,6 +588,12 @@ def _own_dir(path, pw, mode=0o700):
 
 
 def cmd_prepare(d, name, key):
+    print(json.dumps(_prepare(d, name, key)))
+    return 0
+
+
+def _prepare(d, name, key):
+    """The instance's owner ({"name", "uid", "gid"}), or None on a host that cannot switch users."""
     _check_user(name)
     if not KEY.match(key):
         raise SystemExit("not an instance key: %r" % key)
@@ -587,8 +601,7 @@ def cmd_prepare(d, name, key):
     if os.geteuid() != 0:  # cannot switch users: the instance runs as this agent's user (a single-user host)
         os.makedirs(os.path.join(d, "proc"), exist_ok=True)
         os.chmod(d, 0o700)
-        print("null")
-        return 0
+        return None
     _traversable_parents(d)  # before anything is made: a directory the user could not reach is an error
     with _users_lock():
         # The reference first: a release of another instance at the same time cannot delete the user under us,
@@ -598,8 +611,7 @@ def cmd_prepare(d, name, key):
         pw = _ensure_user(name)
     _own_dir(d, pw)
     _own_dir(os.path.join(d, "proc"), pw)
-    print(json.dumps({"name": name, "uid": pw.pw_uid, "gid": pw.pw_gid}))
-    return 0
+    return {"name": name, "uid": pw.pw_uid, "gid": pw.pw_gid}
 
 
 def _remove_tree(d):
@@ -767,6 +779,11 @@ def _mount_point(d, relative, pw):
 
 
 def cmd_volumes_up(kind, where, key, size_gb, d, name, *relative):
+    print(json.dumps(_volumes_up(kind, where, key, size_gb, d, name, relative)))
+    return 0
+
+
+def _volumes_up(kind, where, key, size_gb, d, name, relative):
     _check_user(name)
     if not KEY.match(key):
         raise SystemExit("not an instance key: %r" % key)
@@ -793,8 +810,7 @@ def cmd_volumes_up(kind, where, key, size_gb, d, name, *relative):
             os.chown(point, pw.pw_uid, pw.pw_gid)  # the volume's own root, now that it is mounted
             os.chmod(point, 0o700)
             made.append({"name": vname, "device": device, "mount": point})
-    print(json.dumps(made))
-    return 0
+    return made
 
 
 def cmd_volumes_down(kind, where, key):
@@ -891,6 +907,39 @@ def main(argv):
                 print(GONE[command])
             return 0
     return COMMANDS[command](*args)
+
+
+def cmd_provision():
+    """One instance's provisioning in one call, its spec (JSON) on stdin: {"dir", "user", "key", "address",
+    "ports": [...], "volumes": {"backend", "where", "size_gb", "mounts": [relative...]} or null}. In order: the
+    directory and its user (`prepare`), the ports check (`busy-ports`: if any is held, it stops there and says
+    which, for the caller to choose others and call again), the volumes (`volumes-up`). Each part is idempotent,
+    so the whole is: a call cut short at any point is simply made again. Prints JSON {"owner", "busy",
+    "volumes", "done": [the parts done]}."""
+    spec = json.load(sys.stdin)
+    out = {"owner": None, "busy": [], "volumes": [], "done": []}
+    out["owner"] = _prepare(spec["dir"], spec["user"], spec["key"])
+    out["done"].append("prepare")
+    out["busy"] = _busy_ports(spec["address"], spec.get("ports") or [])
+    if out["busy"]:
+        print(json.dumps(out))
+        return 0
+    out["done"].append("ports")
+    vol = spec.get("volumes")
+    if vol and vol.get("mounts"):
+        out["volumes"] = _volumes_up(vol["backend"], vol["where"], spec["key"], vol["size_gb"], spec["dir"],
+                                     spec["user"], vol["mounts"])
+        out["done"].append("volumes")
+    print(json.dumps(out))
+    return 0
+
+
+def cmd_is_dir(d):
+    """Whether an instance is reachable and made: its directory is there (the create's wait step)."""
+    if not os.path.isdir(d):
+        sys.stderr.write("%s: no such directory\n" % d)
+        return 1
+    return 0
 
 
 # --- serve: one long-lived session carrying many calls ------------------------------------------------------
@@ -1077,7 +1126,7 @@ def _serve_one(request, calls, by_pid, by_fd, stdout, own_fds):
     by_fd[out_r] = by_fd[err_r] = call
 
 
-COMMANDS["serve"] = cmd_serve
+COMMANDS.update({"serve": cmd_serve, "provision": cmd_provision, "is-dir": cmd_is_dir})
 NO_ARGS = ("serve", "provision")  # commands that take nothing on their command line
 
 if __name__ == "__main__":

@@ -150,6 +150,24 @@ class Agent:
         users (the agent's user then runs the instance)."""
         return json.loads(await self._call("prepare", d, user, key))
 
+    async def provision(self, d: str, user: str, key: str, address: str, ports: list[int],
+                        volumes: tuple[dict[str, Any], int, list[str]] | None = None) -> dict[str, Any]:
+        """An instance's whole spawn in one call: `prepare`, then which of `ports` are held on `address` (if any
+        are, nothing further is done: {"busy": [...]}), then its `volumes` ((the host's backend, size in GB,
+        mount points inside `d`)). Returns {"owner", "busy", "volumes", "done": [the parts done]}. Idempotent."""
+        spec: dict[str, Any] = {"dir": d, "user": user, "key": key, "address": address, "ports": ports}
+        if volumes is not None:
+            backend, size_gb, mounts = volumes
+            spec["volumes"] = {"backend": backend["backend"], "where": backend["dir"], "size_gb": size_gb,
+                               "mounts": [posixpath.relpath(m, d) for m in mounts]}
+        # formatting takes a moment per volume; the agent does them one after another
+        timeout = 120 + 60 * len(volumes[2] if volumes else [])
+        return json.loads(await self._call("provision", stdin=json.dumps(spec), timeout=timeout))
+
+    async def is_dir(self, d: str, timeout: float = 60) -> None:
+        """Fails (CommandFailed) unless `d` is a directory on the host."""
+        await self._call("is-dir", d, timeout=timeout)
+
     async def release(self, d: str, user: str, key: str) -> None:
         """Remove an instance's directory and its reference to `user` (deleted with its last). Idempotent."""
         await self._call("release", d, user, key)

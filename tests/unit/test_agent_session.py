@@ -222,3 +222,45 @@ def test_a_call_as_the_instance_user_switches_in_its_child_only(tmp_path: Path) 
             if name == user:
                 remove_user(name, uid)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_provision_is_one_call_that_says_what_it_did_and_stops_at_held_ports(tmp_path: Path) -> None:
+    import socket
+    import shutil
+    import tempfile
+
+    user = f"oasis-t{uuid.uuid4().hex[:10]}"
+    base = Path(tempfile.mkdtemp(prefix="oasis-provision-test-"))
+    base.chmod(0o755)
+    inst = base / "c" / "i"
+    remote = CountingRemote()
+    session = AgentSession(remote, sys.executable, AGENT)
+    agent = Agent(remote, sys.executable, AGENT, session=session)
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    taken = held.getsockname()[1]
+
+    async def main() -> None:
+        out = await agent.provision(str(inst), user, "k", "127.0.0.1", [taken])
+        assert out["busy"] == [taken] and out["done"] == ["prepare"]  # stopped before anything else
+        again = await agent.provision(str(inst), user, "k", "127.0.0.1", [])  # the same call again: no harm
+        assert again["done"] == ["prepare", "ports"] and again["owner"] == out["owner"]
+        assert (inst / "proc").is_dir()
+        if os.geteuid() == 0:
+            assert again["owner"]["name"] == user and (inst / "proc").stat().st_uid == again["owner"]["uid"]
+        await agent.is_dir(str(inst / "proc"))
+        with pytest.raises(CommandFailed, match="no such directory"):
+            await agent.is_dir(str(inst / "nowhere"))
+        await agent.release(str(inst), user, "k")
+        assert remote.runs == 0 and remote.channels == 1
+        await session.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        held.close()
+        for name, uid in project_users().items():
+            if name == user:
+                remove_user(name, uid)
+        shutil.rmtree(base, ignore_errors=True)
