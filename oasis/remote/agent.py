@@ -350,12 +350,17 @@ def _status(d):
     pid = _read_pid(os.path.join(d, "pid"))
     if pid and _alive(pid):
         return {"done": False, "pid": pid}
-    time.sleep(0.2)  # the supervisor may be writing the result right now
-    try:
-        with open(os.path.join(d, "result")) as f:
-            return dict(json.load(f), done=True)
-    except (OSError, ValueError):
-        return {"done": True, "rc": None, "lost": True}
+    # The supervisor may be writing the result right now: it reaps the job (a zombie until then) and writes it
+    # at once, but on a busy host "at once" can be a while. A job that had a pid is given 5 s to show its result.
+    deadline = time.time() + (5.0 if pid else 0.2)
+    while True:
+        time.sleep(POLL)
+        try:
+            with open(os.path.join(d, "result")) as f:
+                return dict(json.load(f), done=True)
+        except (OSError, ValueError):
+            if time.time() > deadline:
+                return {"done": True, "rc": None, "lost": True}
 
 
 def _log_piece(d, stream, offset, limit):
