@@ -4,7 +4,9 @@
     .venv/bin/python bench/lab.py [--reps N]
 
   (a) one command over oasis's pooled SSH connection against a fresh connection per command, for every way in
-      (routed fixed address, gateway host, floating address, proxy command)
+      (routed fixed address, gateway host, floating address, proxy command); and one agent call on the host's
+      warm agent session (`oasis-agent serve`, one channel for all calls) against the same call as a process of
+      its own over the pooled connection (what every agent call cost before sessions)
   (b) Dask cluster create -> Active through oasis on three `central` lab hosts (1 scheduler + 2 workers) against
       Dask's own `SSHCluster` starting the same daemons on the same hosts
 
@@ -29,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from oasis.cli.client import OasisClient  # noqa: E402
 from oasis.cli.embedded import EmbeddedService  # noqa: E402
+from oasis.remote.agent_client import AGENT_NAME, Agent  # noqa: E402
+from oasis.remote.agent_session import AgentSession  # noqa: E402
 from oasis.remote.ssh import SshRemote, SshTarget  # noqa: E402
 
 POLL = 0.05
@@ -38,8 +42,8 @@ def site(manifest: dict, name: str) -> dict:
     return next(s for s in manifest["sites"] if s["name"] == name)
 
 
-def routes(manifest: dict, key: str) -> dict[str, tuple[SshTarget, SshTarget | None]]:
-    """(target, gateway) for one host per way in."""
+def routes(manifest: dict, key: str) -> dict[str, tuple[SshTarget, SshTarget | None, dict]]:
+    """(target, gateway, host) for one host per way in."""
     def target(h: dict, address: str, proxy: str | None = None) -> SshTarget:
         return SshTarget(address=address, host_key=h["host_key"], client_key=key, proxy_command=proxy, label=h["name"])
 
@@ -47,25 +51,42 @@ def routes(manifest: dict, key: str) -> dict[str, tuple[SshTarget, SshTarget | N
     gw = site(manifest, "edge-1")["gateway"]
     proxy = site(manifest, "edge-2")["proxy_command"].format(host=edge2["addresses"][edge2["network"]], port=22)
     return {
-        "direct (routed fixed address)": (target(central, central["addresses"][central["network"]]), None),
+        "direct (routed fixed address)": (target(central, central["addresses"][central["network"]]), None, central),
         "gateway host (tunnel)": (target(edge1, edge1["addresses"][edge1["network"]]),
-                                  target(gw, gw["address"])),
-        "floating address (DNAT)": (target(edge1, edge1["floating_address"]), None),
-        "proxy command": (target(edge2, edge2["addresses"][edge2["network"]], proxy), None),
+                                  target(gw, gw["address"]), edge1),
+        "floating address (DNAT)": (target(edge1, edge1["floating_address"]), None, edge1),
+        "proxy command": (target(edge2, edge2["addresses"][edge2["network"]], proxy), None, edge2),
     }
 
 
-async def ssh_costs(manifest: dict, key: str, n: int) -> list[tuple[str, float, float]]:
+async def timed(n: int, call) -> list[float]:  # noqa: ANN001
     out = []
-    for mode, (tgt, gw) in routes(manifest, key).items():
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await call()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+async def ssh_costs(manifest: dict, key: str, n: int) -> list[tuple[str, float, float, float, float]]:
+    """Per way in: (pooled `true`, fresh connection `true`, agent call as a process, agent call on the session)."""
+    out = []
+    for mode, (tgt, gw, host) in routes(manifest, key).items():
         gateway = SshRemote(gw) if gw else None
         pooled = SshRemote(tgt, gateway)
         await pooled.run(["true"])  # connect once
-        per_pooled = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            await pooled.run(["true"])
-            per_pooled.append(time.perf_counter() - t0)
+        per_pooled = await timed(n, lambda: pooled.run(["true"]))
+        # one agent call (`busy-ports ADDRESS 1`: a bind and its answer), as a process and on the warm session
+        path = f"{host['base_dir']}/{AGENT_NAME}"
+        per_process = Agent(pooled, sys.executable, path)
+        await per_process.install()
+        session = AgentSession(pooled, sys.executable, path)
+        on_session = Agent(pooled, sys.executable, path, session=session)
+        await on_session.busy_ports(tgt.address, [1])  # opens the session
+        per_call = await timed(n, lambda: per_process.busy_ports(tgt.address, [1]))
+        per_session = await timed(n, lambda: on_session.busy_ports(tgt.address, [1]))
+        assert session.opened == 1
+        await session.close()
         await pooled.close()
         per_fresh = []
         for _ in range(max(3, n // 4)):
@@ -78,7 +99,8 @@ async def ssh_costs(manifest: dict, key: str, n: int) -> list[tuple[str, float, 
                 await fresh.gateway.close()
         if gateway:
             await gateway.close()
-        out.append((mode, statistics.median(per_pooled), statistics.median(per_fresh)))
+        out.append((mode, statistics.median(per_pooled), statistics.median(per_fresh), statistics.median(per_call),
+                    statistics.median(per_session)))
     return out
 
 
@@ -161,15 +183,21 @@ def main() -> int:
     return 0
 
 
-def render(ssh: list[tuple[str, float, float]], through: list[float], direct: list[float], reps: int) -> str:
+def render(ssh: list[tuple[str, float, float, float, float]], through: list[float], direct: list[float],
+           reps: int) -> str:
     lines = ["# oasis lab benchmark", "",
              f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `bench/lab.py` on {os.cpu_count()} cores, "
              f"on the default lab (hosts are network namespaces with their own sshd). Medians; a 2-core machine is "
              f"noisy, read ±20%.", "",
              "| SSH: one command (`true`) | pooled connection | fresh connection | fresh / pooled |",
              "|---|---:|---:|---:|"]
-    for mode, pooled, fresh in ssh:
+    for mode, pooled, fresh, _, _ in ssh:
         lines.append(f"| {mode} | {pooled * 1000:.1f} ms | {fresh * 1000:.1f} ms | {fresh / pooled:.1f}x |")
+    lines += ["", "| one agent call (`busy-ports`) | warm agent session | process per call (pooled) | pooled `true` "
+              "| session / pooled `true` |", "|---|---:|---:|---:|---:|"]
+    for mode, pooled, _, per_call, per_session in ssh:
+        lines.append(f"| {mode} | {per_session * 1000:.1f} ms | {per_call * 1000:.1f} ms | {pooled * 1000:.1f} ms "
+                     f"| {per_session / pooled:.2f}x |")
     t, d = statistics.median(through), statistics.median(direct)
     lines += ["", "| Dask cluster on 3 `central` hosts (1 scheduler + 2 workers) | oasis | Dask SSHCluster | ratio |",
               "|---|---:|---:|---:|",

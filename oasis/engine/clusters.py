@@ -168,22 +168,17 @@ class ClusterWork(Work):
         if errors:
             raise errors[0]
 
-    async def ensure_free_ports(self, inst) -> None:  # noqa: ANN001
-        """A port oasis believes free may be held by something else on the host: such ports are recorded as
-        taken and the instance gets others, until all of its ports are really free."""
-        for _ in range(10):
-            busy = await inst.agent.busy_ports(inst.address, list(inst.ports.values()))
-            if not busy:
-                return
-            with self.db.session() as s:
-                row = s.get(Instance, inst.id)
-                host = s.get(Host, row.host_id)
-                names = [name for name, port in row.ports.items() if port in busy]
-                s.execute(update(HostPort).where(HostPort.host_id == host.id, HostPort.port.in_(busy))
-                          .values(instance_id="held-outside-oasis"))
-                row.ports = {**row.ports, **allocate_ports(s, host, row.id, names)}
-                inst.ports = dict(row.ports)
-        raise PlacementError(f"{inst.name}: could not find free ports on its host")
+    def other_ports(self, inst, busy: list[int]) -> None:  # noqa: ANN001
+        """Ports oasis believed free are held by something else on the host: they are recorded as taken and the
+        instance gets others."""
+        with self.db.session() as s:
+            row = s.get(Instance, inst.id)
+            host = s.get(Host, row.host_id)
+            names = [name for name, port in row.ports.items() if port in busy]
+            s.execute(update(HostPort).where(HostPort.host_id == host.id, HostPort.port.in_(busy))
+                      .values(instance_id="held-outside-oasis"))
+            row.ports = {**row.ports, **allocate_ports(s, host, row.id, names)}
+            inst.ports = dict(row.ports)
 
     def project_user(self) -> str:
         """The Unix user of the cluster's project that its instances run as (where the host can switch users)."""
@@ -332,16 +327,27 @@ class ClusterWork(Work):
             backends = self.volume_backends(view.instances)
 
             async def make(inst) -> None:  # noqa: ANN001
-                # its directory and procdir, owned by the project's user (made on the project's first instance
-                # of the machine); the owner is recorded for every later step (None: a single-user host)
-                owner = await inst.agent.prepare(inst.workdir, user, inst.id)
-                if owner != inst.owner:
-                    with self.db.session() as s:
-                        s.get(Instance, inst.id).owner = owner
-                await self.ensure_free_ports(inst)
-                if inst.id in backends:  # its volumes, mounted inside its directory and owned by its user
+                # One agent call: its directory and procdir, owned by the project's user (made on the project's
+                # first instance of the machine), the check that its ports are really free (a port held outside
+                # oasis is recorded as taken and the instance gets others, until all are free), and its volumes,
+                # mounted inside its directory and owned by its user. The owner is recorded for every later step
+                # (None: a single-user host).
+                volumes = None
+                if inst.id in backends:
                     backend, size_gb = backends[inst.id]
-                    await inst.agent.volumes_up(backend, inst.id, size_gb, inst.workdir, user, inst.volumes)
+                    volumes = (backend, size_gb, inst.volumes)
+                for _ in range(10):
+                    out = await inst.agent.provision(inst.workdir, user, inst.id, inst.address,
+                                                     list(inst.ports.values()), volumes)
+                    if out["owner"] != inst.owner:
+                        with self.db.session() as s:
+                            s.get(Instance, inst.id).owner = out["owner"]
+                        inst.owner = out["owner"]
+                    if not out["busy"]:
+                        break
+                    self.other_ports(inst, out["busy"])
+                else:
+                    raise PlacementError(f"{inst.name}: could not find free ports on its host")
                 st.event(inst.id, inst.name, None)
 
             await asyncio.gather(*(make(i) for i in view.instances))
@@ -351,7 +357,7 @@ class ClusterWork(Work):
         async with self.events.step("Wait for instance accessibility", "Engine: create cluster",
                                     len(view.instances)) as st:
             async def reach(inst) -> None:  # noqa: ANN001
-                await inst.remote.run(["test", "-d", inst.procdir], timeout=60)
+                await inst.agent.is_dir(inst.procdir)  # on the host's agent session: no channel of its own
                 st.event(inst.id, inst.name, None)
 
             await asyncio.gather(*(reach(i) for i in view.instances))

@@ -40,6 +40,15 @@ idempotent, so an engine that died half-way can simply run it again.
   volumes-down BACKEND WHERE KEY              unmount, detach and remove every volume named oasis-KEY-*, however
                                               many there are (a removal that died half-way finds the rest)
 
+  provision                                   one instance's prepare, ports check and volumes in one call, its
+                                              spec (JSON) on stdin; prints JSON {"owner", "busy", "volumes",
+                                              "done"} (see cmd_provision)
+  is-dir DIR                                  fail unless DIR is a directory
+  serve                                       answer framed requests on stdin, each a command above run in a
+                                              forked child of this process, many at once, until stdin closes
+                                              (one long-lived session per host: no interpreter start and no SSH
+                                              channel per call); see cmd_serve
+
 Options before any other argument of start, stop, stop-all, wait, run, cancel and signal:
   --user NAME --home DIR                      act as NAME (a user made by `prepare`), with HOME=DIR: daemons and
                                               jobs run as that user, and can only be stopped, signalled or read
@@ -48,10 +57,12 @@ Options before any other argument of start, stop, stop-all, wait, run, cancel an
 """
 import base64
 import fcntl
+import io
 import json
 import os
 import pwd
 import re
+import select
 import shutil
 import signal
 import socket
@@ -435,6 +446,11 @@ def cmd_signal(d, sig):
 
 
 def cmd_busy_ports(address, *ports):
+    print(json.dumps(_busy_ports(address, ports)))
+    return 0
+
+
+def _busy_ports(address, ports):
     busy = []
     for port in ports:
         s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
@@ -444,8 +460,7 @@ def cmd_busy_ports(address, *ports):
             busy.append(int(port))
         finally:
             s.close()
-    print(json.dumps(busy))
-    return 0
+    return busy
 
 
 def _edit_keys(path, edit):
@@ -580,6 +595,12 @@ def _own_dir(path, pw, mode=0o700):
 
 
 def cmd_prepare(d, name, key):
+    print(json.dumps(_prepare(d, name, key)))
+    return 0
+
+
+def _prepare(d, name, key):
+    """The instance's owner ({"name", "uid", "gid"}), or None on a host that cannot switch users."""
     _check_user(name)
     if not KEY.match(key):
         raise SystemExit("not an instance key: %r" % key)
@@ -587,8 +608,7 @@ def cmd_prepare(d, name, key):
     if os.geteuid() != 0:  # cannot switch users: the instance runs as this agent's user (a single-user host)
         os.makedirs(os.path.join(d, "proc"), exist_ok=True)
         os.chmod(d, 0o700)
-        print("null")
-        return 0
+        return None
     _traversable_parents(d)  # before anything is made: a directory the user could not reach is an error
     with _users_lock():
         # The reference first: a release of another instance at the same time cannot delete the user under us,
@@ -598,8 +618,7 @@ def cmd_prepare(d, name, key):
         pw = _ensure_user(name)
     _own_dir(d, pw)
     _own_dir(os.path.join(d, "proc"), pw)
-    print(json.dumps({"name": name, "uid": pw.pw_uid, "gid": pw.pw_gid}))
-    return 0
+    return {"name": name, "uid": pw.pw_uid, "gid": pw.pw_gid}
 
 
 def _remove_tree(d):
@@ -767,6 +786,11 @@ def _mount_point(d, relative, pw):
 
 
 def cmd_volumes_up(kind, where, key, size_gb, d, name, *relative):
+    print(json.dumps(_volumes_up(kind, where, key, size_gb, d, name, relative)))
+    return 0
+
+
+def _volumes_up(kind, where, key, size_gb, d, name, relative):
     _check_user(name)
     if not KEY.match(key):
         raise SystemExit("not an instance key: %r" % key)
@@ -793,8 +817,7 @@ def cmd_volumes_up(kind, where, key, size_gb, d, name, *relative):
             os.chown(point, pw.pw_uid, pw.pw_gid)  # the volume's own root, now that it is mounted
             os.chmod(point, 0o700)
             made.append({"name": vname, "device": device, "mount": point})
-    print(json.dumps(made))
-    return 0
+    return made
 
 
 def cmd_volumes_down(kind, where, key):
@@ -878,15 +901,240 @@ COMMANDS = {"start": cmd_start, "stop": cmd_stop, "stop-all": cmd_stop_all, "wai
             "volumes-down": cmd_volumes_down}
 AS_USER = ("start", "stop", "stop-all", "wait", "wait-log", "run", "cancel", "signal")
 
-if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[1] not in COMMANDS:
+def main(argv):
+    """Run one command (`argv`: its name and arguments) in this process; its exit code."""
+    if not argv or argv[0] not in COMMANDS or (len(argv) < 2 and argv[0] not in NO_ARGS):
         sys.stderr.write(__doc__)
-        sys.exit(2)
-    command, args = sys.argv[1], sys.argv[2:]
+        return 2
+    command, args = argv[0], argv[1:]
     if command in AS_USER:
         args = _as_user(command, args)
         if args is None:
             if GONE[command]:
                 print(GONE[command])
-            sys.exit(0)
-    sys.exit(COMMANDS[command](*args))
+            return 0
+    return COMMANDS[command](*args)
+
+
+def cmd_provision():
+    """One instance's provisioning in one call, its spec (JSON) on stdin: {"dir", "user", "key", "address",
+    "ports": [...], "volumes": {"backend", "where", "size_gb", "mounts": [relative...]} or null}. In order: the
+    directory and its user (`prepare`), the ports check (`busy-ports`: if any is held, it stops there and says
+    which, for the caller to choose others and call again), the volumes (`volumes-up`). Each part is idempotent,
+    so the whole is: a call cut short at any point is simply made again. Prints JSON {"owner", "busy",
+    "volumes", "done": [the parts done]}."""
+    spec = json.load(sys.stdin)
+    out = {"owner": None, "busy": [], "volumes": [], "done": []}
+    out["owner"] = _prepare(spec["dir"], spec["user"], spec["key"])
+    out["done"].append("prepare")
+    out["busy"] = _busy_ports(spec["address"], spec.get("ports") or [])
+    if out["busy"]:
+        print(json.dumps(out))
+        return 0
+    out["done"].append("ports")
+    vol = spec.get("volumes")
+    if vol and vol.get("mounts"):
+        out["volumes"] = _volumes_up(vol["backend"], vol["where"], spec["key"], vol["size_gb"], spec["dir"],
+                                     spec["user"], vol["mounts"])
+        out["done"].append("volumes")
+    print(json.dumps(out))
+    return 0
+
+
+def cmd_is_dir(d):
+    """Whether an instance is reachable and made: its directory is there (the create's wait step)."""
+    if not os.path.isdir(d):
+        sys.stderr.write("%s: no such directory\n" % d)
+        return 1
+    return 0
+
+
+# --- serve: one long-lived session carrying many calls ------------------------------------------------------
+
+
+def _frame(obj):
+    data = json.dumps(obj).encode()
+    return b"%d\n" % len(data) + data
+
+
+def _exit_code(e):
+    code = e.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    sys.stderr.write("%s\n" % code)  # SystemExit("message"): the message on stderr, exit code 1, as Python does
+    return 1
+
+
+def _child(argv, data, out_w, err_w, inherited):
+    """In the forked child of one call: its stdin, stdout and stderr are the call's own, then the command runs
+    exactly as it would in a process of its own (a privilege switch, `--user`, is this child's alone)."""
+    rc = 1
+    try:
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        for fd in inherited | {out_w, err_w}:
+            if fd > 2:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # the call's input was copied into this child with its memory: no pipe to fill, however large it is
+        sys.stdin = io.TextIOWrapper(io.BytesIO(data))
+        sys.stdout = os.fdopen(1, "w", closefd=False)
+        sys.stderr = os.fdopen(2, "w", closefd=False)
+        try:
+            if argv[:1] == ["serve"]:
+                raise SystemExit("serve is not a call of a session")
+            rc = main(argv)
+        except SystemExit as e:
+            rc = _exit_code(e)
+        except BaseException as e:  # noqa: BLE001 - a bug of a command is its call's error, not the session's
+            sys.stderr.write("oasis-agent: %s: %s: %s\n" % (argv[0] if argv else "?", type(e).__name__, e))
+            rc = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(rc if isinstance(rc, int) and 0 <= rc < 256 else 1)
+
+
+class _Call:
+    def __init__(self, cid, pid, out, err):
+        self.id, self.pid, self.out, self.err = cid, pid, out, err
+        self.data = {out: [], err: []}
+        self.rc = None
+
+
+def cmd_serve(*_):
+    """Answer framed requests on stdin until it closes: each `{"id", "argv", "stdin"?}` runs that command in a
+    forked child of this process (no interpreter start, no new SSH channel), many at once; each answer is
+    `{"id", "rc", "stdout", "stderr"}`, in the order calls end. `{"id", "kill": true}` kills a call's child (its
+    caller gave up on it). A frame is a decimal length, a newline, and that many bytes of JSON."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that the wakeup fd hears of ended children
+    stdin, stdout = sys.stdin.buffer.fileno(), sys.stdout.buffer.fileno()
+    # From here on the protocol owns stdout; nothing else of this process may write there.
+    sys.stdout = sys.stderr
+    os.write(stdout, _frame({"serve": 1, "pid": os.getpid(), "uid": os.geteuid()}))
+    calls, by_pid, by_fd = {}, {}, {}
+    buf, open_input = b"", True
+
+    def finish(call):
+        for fd in (call.out, call.err):
+            _drain(fd, call.data[fd])
+            by_fd.pop(fd, None)
+            os.close(fd)
+        calls.pop(call.id, None)
+        os.write(stdout, _frame({"id": call.id, "rc": call.rc,
+                                 "stdout": b"".join(call.data[call.out]).decode(errors="replace"),
+                                 "stderr": b"".join(call.data[call.err]).decode(errors="replace")}))
+
+    while open_input or calls:
+        readable, _, _ = _select([wake_r] + ([stdin] if open_input else []) + list(by_fd))
+        for fd in readable:
+            if fd == wake_r:
+                try:
+                    os.read(wake_r, 512)
+                except BlockingIOError:
+                    pass
+            elif fd == stdin:
+                chunk = os.read(stdin, 1 << 16)
+                if not chunk:  # the channel closed: take no more; calls running finish on their own
+                    open_input = False
+                    break
+                buf += chunk
+                while True:
+                    request, buf = _take_frame(buf)
+                    if request is None:
+                        break
+                    _serve_one(request, calls, by_pid, by_fd, stdout, {wake_r, wake_w, stdin, stdout})
+            else:
+                call = by_fd.get(fd)
+                if call is not None:
+                    _drain(fd, call.data[fd])
+        while True:  # reap every child that ended; its output is all in its pipes by now
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            call = by_pid.pop(pid, None)
+            if call is not None:
+                call.rc = os.waitstatus_to_exitcode(status)
+                finish(call)
+        if not open_input:
+            break  # the caller is gone: nobody reads the answers of calls still running
+    return 0
+
+
+def _select(fds):
+    while True:
+        try:
+            return select.select(fds, [], [])
+        except InterruptedError:
+            continue
+
+
+def _drain(fd, into):
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            return
+        if not chunk:
+            return
+        into.append(chunk)
+
+
+def _take_frame(buf):
+    head, sep, rest = buf.partition(b"\n")
+    if not sep:
+        return None, buf
+    size = int(head)
+    if len(rest) < size:
+        return None, buf
+    return json.loads(rest[:size].decode()), rest[size:]
+
+
+def _serve_one(request, calls, by_pid, by_fd, stdout, own_fds):
+    cid = request.get("id")
+    if request.get("kill"):
+        call = calls.get(cid)
+        if call is not None and call.rc is None:
+            try:
+                os.kill(call.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return
+    argv = [str(a) for a in request.get("argv") or []]
+    data = (request.get("stdin") or "").encode()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(out_r)
+        os.close(err_r)
+        _child(argv, data, out_w, err_w, own_fds | set(by_fd))
+    os.close(out_w)
+    os.close(err_w)
+    for fd in (out_r, err_r):
+        os.set_blocking(fd, False)
+    call = _Call(cid, pid, out_r, err_r)
+    calls[cid] = by_pid[pid] = call
+    by_fd[out_r] = by_fd[err_r] = call
+
+
+COMMANDS.update({"serve": cmd_serve, "provision": cmd_provision, "is-dir": cmd_is_dir})
+NO_ARGS = ("serve", "provision")  # commands that take nothing on their command line
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

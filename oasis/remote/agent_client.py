@@ -9,7 +9,8 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
-from oasis.remote.base import CommandFailed, Remote, RemoteError, Unreachable
+from oasis.remote.agent_session import AgentMissing, AgentSession, SessionUnavailable
+from oasis.remote.base import CommandFailed, Remote, RemoteError, Unreachable, quote
 
 AGENT_SOURCE = Path(__file__).with_name("agent.py")
 AGENT_CODE = AGENT_SOURCE.read_bytes()
@@ -33,12 +34,15 @@ def owner_ids(owner: dict[str, Any] | None) -> tuple[int, int] | None:
 
 class Agent:
     def __init__(self, remote: Remote, python: str, path: str, install_lock: asyncio.Lock | None = None,
-                 owner: dict[str, Any] | None = None, home: str | None = None) -> None:
+                 owner: dict[str, Any] | None = None, home: str | None = None,
+                 session: AgentSession | None = None) -> None:
         """`install_lock`: shared by every Agent of one host and path (Remotes hands them out), so that the
         clusters of one engine install a host's agent one at a time, and all but the first find it there.
         `owner`: the instance's Unix user ({"name", "uid", "gid"}), and `home` its directory: daemons and jobs
-        are started, stopped and watched as that user (None: as the agent's own user)."""
-        self.remote, self.python, self.path = remote, python, path
+        are started, stopped and watched as that user (None: as the agent's own user). `session`: the host's
+        long-lived agent session, which carries every call (None, or where it cannot be opened: a process per
+        call)."""
+        self.remote, self.python, self.path, self.session = remote, python, path, session
         self._install_lock = install_lock or asyncio.Lock()
         self.owner, self.home = owner, home
 
@@ -62,18 +66,42 @@ class Agent:
                 pass
             await self.remote.put(self.path, AGENT_CODE, 0o755)
 
-    async def _call(self, *args: str, timeout: float | None = 120) -> str:
+    async def _call(self, *args: str, timeout: float | None = 120, stdin: str | None = None) -> str:
         # -S: no site-packages to scan; the agent needs only the standard library, and starts faster
         argv = [self.python, "-S", self.path, *args]
+        if self.session is not None:
+            try:
+                return await self._session_call(argv, list(args), timeout, stdin)
+            except SessionUnavailable:
+                pass  # this host cannot keep a session: one process per call, as before
+        data = stdin.encode() if stdin is not None else None
         try:
-            return (await self.remote.run(argv, timeout=timeout)).stdout
+            return (await self.remote.run(argv, timeout=timeout, stdin=data)).stdout
         except CommandFailed as e:
             if e.result.rc != 2 or "can't open file" not in e.result.stderr:
                 raise
         # This version of the agent is not on the host yet (oasis was upgraded while the cluster ran): the
         # command had not started, so it is safe to install and run it now.
         await self.install()
-        return (await self.remote.run(argv, timeout=timeout)).stdout
+        return (await self.remote.run(argv, timeout=timeout, stdin=data)).stdout
+
+    async def _session_call(self, argv: list[str], args: list[str], timeout: float | None,
+                            stdin: str | None) -> str:
+        assert self.session is not None
+        hold = getattr(self.remote, "hold", None)  # the concurrency limits (remote/limits.py) count each call
+
+        async def call() -> Any:
+            return await (hold(self.session.call(args, timeout, stdin)) if hold else self.session.call(
+                args, timeout, stdin))
+
+        try:
+            result = await call()
+        except AgentMissing:
+            await self.install()  # as below: nothing had started
+            result = await call()
+        if result.rc != 0:
+            raise CommandFailed(quote(argv), result)
+        return result.stdout
 
     async def start(self, d: str, name: str, argv: list[str], env: dict[str, str], ready: str | None = None,
                     timeout: float = 120, fail: tuple[str, ...] = ()) -> int:
@@ -121,6 +149,24 @@ class Agent:
         project's first instance of the machine); the owner to record, or None where the host cannot switch
         users (the agent's user then runs the instance)."""
         return json.loads(await self._call("prepare", d, user, key))
+
+    async def provision(self, d: str, user: str, key: str, address: str, ports: list[int],
+                        volumes: tuple[dict[str, Any], int, list[str]] | None = None) -> dict[str, Any]:
+        """An instance's whole spawn in one call: `prepare`, then which of `ports` are held on `address` (if any
+        are, nothing further is done: {"busy": [...]}), then its `volumes` ((the host's backend, size in GB,
+        mount points inside `d`)). Returns {"owner", "busy", "volumes", "done": [the parts done]}. Idempotent."""
+        spec: dict[str, Any] = {"dir": d, "user": user, "key": key, "address": address, "ports": ports}
+        if volumes is not None:
+            backend, size_gb, mounts = volumes
+            spec["volumes"] = {"backend": backend["backend"], "where": backend["dir"], "size_gb": size_gb,
+                               "mounts": [posixpath.relpath(m, d) for m in mounts]}
+        # formatting takes a moment per volume; the agent does them one after another
+        timeout = 120 + 60 * len(volumes[2] if volumes else [])
+        return json.loads(await self._call("provision", stdin=json.dumps(spec), timeout=timeout))
+
+    async def is_dir(self, d: str, timeout: float = 60) -> None:
+        """Fails (CommandFailed) unless `d` is a directory on the host."""
+        await self._call("is-dir", d, timeout=timeout)
 
     async def release(self, d: str, user: str, key: str) -> None:
         """Remove an instance's directory and its reference to `user` (deleted with its last). Idempotent."""

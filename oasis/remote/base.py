@@ -3,8 +3,9 @@ implement it; plugins and EDP only ever see this interface."""
 from __future__ import annotations
 
 import shlex
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class RemoteError(Exception):
@@ -44,6 +45,18 @@ class Result:
     stderr: str
 
 
+@dataclass
+class Channel:
+    """A long-lived command on a host, talked to through its stdin and stdout (bytes): an agent's session.
+    `writer` has write() and drain(), `reader` and `errors` (its stderr) readline() and readexactly();
+    `close` ends it (its stdin first: the command sees the end of its input and leaves)."""
+
+    writer: Any
+    reader: Any
+    errors: Any
+    close: Callable[[], Awaitable[None]]
+
+
 class Remote(Protocol):
     address: str
 
@@ -63,6 +76,10 @@ class Remote(Protocol):
         """A (host, port) on this machine that reaches `address:port` as this host reaches it, for long-lived
         streams (the Spark Connect gateway's gRPC): the address itself on the local host, a forwarded port on
         loopback through the pooled SSH connection otherwise (made once, remade after the connection is lost)."""
+        ...
+
+    async def open_channel(self, argv: list[str]) -> Channel:
+        """Start `argv` on the host for as long as the returned channel lives (one SSH channel, or a process)."""
         ...
 
 

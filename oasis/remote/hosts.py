@@ -12,6 +12,7 @@ from typing import Any
 
 from oasis.db.models import Host, Site
 from oasis.remote.agent_client import AGENT_NAME, Agent
+from oasis.remote.agent_session import AgentSession
 from oasis.remote.base import Remote
 from oasis.remote.limits import OVERALL, PER_CLUSTER, Limited
 from oasis.remote.local import LocalRemote
@@ -49,6 +50,7 @@ class Remotes:
         self._per_cluster_size = per_cluster
         self._per_cluster: dict[str, asyncio.Semaphore] = {}
         self._installs: dict[tuple[str, str], asyncio.Lock] = {}
+        self._sessions: dict[tuple, AgentSession] = {}
 
     def for_host(self, host: Host, site: Site | None = None, via: Remote | None = None,
                  context: Context = Context(), client_key: str | None = None) -> Remote:
@@ -99,9 +101,22 @@ class Remotes:
         path = f"{host.base_dir}/{AGENT_NAME}"
         # keyed by address and path, not by remote: several routes (site key, cluster key) lead to one host
         lock = self._installs.setdefault((remote.address, path), asyncio.Lock())
-        return Agent(remote, python, path, lock, owner, home)
+        return Agent(remote, python, path, lock, owner, home, self.session(remote, path, python))
+
+    def session(self, remote: Remote, path: str, python: str) -> AgentSession:
+        """The agent session of one route to a host (its pooled remote, whatever limits wrap it), agent path and
+        Python: one per route, not per host, so that work done with a cluster's key keeps to that key."""
+        base = getattr(remote, "remote", remote)  # a Limited remote: the session is its remote's
+        key = (id(base), path, python)
+        session = self._sessions.get(key)
+        if session is None:
+            session = self._sessions[key] = AgentSession(base, python, path)
+        return session
 
     async def close(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
         for remote in self._remotes.values():
             close = getattr(remote, "close", None)
             if close is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from oasis.remote.base import Remote, Result
+from oasis.remote.base import Channel, Remote, Result
 
 OVERALL = 100
 PER_CLUSTER = 70
@@ -16,6 +16,10 @@ class Limited:
     def __init__(self, remote: Remote, *semaphores: asyncio.Semaphore) -> None:
         self.remote, self.semaphores = remote, semaphores
         self.address = remote.address
+
+    async def hold(self, call):  # type: ignore[no-untyped-def]
+        """Await `call` holding the limits: work that reaches the host another way (an agent's session)."""
+        return await self._hold(call)
 
     async def _hold(self, call):  # type: ignore[no-untyped-def]
         for sem in self.semaphores:
@@ -42,3 +46,7 @@ class Limited:
     async def tunnel(self, address: str, port: int) -> tuple[str, int]:
         # not held: a tunnel lives as long as its streams, and a command slot would be taken for all that time
         return await self.remote.tunnel(address, port)
+
+    async def open_channel(self, argv: list[str]) -> Channel:
+        # not held: a session lives long and carries many calls, and each of those holds the limits itself
+        return await self.remote.open_channel(argv)

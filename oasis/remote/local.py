@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from oasis.remote.base import CommandFailed, RemoteError, Result, quote
+from oasis.remote.base import Channel, CommandFailed, RemoteError, Result, quote
 
 
 class LocalRemote:
@@ -60,6 +60,30 @@ class LocalRemote:
 
     async def tunnel(self, address: str, port: int) -> tuple[str, int]:
         return address, port
+
+
+    async def open_channel(self, argv: list[str]) -> Channel:
+        try:
+            # answers may be large (a job's new log bytes): no line limit below what one may hold
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, limit=1 << 24, start_new_session=True)
+        except OSError as e:
+            raise RemoteError(f"cannot run {quote(argv)}: {e}") from e
+
+        async def close() -> None:
+            if proc.stdin is not None and not proc.stdin.is_closing():
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except asyncio.TimeoutError:
+                try:
+                    proc.kill()
+                except ProcessLookupError:
+                    pass
+                await proc.wait()
+
+        return Channel(proc.stdin, proc.stdout, proc.stderr, close)
 
 
 def _read_no_link(path: str) -> bytes:

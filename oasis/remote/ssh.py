@@ -14,7 +14,7 @@ import asyncssh
 
 from oasis import metrics
 
-from oasis.remote.base import CommandFailed, RemoteError, Result, Unreachable, quote
+from oasis.remote.base import Channel, CommandFailed, RemoteError, Result, Unreachable, quote
 
 
 def transport_reason(e: BaseException) -> str | None:
@@ -124,6 +124,31 @@ class SshRemote:
         if check and result.rc != 0:
             raise CommandFailed(command, result)
         return result
+
+    async def open_channel(self, argv: list[str]) -> Channel:
+        """One session channel on the pooled connection, for as long as the command lives. It takes none of
+        the channel slots, which limit commands run at once: it is one channel whatever it carries."""
+        conn = await self.connection()
+        try:
+            proc = await conn.create_process(quote(argv), encoding=None)
+        except (OSError, asyncssh.Error) as e:
+            reason = transport_reason(e)
+            if reason is not None:
+                raise Unreachable(self.name, reason) from e
+            raise RemoteError(f"{self.name}: cannot start {quote(argv)}: {e}") from e
+
+        async def close() -> None:
+            try:
+                proc.stdin.write_eof()
+            except (OSError, asyncssh.Error):
+                pass  # gone already
+            proc.close()
+            try:
+                await asyncio.wait_for(proc.wait_closed(), 5)
+            except (asyncio.TimeoutError, OSError, asyncssh.Error):
+                pass
+
+        return Channel(proc.stdin, proc.stdout, proc.stderr, close)
 
     async def _sftp_client(self) -> asyncssh.SFTPClient:
         conn = await self.connection()

@@ -278,6 +278,55 @@ def test_ssh_proxy_command(built) -> None:
 
 
 @needs_root
+def test_agent_calls_on_a_warm_session_are_one_channel(built) -> None:
+    """Every agent call rides the host's one session channel on the pooled connection: after the first, calls open
+    no channel (counted on the real connection to the host's sshd) and run on the host itself."""
+    import sys
+
+    from oasis.remote.agent_client import AGENT_NAME, Agent
+    from oasis.remote.agent_session import AgentSession
+    from oasis.remote.ssh import SshRemote, SshTarget
+
+    m = built["manifest"]
+    host = _hosts(m)["central-1"]
+    target = SshTarget(address="10.213.1.11", host_key=host["host_key"],
+                       client_key=Path(m["controller"]["private_key"]).read_text(), label="central-1")
+    path = f"{host['base_dir']}/{AGENT_NAME}"
+    procdir = f"{host['base_dir']}/session-test/proc"
+
+    async def go() -> None:
+        remote = SshRemote(target)
+        session = AgentSession(remote, sys.executable, path)
+        agent = Agent(remote, sys.executable, path, session=session)
+        try:
+            assert await agent.busy_ports("10.213.1.11", [22, 1]) == [22]  # sshd holds 22 on the host
+            conn = await remote.connection()
+            opened = []
+            real = conn.create_session
+
+            async def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+                opened.append(args)
+                return await real(*args, **kwargs)
+
+            conn.create_session = counting  # type: ignore[method-assign]
+            t0 = time.monotonic()
+            results = await asyncio.gather(*(agent.busy_ports("10.213.1.11", [22, p]) for p in range(2, 22)))
+            TIMINGS["agent_20_warm_calls"] = time.monotonic() - t0
+            assert results == [[22]] * 20
+            pid = await agent.start(procdir, "svc", ["sh", "-c", "hostname; echo up; exec sleep 60"], {},
+                                    ready="up", timeout=20)
+            await agent.stop(procdir, "svc", grace=5)
+            assert opened == [] and session.opened == 1
+            assert (Path(procdir) / "svc.log").read_text().split()[:2] == ["central-1", "up"] and pid > 0
+        finally:
+            await session.close()
+            await remote.close()
+            shutil.rmtree(Path(procdir).parent, ignore_errors=True)
+
+    asyncio.run(go())
+
+
+@needs_root
 def test_wrong_host_key_is_refused(built) -> None:
     m = built["manifest"]
     hosts = _hosts(m)

@@ -43,8 +43,23 @@ class FakeHost:
             self.daemons.pop(p, None)
             self.jobs.pop(p, None)
 
-    def agent(self, args: list[str]) -> str:
+    def agent(self, args: list[str], stdin: bytes | None = None) -> str:
         command, rest = args[0], args[1:]
+        if command == "provision":  # prepare, the ports check (nothing held here), then the volumes
+            spec = json.loads(stdin or b"{}")
+            owner = json.loads(self.agent(["prepare", spec["dir"], spec["user"], spec["key"]]))
+            out = {"owner": owner, "busy": [], "volumes": [], "done": ["prepare", "ports"]}
+            vol = spec.get("volumes")
+            if vol and vol.get("mounts"):
+                out["volumes"] = json.loads(self.agent(["volumes-up", vol["backend"], vol["where"], spec["key"],
+                                                        str(vol["size_gb"]), spec["dir"], spec["user"],
+                                                        *vol["mounts"]]))
+                out["done"].append("volumes")
+            return json.dumps(out)
+        if command == "is-dir":
+            if rest[0] not in self.dirs:
+                raise CommandFailed(f"is-dir {rest[0]}", Result(1, "", f"{rest[0]}: no such directory"))
+            return ""
         if rest[:1] == ["--user"]:  # acting as an instance's user: the fake has no users to switch to
             rest = rest[2:]
             if rest[:1] == ["--home"]:
@@ -133,7 +148,7 @@ class FakeRemote:
                 rc, out = 2, ""
                 result = Result(rc, "", f"python: can't open file '{argv[2]}'")
                 raise CommandFailed(quote(argv), result)
-            out = self.host.agent(argv[3:])
+            out = self.host.agent(argv[3:], stdin)
         elif argv[:2] == ["mkdir", "-p"]:
             self.host.dirs.update(argv[2:])
         elif argv[:2] == ["test", "-d"]:

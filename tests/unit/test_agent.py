@@ -257,6 +257,7 @@ def test_agent_install_is_once_per_host_and_version_and_on_demand(tmp_path: Path
         # a host that lost it (or never had this version) gets it on first use
         (tmp_path / AGENT_NAME).unlink()
         assert await remotes.agent(remote, host, sys.executable).signal_job(str(tmp_path / "none"), "STOP") is False
+        await remotes.close()
 
     asyncio.run(main())
     assert AGENT_NAME.startswith("oasis-agent-") and (tmp_path / AGENT_NAME).read_bytes() == AGENT_CODE

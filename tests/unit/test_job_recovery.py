@@ -182,13 +182,13 @@ def test_a_recurring_job_makes_a_new_job_at_each_time(world: World) -> None:
 class FailingFirst(FakeHost):
     """A fake host whose job fails (exit code 1) in its first attempt's directory and succeeds in later ones."""
 
-    def agent(self, args: list[str]) -> str:
+    def agent(self, args: list[str], stdin: bytes | None = None) -> str:
         rest = args[1:]
         while rest[:1] in (["--user"], ["--home"]):  # acting as the instance's user
             rest = rest[2:]
         if args[0] == "wait" and rest[0] in self.jobs and not re.search(r"-[0-9]{1,3}\Z", rest[0]):
             return json.dumps({"done": True, "rc": 1, "started": 1.7e9, "ended": 1.7e9 + 1, "cancelled": False})
-        return super().agent(args)
+        return super().agent(args, stdin)
 
 
 def _fake_hosts(world: World) -> dict[str, FakeHost]:
