@@ -84,7 +84,17 @@ def test_dataframes_a_udf_and_an_uploaded_module(oasis: Oasis, cluster: str, tmp
 
 
 def test_a_long_query_is_interrupted_and_the_server_goes_on(oasis: Oasis, cluster: str) -> None:
-    spark = session(url_for(oasis, cluster))
+    from pyspark.sql.functions import udf
+
+    spark = session(url_for(oasis, cluster))  # first: a UDF is made within a session
+
+    @udf("long")
+    def slow(x: int) -> int:
+        import time
+
+        time.sleep(0.05)  # 10^6 rows: hours, unless interrupted
+        return x
+
     assert spark.range(3).count() == 3  # the session is the server's before anything is interrupted
     interrupted: list[str] = []
     failed: list[BaseException] = []
@@ -99,7 +109,9 @@ def test_a_long_query_is_interrupted_and_the_server_goes_on(oasis: Oasis, cluste
     thread.start()
     try:
         with pytest.raises(Exception) as e:
-            spark.range(10 ** 13).selectExpr("sum(id % 7)").collect()
+            # a Python UDF: Spark stops its task once cancelled (it kills the Python worker), where a plain JVM
+            # loop over a range would keep the worker's only core busy after the interruption
+            spark.range(10 ** 6, numPartitions=1).select(slow("id").alias("s")).agg({"s": "sum"}).collect()
         assert "OPERATION_CANCELED" in str(e.value), (e.value, failed)
         thread.join(300)
         assert interrupted and not failed, failed

@@ -156,7 +156,7 @@ class Losable(FakeHost):
         self.jobs_die = False  # its agent answers that a job's supervisor died without its end (a reboot)
         self.killed_in_wait = False
 
-    def agent(self, args: list[str]) -> str:
+    def agent(self, args: list[str], stdin: bytes | None = None) -> str:
         if self.lost:
             raise Unreachable(self.name, "connection refused")
         if self.jobs_die and args[0] == "wait":
@@ -164,7 +164,7 @@ class Losable(FakeHost):
         if self.killed_in_wait and args[0] == "wait":  # its agent killed first, then the rest of the host
             self.lost = True
             raise CommandFailed("oasis-agent wait", Result(-1, "", ""))
-        out = super().agent(args)
+        out = super().agent(args, stdin)
         self.lost = self.lose_on_run and args[0] == "run"
         return out
 

@@ -18,7 +18,7 @@ from tests.unit.conftest import World, cluster_body
 
 
 def cluster_template(world: World, name: str = "ct", who: str = "alice", **extra) -> dict:
-    body = cluster_body(name, workers=1)
+    body = cluster_body(name, plugin="dask", workers=1)
     r = world.post("/v2/cluster-templates", {"name": name, "plugin_name": body["plugin_name"],
                                              "plugin_version": body["plugin_version"],
                                              "node_groups": body["node_groups"], **extra}, who=who)
@@ -175,7 +175,7 @@ def test_no_ready_cluster_means_an_ordinary_create(world: World) -> None:
 
 
 @pytest.mark.parametrize("extra", [
-    {"node_groups": cluster_body("x", workers=2)["node_groups"]},
+    {"node_groups": cluster_body("x", plugin="dask", workers=2)["node_groups"]},
     {"cluster_configs": {"general": {"x": "1"}}},
     {"count": 1},
     {"anti_affinity": ["worker"]},
@@ -290,3 +290,14 @@ def test_the_dashboard_shows_pooled_clusters_under_their_pool(world: World) -> N
     clusters, pools = page.text.split('id="pools"')
     assert "pool-warm-1" not in clusters and "No clusters yet." in clusters
     assert "warm" in pools and "pool-warm-1" in pools
+
+
+def test_a_spark_template_is_refused_for_now(world: World) -> None:
+    body = cluster_body("ct-spark", workers=1)
+    r = world.post("/v2/cluster-templates", {"name": "ct-spark", "plugin_name": "spark",
+                                             "plugin_version": body["plugin_version"],
+                                             "node_groups": body["node_groups"]})
+    assert r.status_code == 202, r.text
+    r = world.post("/v2/pools", {"pool": {"name": "warm", "size": 1,
+                                          "cluster_template_id": r.json()["cluster_template"]["id"]}})
+    assert r.status_code == 400 and "dask only" in r.text, r.text
