@@ -38,13 +38,12 @@ from oasis.edp.shares import check_file_sources, shares_for_cluster
 from oasis.engine import attempts
 from oasis.engine.machine import Machine, Operation, OperationError, Step, Wait, Work
 from oasis.engine.views import build_view, cluster_runtime
-from oasis.engine.waiting import probe
 from oasis.identity import trusts
 from oasis.identity.base import Identity, IdentityError
 from oasis.identity.proxy import ProxyUsers
 from oasis.plugins import get_plugin
 from oasis.plugins.base import ClusterView, InstanceView, Plugin, PluginError
-from oasis.remote.base import RemoteError, Unreachable, unreachable_in
+from oasis.remote.base import RemoteError, unreachable_in
 from oasis.remote.hosts import Remotes
 from oasis.storage import StoreError, endpoints_of
 from oasis.storage.base import ObjectNotFound, ObjectStore
@@ -224,15 +223,6 @@ class JobWork(Work):
             job = self.row(s)
             job.info = {k: v for k, v in (job.info or {}).items() if k != "status_description"}
         self.on_change()
-
-    async def unreachable_host(self) -> Unreachable | None:
-        """A command on the job's instance that failed without an Unreachable (its `wait` killed with the host's
-        processes, say) may still come from a host going away: the host is asked."""
-        runtime = self._runtime()
-        agent = _agent_for(self.db, self.remotes, runtime) if runtime.get("dir") else None
-        if agent is None:
-            return None
-        return await probe({str(runtime.get("host") or runtime.get("instance_id")): agent.remote})
 
     def _runtime(self) -> dict[str, Any]:
         with self.db.session() as s:
