@@ -77,17 +77,22 @@ class RunWork(Work):
                 raise OperationError(f"the run's cluster {cluster_id} is {status or 'gone'}: no step was run")
             await self.wait(self.poll)
 
-    async def drive(self) -> None:
-        """Advance the DAG until every step is done; between looks, wait for a change (a step's job ending wakes
+    async def _until_done(self, look: Callable[[], tuple[bool, bool]]) -> None:
+        """Run `look` (done?, changed?) until done; between looks, wait for a change (a step's job ending wakes
         it) or the poll."""
         while True:
-            done, changed = self._advance()
+            done, changed = look()
             if changed:
                 self.on_change()
             if done:
                 return
             if not changed:
                 await self.wait(self.poll)
+
+    async def drive(self) -> None:
+        """Advance the DAG until every step is done; between looks, wait for a change (a step's job ending wakes
+        it) or the poll."""
+        await self._until_done(self._advance)
 
     async def cleanup(self) -> None:
         """A managed cluster is deleted once the run is over (the cluster machine does it)."""
@@ -128,14 +133,7 @@ class RunWork(Work):
     async def stop(self) -> None:
         """Cancel the running steps' jobs (as a job's cancel does: TOBEKILLED and its cancel operation, which the
         job machine drives), mark what has not started as not run, and wait for those jobs to end."""
-        while True:
-            done, changed = self._stop_look()
-            if changed:
-                self.on_change()
-            if done:
-                return
-            if not changed:
-                await self.wait(self.poll)
+        await self._until_done(self._stop_look)
 
     def _stop_look(self) -> tuple[bool, bool]:
         with self.db.session() as s:

@@ -88,17 +88,23 @@ class Gateway:
         context.set_trailing_metadata(trailing)
         await context.abort(e.code(), e.details() or "", trailing)
 
+    async def _one_response(self, method: str, request: Any, context: grpc.aio.ServicerContext,
+                            streamed: bool) -> bytes:
+        """Forward a call with one response (its request one message, or a stream when `streamed`)."""
+        _, channel, metadata = await self._open(context)
+        open_call = channel.stream_unary if streamed else channel.unary_unary
+        call = open_call(path(method))(request, metadata=metadata, timeout=context.time_remaining())
+        try:
+            response = await call
+        except grpc.aio.AioRpcError as e:
+            await self._relay_error(context, e)
+            raise
+        context.set_trailing_metadata(tuple(await call.trailing_metadata() or ()))
+        return response
+
     def _unary_handler(self, method: str) -> grpc.RpcMethodHandler:
         async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            _, channel, metadata = await self._open(context)
-            call = channel.unary_unary(path(method))(request, metadata=metadata, timeout=context.time_remaining())
-            try:
-                response = await call
-            except grpc.aio.AioRpcError as e:
-                await self._relay_error(context, e)
-                raise
-            context.set_trailing_metadata(tuple(await call.trailing_metadata() or ()))
-            return response
+            return await self._one_response(method, request, context, streamed=False)
 
         return grpc.unary_unary_rpc_method_handler(unary)
 
@@ -119,14 +125,6 @@ class Gateway:
 
     def _client_stream_handler(self, method: str) -> grpc.RpcMethodHandler:
         async def client_stream(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
-            _, channel, metadata = await self._open(context)
-            call = channel.stream_unary(path(method))(requests, metadata=metadata, timeout=context.time_remaining())
-            try:
-                response = await call
-            except grpc.aio.AioRpcError as e:
-                await self._relay_error(context, e)
-                raise
-            context.set_trailing_metadata(tuple(await call.trailing_metadata() or ()))
-            return response
+            return await self._one_response(method, requests, context, streamed=True)
 
         return grpc.stream_unary_rpc_method_handler(client_stream)
