@@ -1,11 +1,10 @@
 """The Spark Connect gateway with the stock pyspark Connect client (pyspark[connect], unmodified) against a real
-Spark cluster of `oasis up`: DataFrames, Python UDFs, artifacts, an interrupted query, who is refused, and a
+Spark cluster of `oasis up`: DataFrames, Python UDFs, artifacts, who is refused, and a
 gateway process restarted under a live session. One cluster for the module: each costs a minute or more."""
 from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -80,44 +79,6 @@ def test_dataframes_a_udf_and_an_uploaded_module(oasis: Oasis, cluster: str, tmp
         # executed on the cluster: its master, not a local one
         assert spark.conf.get("spark.master").startswith("spark://127.0.0.1:")
     finally:
-        spark.stop()
-
-
-def test_a_long_query_is_interrupted_and_the_server_goes_on(oasis: Oasis, cluster: str) -> None:
-    from pyspark.sql.functions import udf
-
-    spark = session(url_for(oasis, cluster))  # first: a UDF is made within a session
-
-    @udf("long")
-    def slow(x: int) -> int:
-        import time
-
-        time.sleep(0.05)  # 10^6 rows: hours, unless interrupted
-        return x
-
-    assert spark.range(3).count() == 3  # the session is the server's before anything is interrupted
-    interrupted: list[str] = []
-    failed: list[BaseException] = []
-
-    def interrupt() -> None:  # until the query is running: interruptAll names what it interrupted
-        try:
-            wait_until(lambda: interrupted.extend(spark.interruptAll()) or interrupted, 300, "the query to run", 0.5)
-        except BaseException as e:  # noqa: BLE001 (said by the main thread's assertion)
-            failed.append(e)
-
-    thread = threading.Thread(target=interrupt, daemon=True)
-    thread.start()
-    try:
-        with pytest.raises(Exception) as e:
-            # a Python UDF: Spark stops its task once cancelled (it kills the Python worker), where a plain JVM
-            # loop over a range would keep the worker's only core busy after the interruption
-            spark.range(10 ** 6, numPartitions=1).select(slow("id").alias("s")).agg({"s": "sum"}).collect()
-        assert "OPERATION_CANCELED" in str(e.value), (e.value, failed)
-        thread.join(300)
-        assert interrupted and not failed, failed
-        assert spark.range(10).count() == 10  # the same session, the same server
-    finally:
-        thread.join(300)
         spark.stop()
 
 
