@@ -441,7 +441,9 @@ class SparkPlugin(Plugin):
             # default; Spark warns when both are on), else kept alive by shuffle tracking.
             "spark.dynamicAllocation.enabled": "true",
             "spark.dynamicAllocation.shuffleTracking.enabled": str(not _migrates_shuffle(settings)).lower(),
-            "spark.dynamicAllocation.minExecutors": "0", "spark.dynamicAllocation.initialExecutors": "1",
+            # none at the start: an executor held by an idle server would take a core from jobs and keep its worker
+            # busy for the autoscaler; the first query asks for one
+            "spark.dynamicAllocation.minExecutors": "0", "spark.dynamicAllocation.initialExecutors": "0",
             "spark.dynamicAllocation.maxExecutors": str(max(1, max_executors)),
             "spark.dynamicAllocation.executorIdleTimeout": f"{CONNECT_IDLE_EXECUTOR}s"})
         # its driver's asks are read by the autoscaler like a job's (spark_dynalloc), from a directory its glob sees
