@@ -521,11 +521,12 @@ def spark_load(state: dict[str, Any], names: dict[tuple[str, int], str], executo
     key = lambda w: (str(w.get("host")), int(w.get("port") or 0))  # noqa: E731
     busy = sorted(names.get(key(w), str(w.get("id"))) for w in alive if int(w.get("coresused") or 0) > 0)
     apps = [a for a in state.get("activeapps") or [] if isinstance(a, dict)]
-    waiting = [a for a in apps if a.get("state") == "WAITING"]
+    # a Connect server without executors is WAITING whenever it is idle: not an application waiting for work (what
+    # it asks for while a query runs is in `asks`, as a job's is)
+    waiting = [a for a in apps if a.get("state") == "WAITING" and not idle_connect_server(a)]
     asks = asks or {}
     asked = sum(asks[a["id"]].missing for a in apps if a.get("id") in asks)
-    # an idle Connect server holds no executor (it is WAITING) and asks for none: no work waits on it
-    unasked = sum(1 for a in waiting if a.get("id") not in asks and not idle_connect_server(a))
+    unasked = sum(1 for a in waiting if a.get("id") not in asks)
     cores = max(1, executor_cores)
     return Load(pending=(asked + unasked) * cores,
                 busy_cores=sum(int(w.get("coresused") or 0) for w in alive),
