@@ -468,7 +468,7 @@ class SparkPlugin(Plugin):
     def _connect_info(self, cluster: ClusterView, m: InstanceView) -> dict[str, str]:
         if not self._connect_on(cluster, m):
             return {}
-        return {"Spark Connect": "through the oasis gateway: `oasis cluster connect` prints the sc:// string"}
+        return {"Spark Connect": "through the oasis gateway: `oasis cluster connect` prints its connection string"}
 
     @staticmethod
     def connect_endpoint(instances: list[InstanceView]) -> tuple[InstanceView, int] | None:
