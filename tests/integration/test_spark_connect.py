@@ -6,12 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from tests.integration import workflow as wf
-from tests.integration.services import Oasis, free_port, open_dir, stop_process, wait_until
+from tests.integration.services import Oasis, free_port, stop_process, wait_until
 
 pytestmark = pytest.mark.spark
 
@@ -19,14 +18,8 @@ HELPER = "def triple(x):\n    return x * 3\n"
 
 
 @pytest.fixture(scope="module")
-def oasis() -> Iterator[Oasis]:
-    with open_dir("oasis-connect-") as d:
-        service = Oasis(d / "state")
-        try:
-            service.start_api("up")
-            yield service
-        finally:
-            service.stop()
+def oasis(service: Oasis) -> Oasis:
+    return service  # the module's one `oasis up` (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
