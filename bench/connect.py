@@ -86,6 +86,7 @@ def main() -> None:
         c = OasisClient(endpoint_for(service.url), authenticate(service.credentials()).token)
         version = c.get("/plugins/spark")["plugin"]["versions"][0]
         cid = c.create("clusters", {"name": "bench-connect", "plugin_name": "spark", "plugin_version": version,
+                                    "cluster_configs": {"general": {"oasis.spark.connect": "true"}},
                                     "node_groups": [
                                         {"name": "master", "flavor_id": "2", "node_processes": ["master"],
                                          "count": 1},

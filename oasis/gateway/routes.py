@@ -96,8 +96,8 @@ def find_route(session: Session, remotes: Remotes, project_id: str, ref: str) ->
                        secrets=dict(c.secrets or {}))
     if master is None or not connect_enabled(view, dict(master.ports)):
         raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                      f"cluster {c.name} runs no Spark Connect server (its config oasis.spark.connect is off, or "
-                      "it was made before oasis offered one)")
+                      f"cluster {c.name} runs no Spark Connect server (it was not created with the config "
+                      "oasis.spark.connect: true, or before oasis offered one)")
     host = session.get(Host, master.host_id)
     remote = host_remotes(session, remotes, c, [host], groups)[host.id]
     return Route(c.id, remote, master.internal_ip, int(master.ports[CONNECT_PORT]), view.secrets[CONNECT_TOKEN])

@@ -490,9 +490,10 @@ def _config(title: str, name: str, default: Any, description: str, kind: str = "
 
 
 def connect_enabled(cluster: ClusterView, master_ports: dict[str, int]) -> bool:
-    """Whether a cluster runs a Spark Connect server: on unless it says `oasis.spark.connect: false`; a cluster
-    made before the feature (no port, no token) has none."""
-    on = str(cluster.config(CONNECT_CONFIG, True)).strip().lower() not in ("false", "0", "no", "off")
+    """Whether a cluster runs a Spark Connect server: only when it asks with `oasis.spark.connect: true` (a server
+    is one more JVM on the master and adds its start to the cluster's, so a cluster without Connect users pays
+    nothing); a cluster made before the feature (no port, no token) has none."""
+    on = str(cluster.config(CONNECT_CONFIG, False)).strip().lower() in ("true", "1", "yes", "on")
     return on and CONNECT_PORT in master_ports and bool(cluster.secrets.get(CONNECT_TOKEN))
 
 

@@ -24,7 +24,8 @@ def oasis(service: Oasis) -> Oasis:
 
 @pytest.fixture(scope="module")
 def cluster(oasis: Oasis) -> str:
-    cid = wf.create_cluster(oasis.client, "spark", "sc", workers=1)
+    cid = wf.create_cluster(oasis.client, "spark", "sc", workers=1,
+                            cluster_configs={"general": {"oasis.spark.connect": "true"}})
     wf.wait_cluster(oasis.client, cid, timeout=600)
     return cid
 

@@ -77,7 +77,8 @@ def connect_cluster(world: World, name: str = "sc", who: str = "alice", port: in
                     configs: dict | None = None) -> str:
     """A Spark cluster as the engine leaves it: Active, its instances placed, its Connect server's port and
     token made."""
-    c = create(world, cluster_body(name, workers=1, **({"cluster_configs": configs} if configs else {})), who=who)
+    configs = configs or {"general": {"oasis.spark.connect": "true"}}
+    c = create(world, cluster_body(name, workers=1, cluster_configs=configs), who=who)
     set_status(world, c["id"], "Active", with_instances=True)
     view = ClusterView(c["id"], name, c["plugin_version"], {}, {})
     with world.db.session() as s:
@@ -258,7 +259,8 @@ def master_view(configs: dict | None = None) -> tuple[ClusterView, Any]:
     from oasis.plugins.base import InstanceView
 
     plugin = get_plugin("spark")
-    view = ClusterView("cid", "sc", "4.3", configs or {}, {"spark_home": "/spark", "python": "python3"})
+    configs = configs or {"general": {"oasis.spark.connect": "true"}}
+    view = ClusterView("cid", "sc", "4.3", configs, {"spark_home": "/spark", "python": "python3"})
     view.secrets = plugin.make_secrets(view)
     m = InstanceView(id="i1", name="sc-master-001", node_group="master", processes=["master"], address="10.0.0.5",
                      workdir="/w/m", ports={"master": 20001, "master_ui": 20002, CONNECT_PORT: 20003}, vcpus=1,
@@ -287,10 +289,12 @@ def test_the_master_runs_a_connect_server_with_its_own_token_in_a_private_file()
 
 def test_a_cluster_config_turns_the_server_off_or_sizes_it() -> None:
     plugin = get_plugin("spark")
+    view, m = master_view({"general": {}})  # off unless asked for
+    assert "/w/m/conf/connect.properties" not in plugin._instance_files(view, m)
     view, m = master_view({"general": {"oasis.spark.connect": "false"}})
     assert "/w/m/conf/connect.properties" not in plugin._instance_files(view, m)
     assert "Spark Connect" not in plugin.info(view)["Spark"]
-    view, m = master_view({"general": {"oasis.spark.connect.max_executors": 5,
+    view, m = master_view({"general": {"oasis.spark.connect": "true", "oasis.spark.connect.max_executors": 5,
                                        "spark.decommission.enabled": "false"}})
     conf = plugin._instance_files(view, m)["/w/m/conf/connect.properties"].decode()
     assert "spark.dynamicAllocation.maxExecutors 5\n" in conf
