@@ -156,7 +156,7 @@ class Context:
     """What the test knows of addresses and ports: the API's, the lab's, the instances' allocations."""
 
     def __init__(self, service: Oasis, lab: dict) -> None:
-        self.api_port = service.port
+        self.api_port, self.connect_port = service.port, service.connect_port
         manifest, spec = lab["manifest"], lab["spec"]
         self.lab_controller = {spec.controller_address, spec.spine_controller_address}
         self.lab_hosts, self.lab_gateways, self.lab_floating, self.dnat = set(), set(), set(), {}
@@ -203,6 +203,8 @@ class Context:
         out = {f"fixed:{port}"}
         if port == self.api_port:
             out.add("api")
+        if port == self.connect_port:
+            out.add("connect")
         if port == 22:
             out.add("ssh")
         if self.ephemeral[0] <= port <= self.ephemeral[1]:
