@@ -16,7 +16,7 @@ from oasis.api.plugins import all_job_types, config_hints, require_enabled
 from oasis.api.query import (check_delete_allowed, check_update_allowed, ensure_unique_name, get_visible, listing,
                              page, require_owner)
 from oasis.api.routing import Ctx, Reply, Routes
-from oasis.db.models import Cluster, DataSource, Job, JobBinary, JobTemplate, new_id, utcnow
+from oasis.db.models import Cluster, DataSource, Flavor, Job, JobBinary, JobTemplate, NodeGroup, new_id, utcnow
 from oasis.db.states import ClusterStatus, JobOp
 from oasis.edp import access, driver, interface, joblogs, retries, schedule
 from oasis.edp import statuses as st
@@ -164,6 +164,9 @@ def _create_job(ctx: Ctx, made: list[str], proxies: list[dict[str, Any]]) -> Rep
             raise bad("INVALID_DATA", "Java job must specify edp.java.main_class")
         policy, when = _policy_and_schedule(job_configs)
         _check_driver(plugin, job_configs)
+        problem = plugin.job_problem(cluster.spec.get("cluster_configs") or {}, _group_shapes(s, cluster), job_configs)
+        if problem:
+            raise bad("INVALID_DATA", problem)
         source = _data_source(s, principal, data.get("input_id"))
         target = _data_source(s, principal, data.get("output_id"))
         if source is not None and target is not None and (source.id == target.id or source.url == target.url):
@@ -210,6 +213,16 @@ def _policy_and_schedule(job_configs: dict[str, Any]) -> tuple[retries.RetryPoli
                 schedule.parse(job_configs.get("job_execution_info"), utcnow()))
     except (retries.RetryError, schedule.ScheduleError) as e:
         raise bad("INVALID_DATA", str(e)) from None
+
+
+def _group_shapes(s: Session, cluster: Cluster) -> list[tuple[list[str], int]]:
+    """(processes, flavor RAM in MB) of each of the cluster's node groups that has instances."""
+    shapes = []
+    for ng in s.scalars(select(NodeGroup).where(NodeGroup.cluster_id == cluster.id, NodeGroup.count > 0)):
+        flavor = s.get(Flavor, str(ng.spec.get("flavor_id")))
+        if flavor is not None:  # a flavor deleted since: nothing to compare with
+            shapes.append((list(ng.spec.get("node_processes") or []), flavor.ram_mb))
+    return shapes
 
 
 def _check_driver(plugin: Plugin, job_configs: dict[str, Any]) -> None:

@@ -183,6 +183,13 @@ class Plugin(ABC):
     def config_hints(self, job_type: str) -> dict[str, Any]:
         return {"configs": [], "args": [], "params": {}}
 
+    def job_problem(self, cluster_configs: dict[str, Any], groups: list[tuple[list[str], int]],
+                    job_configs: dict[str, Any]) -> str | None:
+        """Why a job with these configs could never run on a cluster of these node groups ((processes, RAM MB of
+        the flavor) each), so that it is refused at once rather than left waiting for resources that never come;
+        None when it could run."""
+        return None
+
     def client_config(self, info: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
         """What a member of the owning project needs to reach the cluster from outside it (addresses from the
         cluster's `info`, credentials from its `secrets`): the body of `GET /v2/clusters/{id}/client-config`."""

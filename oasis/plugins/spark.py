@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from oasis.plugins import security, spark_dynalloc
@@ -11,6 +12,7 @@ from oasis.plugins.common import (
     installed_version,
     start_daemon,
     stop_daemons,
+    memory_offered_mb,
     worker_memory_mb,
 )
 from oasis.plugins.probe import ProbeFailed, get_json
@@ -78,6 +80,7 @@ CONNECT_READY = "Spark Connect server started at"
 CONNECT_PORT = "connect"          # the master instance's port name
 CONNECT_TOKEN = "connect_token"   # the secret the gateway presents (`spark.connect.authenticate.token`)
 CONNECT_CONFIG = "oasis.spark.connect"
+EXECUTOR_MEMORY = "spark.executor.memory"
 CONNECT_MAX_EXECUTORS = "oasis.spark.connect.max_executors"
 CONNECT_IDLE_EXECUTOR = 60
 CONNECT_READY_TIMEOUT = 300.0
@@ -102,7 +105,7 @@ class SparkPlugin(Plugin):
 
     def configs(self, version: str) -> list[dict[str, Any]]:
         return [
-            _config("Executor memory", "spark.executor.memory", "1g", "Memory per executor of a job"),
+            _config("Executor memory", EXECUTOR_MEMORY, "1g", "Memory per executor of a job"),
             _config("Executor cores", "spark.executor.cores", 1, "Cores per executor of a job", "int"),
         ]
 
@@ -225,6 +228,22 @@ class SparkPlugin(Plugin):
             return {"spark.eventLog.enabled": "false"}
         return {"spark.eventLog.enabled": "true", "spark.eventLog.dir": f"file:{workdir}/{HISTORY_DIR}",
                 "spark.eventLog.rolling.enabled": "false"}
+
+    def job_problem(self, cluster_configs: dict[str, Any], groups: list[tuple[list[str], int]],
+                    job_configs: dict[str, Any]) -> str | None:
+        """An executor bigger than what every worker offers is never given one (the driver waits for resources
+        forever, in standalone mode the executor's memory is what a worker must have free)."""
+        asked = (job_configs.get("configs") or {}).get(EXECUTOR_MEMORY) or \
+            ClusterView("", "", "", cluster_configs, {}).config(EXECUTOR_MEMORY, "1g")
+        wanted = size_mb(str(asked))
+        if wanted is None:
+            return f"{EXECUTOR_MEMORY} {asked!r} is not a size (such as 512m or 2g)"
+        offers = [memory_offered_mb(ram) for processes, ram in groups
+                  if "worker" in {self.canonical(p) for p in processes}]
+        if offers and wanted > max(offers):
+            return (f"{EXECUTOR_MEMORY} {asked} is more than any worker of the cluster offers ({max(offers)} MB): "
+                    f"no executor of that size would ever start; ask for {max(offers)}m or less")
+        return None
 
     def client_config(self, info: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
         spark_info = info.get("Spark") or {}
@@ -477,6 +496,15 @@ class SparkPlugin(Plugin):
             if "master" in i.processes and CONNECT_PORT in i.ports:
                 return i, int(i.ports[CONNECT_PORT])
         return None
+
+
+def size_mb(spec: str) -> int | None:
+    """A Spark memory size in MiB, as Spark reads one (`512m`, `2g`, `2048k`; a bare number is MiB)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgtp]?)b?\s*", spec.lower())
+    if m is None:
+        return None
+    kib = int(m.group(1)) * 1024 ** "kmgtp".index(m.group(2) or "m")
+    return kib // 1024
 
 
 def _properties(settings: dict[str, Any]) -> bytes:

@@ -267,3 +267,21 @@ def test_cancel_finished_job_and_other_projects(world: World) -> None:
     assert r.status_code == 400 and r.json()["error_name"] == "INVALID_REFERENCE"
     with world.db.session() as s:
         assert len(list(s.scalars(select(Job)))) == 1
+
+
+def test_a_spark_executor_bigger_than_every_worker_is_refused_at_once(world: World) -> None:
+    """A worker of m1.small offers 1536 MB: a bigger executor would leave the job waiting for ever."""
+    cid = active_cluster(world)
+    jt = template(world, "Spark", [binary(world, "main.py")["id"]])
+
+    def post(configs: dict):  # noqa: ANN202
+        return world.post("/v2/jobs", {"job_template_id": jt["id"], "cluster_id": cid,
+                                       "job_configs": {"configs": configs}})
+
+    r = post({"spark.executor.memory": "2g"})
+    assert r.status_code == 400 and r.json()["error_name"] == "INVALID_DATA", r.text
+    assert "spark.executor.memory 2g is more than any worker of the cluster offers (1536 MB)" in r.text
+    r = post({"spark.executor.memory": "lots"})
+    assert r.status_code == 400 and "is not a size" in r.text, r.text
+    for fits in ({}, {"spark.executor.memory": "1536m"}, {"spark.executor.memory": "1048576k"}):
+        assert post(fits).status_code == 202
