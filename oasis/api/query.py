@@ -12,6 +12,7 @@ from oasis.api.routing import Ctx
 from oasis.identity.principal import Principal
 
 PAGING = frozenset({"limit", "marker", "sort_by"})
+MAX_LIMIT = 2**31 - 1
 
 
 def visible(stmt: Select, model: Any, principal: Principal) -> Select:
@@ -93,7 +94,8 @@ def _limit(ctx: Ctx) -> int | None:
         limit = 0
     if limit <= 0:
         raise bad("INVALID_DATA", "'limit' must be positive integer")
-    return limit
+    # Sahara sets no upper bound; one beyond any table is the same page as the bound (and SQL's LIMIT is 64-bit)
+    return min(limit, MAX_LIMIT)
 
 
 def page(ctx: Ctx, s: Session, model: Any, kind: str, *, filters: dict[str, Any], sorts: dict[str, Any],

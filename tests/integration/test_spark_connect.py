@@ -3,8 +3,10 @@ Spark cluster of `oasis up`: DataFrames, Python UDFs, artifacts, who is refused,
 gateway process restarted under a live session. One cluster for the module: each costs a minute or more."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +20,15 @@ HELPER = "def triple(x):\n    return x * 3\n"
 
 
 @pytest.fixture(scope="module")
-def oasis(service: Oasis) -> Oasis:
-    return service  # the module's one `oasis up` (tests/conftest.py)
+def oasis(service: Oasis) -> Iterator[Oasis]:
+    # pyspark's Connect client sets SPARK_CONNECT_MODE_ENABLED in this process's environment, which would make
+    # every later test's spark-submit a Connect client too: the environment is put back as it was
+    before = dict(os.environ)
+    try:
+        yield service  # the module's one `oasis up` (tests/conftest.py)
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
 
 
 @pytest.fixture(scope="module")

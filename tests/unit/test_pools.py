@@ -292,7 +292,7 @@ def test_the_dashboard_shows_pooled_clusters_under_their_pool(world: World) -> N
     assert "warm" in pools and "pool-warm-1" in pools
 
 
-def test_a_spark_template_is_refused_for_now(world: World) -> None:
+def test_a_spark_template_may_be_pooled(world: World) -> None:
     body = cluster_body("ct-spark", workers=1)
     r = world.post("/v2/cluster-templates", {"name": "ct-spark", "plugin_name": "spark",
                                              "plugin_version": body["plugin_version"],
@@ -300,4 +300,4 @@ def test_a_spark_template_is_refused_for_now(world: World) -> None:
     assert r.status_code == 202, r.text
     r = world.post("/v2/pools", {"pool": {"name": "warm", "size": 1,
                                           "cluster_template_id": r.json()["cluster_template"]["id"]}})
-    assert r.status_code == 400 and "dask only" in r.text, r.text
+    assert r.status_code == 202 and r.json()["pool"]["plugin_name"] == "spark", r.text
