@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,17 @@ def built_lab(prefix: str) -> Iterator[dict]:
                 labmod.down(state_dir, spec)
             finally:
                 shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def kill_host(namespace: str) -> None:
+    """Every process of a lab host's namespace dies at once, its sshd first among equals: the host is gone as a
+    machine that lost power is (`up` of the lab brings its sshd back)."""
+    pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, check=True).stdout
+    for pid in map(int, pids.split()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # it ended meanwhile
+            pass
 
 
 def site_of(lab: dict, name: str) -> dict:

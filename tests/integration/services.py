@@ -21,11 +21,12 @@ from oasis.procs import processes_under, wait_until  # noqa: F401 (re-exported f
 
 
 @contextmanager
-def open_dir(prefix: str) -> Iterator[Path]:
-    """A temporary directory that jobs can look into: they run as their project's Unix user, who cannot pass
-    through pytest's own temporary directories (0700). Removed at the end."""
+def open_dir(prefix: str, writable: bool = False) -> Iterator[Path]:
+    """A temporary directory that jobs can look into (`writable`: and write to, sticky as /tmp is): they run as
+    their project's Unix user, who cannot pass through pytest's own temporary directories (0700). Removed at
+    the end."""
     d = Path(tempfile.mkdtemp(prefix=prefix))
-    d.chmod(0o755)
+    d.chmod(0o1777 if writable else 0o755)
     try:
         yield d
     finally:

@@ -4,8 +4,6 @@ ends SUCCEEDED with two attempts, each with its own logs and exit code; a job se
 starting is PENDING and then SUCCEEDS; a scheduled job starts only at its time."""
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,7 +12,7 @@ import pytest
 
 from tests.integration import workflow as wf
 from tests.integration.cluster_checks import assert_nothing_left
-from tests.integration.services import Oasis
+from tests.integration.services import Oasis, open_dir
 
 FLAKY = b"""#!/bin/sh
 marker="$1/marker"
@@ -32,12 +30,8 @@ HELLO = b"#!/bin/sh\necho hello\n"
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A directory the job's Unix user (a project user, when the tests run as root) may write its marker to."""
-    d = Path(tempfile.mkdtemp(prefix="oasis-retry-"))
-    d.chmod(0o1777)
-    try:
+    with open_dir("oasis-retry-", writable=True) as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def _delete(service: Oasis, cid: str) -> None:

@@ -5,19 +5,14 @@ with its host lost, and the second attempt runs on the other worker's host B, wh
 and SUCCEEDs. Host A comes back in `finally`."""
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration import workflow as wf
-from tests.integration.services import Oasis, wait_until
-from tests.lab_fixture import site_of
+from tests.integration.services import Oasis, open_dir, wait_until
+from tests.lab_fixture import kill_host, site_of
 
 GRACE = 5  # seconds a lost host is waited for before the attempt is given up
 pytestmark = pytest.mark.service(lab=True, env={"OASIS_UNREACHABLE_GRACE_SECONDS": str(GRACE),
@@ -45,22 +40,8 @@ print(socket.gethostname(), total)
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """The gate and the markers, in a directory the jobs' Unix users may write to (every lab host sees it)."""
-    d = Path(tempfile.mkdtemp(prefix="oasis-elsewhere-"))
-    d.chmod(0o1777)
-    try:
+    with open_dir("oasis-elsewhere-", writable=True) as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-def _kill_namespace(namespace: str) -> None:
-    """Every process of the host's namespace dies: its sshd, the Dask worker and the job's processes."""
-    pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, check=True).stdout
-    for pid in map(int, pids.split()):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:  # it ended meanwhile
-            pass
 
 
 def test_a_job_whose_host_goes_away_runs_again_on_another_workers_host(service: Oasis, lab: dict,
@@ -90,7 +71,7 @@ def test_a_job_whose_host_goes_away_runs_again_on_another_workers_host(service: 
         assert host_a in placed["worker"] and host_a not in placed["master"], (host_a, placed)
 
         victim = hosts[host_a]
-        _kill_namespace(victim["namespace"])
+        kill_host(victim["namespace"])
         (shared_dir / "gate").touch()  # the next attempt goes through at once
 
         done = wf.wait_job(client, jid, timeout=300)

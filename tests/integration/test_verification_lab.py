@@ -2,16 +2,12 @@
 scheduler's host, and a host of workers that stops answering turns the cluster YELLOW, naming the host."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-
 import pytest
 
 from tests.integration import workflow as wf
 from tests.integration.services import Oasis, wait_until
 from tests.integration.test_verification import checks, verify
-from tests.lab_fixture import site_of
+from tests.lab_fixture import kill_host, site_of
 
 pytestmark = pytest.mark.service(lab=True, env={"OASIS_VERIFICATION_SECONDS": "0"})
 
@@ -33,9 +29,7 @@ def test_a_host_of_workers_away_is_yellow(service: Oasis, lab: dict) -> None:
         placed = {ng["name"]: {i["internal_ip"] for i in ng["instances"]} for ng in c["node_groups"]}
         victim = by_address[sorted(placed["worker"] - placed["master"])[0]]
         # Its sshd and every process of its namespace die (the worker there too).
-        pids = subprocess.run(["ip", "netns", "pids", victim["namespace"]], capture_output=True, text=True).stdout
-        for pid in map(int, pids.split()):
-            os.kill(pid, signal.SIGKILL)
+        kill_host(victim["namespace"])
         # the host health check (every 10 s) finds the host away; the next verification says so
         yellow = wait_until(lambda: (v := verify(client, cid))["status"] != "GREEN"
                             and checks(v)["Hosts reachable"]["status"] != "GREEN" and v, 120,

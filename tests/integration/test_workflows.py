@@ -49,8 +49,7 @@ def dask_cluster(service: Oasis) -> Iterator[str]:
 @pytest.fixture
 def shared() -> Iterator[Path]:
     """Where the jobs (their project's Unix user) write and read."""
-    with open_dir("oasis-flow-") as d:
-        d.chmod(0o1777)
+    with open_dir("oasis-flow-", writable=True) as d:
         yield d
 
 
