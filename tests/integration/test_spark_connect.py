@@ -19,6 +19,9 @@ pytestmark = pytest.mark.spark
 HELPER = "def triple(x):\n    return x * 3\n"
 
 
+OPENED: list = []  # every Connect session the module made
+
+
 @pytest.fixture(scope="module")
 def oasis(service: Oasis) -> Iterator[Oasis]:
     # pyspark's Connect client sets SPARK_CONNECT_MODE_ENABLED in this process's environment, which would make
@@ -27,6 +30,11 @@ def oasis(service: Oasis) -> Iterator[Oasis]:
     try:
         yield service  # the module's one `oasis up` (tests/conftest.py)
     finally:
+        # A client left open calls its server again when the process exits (pyspark's atexit clean-up), and
+        # retries for ever once the gateway is gone: the test process would never end. Closing sends nothing.
+        for spark in OPENED:
+            spark.client.close()
+        OPENED.clear()
         os.environ.clear()
         os.environ.update(before)
 
@@ -55,7 +63,9 @@ def url_for(oasis: Oasis, cid: str, token: str | None = None) -> str:
 def session(url: str):  # noqa: ANN201
     from pyspark.sql import SparkSession
 
-    return SparkSession.builder.remote(url).create()
+    spark = SparkSession.builder.remote(url).create()
+    OPENED.append(spark)
+    return spark
 
 
 def test_dataframes_a_udf_and_an_uploaded_module(oasis: Oasis, cluster: str, tmp_path: Path) -> None:
