@@ -33,9 +33,9 @@ async def stop_daemons(instances: list[InstanceView], grace: float = 10) -> None
 
 
 def worker_memory_mb(inst: InstanceView) -> int:
-    """What a worker may hand to tasks: the flavor's RAM less room for the daemon itself."""
     return memory_offered_mb(inst.ram_mb)
 
 
 def memory_offered_mb(flavor_ram_mb: int) -> int:
+    """What a worker may hand to tasks: the flavor's RAM less room for the daemon itself."""
     return max(512, flavor_ram_mb - 512)

@@ -10,9 +10,9 @@ from oasis.plugins.base import (ClusterView, FrameworkHealth, InstanceView, Laun
                                 RemoteError)
 from oasis.plugins.common import (
     installed_version,
+    memory_offered_mb,
     start_daemon,
     stop_daemons,
-    memory_offered_mb,
     worker_memory_mb,
 )
 from oasis.plugins.probe import ProbeFailed, get_json
@@ -231,8 +231,8 @@ class SparkPlugin(Plugin):
 
     def job_problem(self, cluster_configs: dict[str, Any], groups: list[tuple[list[str], int]],
                     job_configs: dict[str, Any]) -> str | None:
-        """An executor bigger than what every worker offers is never given one (the driver waits for resources
-        forever, in standalone mode the executor's memory is what a worker must have free)."""
+        """An executor bigger than what every worker offers is never given one, and the driver waits for it for
+        ever (in standalone mode a worker must have the executor's whole memory free)."""
         asked = (job_configs.get("configs") or {}).get(EXECUTOR_MEMORY) or \
             ClusterView("", "", "", cluster_configs, {}).config(EXECUTOR_MEMORY, "1g")
         wanted = size_mb(str(asked))
