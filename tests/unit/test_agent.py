@@ -82,13 +82,20 @@ def _group(pid: int) -> list[int]:
 
 
 def _state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
 
 
-def _until(condition, seconds: float = 10) -> None:  # noqa: ANN001
+def _states(pids: list[int]) -> dict[int, str]:
+    return {p: _state(p) for p in pids}
+
+
+def _until(condition, seconds: float = 10, seen=lambda: None) -> None:  # noqa: ANN001
     deadline = time.time() + seconds
     while not condition():
-        assert time.time() < deadline, "condition not met in time"
+        assert time.time() < deadline, f"condition not met in time; seen: {seen()}"
         time.sleep(0.02)
 
 
@@ -98,7 +105,7 @@ def test_signal_suspends_and_resumes_the_whole_group(tmp_path: Path) -> None:
     _until(lambda: len(_group(pid)) >= 3)
     tree = _group(pid)
     assert json.loads(agent("signal", d, "STOP")) == {"running": True}
-    _until(lambda: all(_state(p) == "T" for p in tree))
+    _until(lambda: all(_state(p) == "T" for p in tree), seen=lambda: _states(tree))
     # A stopped job has not ended: `wait` keeps saying so.
     assert json.loads(agent("wait", d, "0.3"))["done"] is False
     assert json.loads(agent("signal", d, "CONT")) == {"running": True}
