@@ -40,11 +40,15 @@ def oasis(service: Oasis) -> Iterator[Oasis]:
 
 
 @pytest.fixture(scope="module")
-def cluster(oasis: Oasis) -> str:
+def cluster(oasis: Oasis) -> Iterator[str]:
     cid = wf.create_cluster(oasis.client, "spark", "sc", workers=1,
                             cluster_configs={"general": {"oasis.spark.connect": "true"}})
-    wf.wait_cluster(oasis.client, cid, timeout=600)
-    return cid
+    try:
+        wf.wait_cluster(oasis.client, cid, timeout=600)
+        yield cid
+    finally:  # its daemons and its directories go with it
+        oasis.client.delete(f"/clusters/{cid}")
+        wf.wait_gone(oasis.client, cid, timeout=300)
 
 
 def token_of(client) -> str:  # noqa: ANN001

@@ -24,6 +24,15 @@ def agent(*args: str) -> str:
     return subprocess.run([sys.executable, str(AGENT), *args], check=True, capture_output=True, text=True).stdout
 
 
+@pytest.fixture
+def sleeper_dir(tmp_path: Path) -> Iterator[str]:
+    """The directory of a job of sleepers; whatever a failing test left of it is cancelled at the end."""
+    d = str(tmp_path / "job")
+    yield d
+    if Path(d).exists():
+        subprocess.run([sys.executable, str(AGENT), "cancel", d, "--grace", "1"], capture_output=True)
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -62,8 +71,8 @@ def test_job_result_output_and_single_launch(tmp_path: Path) -> None:
     assert (tmp_path / "job" / "stderr").read_text() == "err\n"
 
 
-def test_cancel_kills_the_whole_tree(tmp_path: Path) -> None:
-    d = str(tmp_path / "job")
+def test_cancel_kills_the_whole_tree(sleeper_dir: str) -> None:
+    d = sleeper_dir
     pid = int(agent("run", d, "--", "sh", "-c", "sleep 120 & sleep 120; wait"))
     deadline = time.time() + 10
     while len(subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True).stdout.split()) < 3:
@@ -99,8 +108,8 @@ def _until(condition, seconds: float = 10, seen=lambda: None) -> None:  # noqa: 
         time.sleep(0.02)
 
 
-def test_signal_suspends_and_resumes_the_whole_group(tmp_path: Path) -> None:
-    d = str(tmp_path / "job")
+def test_signal_suspends_and_resumes_the_whole_group(sleeper_dir: str) -> None:
+    d = sleeper_dir
     pid = int(agent("run", d, "--", "sh", "-c", "sleep 120 & sleep 120; wait"))
     _until(lambda: len(_group(pid)) >= 3)
     tree = _group(pid)
@@ -116,8 +125,8 @@ def test_signal_suspends_and_resumes_the_whole_group(tmp_path: Path) -> None:
     assert json.loads(agent("signal", d, "STOP")) == {"running": False}
 
 
-def test_cancel_ends_a_suspended_job_without_waiting_for_the_kill(tmp_path: Path) -> None:
-    d = str(tmp_path / "job")
+def test_cancel_ends_a_suspended_job_without_waiting_for_the_kill(sleeper_dir: str) -> None:
+    d = sleeper_dir
     pid = int(agent("run", d, "--", "sh", "-c", "sleep 120 & sleep 120; wait"))
     _until(lambda: len(_group(pid)) >= 3)
     tree = _group(pid)
