@@ -28,6 +28,7 @@ spark.stop()
 # A worker of m1.tiny offers 512 MB: an executor of Spark's default 1 GB would never be given one.
 JOB_CONFIGS = {"dask": {}, "spark": {"configs": {"spark.executor.memory": "512m"}}}
 
+
 def cluster_template(client: httpx.Client, plugin: str, name: str) -> str:
     body = wf.cluster_body(client, plugin, name, workers=1, flavor="1")
     return wf.ok(client.post("/cluster-templates", json={

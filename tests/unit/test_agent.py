@@ -74,11 +74,8 @@ def test_job_result_output_and_single_launch(tmp_path: Path) -> None:
 def test_cancel_kills_the_whole_tree(sleeper_dir: str) -> None:
     d = sleeper_dir
     pid = int(agent("run", d, "--", "sh", "-c", "sleep 120 & sleep 120; wait"))
-    deadline = time.time() + 10
-    while len(subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True).stdout.split()) < 3:
-        assert time.time() < deadline
-        time.sleep(0.02)
-    tree = [int(p) for p in subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True).stdout.split()]
+    _until(lambda: len(_group(pid)) >= 3)
+    tree = _group(pid)
     assert json.loads(agent("wait", d, "0.1"))["done"] is False
     agent("cancel", d, "--grace", "5")
     status = json.loads(agent("wait", d, "10"))
