@@ -46,6 +46,7 @@ FLAVOR = "2"  # m1.small: 1 vcpu, 2048 MB -> workers get 1 core / thread and 153
 WORKER_MB = 2048 - 512
 MASTER = {"dask": "scheduler", "spark": "master"}
 JOB_TYPE = {"dask": "Dask", "spark": "Spark"}
+NO_REPORT = "oasis.dask.performance_report"
 SCRIPT = {"dask": DEMO_DIR / "wordcount_dask.py", "spark": DEMO_DIR / "wordcount_spark.py"}
 
 
@@ -227,12 +228,14 @@ class Through:
                 "name": f"bench-wordcount-{plugin}", "type": JOB_TYPE[plugin], "mains": [binary["id"]]})["id"]
         return self.templates[plugin]
 
-    def job(self, plugin: str, cluster_id: str) -> tuple[float, float | None, str]:
+    def job(self, plugin: str, cluster_id: str, configs: dict[str, str] | None = None
+            ) -> tuple[float, float | None, str]:
         """(submit -> terminal status seen, launcher end -> seen, stdout)"""
         template = self.job_template(plugin)
+        job_configs: dict[str, Any] = {"args": [DATA.as_uri()], **({"configs": configs} if configs else {})}
         t0 = time.monotonic()
         jid = self.c.create("jobs", {"job_template_id": template, "cluster_id": cluster_id,
-                                     "job_configs": {"args": [DATA.as_uri()]}})["id"]
+                                     "job_configs": job_configs})["id"]
         while True:
             job = self.c.show("jobs", jid)
             seen_wall, seen = time.time(), time.monotonic()
@@ -273,7 +276,7 @@ def start_step(cluster: dict) -> float | None:
 def bench(reps: int, work: Path) -> dict[str, Any]:
     res: dict[str, Any] = {"load": [os.getloadavg()[0]]}
     res.update({p: {"oasis_create": [], "direct_create": [], "oasis_job": [], "direct_job": [],
-                               "lag": [], "start_step": []} for p in MASTER})
+                               "lag": [], "start_step": [], "oasis_job_no_report": []} for p in MASTER})
     direct = Direct(work / "direct")
     service = EmbeddedService(work / "oasis")
     through: Through | None = None
@@ -318,6 +321,10 @@ def bench(reps: int, work: Path) -> dict[str, Any]:
                             r["lag"].append(lag)
                         r.setdefault("words", top_words(out))
                         log(f"{plugin} job through oasis: {t:.2f}s (end -> seen {lag if lag is None else round(lag, 3)}s)")
+                        if plugin == "dask":  # the same job without its performance report (oasis/plugins/dask.py)
+                            t, _, out = through.job(plugin, cid, {NO_REPORT: "false"})
+                            r["oasis_job_no_report"].append(t)
+                            log(f"{plugin} job through oasis, no report: {t:.2f}s")
                     else:
                         t, out = direct.job(plugin, address, f"{plugin}-job-{i}")
                         r["direct_job"].append(t)
@@ -378,6 +385,8 @@ def render(res: dict[str, Any], reps: int, wall: float) -> str:
             "ratio", 1.3),
         row("Spark wordcount job: submit → SUCCEEDED", s["oasis_job"], s["direct_job"], "pct", 0.10),
         row("Dask wordcount job: submit → SUCCEEDED", d["oasis_job"], d["direct_job"], "abs", 0.3),
+        row(f"Dask wordcount job, no performance report (`{NO_REPORT}=false`)", d["oasis_job_no_report"],
+            d["direct_job"], "abs", 0.3),
         f"| Job end → status seen via the API (median / max of {len(lags)}) | {med(lags):.3f} s / "
         f"{max(lags, default=float('nan')):.3f} s | Sahara: polls every 45 s | | ≤ 1 s | "
         f"{'yes' if lags and max(lags) <= 1 else '**no**'} |", "",
@@ -399,7 +408,10 @@ def render(res: dict[str, Any], reps: int, wall: float) -> str:
         "Samples (seconds):", "",
     ]
     for plugin, r in ((p, res[p]) for p in MASTER):
-        for key in ("oasis_create", "direct_create", "oasis_job", "direct_job", "lag", "start_step"):
+        for key in ("oasis_create", "direct_create", "oasis_job", "oasis_job_no_report", "direct_job", "lag",
+                    "start_step"):
+            if not r[key]:
+                continue
             vals = ", ".join("–" if v is None else f"{v:.2f}" for v in r[key])
             label = {"start_step": "oasis 'Start the following process(es)' step"}.get(key, key.replace("_", " "))
             lines.append(f"- {plugin} {label}: {vals}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select
@@ -37,7 +38,10 @@ _USER_MAPS = {"cluster_configs", "node_configs", "job_configs", "configs", "para
 
 
 def ts(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%S") if value else None
+    if not value:
+        return None
+    # isoformat is three times strftime's speed (a page of jobs formats hundreds); rows hold naive UTC times
+    return value.isoformat(timespec="seconds") if value.tzinfo is None else value.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def for_version(data: Any, version: str) -> Any:
@@ -177,8 +181,14 @@ def sanitize_job_configs(configs: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in (configs or {}).items() if k not in ("proxy_configs", "trusts")}
     for section in ("configs", "params"):
         if isinstance(out.get(section), dict):
-            out[section] = {k: ("" if _SECRET.search(str(k)) else v) for k, v in out[section].items()}
+            out[section] = {k: ("" if _is_secret(str(k)) else v) for k, v in out[section].items()}
     return out
+
+
+@lru_cache(maxsize=4096)
+def _is_secret(name: str) -> bool:
+    """Config names repeat across a page of jobs: each is matched once."""
+    return _SECRET.search(name) is not None
 
 
 def job(row: Job) -> dict[str, Any]:

@@ -54,6 +54,9 @@ HTTP_TLS_READY = "oasis: HTTP requires a client certificate of the cluster"
 # would have, with one line on stderr.
 HISTORY_DIR, DASK_REPORT = "history", "dask-report.html"
 WRAPPER = "oasis_dask_job.py"
+# A job (else its cluster) switches the report off with `false`: the scheduler draws it with bokeh when the
+# script ends, about 0.3 s on a small job (bench/run.py), which a job of many short scripts may not want to pay.
+REPORT_CONFIG = "oasis.dask.performance_report"
 WRAPPER_CODE = b'''"""oasis: run a Dask job's script (argv: REPORT SCRIPT ARGS...) inside a performance report."""
 import os
 import runpy
@@ -365,8 +368,22 @@ class DaskPlugin(Plugin):
             env["PYTHONPATH"] = ":".join(libs)
         if job_type == "Shell":
             return Launch(["/bin/sh", main or "", *args], env)
+        if not self.reports(cluster, configs):
+            return Launch([cluster.runtime["python"], main or "", *args], env)
         wrapper = [f"{workdir}/{WRAPPER}", self.report_path(workdir)]
         return Launch([cluster.runtime["python"], *wrapper, main or "", *args], env)
+
+    @staticmethod
+    def reports(cluster: ClusterView, configs: dict[str, Any]) -> bool:
+        """Whether a Dask job runs inside a performance report: unless the job, else its cluster, says false."""
+        return str(configs.get(REPORT_CONFIG, cluster.config(REPORT_CONFIG, True))).strip().lower() != "false"
+
+    def job_problem(self, cluster_configs: dict[str, Any], groups: list[tuple[list[str], int]],
+                    job_configs: dict[str, Any]) -> str | None:
+        value = (job_configs.get("configs") or {}).get(REPORT_CONFIG, True)
+        if str(value).strip().lower() not in ("true", "false"):
+            return f"{REPORT_CONFIG} must be true or false, not {str(value)[:40]!r}"
+        return None
 
 
 def dask_load(metrics: str, identity: dict[str, Any]) -> Load:

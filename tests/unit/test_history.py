@@ -209,6 +209,28 @@ def test_a_dask_job_runs_through_the_report_wrapper() -> None:
         assert files[f"{WORKDIR}/{dask_plugin.WRAPPER}"] == dask_plugin.WRAPPER_CODE
 
 
+
+@pytest.mark.parametrize("where", ["job", "cluster"])
+def test_a_dask_job_or_cluster_may_switch_the_report_off(where: str) -> None:
+    plugin = dask_plugin.DaskPlugin()
+    off = {dask_plugin.REPORT_CONFIG: "False"}
+    cluster = view("dask", {"general": off} if where == "cluster" else None)
+    launch = plugin.launch(cluster, "Dask", f"{WORKDIR}/wc.py", [], off if where == "job" else {}, ["in"], WORKDIR)
+    assert launch.argv == ["/usr/bin/python3", f"{WORKDIR}/wc.py", "in"]  # the script itself, no wrapper
+    # the job's own `true` wins over its cluster's `false`
+    on = plugin.launch(view("dask", {"general": off}), "Dask", "x.py", [], {dask_plugin.REPORT_CONFIG: True}, [],
+                       WORKDIR)
+    assert on.argv[1] == f"{WORKDIR}/{dask_plugin.WRAPPER}"
+
+
+def test_a_dask_job_with_a_report_switch_that_is_no_flag_is_refused() -> None:
+    plugin = dask_plugin.DaskPlugin()
+    for value in ("true", "FALSE", False, True):
+        assert plugin.job_problem({}, [], {"configs": {dask_plugin.REPORT_CONFIG: value}}) is None
+    problem = plugin.job_problem({}, [], {"configs": {dask_plugin.REPORT_CONFIG: "sometimes"}})
+    assert problem == "oasis.dask.performance_report must be true or false, not 'sometimes'"
+
+
 # --- the Dask wrapper, against a fake `distributed` ----------------------------------------------------------------
 
 FAKE_DISTRIBUTED = '''
