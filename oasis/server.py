@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import getpass
 import logging
 import signal
@@ -43,6 +44,14 @@ def _prepare(settings: Settings, serves_api: bool = True) -> tuple[Database, Obj
     return db, store
 
 
+def _freeze_heap() -> None:
+    """What starting made (modules, the app, the mappers: most of the process's objects) lives as long as the
+    process; moved out of the collector's sight, a full collection while serving walks only what serving made.
+    Before, one took about 90 ms, on whichever thread it fell: in the middle of a cluster's placement, say."""
+    gc.collect()
+    gc.freeze()
+
+
 def _serve(settings: Settings, app) -> None:  # type: ignore[no-untyped-def]
     """Serve `app`; over TLS when the settings (made by oasis.tls.prepare) name a certificate."""
     ssl: dict = {}
@@ -61,7 +70,9 @@ def run_api(settings: Settings) -> None:
     settings = tls.prepare(settings)  # before the first start writes clouds.yaml, which names the CA
     db, store = _prepare(settings)
     log.info("oasis api on %s", settings.public_url)
-    _serve(settings, create_app(settings, db, store))
+    app = create_app(settings, db, store)
+    _freeze_heap()
+    _serve(settings, app)
 
 
 def run_engine(settings: Settings) -> None:
@@ -83,6 +94,7 @@ def run_engine(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await engine.run(stop)
 
+    _freeze_heap()
     asyncio.run(main())
 
 
@@ -93,6 +105,8 @@ def run_up(settings: Settings) -> None:
     settings = tls.prepare(settings)  # before the first start writes clouds.yaml, which names the CA
     db, store = _prepare(settings)
     engine = Engine(settings, db, store)
+    app = create_app(settings, db, store, notify=engine.wake)
+    _freeze_heap()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     thread = threading.Thread(target=loop.run_until_complete, args=(engine.run(stop),), name="engine", daemon=True)
@@ -100,7 +114,7 @@ def run_up(settings: Settings) -> None:
     gateway = start_thread(settings, db) if settings.connect_port else None
     log.info("oasis up on %s (state in %s)", settings.public_url, settings.state_dir)
     try:
-        _serve(settings, create_app(settings, db, store, notify=engine.wake))
+        _serve(settings, app)
     finally:
         loop.call_soon_threadsafe(stop.set)
         if gateway is not None:
