@@ -1,11 +1,12 @@
 """The Spark Connect gateway with the stock pyspark Connect client (pyspark[connect], unmodified) against a real
-Spark cluster of `oasis up`: DataFrames, Python UDFs, artifacts, who is refused, and a
+Spark cluster of `oasis up`: DataFrames, Python UDFs, artifacts, who is refused, a long query interrupted, and a
 gateway process restarted under a live session. One cluster for the module: each costs a minute or more."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,6 +117,33 @@ def test_other_projects_and_bad_tokens_are_refused(oasis: Oasis, cluster: str) -
     with pytest.raises(Exception) as e:
         spark.range(1).count()
     assert "the token is not valid" in str(e.value) and "UNAUTHENTICATED" in str(e.value), e.value
+
+
+def test_a_long_query_is_interrupted_and_the_session_goes_on(oasis: Oasis, cluster: str) -> None:
+    spark = session(url_for(oasis, cluster))
+    ended: list[BaseException | None] = []
+
+    def endless() -> None:  # about 14 hours of 50 ms sleeps on the cluster's executor: only an interrupt ends it
+        spark.addTag("endless")  # tags are the thread's
+        try:
+            spark.range(0, 10**6, 1, 1).selectExpr("reflect('java.lang.Thread', 'sleep', cast(50 as long))").collect()
+            ended.append(None)
+        except Exception as e:  # noqa: BLE001 - what the client raised is the point
+            ended.append(e)
+
+    runner = threading.Thread(target=endless, daemon=True)
+    try:
+        runner.start()
+        # the tag's operation is interrupted as soon as the server has it (an empty list until then)
+        interrupted = wait_until(lambda: spark.interruptTag("endless"), 60, "the query to be running", 0.2)
+        assert len(interrupted) == 1
+        runner.join(60)
+        assert not runner.is_alive(), "the interrupted query did not end"
+        assert ended and ended[0] is not None and "OPERATION_CANCELED" in str(ended[0]), ended
+        assert spark.range(3).count() == 3  # the same session, through the gateway, goes on
+        assert spark.interruptAll() == []  # nothing left running
+    finally:
+        spark.stop()
 
 
 def start_gateway(oasis: Oasis, port: int) -> subprocess.Popen:
