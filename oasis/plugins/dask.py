@@ -55,7 +55,7 @@ HTTP_TLS_READY = "oasis: HTTP requires a client certificate of the cluster"
 HISTORY_DIR, DASK_REPORT = "history", "dask-report.html"
 WRAPPER = "oasis_dask_job.py"
 # A job (else its cluster) switches the report off with `false`: the scheduler draws it with bokeh when the
-# script ends, about 0.3 s on a small job (bench/run.py), which a job of many short scripts may not want to pay.
+# script ends, 0.2 to 0.5 s on a small job (bench/run.py), which a job of many short scripts may not want to pay.
 REPORT_CONFIG = "oasis.dask.performance_report"
 WRAPPER_CODE = b'''"""oasis: run a Dask job's script (argv: REPORT SCRIPT ARGS...) inside a performance report."""
 import os

@@ -209,7 +209,6 @@ def test_a_dask_job_runs_through_the_report_wrapper() -> None:
         assert files[f"{WORKDIR}/{dask_plugin.WRAPPER}"] == dask_plugin.WRAPPER_CODE
 
 
-
 @pytest.mark.parametrize("where", ["job", "cluster"])
 def test_a_dask_job_or_cluster_may_switch_the_report_off(where: str) -> None:
     plugin = dask_plugin.DaskPlugin()
