@@ -71,7 +71,7 @@ def queries_per_second(url: str, queries: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--output", type=Path, default=ROOT / "bench" / "connect-results.md")
     args = ap.parse_args()
