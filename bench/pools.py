@@ -33,6 +33,7 @@ from oasis.cli.client import OasisClient, OasisError, authenticate, endpoint_for
 from oasis.cli.demo import leftover_pids  # noqa: E402
 from oasis.cli.embedded import EmbeddedService  # noqa: E402
 from oasis.procs import wait_until  # noqa: E402
+from tests.project_users import removing_new_project_users  # noqa: E402
 
 TARGET = {"dask": 0.5, "spark": 2.0}  # seconds, create → Active from a pool (issue 16)
 
@@ -210,7 +211,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="oasis-bench-pools-"))
     t0 = time.monotonic()
     try:
-        res = bench(args.reps, work)
+        with removing_new_project_users():  # as root: the local host's instance base and project users
+            res = bench(args.reps, work)
     except KeyboardInterrupt:
         log("interrupted")
         return 130
