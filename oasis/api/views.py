@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from oasis.db import lifecycle
 from oasis.db.models import (Cluster, ClusterTemplate, DataSource, Image, Instance, Job, JobBinary,
                              JobBinaryInternal, JobTemplate, NodeGroup, NodeGroupTemplate, ProvisionEvent,
-                             ProvisionStep, utcnow)
+                             ProvisionStep, shown_time, utcnow)
 from oasis.edp import retries
 from oasis.plugins.base import Plugin
 
@@ -38,10 +38,7 @@ _USER_MAPS = {"cluster_configs", "node_configs", "job_configs", "configs", "para
 
 
 def ts(value: datetime | None) -> str | None:
-    if not value:
-        return None
-    # isoformat is three times strftime's speed (a page of jobs formats hundreds); rows hold naive UTC times
-    return value.isoformat(timespec="seconds") if value.tzinfo is None else value.strftime("%Y-%m-%dT%H:%M:%S")
+    return shown_time(value)
 
 
 def for_version(data: Any, version: str) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 
 from oasis.db import quotas
-from oasis.db.models import Job, new_id, utcnow
+from oasis.db.models import Job, new_id, shown_time, utcnow
 from oasis.db.session import Database
 from oasis.db.states import JobOp
 from oasis.edp import retries
@@ -33,18 +33,14 @@ def kept(runtime: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (runtime or {}).items() if k in KEPT}
 
 
-def ts(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%S") if value else None
-
-
 def close_attempt(job: Job, status: str, return_code: int | None, end: datetime, description: str,
                   host_lost: bool = False) -> dict[str, Any]:
     """The job's runtime with its current attempt recorded as ended (`host_lost`: because its host was lost)."""
     runtime = dict(job.runtime or {})
     number = retries.current_attempt(runtime)
     ended = [a for a in retries.ended_attempts(runtime) if a["number"] != number]
-    ended.append(retries.attempt_record(number, status, return_code, ts(job.start_time), ts(end), runtime,
-                                        job.engine_job_id, description, host_lost))
+    ended.append(retries.attempt_record(number, status, return_code, shown_time(job.start_time), shown_time(end),
+                                        runtime, job.engine_job_id, description, host_lost))
     return {**runtime, "attempts": ended}
 
 

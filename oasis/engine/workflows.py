@@ -11,13 +11,12 @@ import asyncio
 import copy
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from oasis.db import quotas
-from oasis.db.models import Cluster, DataSource, Job, JobTemplate, WorkflowRun, new_id, utcnow
+from oasis.db.models import Cluster, DataSource, Job, JobTemplate, WorkflowRun, new_id, shown_time, utcnow
 from oasis.db.session import Database
 from oasis.db.states import ClusterOp, ClusterStatus, JobOp
 from oasis.edp import interface
@@ -38,10 +37,6 @@ log = logging.getLogger(__name__)
 # other engines and the API change, and a slot of the project's running_jobs quota freed by another job.
 POLL_SECONDS = 5.0
 Waiter = Callable[[float], Awaitable[None]]
-
-
-def _ts(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%S") if value else None
 
 
 class RunWork(Work):
@@ -220,7 +215,7 @@ class RunWork(Work):
                 log.info("workflow run %s: step %s %s", run.id, step["name"], waiting)
             rec["reason"] = waiting
             return
-        rec["start_time"] = _ts(utcnow())
+        rec["start_time"] = shown_time(utcnow())
         template = s.get(JobTemplate, step["job_template_id"])
         if template is None:
             rec.update(status=wf.FAILED, end_time=rec["start_time"],
@@ -250,11 +245,11 @@ class RunWork(Work):
 def _record_job(s: Session, step: dict[str, Any], rec: dict[str, Any]) -> None:
     job = s.get(Job, rec["job_id"] or "")
     if job is None:
-        rec.update(status=wf.FAILED, end_time=_ts(utcnow()), reason="its job was deleted")
+        rec.update(status=wf.FAILED, end_time=shown_time(utcnow()), reason="its job was deleted")
         return
     if job.status not in st.TERMINAL:
         return
-    rec["end_time"] = _ts(job.end_time or utcnow())
+    rec["end_time"] = shown_time(job.end_time or utcnow())
     if job.status == st.SUCCEEDED:
         rec["status"] = wf.SUCCEEDED
         output = step.get("output_id")
