@@ -111,7 +111,7 @@ def run_up(settings: Settings) -> None:
     stop = asyncio.Event()
     thread = threading.Thread(target=loop.run_until_complete, args=(engine.run(stop),), name="engine", daemon=True)
     thread.start()
-    gateway = start_thread(settings, db) if settings.connect_port else None
+    gateway = start_thread(settings, db, engine.wake) if settings.connect_port else None
     log.info("oasis up on %s (state in %s)", settings.public_url, settings.state_dir)
     try:
         _serve(settings, app)

@@ -108,6 +108,7 @@ def resolve(s: Session, principal: Principal, body: dict[str, Any], names: list[
         raise bad("INVALID_DATA", "A cluster needs node groups, directly or from its cluster template")
     groups = _canonical(plugin, groups)
     topology.validate_topology(plugin, version, _shapes(groups))
+    topology.check_configs(plugin, data.get("cluster_configs"))
     if data.get("autoscaling") is not None:
         data["autoscaling"] = autoscaling.check(plugin, {g["name"]: (g["node_processes"], g["count"])
                                                          for g in groups}, data["autoscaling"])
@@ -295,6 +296,10 @@ def _limits(ctx: Ctx) -> tuple[float, float]:
     return ctx.deps.settings.idle_delete_after_seconds, ctx.deps.settings.error_cluster_grace_seconds
 
 
+# The operations an Active cluster runs while it stays Active; a scale waits for them to end.
+ACTIVE_OPS = (ClusterOp.UPDATE_KEYPAIR, ClusterOp.START_CONNECT)
+
+
 def _update_keypair(s: Session, cluster: Cluster) -> None:
     """Sahara's update_keypair: put the keypair's current public key on every node, as an engine operation.
     The cluster stays Active meanwhile (as in Sahara); the answer is 202 at once."""
@@ -351,8 +356,9 @@ def scale_cluster(ctx: Ctx) -> Reply:
         if cluster.status != ACTIVE:
             raise bad("INVALID_DATA", f"Cluster cannot be scaled not in 'Active' status. Cluster status: "
                                       f"{cluster.status}")
-        if cluster.op == ClusterOp.UPDATE_KEYPAIR:  # Active meanwhile, but its nodes are being changed
-            raise bad("INVALID_DATA", f"Cluster {cluster.id} is updating its keypair; scale it once that is done")
+        if cluster.op in ACTIVE_OPS:  # Active meanwhile, but its nodes are being changed
+            raise bad("INVALID_DATA", f"Cluster {cluster.id} is busy with another operation ({cluster.op}); scale "
+                                      "it once that is done")
         if not cluster.secrets:  # an Active cluster made by an oasis from before clusters had credentials
             raise bad("INVALID_DATA", f"Cluster {cluster.name} was created before clusters had credentials of "
                                       "their own (TLS, authentication): its new nodes could not join it; re-create "

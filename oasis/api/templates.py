@@ -156,7 +156,8 @@ def check_cluster_groups(s: Session, principal: Principal, plugin_name: str, ver
 
 
 def _check_ct(s: Session, principal: Principal, data: dict[str, Any]) -> dict[str, Any]:
-    topology.plugin_for(data["plugin_name"], data["plugin_version"])
+    topology.check_configs(topology.plugin_for(data["plugin_name"], data["plugin_version"]),
+                           data.get("cluster_configs"))
     # The request's node groups are kept as written (a template reference stays a reference); only the
     # flavor is normalised to its id.
     checked = check_cluster_groups(s, principal, data["plugin_name"], data["plugin_version"],

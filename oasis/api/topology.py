@@ -182,6 +182,12 @@ def validate_topology(plugin: Plugin, version: str, shapes: list[NodeGroupShape]
         raise bad("INVALID_DATA", str(e)) from None
 
 
+def check_configs(plugin: Plugin, cluster_configs: Any) -> None:
+    problem = plugin.configs_problem(cluster_configs) if isinstance(cluster_configs, dict) else None
+    if problem:
+        raise bad("INVALID_DATA", problem)
+
+
 def check_hostnames(cluster_name: str, groups: list[tuple[str, int]], domain: str | None = None) -> None:
     """`<cluster>-<ng>-<index>[.<domain>]` must stay within a hostname's 64 characters."""
     for name, count in groups:

@@ -13,8 +13,12 @@ from oasis.db import lifecycle
 from oasis.db.models import (Cluster, ClusterTemplate, DataSource, Image, Instance, Job, JobBinary,
                              JobBinaryInternal, JobTemplate, NodeGroup, NodeGroupTemplate, ProvisionEvent,
                              ProvisionStep, shown_time, utcnow)
+from oasis.db.states import CONNECT_STARTED
 from oasis.edp import retries
 from oasis.plugins.base import Plugin
+
+# What the engine keeps in a cluster's spec besides the request: shown in fields of their own, or not at all.
+ENGINE_KEYS = frozenset({"verification", "lifecycle", "activity", "autoscaler", CONNECT_STARTED})
 
 # Sahara's defaults for the optional node group fields, shown when a request left them out.
 NG_DEFAULTS: dict[str, Any] = {
@@ -118,7 +122,7 @@ def clusters(s: Session, rows: list[Cluster], show_progress: bool = False,
                 events.setdefault(ev.step_id, []).append(ev)
     out = []
     for c in rows:
-        spec = {k: v for k, v in c.spec.items() if k not in ("verification", "lifecycle", "activity", "autoscaler")}
+        spec = {k: v for k, v in c.spec.items() if k not in ENGINE_KEYS}
         out.append({
             **CLUSTER_DEFAULTS, **spec, **_owned(c),
             "plugin_name": c.plugin_name, "plugin_version": c.plugin_version,

@@ -27,6 +27,11 @@ class ClusterOp(StrEnum):
     SCALE = "scale"
     DELETE = "delete"
     UPDATE_KEYPAIR = "update_keypair"
+    START_CONNECT = "start_connect"  # an Active cluster's on-demand Spark Connect server (oasis/gateway/starting.py)
+
+
+# The key of a cluster row's spec that says its on-demand Spark Connect server was started (START_CONNECT done).
+CONNECT_STARTED = "connect_started"
 
 
 class JobOp(StrEnum):

@@ -13,7 +13,7 @@ from oasis.compute.placement import PlacementError, allocate_ports, place
 from oasis.db import volumes
 from oasis.db.models import Cluster, Host, HostPort, Instance, Job, Keypair, NodeGroup, Site, utcnow
 from oasis.db.session import Database
-from oasis.db.states import ClusterOp
+from oasis.db.states import CONNECT_STARTED, ClusterOp
 from oasis.db.states import ClusterStatus as S
 from oasis.edp.statuses import KILLED, TERMINAL
 from oasis.engine.events import EventLog
@@ -460,6 +460,25 @@ class ClusterWork(Work):
     async def keypair_not_updated(self, error: Exception) -> None:
         self.done(status_description=f"Updating the keypair failed: {error}"[:2000])
 
+    # --- the on-demand Spark Connect server ----------------------------------------------------------------
+
+    async def start_connect(self) -> None:
+        """Start the server the gateway asked for (a first session is waiting for it); the cluster stays Active.
+        Done, the row's spec says so, which is what the waiting gateway reads."""
+        view = self.view()
+        async with self.events.step("Start the Spark Connect server", "Plugin: start Spark Connect", 1) as st:
+            m = await self.plugin.start_connect(view)
+            st.event(m.id, m.name, None)
+        with self.db.session() as s:
+            row = self.row(s)
+            row.spec = {**row.spec, CONNECT_STARTED: True}
+
+    async def connect_started(self) -> None:
+        self.done(status_description="")  # an earlier start's failure, if any, is over
+
+    async def connect_not_started(self, error: Exception) -> None:
+        self.done(status_description=f"Starting the Spark Connect server failed: {error}"[:2000])
+
     # --- delete -------------------------------------------------------------------------------------------
 
     async def stop_jobs(self) -> None:
@@ -544,6 +563,9 @@ OPERATIONS: dict[str, Operation[ClusterWork]] = {
     ClusterOp.UPDATE_KEYPAIR: Operation(
         steps=(Step("update_keypair", ClusterWork.replace_user_key, None, Wait.NO),),
         finish=ClusterWork.keypair_updated, rollback=ClusterWork.keypair_not_updated),
+    ClusterOp.START_CONNECT: Operation(
+        steps=(Step("start_connect", ClusterWork.start_connect, None, Wait.NO),),
+        finish=ClusterWork.connect_started, rollback=ClusterWork.connect_not_started),
 }
 
 

@@ -6,12 +6,13 @@ away cancels the upstream call."""
 from __future__ import annotations
 
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import grpc
 
 from oasis.gateway.methods import METHODS, SERVICE, Kind, path
 from oasis.gateway.routes import AUTHORIZATION, CLUSTER, Refused, Route, Router
+from oasis.gateway.starting import START_WAIT, wait_started
 from oasis.remote.base import RemoteError
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,10 @@ class Upstreams:
 
 
 class Gateway:
-    def __init__(self, router: Router, upstreams: Upstreams | None = None) -> None:
-        self.router, self.upstreams = router, upstreams or Upstreams()
+    def __init__(self, router: Router, upstreams: Upstreams | None = None,
+                 notify: Callable[[], None] = lambda: None) -> None:
+        """`notify` wakes an engine of this process when the gateway asks for work (a server's start)."""
+        self.router, self.upstreams, self.notify = router, upstreams or Upstreams(), notify
 
     def handler(self) -> grpc.GenericRpcHandler:
         made = {Kind.UNARY: self._unary_handler, Kind.SERVER_STREAM: self._server_stream_handler,
@@ -70,6 +73,9 @@ class Gateway:
         metadata = context.invocation_metadata() or ()
         try:
             route = await self.router.route(metadata)
+            if route.starts:  # the session's first calls wait for the server (and a restarted gateway's, again)
+                await wait_started(self.router.db, route.cluster_id, context.time_remaining() or START_WAIT,
+                                   self.notify)
             channel = await self.upstreams.channel(route)
         except Refused as e:
             await context.abort(e.code, e.message)

@@ -16,13 +16,13 @@ from sqlalchemy.orm import Session
 
 from oasis.db.models import Cluster, Host, Instance, NodeGroup
 from oasis.db.session import Database
-from oasis.db.states import ClusterStatus
+from oasis.db.states import CONNECT_STARTED, ClusterStatus
 from oasis.engine.views import host_remotes
 from oasis.identity.base import Identity
 from oasis.identity.policy import Forbidden, Policy
 from oasis.identity.principal import Principal
 from oasis.plugins.base import ClusterView
-from oasis.plugins.spark import CONNECT_PORT, CONNECT_TOKEN, connect_enabled
+from oasis.plugins.spark import CONNECT_CONFIG, CONNECT_PORT, CONNECT_TOKEN, ConnectMode, connect_enabled, connect_mode
 from oasis.remote.base import Remote
 from oasis.remote.hosts import Remotes
 
@@ -51,6 +51,7 @@ class Route:
     address: str  # the Connect server's, as the master's host reaches it
     port: int
     token: str = field(repr=False)  # the server's own (`spark.connect.authenticate.token`); never shown
+    starts: bool = False  # its server is on demand and not started yet (oasis/gateway/starting.py)
 
 
 def header(metadata: Iterable[tuple[str, str | bytes]], name: str) -> str | None:
@@ -81,7 +82,8 @@ def cluster_ref(metadata: Iterable[tuple[str, str | bytes]]) -> str:
 
 def find_route(session: Session, remotes: Remotes, project_id: str, ref: str) -> Route:
     """The Connect server of the project's cluster named (or identified by) `ref`."""
-    c = session.scalars(select(Cluster).where(Cluster.project_id == project_id,
+    # a pooled cluster is no one's until a create claims it (oasis/engine/pools.py): not found, as for the API
+    c = session.scalars(select(Cluster).where(Cluster.project_id == project_id, Cluster.pool_id.is_(None),
                                               or_(Cluster.id == ref, Cluster.name == ref))
                         .order_by((Cluster.id == ref).desc())).first()
     if c is None or c.plugin_name != "spark":
@@ -96,11 +98,13 @@ def find_route(session: Session, remotes: Remotes, project_id: str, ref: str) ->
                        secrets=dict(c.secrets or {}))
     if master is None or not connect_enabled(view, dict(master.ports)):
         raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                      f"cluster {c.name} runs no Spark Connect server (it was not created with the config "
-                      "oasis.spark.connect: true, or before oasis offered one)")
+                      f"cluster {c.name} runs no Spark Connect server (it was created with the config "
+                      f"{CONNECT_CONFIG}: false, or before oasis offered one)")
     host = session.get(Host, master.host_id)
     remote = host_remotes(session, remotes, c, [host], groups)[host.id]
-    return Route(c.id, remote, master.internal_ip, int(master.ports[CONNECT_PORT]), view.secrets[CONNECT_TOKEN])
+    starts = connect_mode(view) == ConnectMode.ON_DEMAND and not (c.spec or {}).get(CONNECT_STARTED)
+    return Route(c.id, remote, master.internal_ip, int(master.ports[CONNECT_PORT]), view.secrets[CONNECT_TOKEN],
+                 starts)
 
 
 def _digest(token: str) -> str:
@@ -126,7 +130,8 @@ class Router:
         if hit is not None and hit[1] > self.clock():
             return hit[0]
         route = await asyncio.to_thread(self._find, principal.project_id, ref)
-        self._routes[key] = (route, self.clock() + self.ttl)
+        if not route.starts:  # one whose server is starting is found again, so that its start is seen at once
+            self._routes[key] = (route, self.clock() + self.ttl)
         return route
 
     async def principal(self, token: str) -> Principal:

@@ -10,6 +10,7 @@ import logging
 import re
 import threading
 from pathlib import Path
+from typing import Callable
 
 import grpc
 
@@ -53,11 +54,13 @@ def address(settings: Settings) -> str:
     return f"[{host}]:{settings.connect_port}" if ":" in host else f"{host}:{settings.connect_port}"
 
 
-async def serve(settings: Settings, db: Database, stop: asyncio.Event,
-                started: threading.Event | None = None) -> None:
-    """Serve until `stop` is set, then give calls in flight GRACE seconds (a client reattaches to what it had)."""
+async def serve(settings: Settings, db: Database, stop: asyncio.Event, started: threading.Event | None = None,
+                notify: Callable[[], None] = lambda: None) -> None:
+    """Serve until `stop` is set, then give calls in flight GRACE seconds (a client reattaches to what it had).
+    `notify` wakes the engine of this process, if any, when the gateway asks it for work."""
     remotes = Remotes()
-    gateway = Gateway(Router(db, open_identity(settings, db), remotes, policy.load(settings.policy_file)))
+    gateway = Gateway(Router(db, open_identity(settings, db), remotes, policy.load(settings.policy_file)),
+                      notify=notify)
     # no SO_REUSEPORT (gRPC's default): a second gateway on a taken port must fail, not share it unseen
     server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((gateway.handler(),))
@@ -81,8 +84,8 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event,
         await remotes.close()
 
 
-def start_thread(settings: Settings, db: Database) -> tuple[threading.Thread, asyncio.AbstractEventLoop,
-                                                            asyncio.Event] | None:
+def start_thread(settings: Settings, db: Database, notify: Callable[[], None] = lambda: None
+                 ) -> tuple[threading.Thread, asyncio.AbstractEventLoop, asyncio.Event] | None:
     """The gateway on a thread and event loop of its own (for `oasis up`); None, with the reason logged, where it
     cannot serve: the API and the engine go on without it."""
     loop = asyncio.new_event_loop()
@@ -92,7 +95,7 @@ def start_thread(settings: Settings, db: Database) -> tuple[threading.Thread, as
 
     def run() -> None:
         try:
-            loop.run_until_complete(serve(settings, db, stop, started))
+            loop.run_until_complete(serve(settings, db, stop, started, notify))
         except GatewayError as e:
             failed.append(e)
             started.set()

@@ -183,6 +183,11 @@ class Plugin(ABC):
     def config_hints(self, job_type: str) -> dict[str, Any]:
         return {"configs": [], "args": [], "params": {}}
 
+    def configs_problem(self, cluster_configs: dict[str, Any]) -> str | None:
+        """Why a cluster's configs (its own over its template's, by section) are not valid for the plugin, so that
+        the create is refused at once; None when they are."""
+        return None
+
     def job_problem(self, cluster_configs: dict[str, Any], groups: list[tuple[list[str], int]],
                     job_configs: dict[str, Any]) -> str | None:
         """Why a job with these configs could never run on a cluster of these node groups ((processes, RAM MB of
@@ -210,6 +215,11 @@ class Plugin(ABC):
     async def start(self, cluster: ClusterView, instances: list[InstanceView]) -> None:
         """Start the processes of these instances (all of them on create, the new ones on scale) and return
         once each is ready. Idempotent: a process already running is left alone."""
+
+    async def start_connect(self, cluster: ClusterView) -> InstanceView:
+        """Start the cluster's Spark Connect server, which starts on demand (the gateway asks for it), and return
+        the instance it runs on. Idempotent. A plugin without one refuses."""
+        raise PluginError(f"{self.title} clusters have no Spark Connect server")
 
     @abstractmethod
     async def decommission(self, cluster: ClusterView, instances: list[InstanceView]) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from enum import StrEnum
 from typing import Any
 
 from oasis.plugins import security, spark_dynalloc
@@ -79,7 +80,7 @@ CONNECT_APP = "oasis Spark Connect"
 CONNECT_READY = "Spark Connect server started at"
 CONNECT_PORT = "connect"          # the master instance's port name
 CONNECT_TOKEN = "connect_token"   # the secret the gateway presents (`spark.connect.authenticate.token`)
-CONNECT_CONFIG = "oasis.spark.connect"
+CONNECT_CONFIG = "oasis.spark.connect"   # "on-demand" (the default), "true" (with the cluster) or "false"
 EXECUTOR_MEMORY = "spark.executor.memory"
 CONNECT_MAX_EXECUTORS = "oasis.spark.connect.max_executors"
 CONNECT_IDLE_EXECUTOR = 60
@@ -229,6 +230,16 @@ class SparkPlugin(Plugin):
         return {"spark.eventLog.enabled": "true", "spark.eventLog.dir": f"file:{workdir}/{HISTORY_DIR}",
                 "spark.eventLog.rolling.enabled": "false"}
 
+    def configs_problem(self, cluster_configs: dict[str, Any]) -> str | None:
+        view = ClusterView("", "", "", cluster_configs, {})
+        value = view.config(CONNECT_CONFIG)
+        if connect_mode_of(value) is None:
+            return f"{CONNECT_CONFIG} {value!r} is not one of on-demand (the default), true or false"
+        executors = view.config(CONNECT_MAX_EXECUTORS, 2)
+        if not str(executors).strip().isdigit() or int(str(executors).strip()) < 1:
+            return f"{CONNECT_MAX_EXECUTORS} {executors!r} is not a whole number of at least 1"
+        return None
+
     def job_problem(self, cluster_configs: dict[str, Any], groups: list[tuple[list[str], int]],
                     job_configs: dict[str, Any]) -> str | None:
         """An executor bigger than what every worker offers is never given one, and the driver waits for it for
@@ -274,8 +285,9 @@ class SparkPlugin(Plugin):
                                "Successfully registered with master", BIND_FAILED)
 
         await asyncio.gather(*(worker(w) for w in instances if "worker" in w.processes))
-        for m in (i for i in instances if "master" in i.processes):
-            await self._start_connect(cluster, m)
+        if connect_mode(cluster) == ConnectMode.AT_START:
+            for m in (i for i in instances if "master" in i.processes):
+                await self._start_connect(cluster, m)
 
     def _http_port(self, cluster: ClusterView, ui_port: int) -> str:
         """Secured, the UI's port is the HTTPS one, and the plain connector (a redirect only) takes any port."""
@@ -448,7 +460,7 @@ class SparkPlugin(Plugin):
         if "master" not in inst.processes or not self._connect_on(cluster, inst):
             return {}
         settings = self._spark_defaults(cluster)
-        max_executors = int(cluster.config(CONNECT_MAX_EXECUTORS, 2) or 1)
+        max_executors = int(str(cluster.config(CONNECT_MAX_EXECUTORS, 2)).strip() or 1)
         settings.update({
             "spark.app.name": CONNECT_APP, "spark.ui.enabled": "false", "spark.eventLog.enabled": "false",
             "spark.driver.host": inst.address, "spark.port.maxRetries": "0",
@@ -471,9 +483,19 @@ class SparkPlugin(Plugin):
         return {self._connect_properties(inst): _properties(settings),
                 f"{metrics}/README": b"The Spark Connect server's driver metrics (for autoscaling).\n"}
 
-    async def _start_connect(self, cluster: ClusterView, m: InstanceView) -> None:
+    async def start_connect(self, cluster: ClusterView) -> InstanceView:
+        """Start the server of a cluster whose Connect is on demand (the gateway asked: someone opens a session),
+        and return the instance it runs on. Idempotent: a server already running is left alone."""
+        m = self._master(cluster)
         if not self._connect_on(cluster, m):
-            return
+            raise PluginError(f"cluster {cluster.name} runs no Spark Connect server ({CONNECT_CONFIG} is false, or "
+                              "the cluster was made before oasis offered one)")
+        # a cluster made before Connect was on by default has no properties file yet: (re)written, as configure does
+        await asyncio.gather(*(m.write(path, data, 0o600) for path, data in self._connect_files(cluster, m).items()))
+        await self._start_connect(cluster, m)
+        return m
+
+    async def _start_connect(self, cluster: ClusterView, m: InstanceView) -> None:
         submit = [f"{cluster.runtime['spark_home']}/bin/spark-submit", "--master", self.master_url(cluster),
                   "--properties-file", self._connect_properties(m), "--deploy-mode", "client",
                   "--class", CONNECT_CLASS, "--name", CONNECT_APP]
@@ -487,7 +509,10 @@ class SparkPlugin(Plugin):
     def _connect_info(self, cluster: ClusterView, m: InstanceView) -> dict[str, str]:
         if not self._connect_on(cluster, m):
             return {}
-        return {"Spark Connect": "through the oasis gateway: `oasis cluster connect` prints its connection string"}
+        when = ("started with the cluster" if connect_mode(cluster) == ConnectMode.AT_START
+                else "started by the first session")
+        return {"Spark Connect": f"{when}, through the oasis gateway: `oasis cluster connect` prints its "
+                                 "connection string"}
 
     @staticmethod
     def connect_endpoint(instances: list[InstanceView]) -> tuple[InstanceView, int] | None:
@@ -517,12 +542,37 @@ def _config(title: str, name: str, default: Any, description: str, kind: str = "
             "config_values": None}
 
 
+class ConnectMode(StrEnum):
+    """When a cluster's Spark Connect server runs (the config CONNECT_CONFIG)."""
+    ON_DEMAND = "on-demand"  # the default: started when the gateway gets the cluster's first session
+    AT_START = "true"        # started with the cluster, before it is Active
+    OFF = "false"
+
+
+CONNECT_VALUES = {"on-demand": ConnectMode.ON_DEMAND, "on_demand": ConnectMode.ON_DEMAND,
+                  "true": ConnectMode.AT_START, "yes": ConnectMode.AT_START, "on": ConnectMode.AT_START,
+                  "1": ConnectMode.AT_START, "false": ConnectMode.OFF, "no": ConnectMode.OFF, "off": ConnectMode.OFF,
+                  "0": ConnectMode.OFF}
+
+
+def connect_mode_of(value: Any) -> ConnectMode | None:
+    """The mode a config value asks for (None: not a mode); unset is on demand."""
+    if value is None:
+        return ConnectMode.ON_DEMAND
+    return CONNECT_VALUES.get(str(value).strip().lower())
+
+
+def connect_mode(cluster: ClusterView) -> ConnectMode:
+    return connect_mode_of(cluster.config(CONNECT_CONFIG)) or ConnectMode.ON_DEMAND
+
+
 def connect_enabled(cluster: ClusterView, master_ports: dict[str, int]) -> bool:
-    """Whether a cluster runs a Spark Connect server: only when it asks with `oasis.spark.connect: true` (a server
-    is one more JVM on the master and adds its start to the cluster's, so a cluster without Connect users pays
-    nothing); a cluster made before the feature (no port, no token) has none."""
-    on = str(cluster.config(CONNECT_CONFIG, False)).strip().lower() in ("true", "1", "yes", "on")
-    return on and CONNECT_PORT in master_ports and bool(cluster.secrets.get(CONNECT_TOKEN))
+    """Whether a cluster can serve Spark Connect: unless it says `oasis.spark.connect: false`. By default its
+    server starts with the first session (a server is one more JVM on the master and its start as long as the
+    master's own, so a cluster without Connect users pays nothing); a cluster made before the feature (no port,
+    no token) has none."""
+    return (connect_mode(cluster) != ConnectMode.OFF and CONNECT_PORT in master_ports
+            and bool(cluster.secrets.get(CONNECT_TOKEN)))
 
 
 def _migrates_shuffle(settings: dict[str, Any]) -> bool:

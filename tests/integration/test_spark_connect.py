@@ -42,8 +42,7 @@ def oasis(service: Oasis) -> Iterator[Oasis]:
 
 @pytest.fixture(scope="module")
 def cluster(oasis: Oasis) -> Iterator[str]:
-    cid = wf.create_cluster(oasis.client, "spark", "sc", workers=1,
-                            cluster_configs={"general": {"oasis.spark.connect": "true"}})
+    cid = wf.create_cluster(oasis.client, "spark", "sc", workers=1)  # Connect on by default: started on demand
     try:
         wf.wait_cluster(oasis.client, cid, timeout=600)
         yield cid
@@ -71,6 +70,25 @@ def session(url: str):  # noqa: ANN201
     spark = SparkSession.builder.remote(url).create()
     OPENED.append(spark)
     return spark
+
+
+def connect_steps(oasis: Oasis, cid: str) -> list[dict]:
+    cluster = wf.ok(oasis.client.get(f"/clusters/{cid}", params={"show_progress": "true"}))["cluster"]
+    return [st for st in cluster["provision_progress"] if st["step_name"] == "Start the Spark Connect server"]
+
+
+def test_the_first_session_starts_the_clusters_server(oasis: Oasis, cluster: str) -> None:
+    assert connect_steps(oasis, cluster) == [], "no server until someone connects"
+    spark = session(url_for(oasis, cluster))
+    try:
+        assert spark.range(5).count() == 5  # held at the gateway until the server runs, then answered
+    finally:
+        spark.stop()
+    steps = connect_steps(oasis, cluster)
+    assert len(steps) == 1 and steps[0]["successful"] is True, steps
+    shown = wf.ok(oasis.client.get(f"/clusters/{cluster}"))["cluster"]
+    assert shown["status"] == "Active" and "connect_started" not in shown
+    assert "started by the first session" in shown["info"]["Spark"]["Spark Connect"]
 
 
 def test_dataframes_a_udf_and_an_uploaded_module(oasis: Oasis, cluster: str, tmp_path: Path) -> None:

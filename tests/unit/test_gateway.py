@@ -11,10 +11,12 @@ from typing import Any
 import grpc
 import pytest
 from oasis.db.models import Cluster, Instance
+from oasis.db.states import CONNECT_STARTED, ClusterOp
 from oasis.gateway import methods
 from oasis.gateway.proxy import Gateway, upstream_metadata
 from oasis.gateway.routes import Refused, Route, Router, bearer, cluster_ref
 from oasis.gateway.serve import pem_blocks
+from oasis.gateway.starting import wait_started
 from oasis.identity import policy
 from oasis.identity.builtin import BuiltinIdentity
 from oasis.plugins import get_plugin
@@ -289,8 +291,9 @@ def test_the_master_runs_a_connect_server_with_its_own_token_in_a_private_file()
 
 def test_a_cluster_config_turns_the_server_off_or_sizes_it() -> None:
     plugin = get_plugin("spark")
-    view, m = master_view({"general": {}})  # off unless asked for
-    assert "/w/m/conf/connect.properties" not in plugin._instance_files(view, m)
+    view, m = master_view({"general": {}})  # on by default, started by the first session
+    assert "/w/m/conf/connect.properties" in plugin._instance_files(view, m)
+    assert "started by the first session" in plugin.info(view)["Spark"]["Spark Connect"]
     view, m = master_view({"general": {"oasis.spark.connect": "false"}})
     assert "/w/m/conf/connect.properties" not in plugin._instance_files(view, m)
     assert "Spark Connect" not in plugin.info(view)["Spark"]
@@ -325,3 +328,105 @@ def test_client_config_gives_the_connect_string_never_a_token(world: World) -> N
     assert token not in r.text, "the server's own token stays with the gateway"
     assert connect_url(cfg) == f"sc://localhost:{port}/;token=<token>;x-oasis-cluster=sc"
     assert connect_url(cfg, "t0k") == f"sc://localhost:{port}/;token=t0k;x-oasis-cluster=sc"
+
+
+# --- the server on demand --------------------------------------------------------------------------------------
+
+
+def test_a_clusters_connect_config_is_checked_at_create(world: World) -> None:
+    for bad, word in (("sometimes", "oasis.spark.connect"), ("none", "oasis.spark.connect")):
+        r = world.post("/v2/clusters", cluster_body("sc", workers=1,
+                                                    cluster_configs={"general": {"oasis.spark.connect": bad}}))
+        assert r.status_code == 400 and word in r.text, r.text
+    r = world.post("/v2/clusters", cluster_body(
+        "sc", workers=1, cluster_configs={"general": {"oasis.spark.connect.max_executors": "many"}}))
+    assert r.status_code == 400 and "max_executors" in r.text, r.text
+    for good in ("on-demand", "true", "false"):
+        r = world.post("/v2/clusters", cluster_body(f"ok-{good}", workers=1,
+                                                    cluster_configs={"general": {"oasis.spark.connect": good}}))
+        assert r.status_code == 202, r.text
+
+
+def test_a_pooled_cluster_is_no_ones_to_connect_to(world: World) -> None:
+    cid = connect_cluster(world)
+    with world.db.session() as s:
+        s.get(Cluster, cid).pool_id = "a-pool"
+    assert refusal(router(world), call(world, "alice", cid)).code == grpc.StatusCode.NOT_FOUND
+
+
+def play_engine(world: World, cid: str, outcome: str) -> asyncio.Task:
+    """The engine's side of START_CONNECT: take the operation once it is asked for, then end it."""
+    async def engine() -> None:
+        while True:
+            with world.db.session() as s:
+                c = s.get(Cluster, cid)
+                if c.op == ClusterOp.START_CONNECT:
+                    if outcome == "started":
+                        c.spec = {**c.spec, CONNECT_STARTED: True}
+                    else:
+                        c.status_description = "Starting the Spark Connect server failed: no java"
+                    c.op = None
+                    return
+            await asyncio.sleep(0.01)
+
+    return asyncio.ensure_future(engine())
+
+
+def test_a_first_session_asks_for_the_server_and_waits_for_it(world: World) -> None:
+    cid = connect_cluster(world, configs={"general": {}})
+    r = router(world)
+    route = asyncio.run(r.route(call(world, "alice", "sc")))
+    assert route.starts, "on demand, and not started yet"
+    woken: list[int] = []
+
+    async def session() -> None:
+        engine = play_engine(world, cid, "started")
+        await wait_started(world.db, cid, 10, lambda: woken.append(1))
+        await engine
+
+    asyncio.run(session())
+    assert woken == [1], "the engine of this process was woken once"
+    with world.db.session() as s:
+        assert s.get(Cluster, cid).spec[CONNECT_STARTED] is True
+    assert not asyncio.run(r.route(call(world, "alice", "sc"))).starts
+    asyncio.run(wait_started(world.db, cid, 10))  # started: no new operation
+    with world.db.session() as s:
+        assert s.get(Cluster, cid).op is None
+
+
+def test_a_start_that_fails_or_takes_too_long_is_refused_with_why(world: World) -> None:
+    cid = connect_cluster(world, configs={"general": {}})
+
+    async def failing() -> Refused:
+        engine = play_engine(world, cid, "failed")
+        with pytest.raises(Refused) as e:
+            await wait_started(world.db, cid, 10)
+        await engine
+        return e.value
+
+    e = asyncio.run(failing())
+    assert e.code == grpc.StatusCode.FAILED_PRECONDITION and "no java" in e.message
+    # no engine takes it: the caller is told to try again, and the operation stays asked for
+    e = refusal_of(wait_started(world.db, cid, 0.3))
+    assert e.code == grpc.StatusCode.UNAVAILABLE and "still starting" in e.message
+    with world.db.session() as s:
+        assert s.get(Cluster, cid).op == ClusterOp.START_CONNECT
+
+
+def test_a_busy_cluster_is_not_given_a_second_operation(world: World) -> None:
+    cid = connect_cluster(world, configs={"general": {}})
+    with world.db.session() as s:
+        s.get(Cluster, cid).op = ClusterOp.UPDATE_KEYPAIR
+    assert refusal_of(wait_started(world.db, cid, 0.3)).code == grpc.StatusCode.UNAVAILABLE
+    with world.db.session() as s:
+        assert s.get(Cluster, cid).op == ClusterOp.UPDATE_KEYPAIR, "the keypair update goes on; the start waits"
+    with world.db.session() as s:  # a scale waits for an Active cluster's operation to end
+        s.get(Cluster, cid).op = ClusterOp.START_CONNECT
+    r = world.put(f"/v2/clusters/{cid}", {"resize_node_groups": [{"name": "worker", "count": 2}]})
+    assert r.status_code == 400 and "start_connect" in r.text, r.text
+
+
+def refusal_of(waiting: Any) -> Refused:
+    with pytest.raises(Refused) as e:
+        asyncio.run(waiting)
+    return e.value

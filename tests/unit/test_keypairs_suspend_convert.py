@@ -159,7 +159,7 @@ def test_update_keypair_is_an_engine_operation(world: World) -> None:
         row = s.get(Cluster, keyed["id"])
         assert (row.op, row.op_step, row.status) == ("update_keypair", None, "Active")
     scale = world.put(f"/v2/clusters/{keyed['id']}", {"resize_node_groups": [{"name": "worker", "count": 3}]})
-    assert scale.status_code == 400 and "updating its keypair" in scale.json()["error_message"]
+    assert scale.status_code == 400 and "busy with another operation (update_keypair)" in scale.json()["error_message"]
     # update_keypair: false changes nothing; the other fields of the PATCH still apply.
     r = world.patch(f"/v2/clusters/{plain['id']}", {"update_keypair": False, "description": "d"})
     assert r.status_code == 202 and r.json()["cluster"]["description"] == "d"

@@ -20,6 +20,7 @@ from oasis.config import Settings
 from oasis.db import models
 from oasis.db.models import Cluster, Host, Image, Job, Site
 from oasis.db.session import Database
+from oasis.db.states import CONNECT_STARTED
 from oasis.engine.clusters import OPERATIONS as CLUSTER_OPERATIONS
 from oasis.engine.clusters import cluster_machine
 from oasis.engine.jobs import OPERATIONS as JOB_OPERATIONS
@@ -27,6 +28,7 @@ from oasis.engine.jobs import job_machine
 from oasis.engine.machine import Machine
 from oasis.engine.sites import OPERATIONS as SITE_OPERATIONS
 from oasis.engine.sites import site_machine
+from oasis.gateway.starting import ask_for_start
 from oasis.storage.filesystem import FilesystemStore
 from tests.world import Template, World, cluster_body, issue_tokens
 from tests.unit.fake_host import FakeHost, FakeRemotes
@@ -154,6 +156,16 @@ def update_keypair(world: World, hosts: dict[str, FakeHost]) -> Run:
     return Run(world, hosts, cid, "cluster")
 
 
+def start_connect(world: World, hosts: dict[str, FakeHost]) -> Run:
+    """A first Spark Connect session: the gateway asks for the on-demand server (oasis/gateway/starting.py)."""
+    with world.db.session() as s:  # the fake hosts run any command: a Spark home is a name only
+        image = s.get(Image, world.image_id)
+        image.runtime = {**image.runtime, "spark_home": "/opt/spark"}
+    cid = _active_cluster(world, hosts, cluster_body("c1", plugin="spark", workers=1))
+    assert ask_for_start(world.db, cid), "an Active cluster without an operation takes the start"
+    return Run(world, hosts, cid, "cluster")
+
+
 def run_job(world: World, hosts: dict[str, FakeHost]) -> Run:
     return Run(world, hosts, _job(world, hosts, _active_cluster(world, hosts)), "job")
 
@@ -266,7 +278,8 @@ def delete_volumes(world: World, hosts: dict[str, FakeHost]) -> Run:
 SCENARIOS = {  # scenario -> (its operation's declaration)
     create: CLUSTER_OPERATIONS["create"], scale_up: CLUSTER_OPERATIONS["scale"],
     scale_down: CLUSTER_OPERATIONS["scale"], delete: CLUSTER_OPERATIONS["delete"],
-    update_keypair: CLUSTER_OPERATIONS["update_keypair"], run_job: JOB_OPERATIONS["run"],
+    update_keypair: CLUSTER_OPERATIONS["update_keypair"], start_connect: CLUSTER_OPERATIONS["start_connect"],
+    run_job: JOB_OPERATIONS["run"],
     suspend: JOB_OPERATIONS["suspend"], resume: JOB_OPERATIONS["resume"], cancel: JOB_OPERATIONS["cancel"],
     delete_job: JOB_OPERATIONS["delete"], deploy_site: SITE_OPERATIONS["deploy"],
     scale_site: SITE_OPERATIONS["scale"], update_site: SITE_OPERATIONS["update"],
@@ -311,7 +324,8 @@ def _state(run: Run) -> dict[str, Any]:
         state["files"] = {p: (sorted(line.split()[-1] for line in d.decode().splitlines())
                               if p.endswith("authorized_keys") else d) for p, d in state["files"].items()}
         # so do the clusters' certificates and keys (the row keeps which ones, `secrets`, compared by its keys)
-        state["files"] = {p: ("a PEM credential" if isinstance(d, bytes) and d.startswith(b"-----BEGIN") else d)
+        state["files"] = {p: ("a PEM credential" if isinstance(d, bytes) and d.startswith(b"-----BEGIN") else
+                              "a keystore" if p.endswith((".p12", ".jks")) else d)
                           for p, d in state["files"].items()}
         hosts[host_id] = state
     return {"rows": rows, "hosts": hosts}
@@ -344,6 +358,7 @@ def test_a_crash_at_any_step_resumes_to_the_same_end(make_world, scenario, step:
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # Keys are generated at random: the same ones in both runs, so that rows compare.
     monkeypatch.setattr("oasis.db.clusterrows.generate_keypair", lambda comment: ("PRIVATE", f"ssh-ed25519 AAAA {comment}"))
+    monkeypatch.setattr("oasis.plugins.security.new_password", lambda: "the-same-secret")  # Spark's, in its files
     expected = _baseline(scenario, make_world)
 
     crashed = scenario(make_world("crashed"), {})
@@ -361,6 +376,17 @@ def test_a_crash_at_any_step_resumes_to_the_same_end(make_world, scenario, step:
     got = _state(crashed)
     assert got == expected, _differences(got, expected)
 
+
+
+def test_the_on_demand_connect_server_starts_on_the_master_only_when_asked(make_world) -> None:  # noqa: ANN001
+    run = start_connect(make_world("connect"), {})
+    daemons = lambda: {d.rsplit("/", 1)[-1] for h in run.hosts.values() for d in h.daemons}  # noqa: E731
+    assert "connect" not in daemons(), "an Active cluster runs no server until someone connects"
+    _drive(run)
+    assert "connect" in daemons()
+    with run.world.db.session() as s:
+        c = s.get(Cluster, run.row)
+        assert (c.status, c.op, c.spec.get(CONNECT_STARTED)) == ("Active", None, True)
 
 
 def test_volumes_come_and_go_with_their_instances(make_world) -> None:  # noqa: ANN001
