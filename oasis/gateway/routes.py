@@ -1,14 +1,17 @@
 """Who may reach which cluster: a call's bearer token becomes a principal (the identity backend), and its
 `x-oasis-cluster` header (a name or an id) a cluster of that principal's project, never another's: a cluster of
 another project is "not found", exactly as one that does not exist. Both answers are kept for a few seconds
-(TTL), so that a query's many RPCs do not each ask the database; a revoked token is refused within TTL."""
+(TTL), so that a query's many RPCs do not each ask the database; a revoked token is refused within TTL. Answers
+that calls used within the last KEEP_WARM seconds are checked again in the background every TTL/2
+(Router.keep_warm), so a user's next session does not wait on the database either, and the bound holds."""
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Generic, Iterable, TypeVar
 
 import grpc
 from sqlalchemy import or_, select
@@ -30,6 +33,7 @@ AUTHORIZATION = "authorization"
 CLUSTER = "x-oasis-cluster"
 MAX_REF = 255  # a cluster's id is 36 characters, its name at most 80: anything longer names none
 TTL = 5.0
+KEEP_WARM = 60.0  # answers used within this long are checked again before they expire (Router.keep_warm)
 ACTION = "cluster:connect:execute"  # the policy rule (oasis/identity/rules.py): a member's by default
 # The statuses in which a cluster's master (and so its Connect server) runs; others are refused up front.
 SERVING = (ClusterStatus.ACTIVE, ClusterStatus.DECOMMISSIONING, ClusterStatus.SCALING_SPAWNING,
@@ -111,53 +115,126 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Kept(Generic[T]):
+    """An answer of the database, kept: `checked` when it was asked (the TTL counts from then), `used` when a call
+    last took it; for a principal, the token it was checked with, to check it again."""
+    value: T
+    checked: float
+    used: float
+    token: str = field(default="", repr=False)
+
+
 class Router:
-    """The gateway's decisions for one call, from its metadata; answers cached for `ttl` seconds."""
+    """The gateway's decisions for one call, from its metadata; answers kept for `ttl` seconds."""
 
     def __init__(self, db: Database, identity: Identity, remotes: Remotes, policy: Policy, ttl: float = TTL,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.db, self.identity, self.remotes, self.policy = db, identity, remotes, policy
         self.ttl, self.clock = ttl, clock
-        self._principals: dict[str, tuple[Principal, float]] = {}
-        self._routes: dict[tuple[str, str], tuple[Route, float]] = {}
+        self._principals: dict[str, Kept[Principal]] = {}
+        self._routes: dict[tuple[str, str], Kept[Route]] = {}
 
     async def route(self, metadata: Iterable[tuple[str, str | bytes]]) -> Route:
         metadata = list(metadata)
         token, ref = bearer(metadata), cluster_ref(metadata)
         principal = await self.principal(token)
         key = (principal.project_id, ref)
-        hit = self._routes.get(key)
-        if hit is not None and hit[1] > self.clock():
-            return hit[0]
+        hit = self._fresh(self._routes, key)
+        if hit is not None:
+            return hit
+        asked = self.clock()
         route = await asyncio.to_thread(self._find, principal.project_id, ref)
         if not route.starts:  # one whose server is starting is found again, so that its start is seen at once
-            self._routes[key] = (route, self.clock() + self.ttl)
+            self._routes[key] = Kept(route, asked, asked)
         return route
 
     async def principal(self, token: str) -> Principal:
         key = _digest(token)
-        hit = self._principals.get(key)
-        now = self.clock()
-        if hit is not None and hit[1] > now:
-            return hit[0]
+        hit = self._fresh(self._principals, key)
+        if hit is not None:
+            return hit
+        asked = self.clock()
+        try:
+            principal = await self._check(token)
+        except Refused:
+            self._principals.pop(key, None)
+            raise
+        self._principals[key] = Kept(principal, asked, asked, token)
+        self._forget_expired(asked)
+        return principal
+
+    def _fresh(self, kept: dict[Any, Kept[T]], key: Any) -> T | None:
+        hit, now = kept.get(key), self.clock()
+        if hit is None or now - hit.checked >= self.ttl:
+            return None
+        hit.used = now
+        return hit.value
+
+    async def _check(self, token: str) -> Principal:
         principal = await asyncio.to_thread(self.identity.authenticate_token, token)
         if principal is None:
-            self._principals.pop(key, None)
             raise Refused(grpc.StatusCode.UNAUTHENTICATED, "the token is not valid (unknown, expired or revoked)")
         try:
             self.policy.authorize(principal, ACTION)
         except Forbidden as e:
             raise Refused(grpc.StatusCode.PERMISSION_DENIED, str(e)) from None
-        self._principals[key] = (principal, now + self.ttl)
-        self._forget_expired(now)
         return principal
 
     def _find(self, project_id: str, ref: str) -> Route:
         with self.db.session() as s:
             return find_route(s, self.remotes, project_id, ref)
 
+    async def refresh(self) -> None:
+        """Check again every answer used within KEEP_WARM that is older than TTL/2; forget the others, and every
+        answer that is now refused (a revoked token, a cluster gone). An answer that cannot be checked (the
+        database does not answer) is left to expire by its TTL."""
+        now = self.clock()
+
+        async def again(kept: dict[Any, Kept[Any]], check: Callable[[Any, Kept[Any]], Any]) -> None:
+            for key, hit in list(kept.items()):
+                if now - hit.used > KEEP_WARM:
+                    kept.pop(key, None)
+                    continue
+                if now - hit.checked < self.ttl / 2:
+                    continue
+                try:
+                    value = await check(key, hit)
+                except Refused:
+                    kept.pop(key, None)
+                    continue
+                except Exception as e:  # noqa: BLE001 - the database or the identity backend: try next time
+                    log.warning("spark connect: cannot check a kept answer again: %s", e)
+                    continue
+                if kept.get(key) is hit:  # not replaced by a call meanwhile
+                    kept[key] = Kept(value, now, hit.used, hit.token)
+
+        async def principal(_: str, hit: Kept[Principal]) -> Principal:
+            return await self._check(hit.token)
+
+        async def route(key: tuple[str, str], _: Kept[Route]) -> Route:
+            found = await asyncio.to_thread(self._find, *key)
+            if found.starts:
+                raise Refused(grpc.StatusCode.UNAVAILABLE, "starting")
+            return found
+
+        await again(self._principals, principal)
+        await again(self._routes, route)
+
+    async def keep_warm(self, stop: asyncio.Event) -> None:
+        """Refresh every TTL/2 until `stop` is set (the gateway's serve runs it beside the server)."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), self.ttl / 2)
+            except asyncio.TimeoutError:
+                await self.refresh()
+
     def _forget_expired(self, now: float) -> None:
         if len(self._principals) > 1000:
-            self._principals = {k: v for k, v in self._principals.items() if v[1] > now}
+            self._principals = {k: v for k, v in self._principals.items() if now - v.checked < self.ttl}
         if len(self._routes) > 1000:
-            self._routes = {k: v for k, v in self._routes.items() if v[1] > now}
+            self._routes = {k: v for k, v in self._routes.items() if now - v.checked < self.ttl}

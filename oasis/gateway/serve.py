@@ -59,8 +59,8 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event, started: 
     """Serve until `stop` is set, then give calls in flight GRACE seconds (a client reattaches to what it had).
     `notify` wakes the engine of this process, if any, when the gateway asks it for work."""
     remotes = Remotes()
-    gateway = Gateway(Router(db, open_identity(settings, db), remotes, policy.load(settings.policy_file)),
-                      notify=notify)
+    router = Router(db, open_identity(settings, db), remotes, policy.load(settings.policy_file))
+    gateway = Gateway(router, notify=notify)
     # no SO_REUSEPORT (gRPC's default): a second gateway on a taken port must fail, not share it unseen
     server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((gateway.handler(),))
@@ -76,9 +76,12 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event, started: 
              "TLS" if settings.tls_cert is not None else "local connections only, no TLS")
     if started is not None:
         started.set()
+    warm = asyncio.create_task(router.keep_warm(stop))
     try:
         await stop.wait()
     finally:
+        warm.cancel()
+        await asyncio.gather(warm, return_exceptions=True)
         await server.stop(GRACE)
         await gateway.upstreams.close()
         await remotes.close()

@@ -430,3 +430,46 @@ def refusal_of(waiting: Any) -> Refused:
     with pytest.raises(Refused) as e:
         asyncio.run(waiting)
     return e.value
+
+
+def test_answers_in_use_are_checked_again_before_they_expire(world: World) -> None:
+    cid = connect_cluster(world)
+    now = [0.0]
+    r = router(world, ttl=5, clock=lambda: now[0])
+    alice = call(world, "alice", "sc")
+    first = asyncio.run(r.route(alice))
+    now[0] = 3.0  # older than TTL/2, used within KEEP_WARM: checked again, and kept from now on
+    asyncio.run(r.refresh())
+    now[0] = 7.0  # past the first answer's TTL, within the refreshed one's: no lookup
+    with world.db.session() as s:
+        s.get(Cluster, cid).name = "renamed"  # the database has changed: a lookup would not find 'sc'
+    assert asyncio.run(r.route(alice)) == first
+    asyncio.run(r.refresh())  # the change is seen by the next check: the answer is gone, the call refused
+    assert refusal(r, alice).code == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_revoked_token_is_refused_within_the_ttl_though_kept_warm(world: World) -> None:
+    from oasis.db.models import Token
+
+    connect_cluster(world)
+    now = [0.0]
+    r = router(world, ttl=5, clock=lambda: now[0])
+    alice = call(world, "alice", "sc")
+    asyncio.run(r.route(alice))
+    with world.db.session() as s:
+        s.query(Token).delete()  # every token revoked
+    now[0] = 3.0
+    asyncio.run(r.refresh())
+    assert refusal(r, alice).code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_answers_no_one_uses_are_not_kept_warm(world: World) -> None:
+    from oasis.gateway.routes import KEEP_WARM
+
+    connect_cluster(world)
+    now = [0.0]
+    r = router(world, ttl=5, clock=lambda: now[0])
+    asyncio.run(r.route(call(world, "alice", "sc")))
+    now[0] = KEEP_WARM + 1
+    asyncio.run(r.refresh())
+    assert not r._principals and not r._routes
