@@ -102,8 +102,8 @@ def main() -> None:
                 "direct": f"sc://localhost:{port}/;token={server_token}"}
         first = session_seconds(urls["oasis"])  # the server starts on demand: this session waits for it
         log(f"create → Active {active:.1f}s; the first session (starting the server) {first:.1f}s")
-        for way in urls:  # warm both: the server's first queries and the gateway's first route
-            queries_per_second(urls[way], 1)
+        for way in urls:  # warm both (the server's JIT, the gateway's first route): else the medians follow the
+            queries_per_second(urls[way], 3 * args.queries)  # warm-up along the repetitions, not either way
         for i in range(args.reps):
             order = ("oasis", "direct") if i % 2 == 0 else ("direct", "oasis")
             for way in order:
