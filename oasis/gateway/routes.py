@@ -29,6 +29,8 @@ from oasis.plugins.spark import CONNECT_CONFIG, CONNECT_PORT, CONNECT_TOKEN, Con
 from oasis.remote.base import Remote
 from oasis.remote.hosts import Remotes
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 AUTHORIZATION = "authorization"
 CLUSTER = "x-oasis-cluster"
 MAX_REF = 255  # a cluster's id is 36 characters, its name at most 80: anything longer names none
@@ -113,10 +115,6 @@ def find_route(session: Session, remotes: Remotes, project_id: str, ref: str) ->
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 
 @dataclass
