@@ -356,7 +356,7 @@ def scale_cluster(ctx: Ctx) -> Reply:
         if cluster.status != ACTIVE:
             raise bad("INVALID_DATA", f"Cluster cannot be scaled not in 'Active' status. Cluster status: "
                                       f"{cluster.status}")
-        if cluster.op in ACTIVE_OPS:  # Active meanwhile, but its nodes are being changed
+        if cluster.op in ACTIVE_OPS:  # Active meanwhile, but its nodes are being worked on
             raise bad("INVALID_DATA", f"Cluster {cluster.id} is busy with another operation ({cluster.op}); scale "
                                       "it once that is done")
         if not cluster.secrets:  # an Active cluster made by an oasis from before clusters had credentials
